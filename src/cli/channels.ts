@@ -1,0 +1,81 @@
+import type { Command } from 'commander';
+import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
+import { SettingsError } from '../publishers/publisher.ts';
+import { PLATFORMS, type Platform } from '../types.ts';
+import { CliError, configFrom, print, withStore, type GlobalFlags } from './context.ts';
+
+interface AddFlags {
+  name: string;
+  platform: string;
+  path?: string;
+  url?: string;
+  secret?: string;
+}
+
+const CHANNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function registerChannels(program: Command, globals: () => GlobalFlags): void {
+  const channels = program.command('channels').description('manage channels (where posts go)');
+
+  channels
+    .command('add')
+    .description('add a channel: --platform file --path P, or --platform webhook --url U [--secret S]')
+    .requiredOption('--name <name>', 'channel name (letters, digits, . _ -)')
+    .requiredOption('--platform <platform>', `one of: ${PLATFORMS.join(', ')}`)
+    .option('--path <path>', 'file platform: the JSON-lines file to append to')
+    .option('--url <url>', 'webhook platform: the URL to POST to')
+    .option('--secret <secret>', 'webhook platform: HMAC-SHA256 signing secret')
+    .action(async (flags: AddFlags) => {
+      const config = configFrom(globals());
+      if (!CHANNEL_NAME.test(flags.name)) throw new CliError(`invalid channel name "${flags.name}": use 1-64 letters, digits, . _ -`);
+      if (!(PLATFORMS as readonly string[]).includes(flags.platform)) {
+        throw new CliError(`unknown platform "${flags.platform}": use one of ${KNOWN_PLATFORMS.join(', ')}`);
+      }
+      const platform = flags.platform as Platform;
+      const settings: Record<string, unknown> =
+        platform === 'file'
+          ? { ...(flags.path === undefined ? {} : { path: flags.path }) }
+          : { ...(flags.url === undefined ? {} : { url: flags.url }), ...(flags.secret === undefined ? {} : { secret: flags.secret }) };
+      const module = await loadPublisherModule(platform);
+      if (module === null) throw new CliError(`unknown platform "${platform}"`);
+      try {
+        module.parseSettings(settings);
+      } catch (e) {
+        throw new CliError(e instanceof SettingsError ? e.message : String(e));
+      }
+      await withStore(config, async (store) => {
+        if ((await store.findChannel(flags.name)) !== null) throw new CliError(`a channel named "${flags.name}" already exists`);
+        const channel = await store.addChannel({ name: flags.name, platform, settings });
+        print(`Added channel ${channel.name} (${channel.platform}), id ${channel.id}`);
+      });
+    });
+
+  channels
+    .command('list')
+    .description('list channels (secrets hidden)')
+    .option('--json', 'one JSON array')
+    .action(async (flags: { json?: boolean }) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        const list = await store.listChannels();
+        const shown = await Promise.all(
+          list.map(async (c) => {
+            const module = await loadPublisherModule(c.platform);
+            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings) };
+          }),
+        );
+        if (flags.json === true) {
+          print(JSON.stringify(shown, null, 2));
+          return;
+        }
+        if (shown.length === 0) {
+          print('No channels. Add one: post-scheduler channels add --name demo --platform file --path ./data/published.jsonl');
+          return;
+        }
+        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}settings`);
+        for (const c of shown) {
+          print(`${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${JSON.stringify(c.settings)}`);
+        }
+      });
+    });
+}

@@ -1,0 +1,102 @@
+import type { Command } from 'commander';
+import type { ConfigInput } from '../config.ts';
+import { initScheduler, SchedulerError } from '../cron/init-scheduler.ts';
+import { runCronTrigger } from '../cron/run-cron.ts';
+import { createLogger } from '../log.ts';
+import { CliError, configFrom, type GlobalFlags } from './context.ts';
+
+interface CycleFlags {
+  batchSize?: string;
+  maxWorkers?: string;
+  minWorkers?: string;
+  timeoutMs?: string;
+  workerTimeoutMs?: string;
+  workerConcurrency?: string;
+  maxAttempts?: string;
+}
+
+function withCycleFlags(command: Command): Command {
+  return command
+    .option('--batch-size <n>', 'posts per worker (BATCH_SIZE)')
+    .option('--max-workers <n>', 'MAX_WORKERS')
+    .option('--min-workers <n>', 'MIN_WORKERS')
+    .option('--timeout-ms <ms>', "the cycle's guard (TIMEOUT_MS)")
+    .option('--worker-timeout-ms <ms>', "a worker's budget (WORKER_TIMEOUT_MS)")
+    .option('--worker-concurrency <n>', 'posts one worker publishes at once (WORKER_CONCURRENCY)')
+    .option('--max-attempts <n>', 'MAX_ATTEMPTS');
+}
+
+function overrides(flags: CycleFlags): ConfigInput {
+  return {
+    BATCH_SIZE: flags.batchSize,
+    MAX_WORKERS: flags.maxWorkers,
+    MIN_WORKERS: flags.minWorkers,
+    TIMEOUT_MS: flags.timeoutMs,
+    WORKER_TIMEOUT_MS: flags.workerTimeoutMs,
+    WORKER_CONCURRENCY: flags.workerConcurrency,
+    MAX_ATTEMPTS: flags.maxAttempts,
+  };
+}
+
+/** SIGTERM / SIGINT: the first calls `first`, the second `second`, a third exits. */
+function onSignals(first: () => void, second: () => void): void {
+  let count = 0;
+  const handler = () => {
+    count++;
+    if (count === 1) first();
+    else if (count === 2) second();
+    else process.exit(1);
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
+
+export function registerCycle(program: Command, globals: () => GlobalFlags): void {
+  withCycleFlags(program.command('cron').description('run one dispatch cycle, then exit 0 / 1 / 2 (for system cron)')).action(
+    async (flags: CycleFlags) => {
+      const config = configFrom(globals(), overrides(flags));
+      const stop = new AbortController();
+      onSignals(
+        () => stop.abort('signal'),
+        () => process.exit(1),
+      );
+      process.exitCode = await runCronTrigger(config, stop.signal);
+    },
+  );
+
+  withCycleFlags(
+    program
+      .command('daemon')
+      .description('in-process scheduler: a cycle on a cron expression, never two at once')
+      .option('--cron <expr>', 'cron expression', '* * * * *')
+      .option('--timezone <tz>', 'IANA time zone of the expression', 'UTC')
+      .option('--run-immediately', 'run a cycle at start too'),
+  ).action(async (flags: CycleFlags & { cron: string; timezone: string; runImmediately?: boolean }) => {
+    const config = configFrom(globals(), overrides(flags));
+    const log = createLogger('CRON', config.logFormat);
+    let scheduler;
+    try {
+      scheduler = await initScheduler({
+        config,
+        cronExpression: flags.cron,
+        timezone: flags.timezone,
+        runImmediately: flags.runImmediately === true,
+      });
+    } catch (e) {
+      throw new CliError(e instanceof SchedulerError ? e.message : String(e));
+    }
+    const stopped = new Promise<void>((resolve) => {
+      onSignals(
+        () => {
+          log.info(scheduler.busy() ? 'Stopping: finishing the running cycle first' : 'Stopping');
+          void scheduler.stop().then(resolve);
+        },
+        () => {
+          log.warn('Second signal: stopping the running cycle now');
+          void scheduler.stop({ abortRunning: true }).then(resolve);
+        },
+      );
+    });
+    await stopped;
+  });
+}

@@ -1,0 +1,108 @@
+import type { Command } from 'commander';
+import { parseWhen, WhenError } from '../when.ts';
+import type { Store } from '../store/store.ts';
+import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+
+const MAX_TEXT = 100_000;
+
+async function channelId(store: Store, name: string): Promise<number> {
+  const channel = await store.findChannel(name);
+  if (channel === null) throw new CliError(`no channel named "${name}" (see: post-scheduler channels list)`);
+  return channel.id;
+}
+
+function when(value: string | undefined): Date {
+  try {
+    return parseWhen(value ?? 'now');
+  } catch (e) {
+    throw new CliError(e instanceof WhenError ? e.message : String(e));
+  }
+}
+
+function postId(value: string): number {
+  return parsePositiveInt(value, 'post id', Number.MAX_SAFE_INTEGER);
+}
+
+export function registerPosts(program: Command, globals: () => GlobalFlags): void {
+  program
+    .command('schedule')
+    .description('schedule one post; prints its id')
+    .requiredOption('--channel <name>', 'channel to publish to')
+    .requiredOption('--text <text>', 'the post text')
+    .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time')
+    .action(async (flags: { channel: string; text: string; at?: string }) => {
+      const config = configFrom(globals());
+      const runAt = when(flags.at);
+      if (flags.text.trim() === '') throw new CliError('--text must not be empty');
+      if (flags.text.length > MAX_TEXT) throw new CliError(`--text is ${flags.text.length} characters; the most is ${MAX_TEXT}`);
+      await withStore(config, async (store) => {
+        const [id] = await store.schedulePosts([{ channelId: await channelId(store, flags.channel), text: flags.text, runAt }]);
+        print(String(id));
+      });
+    });
+
+  program
+    .command('simulate')
+    .description("the seed's heavy-load test: insert N posts at once")
+    .requiredOption('--posts <n>', 'how many posts')
+    .requiredOption('--channel <name>', 'channel to publish to')
+    .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time')
+    .action(async (flags: { posts: string; channel: string; at?: string }) => {
+      const config = configFrom(globals());
+      const count = parsePositiveInt(flags.posts, '--posts');
+      const runAt = when(flags.at);
+      await withStore(config, async (store) => {
+        const id = await channelId(store, flags.channel);
+        const stamp = runAt.toISOString();
+        let made = 0;
+        for (let start = 0; start < count; start += 5_000) {
+          const chunk = Array.from({ length: Math.min(5_000, count - start) }, (_, i) => ({
+            channelId: id,
+            text: `Simulated post ${start + i + 1} of ${count} (${stamp})`,
+            runAt,
+          }));
+          made += (await store.schedulePosts(chunk)).length;
+        }
+        print(`Scheduled ${made} posts on ${flags.channel} at ${stamp}`);
+      });
+    });
+
+  program
+    .command('retry')
+    .description('put a failed post (or every failed post) back to pending, due now')
+    .argument('[id]', 'post id')
+    .option('--failed', 'every failed post')
+    .action(async (id: string | undefined, flags: { failed?: boolean }) => {
+      if ((id === undefined) === (flags.failed !== true)) throw new CliError('give either a post id or --failed');
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        if (id === undefined) {
+          const ids = await store.requeue('all');
+          print(`Requeued ${ids.length} failed posts`);
+          return;
+        }
+        const n = postId(id);
+        const [done] = await store.requeue([n]);
+        if (done === undefined) {
+          const post = await store.getPost(n);
+          throw new CliError(post === null ? `no post with id ${n}` : `post ${n} is ${post.status}; only failed posts can be retried`);
+        }
+        print(`Requeued post ${n}`);
+      });
+    });
+
+  program
+    .command('cancel')
+    .description('cancel a pending post')
+    .argument('<id>', 'post id')
+    .action(async (id: string) => {
+      const config = configFrom(globals());
+      const n = postId(id);
+      await withStore(config, async (store) => {
+        const result = await store.cancel(n);
+        if (result.status === null) throw new CliError(`no post with id ${n}`);
+        if (!result.cancelled) throw new CliError(`post ${n} is ${result.status}; only pending posts can be cancelled`);
+        print(`Cancelled post ${n}`);
+      });
+    });
+}

@@ -1,0 +1,38 @@
+import { Command } from 'commander';
+import { registerChannels } from './channels.ts';
+import { configFrom, print, type GlobalFlags } from './context.ts';
+import { registerCycle } from './cycle.ts';
+import { registerPosts } from './posts.ts';
+import { registerStatus } from './status.ts';
+import { withStore } from './context.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('post-scheduler')
+    .description('Publishes scheduled social-media posts on time through a dynamic worker dispatcher.')
+    .option('--database-url <url>', 'sqlite:PATH or postgres://... (default: DATABASE_URL, else sqlite at ./data/post-scheduler.db)')
+    .option('--log-format <format>', 'text (default) or json')
+    .addHelpText(
+      'after',
+      `
+Environment: DATABASE_URL, BATCH_SIZE (5), MAX_WORKERS (5), MIN_WORKERS (1), TIMEOUT_MS (55000),
+WORKER_TIMEOUT_MS (50000), WORKER_CONCURRENCY (BATCH_SIZE), MAX_ATTEMPTS (5), RETRY_BASE_MS (30000),
+RETRY_MAX_MS (3600000), PUBLISH_TIMEOUT_MS (10000), LEASE_MARGIN_MS (30000), KILL_GRACE_MS (3000),
+LOG_FORMAT (text).`,
+    );
+  const globals = (): GlobalFlags => program.opts<GlobalFlags>();
+
+  program
+    .command('migrate')
+    .description('create or upgrade the schema')
+    .action(async () => {
+      const config = configFrom(globals());
+      await withStore(config, async () => {
+        print(`Schema up to date (${config.databaseLabel})`);
+      });
+    });
+  registerChannels(program, globals);
+  registerPosts(program, globals);
+  registerCycle(program, globals);
+  registerStatus(program, globals);
+  return program;
+}

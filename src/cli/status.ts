@@ -1,0 +1,63 @@
+import type { Command } from 'commander';
+import type { StatusReport } from '../types.ts';
+import { configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+
+export function registerStatus(program: Command, globals: () => GlobalFlags): void {
+  program
+    .command('status')
+    .description("the seed's monitoring figures: posts by state and the last cycles")
+    .option('--json', 'one JSON object')
+    .option('--cycles <n>', 'how many recent cycles', '10')
+    .action(async (flags: { json?: boolean; cycles: string }) => {
+      const config = configFrom(globals());
+      const cycles = parsePositiveInt(flags.cycles, '--cycles', 1000);
+      await withStore(config, async (store) => {
+        const report = await store.status(cycles);
+        if (flags.json === true) print(JSON.stringify({ database: config.databaseLabel, ...report }, null, 2));
+        else printStatus(report, config.databaseLabel);
+      });
+    });
+}
+
+function printStatus(report: StatusReport, database: string): void {
+  const c = report.counts;
+  print(`Database: ${database}`);
+  print();
+  print('Posts');
+  const rows: [string, number][] = [
+    ['due pending', c.duePending],
+    ['scheduled later', c.scheduledLater],
+    ['processing', c.processing],
+    ['published', c.published],
+    ['failed', c.failed],
+    ['cancelled', c.cancelled],
+  ];
+  for (const [label, n] of rows) print(`  ${label.padEnd(17)}${String(n).padStart(8)}`);
+  print();
+  if (report.cycles.length === 0) {
+    print('No cycles yet. Run one: post-scheduler cron');
+  } else {
+    print('Last cycles');
+    const head = ['id', 'started (UTC)', 'pending', 'spawned', 'ok', 'failed', 'duration', 'exit'];
+    const widths = [6, 26, 9, 9, 5, 8, 11, 5];
+    const line = (cells: string[]) => print('  ' + cells.map((s, i) => (i === 1 ? s.padEnd(widths[i] ?? 0) : s.padStart(widths[i] ?? 0))).join(' '));
+    line(head);
+    for (const cy of report.cycles) {
+      line([
+        String(cy.id),
+        cy.startedAt.toISOString(),
+        String(cy.pending),
+        String(cy.workersSpawned),
+        String(cy.workersSucceeded),
+        String(cy.workersFailed),
+        cy.durationMs === null ? 'running' : `${cy.durationMs}ms`,
+        cy.exitCode === null ? '-' : String(cy.exitCode),
+      ]);
+    }
+  }
+  if (report.recentFailures.length > 0) {
+    print();
+    print('Recent failures');
+    for (const f of report.recentFailures) print(`  post ${f.id} (attempts ${f.attempts}): ${f.lastError ?? ''}`);
+  }
+}

@@ -1,0 +1,233 @@
+import path from 'node:path';
+import * as v from 'valibot';
+
+/**
+ * All configuration is read, defaulted and validated here, and nowhere else reads
+ * process.env. A bad value throws ConfigError with one line naming the variable and
+ * the rule, before anything touches the database.
+ */
+
+export type DatabaseTarget =
+  | { readonly dialect: 'sqlite'; readonly path: string }
+  | {
+      readonly dialect: 'postgres';
+      /** connection URL without our own `schema` parameter; may hold a password */
+      readonly url: string;
+      /** optional schema (search_path) from `?schema=NAME` */
+      readonly schema: string | null;
+    };
+
+export type LogFormat = 'text' | 'json';
+
+export interface Config {
+  readonly database: DatabaseTarget;
+  /** the database as it may be shown: password replaced by *** */
+  readonly databaseLabel: string;
+  /** posts per worker, for the scaling formula and the most a worker claims at once */
+  readonly batchSize: number;
+  readonly maxWorkers: number;
+  readonly minWorkers: number;
+  /** the cycle's guard: workers still running then are stopped and the cycle exits 2 */
+  readonly timeoutMs: number;
+  /** a worker's own budget; always below timeoutMs */
+  readonly workerTimeoutMs: number;
+  /** posts one worker publishes at the same time */
+  readonly workerConcurrency: number;
+  readonly maxAttempts: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** one publish request's timeout (webhook) */
+  readonly publishTimeoutMs: number;
+  /** a claim's lease is timeoutMs + leaseMarginMs, after which the post is recovered */
+  readonly leaseMarginMs: number;
+  /** between SIGTERM and SIGKILL when the dispatcher stops its workers */
+  readonly killGraceMs: number;
+  readonly logFormat: LogFormat;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The environment variables this program reads, with their defaults. */
+export const ENV_DEFAULTS = {
+  DATABASE_URL: '',
+  BATCH_SIZE: '5',
+  MAX_WORKERS: '5',
+  MIN_WORKERS: '1',
+  TIMEOUT_MS: '55000',
+  WORKER_TIMEOUT_MS: '50000',
+  WORKER_CONCURRENCY: '',
+  MAX_ATTEMPTS: '5',
+  RETRY_BASE_MS: '30000',
+  RETRY_MAX_MS: '3600000',
+  PUBLISH_TIMEOUT_MS: '10000',
+  LEASE_MARGIN_MS: '30000',
+  KILL_GRACE_MS: '3000',
+  LOG_FORMAT: 'text',
+} as const;
+
+export type EnvName = keyof typeof ENV_DEFAULTS;
+export type ConfigInput = Partial<Record<EnvName, string | undefined>>;
+
+export const DEFAULT_SQLITE_PATH = path.join('data', 'post-scheduler.db');
+
+const integer = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.regex(/^-?\d+$/, `${name} must be a whole number`),
+    v.transform(Number),
+    v.minValue(min, `${name} must be at least ${min}`),
+    v.maxValue(max, `${name} must be at most ${max}`),
+  );
+
+const schema = v.object({
+  DATABASE_URL: v.string(),
+  BATCH_SIZE: integer('BATCH_SIZE', 1, 10_000),
+  MAX_WORKERS: integer('MAX_WORKERS', 1, 1_000),
+  MIN_WORKERS: integer('MIN_WORKERS', 1, 1_000),
+  TIMEOUT_MS: integer('TIMEOUT_MS', 100),
+  WORKER_TIMEOUT_MS: integer('WORKER_TIMEOUT_MS', 50),
+  WORKER_CONCURRENCY: v.union([v.literal(''), integer('WORKER_CONCURRENCY', 1, 10_000)], 'WORKER_CONCURRENCY must be a whole number from 1 to 10000'),
+  MAX_ATTEMPTS: integer('MAX_ATTEMPTS', 1, 1_000),
+  RETRY_BASE_MS: integer('RETRY_BASE_MS', 0),
+  RETRY_MAX_MS: integer('RETRY_MAX_MS', 0),
+  PUBLISH_TIMEOUT_MS: integer('PUBLISH_TIMEOUT_MS', 1),
+  LEASE_MARGIN_MS: integer('LEASE_MARGIN_MS', 0),
+  KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
+  LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
+});
+
+/** Rules between variables, checked after each one is valid on its own. */
+function crossCheck(c: v.InferOutput<typeof schema>): string | null {
+  if (c.MIN_WORKERS > c.MAX_WORKERS) return `MIN_WORKERS (${c.MIN_WORKERS}) must not exceed MAX_WORKERS (${c.MAX_WORKERS})`;
+  if (c.WORKER_TIMEOUT_MS >= c.TIMEOUT_MS) {
+    return `WORKER_TIMEOUT_MS (${c.WORKER_TIMEOUT_MS}) must be less than TIMEOUT_MS (${c.TIMEOUT_MS})`;
+  }
+  if (c.RETRY_BASE_MS > c.RETRY_MAX_MS) return `RETRY_BASE_MS (${c.RETRY_BASE_MS}) must not exceed RETRY_MAX_MS (${c.RETRY_MAX_MS})`;
+  return null;
+}
+
+/**
+ * Reads the configuration from environment variables, with `overrides` (from CLI
+ * flags) taking precedence. Returns a frozen Config or throws ConfigError.
+ */
+export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInput = {}): Config {
+  const raw: Record<string, string> = {};
+  for (const key of Object.keys(ENV_DEFAULTS) as EnvName[]) {
+    const value = overrides[key] ?? env[key];
+    raw[key] = value === undefined ? ENV_DEFAULTS[key] : value;
+  }
+  const parsed = v.safeParse(schema, raw);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    const key = issue.path?.[0]?.key;
+    const name = typeof key === 'string' ? key : 'configuration';
+    const shown = name in raw && name !== 'DATABASE_URL' ? ` (got "${raw[name] ?? ''}")` : '';
+    throw new ConfigError(`Invalid configuration: ${issue.message}${shown}`);
+  }
+  const c = parsed.output;
+  const broken = crossCheck(c);
+  if (broken !== null) throw new ConfigError(`Invalid configuration: ${broken}`);
+  const database = parseDatabaseUrl(c.DATABASE_URL);
+  return Object.freeze({
+    database,
+    databaseLabel: describeDatabase(database),
+    batchSize: c.BATCH_SIZE,
+    maxWorkers: c.MAX_WORKERS,
+    minWorkers: c.MIN_WORKERS,
+    timeoutMs: c.TIMEOUT_MS,
+    workerTimeoutMs: c.WORKER_TIMEOUT_MS,
+    workerConcurrency: c.WORKER_CONCURRENCY === '' ? c.BATCH_SIZE : c.WORKER_CONCURRENCY,
+    maxAttempts: c.MAX_ATTEMPTS,
+    retryBaseMs: c.RETRY_BASE_MS,
+    retryMaxMs: c.RETRY_MAX_MS,
+    publishTimeoutMs: c.PUBLISH_TIMEOUT_MS,
+    leaseMarginMs: c.LEASE_MARGIN_MS,
+    killGraceMs: c.KILL_GRACE_MS,
+    logFormat: c.LOG_FORMAT,
+  });
+}
+
+/** The environment a worker process needs to rebuild exactly this config. */
+export function configToEnv(config: Config): Record<EnvName, string> {
+  const db = config.database;
+  let databaseUrl: string;
+  if (db.dialect === 'sqlite') {
+    databaseUrl = `sqlite:${db.path}`;
+  } else if (db.schema === null) {
+    databaseUrl = db.url;
+  } else {
+    const u = new URL(db.url);
+    u.searchParams.set('schema', db.schema);
+    databaseUrl = u.toString();
+  }
+  return {
+    DATABASE_URL: databaseUrl,
+    BATCH_SIZE: String(config.batchSize),
+    MAX_WORKERS: String(config.maxWorkers),
+    MIN_WORKERS: String(config.minWorkers),
+    TIMEOUT_MS: String(config.timeoutMs),
+    WORKER_TIMEOUT_MS: String(config.workerTimeoutMs),
+    WORKER_CONCURRENCY: String(config.workerConcurrency),
+    MAX_ATTEMPTS: String(config.maxAttempts),
+    RETRY_BASE_MS: String(config.retryBaseMs),
+    RETRY_MAX_MS: String(config.retryMaxMs),
+    PUBLISH_TIMEOUT_MS: String(config.publishTimeoutMs),
+    LEASE_MARGIN_MS: String(config.leaseMarginMs),
+    KILL_GRACE_MS: String(config.killGraceMs),
+    LOG_FORMAT: config.logFormat,
+  };
+}
+
+export function parseDatabaseUrl(value: string): DatabaseTarget {
+  const trimmed = value.trim();
+  if (trimmed === '') return { dialect: 'sqlite', path: path.resolve(DEFAULT_SQLITE_PATH) };
+  if (trimmed.startsWith('sqlite:')) {
+    const file = trimmed.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (file === '') throw new ConfigError('Invalid configuration: DATABASE_URL "sqlite:" needs a file path, e.g. sqlite:./data/app.db');
+    return { dialect: 'sqlite', path: path.resolve(file) };
+  }
+  if (/^postgres(ql)?:\/\//.test(trimmed)) {
+    let u: URL;
+    try {
+      u = new URL(trimmed);
+    } catch {
+      throw new ConfigError('Invalid configuration: DATABASE_URL is not a valid postgres:// URL');
+    }
+    if (u.hostname === '' && !u.searchParams.has('host')) {
+      throw new ConfigError('Invalid configuration: DATABASE_URL has no host');
+    }
+    const schemaName = u.searchParams.get('schema');
+    if (schemaName !== null && !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schemaName)) {
+      throw new ConfigError('Invalid configuration: DATABASE_URL schema must be a plain identifier (letters, digits, _)');
+    }
+    u.searchParams.delete('schema');
+    return { dialect: 'postgres', url: u.toString(), schema: schemaName };
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(trimmed)?.[1];
+  throw new ConfigError(
+    `Invalid configuration: DATABASE_URL must start with sqlite: or postgres:// (got ${scheme === undefined ? 'no scheme' : `"${scheme}:"`})`,
+  );
+}
+
+/** Replaces a password in a URL with ***; leaves anything else as it is. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    for (const key of [...u.searchParams.keys()]) {
+      if (/pass|secret|token/i.test(key)) u.searchParams.set(key, '***');
+    }
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
+  }
+}
+
+export function describeDatabase(db: DatabaseTarget): string {
+  if (db.dialect === 'sqlite') return `sqlite:${db.path}`;
+  const label = redactUrl(db.url);
+  return db.schema === null ? label : `${label} (schema ${db.schema})`;
+}

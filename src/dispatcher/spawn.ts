@@ -1,0 +1,97 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
+
+/**
+ * Starting and stopping worker processes. Workers are forked with an IPC channel:
+ * it carries their report back, and its closing tells a worker its dispatcher is
+ * gone, even when the dispatcher was killed with SIGKILL.
+ */
+export interface WorkerExit {
+  readonly workerId: string;
+  readonly startedAt: Date;
+  readonly finishedAt: Date;
+  readonly durationMs: number;
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly report: WorkerMessage | null;
+}
+
+export interface WorkerHandle {
+  readonly workerId: string;
+  readonly process: ChildProcess;
+  readonly exited: Promise<WorkerExit>;
+}
+
+const here = fileURLToPath(import.meta.url);
+const ext = path.extname(here);
+
+/** The worker entry point beside this build: .js when compiled, .ts under a loader. */
+export const WORKER_ENTRY = path.join(path.dirname(here), '..', 'workers', `post-scheduler.worker-runner${ext}`);
+
+/**
+ * Node flags for the worker: none for compiled JavaScript (fastest start); the
+ * parent's loader flags (tsx) when running from TypeScript sources.
+ */
+function workerExecArgv(entry: string): string[] {
+  if (entry.endsWith('.js')) return [];
+  const keep: string[] = [];
+  const args = process.execArgv;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? '';
+    if (/^--(import|require|loader|experimental-loader)$/.test(a)) {
+      keep.push(a, args[i + 1] ?? '');
+      i++;
+    } else if (/^--(import|require|loader|experimental-loader)=/.test(a) || a === '--enable-source-maps') {
+      keep.push(a);
+    }
+  }
+  return keep;
+}
+
+export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY): WorkerHandle {
+  const startedAt = new Date();
+  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId)], {
+    env,
+    execArgv: workerExecArgv(entry),
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    serialization: 'json',
+  });
+  let report: WorkerMessage | null = null;
+  child.on('message', (m: unknown) => {
+    if (typeof m === 'object' && m !== null && (m as { type?: unknown }).type === 'report') report = m as WorkerMessage;
+  });
+  const exited = new Promise<WorkerExit>((resolve) => {
+    let spawnError: Error | null = null;
+    child.once('error', (e) => {
+      spawnError = e;
+    });
+    child.once('exit', (code, signal) => {
+      const finishedAt = new Date();
+      resolve({
+        workerId,
+        startedAt,
+        finishedAt,
+        durationMs: finishedAt.getTime() - startedAt.getTime(),
+        exitCode: spawnError !== null && code === null && signal === null ? 1 : code,
+        signal,
+        report,
+      });
+    });
+  });
+  return { workerId, process: child, exited };
+}
+
+/** SIGTERM now, SIGKILL after `graceMs` to those still running; resolves when all have exited. */
+export async function stopWorkers(workers: readonly WorkerHandle[], graceMs: number): Promise<void> {
+  const running = workers.filter((w) => w.process.exitCode === null && w.process.signalCode === null);
+  for (const w of running) w.process.kill('SIGTERM');
+  const killTimer = setTimeout(() => {
+    for (const w of running) {
+      if (w.process.exitCode === null && w.process.signalCode === null) w.process.kill('SIGKILL');
+    }
+  }, graceMs);
+  await Promise.all(running.map((w) => w.exited));
+  clearTimeout(killTimer);
+}

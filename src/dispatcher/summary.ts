@@ -1,0 +1,30 @@
+import type { Logger } from '../log.ts';
+import type { CycleResult } from '../types.ts';
+import type { WorkerExit } from './spawn.ts';
+
+const RULE = '========================================';
+
+/** The seed's "Dispatch Summary" block, with the posts' outcomes added. */
+export function logSummary(log: Logger, result: CycleResult, exits: readonly WorkerExit[]): void {
+  const sum = (pick: (e: WorkerExit) => number) => exits.reduce((n, e) => n + pick(e), 0);
+  const avg = exits.length === 0 ? 0 : Math.round(sum((e) => e.durationMs) / exits.length);
+  const row = (label: string, value: string | number) => log.info(`${(label + ':').padEnd(22)}${value}`);
+  log.blank();
+  log.info(RULE);
+  log.info('Dispatch Summary:');
+  log.info(RULE);
+  row('Pending posts', result.pending);
+  if (result.recovered > 0) row('Recovered posts', result.recovered);
+  row('Workers spawned', result.workersSpawned);
+  row('Successful workers', result.workersSucceeded);
+  row('Failed workers', result.workersFailed);
+  if (exits.length > 0) {
+    row('Posts published', sum((e) => e.report?.published ?? 0));
+    row('Posts to retry', sum((e) => e.report?.retried ?? 0));
+    row('Posts failed', sum((e) => e.report?.failed ?? 0));
+  }
+  row('Total duration', `${result.durationMs}ms`);
+  row('Avg worker duration', `${avg}ms`);
+  log.info(RULE);
+  log.blank();
+}

@@ -1,0 +1,31 @@
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { EXIT } from './types.ts';
+
+/**
+ * Shared shape of the process entry points: read the config (a bad one stops here,
+ * before the database is touched), pass SIGTERM / SIGINT on as an abort signal (a
+ * second one exits at once), run, exit with the returned code.
+ */
+export function runMain(run: (config: Config, signal: AbortSignal) => Promise<number>): void {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    process.stderr.write(`post-scheduler: ${e instanceof ConfigError ? e.message : String(e)}\n`);
+    process.exit(EXIT.error);
+  }
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(EXIT.error);
+    stop.abort(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  run(config, stop.signal).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`post-scheduler: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exit(EXIT.error);
+    },
+  );
+}

@@ -1,0 +1,14 @@
+import type { PublisherModule } from './publisher.ts';
+
+/** Platform name -> its module, imported on first use. */
+const MODULES: Record<string, () => Promise<PublisherModule>> = {
+  file: async () => (await import('./file.ts')).filePublisher,
+  webhook: async () => (await import('./webhook.ts')).webhookPublisher,
+};
+
+export const KNOWN_PLATFORMS = Object.keys(MODULES);
+
+export async function loadPublisherModule(platform: string): Promise<PublisherModule | null> {
+  const load = MODULES[platform];
+  return load === undefined ? null : load();
+}

@@ -1,0 +1,180 @@
+import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import * as v from 'valibot';
+import {
+  PermanentPublishError,
+  RetryablePublishError,
+  SettingsError,
+  type Publisher,
+  type PublisherModule,
+  type PublisherOptions,
+  type PublishRequest,
+} from './publisher.ts';
+
+/**
+ * `webhook`: POSTs the post as JSON {id, channel, text, run_at, attempt} to the
+ * channel's URL.
+ *
+ * - `Idempotency-Key`: unique per post, the same on every retry of it.
+ * - `X-Post-Scheduler-Signature: sha256=<hex>`: HMAC-SHA256 of the body with the
+ *   channel's secret, when it has one.
+ * - 2xx: published; `id` and `url` of a JSON answer are stored.
+ * - 408, 429, 5xx, timeouts, network errors: retryable (429/503 Retry-After honoured).
+ * - other 4xx, redirects: permanent.
+ */
+const settingsSchema = v.object({
+  url: v.pipe(
+    v.string('webhook channel needs a url'),
+    v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), 'webhook url must be an http:// or https:// URL'),
+  ),
+  secret: v.optional(v.pipe(v.string('webhook secret must be a string'), v.minLength(1, 'webhook secret must not be empty'))),
+});
+
+type WebhookSettings = v.InferOutput<typeof settingsSchema>;
+
+/** The most of an answer's body that is read; the rest is discarded. */
+const MAX_BODY_BYTES = 64 * 1024;
+
+function parseSettings(settings: Record<string, unknown>): WebhookSettings {
+  const parsed = v.safeParse(settingsSchema, settings);
+  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
+  return parsed.output;
+}
+
+function redactSettings(settings: Record<string, unknown>): Record<string, unknown> {
+  const shown: Record<string, unknown> = { ...settings };
+  if (typeof shown['url'] === 'string') {
+    try {
+      const u = new URL(shown['url']);
+      if (u.password !== '') u.password = '***';
+      shown['url'] = u.toString();
+    } catch {
+      // not a URL: shown as it is
+    }
+  }
+  if ('secret' in shown) shown['secret'] = '***';
+  return shown;
+}
+
+/** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | null {
+  if (value === undefined || value.trim() === '') return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}
+
+function describeUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+export const webhookPublisher: PublisherModule = {
+  platform: 'webhook',
+  parseSettings,
+  redactSettings,
+  createPublisher(options: PublisherOptions): Publisher {
+    const agentOptions = { keepAlive: true, maxSockets: options.concurrency, maxFreeSockets: options.concurrency };
+    const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
+
+    const send = (request: PublishRequest, settings: WebhookSettings): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> => {
+      const url = new URL(settings.url);
+      const body = JSON.stringify({
+        id: request.postId,
+        channel: request.channel.name,
+        text: request.text,
+        run_at: request.runAt.toISOString(),
+        attempt: request.attempt,
+      });
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        'content-length': String(Buffer.byteLength(body)),
+        'idempotency-key': request.idempotencyKey,
+        'user-agent': 'post-scheduler',
+      };
+      if (settings.secret !== undefined) {
+        headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
+      }
+      const signal = AbortSignal.any([request.signal, AbortSignal.timeout(options.timeoutMs)]);
+      const isHttps = url.protocol === 'https:';
+      return new Promise((resolve, reject) => {
+        const req = (isHttps ? https : http).request(
+          url,
+          { method: 'POST', headers, agent: isHttps ? agents.https : agents.http, signal },
+          (res) => {
+            const chunks: Buffer[] = [];
+            let size = 0;
+            res.on('data', (chunk: Buffer) => {
+              if (size >= MAX_BODY_BYTES) return;
+              size += chunk.length;
+              chunks.push(chunk);
+              if (size >= MAX_BODY_BYTES) res.destroy();
+            });
+            const done = () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                headers: res.headers,
+                body: Buffer.concat(chunks).subarray(0, MAX_BODY_BYTES).toString('utf8'),
+              });
+            res.on('end', done);
+            res.on('close', done);
+            res.on('error', (e) => (size >= MAX_BODY_BYTES ? done() : reject(e)));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    };
+
+    return {
+      async publish(request: PublishRequest) {
+        let settings: WebhookSettings;
+        try {
+          settings = parseSettings(request.channel.settings);
+        } catch (e) {
+          throw new PermanentPublishError(`channel ${request.channel.name}: ${(e as Error).message}`);
+        }
+        const where = describeUrl(new URL(settings.url));
+        let answer: Awaited<ReturnType<typeof send>>;
+        try {
+          answer = await send(request, settings);
+        } catch (e) {
+          const err = e as Error & { code?: string };
+          if (request.signal.aborted) throw new RetryablePublishError(`webhook ${where}: interrupted (${String(request.signal.reason ?? 'aborted')})`);
+          if (err.name === 'AbortError' || err.name === 'TimeoutError') {
+            throw new RetryablePublishError(`webhook ${where}: no answer within ${options.timeoutMs} ms`);
+          }
+          throw new RetryablePublishError(`webhook ${where}: ${err.code ?? err.name}: ${err.message}`);
+        }
+        const { status } = answer;
+        if (status >= 200 && status < 300) {
+          let externalId: string | null = null;
+          let externalUrl: string | null = null;
+          try {
+            const json: unknown = JSON.parse(answer.body);
+            if (typeof json === 'object' && json !== null) {
+              const o = json as Record<string, unknown>;
+              if (typeof o['id'] === 'string' || typeof o['id'] === 'number') externalId = String(o['id']).slice(0, 500);
+              if (typeof o['url'] === 'string') externalUrl = o['url'].slice(0, 2000);
+            }
+          } catch {
+            // a 2xx without a JSON body is still published
+          }
+          return { externalId, externalUrl };
+        }
+        if (status === 408 || status === 429 || status >= 500) {
+          const retryAfter = parseRetryAfter(answer.headers['retry-after']);
+          throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter);
+        }
+        if (status >= 300 && status < 400) {
+          throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);
+        }
+        throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${answer.body === '' ? '' : `: ${answer.body.slice(0, 200)}`}`);
+      },
+      async close() {
+        agents.http.destroy();
+        agents.https.destroy();
+      },
+    };
+  },
+};

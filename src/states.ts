@@ -1,0 +1,36 @@
+import type { PostStatus } from './types.ts';
+
+/**
+ * Every move a post can make between states, in one place. Each store implements
+ * exactly these transitions, one method each, and builds its `WHERE status ...`
+ * guards from this table, so "who may move a post from A to B" has one answer.
+ */
+export const TRANSITIONS = {
+  /** a worker takes due posts (worker_id, locked_at, lease set; attempts + 1) */
+  claim: { from: ['pending'], to: 'processing' },
+  /** the channel accepted the post */
+  publish: { from: ['processing'], to: 'published' },
+  /** a retryable failure: back to pending with run_at pushed out by the backoff */
+  retryLater: { from: ['processing'], to: 'pending' },
+  /** a permanent failure, or MAX_ATTEMPTS reached */
+  fail: { from: ['processing'], to: 'failed' },
+  /** the lease ran out: the worker died; the next cycle returns the post */
+  recover: { from: ['processing'], to: 'pending' },
+  /** the lease ran out on the last allowed attempt */
+  recoverExhausted: { from: ['processing'], to: 'failed' },
+  /** an operator puts a failed post back (`retry`) */
+  requeue: { from: ['failed'], to: 'pending' },
+  /** an operator withdraws a post that has not gone out (`cancel`) */
+  cancel: { from: ['pending'], to: 'cancelled' },
+} as const satisfies Record<string, { from: readonly PostStatus[]; to: PostStatus }>;
+
+export type TransitionName = keyof typeof TRANSITIONS;
+
+/** `status IN ('a','b')` for a transition's source states; values are constants, never input. */
+export function fromStates(name: TransitionName): string {
+  return TRANSITIONS[name].from.map((s) => `'${s}'`).join(', ');
+}
+
+export function canTransition(name: TransitionName, status: PostStatus): boolean {
+  return (TRANSITIONS[name].from as readonly PostStatus[]).includes(status);
+}

@@ -1,0 +1,356 @@
+import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
+import { redactUrl } from '../../config.ts';
+import { fromStates, TRANSITIONS } from '../../states.ts';
+import type { NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import {
+  channelFromRow,
+  claimedFromRow,
+  cycleFromRow,
+  postFromRow,
+  type ChannelRow,
+  type ClaimRow,
+  type CycleRow,
+  type PostRow,
+} from '../rows.ts';
+import { leaseExpiredMessage, StoreError, type Store } from '../store.ts';
+import { POSTGRES_MIGRATIONS } from './migrations.ts';
+
+/** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
+const types = {
+  int8: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (raw: string) => Number(raw) },
+};
+
+/** Every session uses the database's clock (now()) for run_at and leases. */
+const MIGRATE_LOCK = "hashtext('post-scheduler:migrate')";
+
+/** Outcome kind -> the status its transition leads to. */
+const OUTCOME_STATUS = {
+  published: TRANSITIONS.publish.to,
+  retry: TRANSITIONS.retryLater.to,
+  failed: TRANSITIONS.fail.to,
+} as const;
+
+export interface PostgresTarget {
+  readonly url: string;
+  readonly schema: string | null;
+}
+
+/**
+ * PostgreSQL store over one connection. Claims use FOR UPDATE SKIP LOCKED, so
+ * workers on any number of hosts take disjoint sets of posts without waiting.
+ */
+export async function openPostgresStore(target: PostgresTarget): Promise<Store> {
+  const sql = postgres(target.url, {
+    max: 1,
+    types,
+    connect_timeout: 10,
+    prepare: true,
+    onnotice: () => undefined,
+    connection: {
+      application_name: 'post-scheduler',
+      ...(target.schema === null ? {} : { search_path: target.schema }),
+    },
+  });
+  try {
+    await sql.unsafe('SELECT 1');
+  } catch (e) {
+    await sql.end({ timeout: 0 }).catch(() => undefined);
+    throw new StoreError(`cannot connect to PostgreSQL at ${redactUrl(target.url)}: ${(e as Error).message}`);
+  }
+
+  /** One statement, prepared once per connection and reused. */
+  type Db = Pick<typeof sql, 'unsafe'>;
+  const run = async <R>(db: Db, text: string, values: unknown[] = []): Promise<R[]> =>
+    (await db.unsafe(text, values as never[], { prepare: true })) as unknown as R[];
+  const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => run<R>(sql, text, values);
+  const tx = <T>(fn: (db: Db) => Promise<T>): Promise<T> => sql.begin(fn) as Promise<T>;
+
+  const store: Store = {
+    dialect: 'postgres',
+
+    async migrate() {
+      await tx(async (db) => {
+        await db.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`);
+        if (target.schema !== null) await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
+        await db.unsafe(`CREATE TABLE IF NOT EXISTS schema_migrations (
+          version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+        const applied = new Set((await run<{ version: number }>(db, 'SELECT version FROM schema_migrations')).map((r) => r.version));
+        for (const m of POSTGRES_MIGRATIONS) {
+          if (applied.has(m.version)) continue;
+          await db.unsafe(m.sql);
+          await run(db, 'INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+        }
+      });
+    },
+
+    async ping() {
+      await sql.unsafe('SELECT 1');
+    },
+
+    async close() {
+      await sql.end({ timeout: 1 }).catch(() => undefined);
+    },
+
+    async addChannel(channel: NewChannel) {
+      const [row] = await q<ChannelRow>('INSERT INTO channels (name, platform, settings) VALUES ($1, $2, $3) RETURNING *', [
+        channel.name,
+        channel.platform,
+        channel.settings,
+      ]);
+      if (row === undefined) throw new StoreError('insert into channels returned no row');
+      return channelFromRow(row);
+    },
+
+    async listChannels() {
+      return (await q<ChannelRow>('SELECT * FROM channels ORDER BY name')).map(channelFromRow);
+    },
+
+    async findChannel(name: string) {
+      const [row] = await q<ChannelRow>('SELECT * FROM channels WHERE name = $1', [name]);
+      return row === undefined ? null : channelFromRow(row);
+    },
+
+    async schedulePosts(posts: readonly NewPost[]) {
+      if (posts.length === 0) return [];
+      // One statement for the whole batch: content rows first, then their schedule rows,
+      // paired by ordinality so ids come back in input order.
+      const rows = await q<{ id: number }>(
+        `WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[])
+                    WITH ORDINALITY AS t(text, channel_id, run_at, idempotency_key, n)
+         ), details AS (
+           INSERT INTO post_details (text) SELECT text FROM input ORDER BY n RETURNING id
+         ), numbered AS (
+           SELECT id, row_number() OVER (ORDER BY id) AS n FROM details
+         )
+         INSERT INTO post_schedule (post_detail_id, channel_id, run_at, status, idempotency_key)
+         SELECT numbered.id, input.channel_id, input.run_at, 'pending', input.idempotency_key
+           FROM input JOIN numbered USING (n)
+          ORDER BY input.n
+         RETURNING id`,
+        [
+          posts.map((p) => p.text),
+          posts.map((p) => p.channelId),
+          posts.map((p) => p.runAt.toISOString()),
+          posts.map(() => randomUUID()),
+        ],
+      );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async getPost(id: number) {
+      const [row] = await q<PostRow>(
+        'SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = $1',
+        [id],
+      );
+      return row === undefined ? null : postFromRow(row);
+    },
+
+    async countDue() {
+      const [row] = await q<{ n: number }>("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now()");
+      return row?.n ?? 0;
+    },
+
+    async claim(workerId: string, limit: number, leaseMs: number) {
+      // Locks: the due rows picked, FOR UPDATE; rows another claim holds are skipped,
+      // not waited for. The update and the join with content and channel are one statement.
+      const rows = await q<ClaimRow>(
+        `WITH due AS (
+           SELECT id FROM post_schedule
+            WHERE status IN (${fromStates('claim')}) AND run_at <= now()
+            ORDER BY run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+           UPDATE post_schedule s
+              SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
+                  lease_expires_at = now() + $3 * interval '1 millisecond',
+                  attempts = s.attempts + 1, updated_at = now()
+             FROM due
+            WHERE s.id = due.id
+           RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.post_detail_id, s.channel_id
+         )
+         SELECT s.id, s.run_at, s.attempts, s.idempotency_key, d.text,
+                ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
+                ch.enabled AS ch_enabled, ch.created_at AS ch_created_at
+           FROM claimed s
+           LEFT JOIN post_details d ON d.id = s.post_detail_id
+           LEFT JOIN channels ch ON ch.id = s.channel_id
+          ORDER BY s.run_at, s.id`,
+        [workerId, limit, leaseMs],
+      );
+      return rows.map(claimedFromRow);
+    },
+
+    async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
+      if (outcomes.length === 0) return [];
+      // Fenced: a row changes only while it is still processing under this worker and
+      // attempt; a post recovered and claimed again by another worker is left alone.
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule s
+            SET status = v.status,
+                run_at = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}'
+                              THEN now() + v.delay_ms * interval '1 millisecond' ELSE s.run_at END,
+                published_at = CASE WHEN v.status = '${TRANSITIONS.publish.to}' THEN now() ELSE s.published_at END,
+                external_id = COALESCE(v.external_id, s.external_id),
+                external_url = COALESCE(v.external_url, s.external_url),
+                last_error = CASE WHEN v.status = '${TRANSITIONS.publish.to}' THEN s.last_error ELSE v.error END,
+                worker_id = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}' THEN NULL ELSE s.worker_id END,
+                locked_at = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}' THEN NULL ELSE s.locked_at END,
+                lease_expires_at = NULL,
+                updated_at = now()
+           FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
+                AS v(id, attempt, status, error, delay_ms, external_id, external_url)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.attempts = v.attempt
+         RETURNING s.id`,
+        [
+          workerId,
+          outcomes.map((o) => o.postId),
+          outcomes.map((o) => o.attempt),
+          outcomes.map((o) => OUTCOME_STATUS[o.kind]),
+          outcomes.map((o) => (o.kind === 'published' ? null : o.error)),
+          outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
+          outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
+          outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
+        ],
+      );
+      return rows.map((r) => r.id);
+    },
+
+    async recoverExpired(maxAttempts: number) {
+      const rows = await q<{ id: number; worker_id: string | null; attempts: number }>(
+        `SELECT id, worker_id, attempts FROM post_schedule
+          WHERE status IN (${fromStates('recover')}) AND lease_expires_at < now()
+          FOR UPDATE SKIP LOCKED`,
+      );
+      if (rows.length === 0) return [];
+      const recovered = rows.map(
+        (r): RecoveredPost => ({
+          id: r.id,
+          workerId: r.worker_id,
+          attempts: r.attempts,
+          status: r.attempts >= maxAttempts ? TRANSITIONS.recoverExhausted.to : TRANSITIONS.recover.to,
+        }),
+      );
+      const applied = await q<{ id: number }>(
+        `UPDATE post_schedule s
+            SET status = v.status, last_error = v.error, worker_id = NULL, locked_at = NULL,
+                lease_expires_at = NULL, updated_at = now()
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS v(id, status, error, attempts)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.attempts = v.attempts AND s.lease_expires_at < now()
+         RETURNING s.id`,
+        [
+          recovered.map((r) => r.id),
+          recovered.map((r) => r.status),
+          recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts)),
+          recovered.map((r) => r.attempts),
+        ],
+      );
+      const ids = new Set(applied.map((r) => r.id));
+      return recovered.filter((r) => ids.has(r.id));
+    },
+
+    async requeue(ids: readonly number[] | 'all') {
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts = 0, worker_id = NULL,
+                       locked_at = NULL, lease_expires_at = NULL, updated_at = now()`;
+      const rows =
+        ids === 'all'
+          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE status IN (${fromStates('requeue')}) RETURNING id`)
+          : await q<{ id: number }>(
+              `UPDATE post_schedule ${set} WHERE id = ANY($1::bigint[]) AND status IN (${fromStates('requeue')}) RETURNING id`,
+              [ids],
+            );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async cancel(id: number) {
+      return tx(async (db) => {
+        const [row] = await run<{ status: PostStatus }>(db, 'SELECT status FROM post_schedule WHERE id = $1 FOR UPDATE', [id]);
+        if (row === undefined) return { cancelled: false, status: null };
+        const updated = await run(
+          db,
+          `UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = now()
+            WHERE id = $1 AND status IN (${fromStates('cancel')}) RETURNING id`,
+          [id],
+        );
+        return { cancelled: updated.length > 0, status: row.status };
+      });
+    },
+
+    async startCycle(startedAt: Date, host: string) {
+      const [row] = await q<{ id: number }>('INSERT INTO cycles (host, started_at) VALUES ($1, $2) RETURNING id', [host, startedAt]);
+      if (row === undefined) throw new StoreError('insert into cycles returned no row');
+      return row.id;
+    },
+
+    async finishCycle(cycleId, result, runs) {
+      await tx(async (db) => {
+        await run(
+          db,
+          `UPDATE cycles SET finished_at = now(), pending = $2, recovered = $3, workers_spawned = $4, workers_succeeded = $5,
+                  workers_failed = $6, exit_code = $7, duration_ms = $8 WHERE id = $1`,
+          [
+            cycleId,
+            result.pending,
+            result.recovered,
+            result.workersSpawned,
+            result.workersSucceeded,
+            result.workersFailed,
+            result.exitCode,
+            result.durationMs,
+          ],
+        );
+        if (runs.length > 0) {
+          await run(
+            db,
+            `INSERT INTO worker_runs (worker_id, cycle_id, started_at, finished_at, exit_code, signal, published, retried, failed)
+             SELECT w, $1, s, f, e, sg, p, r, fl
+               FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], $7::int[], $8::int[], $9::int[])
+                    AS t(w, s, f, e, sg, p, r, fl)`,
+            [
+              cycleId,
+              runs.map((r) => r.workerId),
+              runs.map((r) => r.startedAt.toISOString()),
+              runs.map((r) => r.finishedAt.toISOString()),
+              runs.map((r) => r.exitCode),
+              runs.map((r) => r.signal),
+              runs.map((r) => r.published),
+              runs.map((r) => r.retried),
+              runs.map((r) => r.failed),
+            ],
+          );
+        }
+      });
+    },
+
+    async status(cycles: number): Promise<StatusReport> {
+      const [counts] = await q<Record<string, number>>(
+        `SELECT count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
+                count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS later,
+                count(*) FILTER (WHERE status = 'processing') AS processing,
+                count(*) FILTER (WHERE status = 'published') AS published,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+           FROM post_schedule`,
+      );
+      const cycleRows = await q<CycleRow>('SELECT * FROM cycles ORDER BY id DESC LIMIT $1', [cycles]);
+      const failures = await q<{ id: number; last_error: string | null; attempts: number }>(
+        "SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5",
+      );
+      return {
+        counts: {
+          duePending: counts?.['due'] ?? 0,
+          scheduledLater: counts?.['later'] ?? 0,
+          processing: counts?.['processing'] ?? 0,
+          published: counts?.['published'] ?? 0,
+          failed: counts?.['failed'] ?? 0,
+          cancelled: counts?.['cancelled'] ?? 0,
+        },
+        cycles: cycleRows.map(cycleFromRow),
+        recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
+      };
+    },
+  };
+  return store;
+}

@@ -1,0 +1,149 @@
+import type { Channel, Post, PostStatus } from '../types.ts';
+
+/** Row shapes shared by the dialects, and their mapping to domain objects. */
+
+export type TimeValue = Date | number | string | null;
+
+export function toDate(value: TimeValue): Date | null {
+  if (value === null) return null;
+  return value instanceof Date ? value : new Date(value);
+}
+
+function required(value: TimeValue, column: string): Date {
+  const d = toDate(value);
+  if (d === null) throw new Error(`column ${column} is unexpectedly null`);
+  return d;
+}
+
+export function parseSettings(value: unknown): Record<string, unknown> {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  if (typeof value !== 'string') return {};
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+export interface ChannelRow {
+  id: number;
+  name: string;
+  platform: string;
+  settings: unknown;
+  enabled: number | boolean;
+  created_at: TimeValue;
+}
+
+export function channelFromRow(row: ChannelRow): Channel {
+  return {
+    id: Number(row.id),
+    name: row.name,
+    platform: row.platform,
+    settings: parseSettings(row.settings),
+    enabled: row.enabled === true || row.enabled === 1,
+    createdAt: required(row.created_at, 'channels.created_at'),
+  };
+}
+
+export interface PostRow {
+  id: number;
+  post_detail_id: number;
+  channel_id: number;
+  text: string | null;
+  run_at: TimeValue;
+  status: PostStatus;
+  attempts: number;
+  worker_id: string | null;
+  locked_at: TimeValue;
+  lease_expires_at: TimeValue;
+  last_error: string | null;
+  published_at: TimeValue;
+  external_id: string | null;
+  external_url: string | null;
+  idempotency_key: string;
+}
+
+export function postFromRow(row: PostRow): Post {
+  return {
+    id: Number(row.id),
+    postDetailId: Number(row.post_detail_id),
+    channelId: Number(row.channel_id),
+    text: row.text ?? '',
+    runAt: required(row.run_at, 'post_schedule.run_at'),
+    status: row.status,
+    attempts: Number(row.attempts),
+    workerId: row.worker_id,
+    lockedAt: toDate(row.locked_at),
+    leaseExpiresAt: toDate(row.lease_expires_at),
+    lastError: row.last_error,
+    publishedAt: toDate(row.published_at),
+    externalId: row.external_id,
+    externalUrl: row.external_url,
+    idempotencyKey: row.idempotency_key,
+  };
+}
+
+/** A claimed row joined with its content and channel (channel columns prefixed ch_). */
+export interface ClaimRow {
+  id: number;
+  run_at: TimeValue;
+  attempts: number;
+  idempotency_key: string;
+  text: string | null;
+  ch_id: number | null;
+  ch_name: string | null;
+  ch_platform: string | null;
+  ch_settings: unknown;
+  ch_enabled: number | boolean | null;
+  ch_created_at: TimeValue;
+}
+
+export function claimedFromRow(row: ClaimRow) {
+  return {
+    id: Number(row.id),
+    runAt: required(row.run_at, 'post_schedule.run_at'),
+    attempt: Number(row.attempts),
+    idempotencyKey: row.idempotency_key,
+    text: row.text,
+    channel:
+      row.ch_id === null || row.ch_name === null || row.ch_platform === null
+        ? null
+        : channelFromRow({
+            id: row.ch_id,
+            name: row.ch_name,
+            platform: row.ch_platform,
+            settings: row.ch_settings,
+            enabled: row.ch_enabled ?? false,
+            created_at: row.ch_created_at,
+          }),
+  };
+}
+
+export interface CycleRow {
+  id: number;
+  started_at: TimeValue;
+  finished_at: TimeValue;
+  pending: number | null;
+  recovered: number | null;
+  workers_spawned: number | null;
+  workers_succeeded: number | null;
+  workers_failed: number | null;
+  exit_code: number | null;
+  duration_ms: number | null;
+}
+
+export function cycleFromRow(row: CycleRow) {
+  return {
+    id: Number(row.id),
+    startedAt: required(row.started_at, 'cycles.started_at'),
+    finishedAt: toDate(row.finished_at),
+    pending: Number(row.pending ?? 0),
+    recovered: Number(row.recovered ?? 0),
+    workersSpawned: Number(row.workers_spawned ?? 0),
+    workersSucceeded: Number(row.workers_succeeded ?? 0),
+    workersFailed: Number(row.workers_failed ?? 0),
+    exitCode: row.exit_code === null ? null : Number(row.exit_code),
+    durationMs: row.duration_ms === null ? null : Number(row.duration_ms),
+  };
+}

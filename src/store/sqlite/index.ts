@@ -1,0 +1,303 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { fromStates, TRANSITIONS } from '../../states.ts';
+import type { Channel, NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import {
+  channelFromRow,
+  claimedFromRow,
+  cycleFromRow,
+  postFromRow,
+  type ChannelRow,
+  type ClaimRow,
+  type CycleRow,
+  type PostRow,
+} from '../rows.ts';
+import { leaseExpiredMessage, StoreError, type Store } from '../store.ts';
+import { SQLITE_MIGRATIONS } from './migrations.ts';
+
+/** How long a statement waits for another process's write lock before failing. */
+const BUSY_TIMEOUT_MS = 15_000;
+
+const CLAIM_COLUMNS = `
+  s.id, s.run_at, s.attempts, s.idempotency_key, d.text,
+  ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
+  ch.enabled AS ch_enabled, ch.created_at AS ch_created_at`;
+
+/**
+ * SQLite store: one file, WAL journal, many processes. Writers serialise on the
+ * database lock; a claim takes it up front (BEGIN IMMEDIATE) so that the select of
+ * due posts and their update to processing are one atomic step.
+ */
+export function openSqliteStore(file: string): Store {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+  } catch (e) {
+    throw new StoreError(`cannot open SQLite database ${file}: ${(e as Error).message}`);
+  }
+
+  const immediate = <T>(fn: () => T): T => db.transaction(fn).immediate();
+
+  const store: Store = {
+    dialect: 'sqlite',
+
+    async migrate() {
+      db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+      immediate(() => {
+        const applied = new Set(
+          (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
+        );
+        for (const m of SQLITE_MIGRATIONS) {
+          if (applied.has(m.version)) continue;
+          db.exec(m.sql);
+          db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
+        }
+      });
+    },
+
+    async ping() {
+      db.prepare('SELECT 1').get();
+    },
+
+    async close() {
+      if (db.open) db.close();
+    },
+
+    async addChannel(channel: NewChannel): Promise<Channel> {
+      const row = db
+        .prepare('INSERT INTO channels (name, platform, settings, enabled, created_at) VALUES (?, ?, ?, 1, ?) RETURNING *')
+        .get(channel.name, channel.platform, JSON.stringify(channel.settings), Date.now()) as ChannelRow;
+      return channelFromRow(row);
+    },
+
+    async listChannels() {
+      return (db.prepare('SELECT * FROM channels ORDER BY name').all() as ChannelRow[]).map(channelFromRow);
+    },
+
+    async findChannel(name: string) {
+      const row = db.prepare('SELECT * FROM channels WHERE name = ?').get(name) as ChannelRow | undefined;
+      return row === undefined ? null : channelFromRow(row);
+    },
+
+    async schedulePosts(posts: readonly NewPost[]) {
+      const insertDetail = db.prepare('INSERT INTO post_details (text, created_at) VALUES (?, ?)');
+      const insertSchedule = db.prepare(
+        `INSERT INTO post_schedule (post_detail_id, channel_id, run_at, status, idempotency_key, created_at, updated_at)
+         VALUES (?, ?, ?, 'pending', ?, ?, ?)`,
+      );
+      return immediate(() => {
+        const now = Date.now();
+        return posts.map((p) => {
+          const detailId = insertDetail.run(p.text, now).lastInsertRowid;
+          return Number(insertSchedule.run(detailId, p.channelId, p.runAt.getTime(), randomUUID(), now, now).lastInsertRowid);
+        });
+      });
+    },
+
+    async getPost(id: number) {
+      const row = db
+        .prepare('SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?')
+        .get(id) as PostRow | undefined;
+      return row === undefined ? null : postFromRow(row);
+    },
+
+    async countDue() {
+      const row = db
+        .prepare("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?")
+        .get(Date.now()) as { n: number };
+      return row.n;
+    },
+
+    async claim(workerId: string, limit: number, leaseMs: number) {
+      // Locks: the whole database, for the length of this short write transaction.
+      const update = db.prepare(
+        `UPDATE post_schedule
+            SET status = '${TRANSITIONS.claim.to}', worker_id = ?, locked_at = ?, lease_expires_at = ?,
+                attempts = attempts + 1, updated_at = ?
+          WHERE id IN (SELECT id FROM post_schedule
+                        WHERE status IN (${fromStates('claim')}) AND run_at <= ?
+                        ORDER BY run_at, id LIMIT ?)
+        RETURNING id`,
+      );
+      const rows = immediate(() => {
+        const now = Date.now();
+        const ids = (update.all(workerId, now, now + leaseMs, now, now, limit) as { id: number }[]).map((r) => r.id);
+        if (ids.length === 0) return [];
+        return db
+          .prepare(
+            `SELECT ${CLAIM_COLUMNS}
+               FROM post_schedule s
+               LEFT JOIN post_details d ON d.id = s.post_detail_id
+               LEFT JOIN channels ch ON ch.id = s.channel_id
+              WHERE s.id IN (${ids.map(() => '?').join(',')})
+              ORDER BY s.run_at, s.id`,
+          )
+          .all(...ids) as ClaimRow[];
+      });
+      return rows.map(claimedFromRow);
+    },
+
+    async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
+      const fence = `status = 'processing' AND worker_id = ? AND attempts = ?`;
+      const published = db.prepare(
+        `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
+                lease_expires_at = NULL, updated_at = ?
+          WHERE id = ? AND status IN (${fromStates('publish')}) AND ${fence}`,
+      );
+      const retry = db.prepare(
+        `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
+                worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
+          WHERE id = ? AND status IN (${fromStates('retryLater')}) AND ${fence}`,
+      );
+      const failed = db.prepare(
+        `UPDATE post_schedule SET status = '${TRANSITIONS.fail.to}', last_error = ?, lease_expires_at = NULL, updated_at = ?
+          WHERE id = ? AND status IN (${fromStates('fail')}) AND ${fence}`,
+      );
+      return immediate(() => {
+        const now = Date.now();
+        const applied: number[] = [];
+        for (const o of outcomes) {
+          let changes: number;
+          if (o.kind === 'published') {
+            changes = published.run(now, o.externalId, o.externalUrl, now, o.postId, workerId, o.attempt).changes;
+          } else if (o.kind === 'retry') {
+            changes = retry.run(now + o.delayMs, o.error, now, o.postId, workerId, o.attempt).changes;
+          } else {
+            changes = failed.run(o.error, now, o.postId, workerId, o.attempt).changes;
+          }
+          if (changes > 0) applied.push(o.postId);
+        }
+        return applied;
+      });
+    },
+
+    async recoverExpired(maxAttempts: number) {
+      return immediate(() => {
+        const now = Date.now();
+        const expired = db
+          .prepare(
+            `SELECT id, worker_id, attempts FROM post_schedule
+              WHERE status IN (${fromStates('recover')}) AND lease_expires_at < ?`,
+          )
+          .all(now) as { id: number; worker_id: string | null; attempts: number }[];
+        const update = db.prepare(
+          `UPDATE post_schedule SET status = ?, last_error = ?, worker_id = NULL, locked_at = NULL,
+                  lease_expires_at = NULL, updated_at = ?
+            WHERE id = ? AND status = 'processing'`,
+        );
+        return expired.map((r): RecoveredPost => {
+          const status = r.attempts >= maxAttempts ? TRANSITIONS.recoverExhausted.to : TRANSITIONS.recover.to;
+          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts), now, r.id);
+          return { id: r.id, workerId: r.worker_id, attempts: r.attempts, status };
+        });
+      });
+    },
+
+    async requeue(ids: readonly number[] | 'all') {
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = ?, attempts = 0, worker_id = NULL, locked_at = NULL,
+                       lease_expires_at = NULL, updated_at = ?`;
+      return immediate(() => {
+        const now = Date.now();
+        if (ids === 'all') {
+          return (
+            db.prepare(`UPDATE post_schedule ${set} WHERE status IN (${fromStates('requeue')}) RETURNING id`).all(now, now) as {
+              id: number;
+            }[]
+          ).map((r) => r.id);
+        }
+        const stmt = db.prepare(`UPDATE post_schedule ${set} WHERE id = ? AND status IN (${fromStates('requeue')}) RETURNING id`);
+        return ids.flatMap((id) => (stmt.all(now, now, id) as { id: number }[]).map((r) => r.id));
+      });
+    },
+
+    async cancel(id: number) {
+      return immediate(() => {
+        const row = db.prepare('SELECT status FROM post_schedule WHERE id = ?').get(id) as { status: PostStatus } | undefined;
+        if (row === undefined) return { cancelled: false, status: null };
+        const changes = db
+          .prepare(
+            `UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = ?
+              WHERE id = ? AND status IN (${fromStates('cancel')})`,
+          )
+          .run(Date.now(), id).changes;
+        return { cancelled: changes > 0, status: row.status };
+      });
+    },
+
+    async startCycle(startedAt: Date, host: string) {
+      return Number(db.prepare('INSERT INTO cycles (host, started_at) VALUES (?, ?)').run(host, startedAt.getTime()).lastInsertRowid);
+    },
+
+    async finishCycle(cycleId, result, runs) {
+      const insertRun = db.prepare(
+        `INSERT INTO worker_runs (worker_id, cycle_id, started_at, finished_at, exit_code, signal, published, retried, failed)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      immediate(() => {
+        db.prepare(
+          `UPDATE cycles SET finished_at = ?, pending = ?, recovered = ?, workers_spawned = ?, workers_succeeded = ?,
+                  workers_failed = ?, exit_code = ?, duration_ms = ? WHERE id = ?`,
+        ).run(
+          Date.now(),
+          result.pending,
+          result.recovered,
+          result.workersSpawned,
+          result.workersSucceeded,
+          result.workersFailed,
+          result.exitCode,
+          result.durationMs,
+          cycleId,
+        );
+        for (const r of runs) {
+          insertRun.run(
+            r.workerId,
+            cycleId,
+            r.startedAt.getTime(),
+            r.finishedAt.getTime(),
+            r.exitCode,
+            r.signal,
+            r.published,
+            r.retried,
+            r.failed,
+          );
+        }
+      });
+    },
+
+    async status(cycles: number): Promise<StatusReport> {
+      const now = Date.now();
+      const due = db.prepare("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(now) as {
+        n: number;
+      };
+      const byStatus = db.prepare('SELECT status, count(*) AS n FROM post_schedule GROUP BY status').all() as {
+        status: PostStatus;
+        n: number;
+      }[];
+      const count = (s: PostStatus) => byStatus.find((r) => r.status === s)?.n ?? 0;
+      const cycleRows = db.prepare('SELECT * FROM cycles ORDER BY id DESC LIMIT ?').all(cycles) as CycleRow[];
+      const failures = db
+        .prepare("SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5")
+        .all() as { id: number; last_error: string | null; attempts: number }[];
+      return {
+        counts: {
+          duePending: due.n,
+          scheduledLater: count('pending') - due.n,
+          processing: count('processing'),
+          published: count('published'),
+          failed: count('failed'),
+          cancelled: count('cancelled'),
+        },
+        cycles: cycleRows.map(cycleFromRow),
+        recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
+      };
+    },
+  };
+  return store;
+}

@@ -1,0 +1,95 @@
+import type {
+  Channel,
+  ClaimedPost,
+  CycleResult,
+  NewChannel,
+  NewPost,
+  Outcome,
+  Post,
+  PostStatus,
+  RecoveredPost,
+  StatusReport,
+  WorkerRun,
+} from '../types.ts';
+
+/**
+ * The one storage interface. Each dialect (src/store/sqlite, src/store/postgres)
+ * implements it, and test/store.conformance.ts runs the same suite against each.
+ * Every method that changes a post's status is one transition of states.ts.
+ */
+export interface Store {
+  readonly dialect: Dialect;
+
+  /** creates or upgrades the schema; safe to call from many processes at once */
+  migrate(): Promise<void>;
+  /** a round trip to the database; throws when it cannot be reached */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  addChannel(channel: NewChannel): Promise<Channel>;
+  listChannels(): Promise<Channel[]>;
+  findChannel(name: string): Promise<Channel | null>;
+
+  /** inserts posts (content and schedule) in one transaction; returns their ids in order */
+  schedulePosts(posts: readonly NewPost[]): Promise<number[]>;
+  getPost(id: number): Promise<Post | null>;
+  /** posts pending with run_at <= the database's now (served by the due index) */
+  countDue(): Promise<number>;
+
+  /**
+   * claim: moves up to `limit` due posts, oldest run_at first, to processing for
+   * `workerId` in one atomic statement, with attempts + 1 and a lease of `leaseMs`.
+   * Two concurrent claims never return the same post.
+   */
+  claim(workerId: string, limit: number, leaseMs: number): Promise<ClaimedPost[]>;
+  /**
+   * publish / retryLater / fail: records outcomes in one transaction. Each update is
+   * fenced: it applies only while the post is still processing under this worker and
+   * attempt. Returns the ids that were applied; the others had been taken away.
+   */
+  recordOutcomes(workerId: string, outcomes: readonly Outcome[]): Promise<number[]>;
+  /**
+   * recover / recoverExhausted: returns posts whose lease expired to pending, or to
+   * failed when they already had `maxAttempts` attempts.
+   */
+  recoverExpired(maxAttempts: number): Promise<RecoveredPost[]>;
+  /** requeue: failed posts back to pending, due now, attempts reset. `all` = every failed post. */
+  requeue(ids: readonly number[] | 'all'): Promise<number[]>;
+  /** cancel: a pending post to cancelled. Returns the status it had (null when not found). */
+  cancel(id: number): Promise<{ cancelled: boolean; status: PostStatus | null }>;
+
+  startCycle(startedAt: Date, host: string): Promise<number>;
+  finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
+  status(cycles: number): Promise<StatusReport>;
+}
+
+export type Dialect = 'sqlite' | 'postgres';
+
+/**
+ * What differs between dialects, as data. Shared code reads these flags instead of
+ * testing the dialect's name.
+ */
+export const DIALECTS = {
+  sqlite: {
+    /** claims serialise on the database write lock (BEGIN IMMEDIATE) */
+    skipLocked: false,
+    /** the clock that run_at and leases are compared with */
+    clock: 'host',
+    /** how many processes may write at once */
+    concurrentWriters: 1,
+  },
+  postgres: {
+    skipLocked: true,
+    clock: 'database',
+    concurrentWriters: Number.POSITIVE_INFINITY,
+  },
+} as const satisfies Record<Dialect, { skipLocked: boolean; clock: 'host' | 'database'; concurrentWriters: number }>;
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+}
+
+/** The message every store records when a lease runs out. */
+export function leaseExpiredMessage(workerId: string | null, attempts: number): string {
+  return `lease expired: worker ${workerId ?? '(unknown)'} stopped without recording an outcome (attempt ${attempts})`;
+}

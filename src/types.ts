@@ -1,0 +1,182 @@
+/**
+ * Glossary: these words mean the same thing in files, tables, logs and docs.
+ *
+ * - post:       one scheduled publication, a row of `post_schedule` (when, where, state)
+ *               pointing at its content, a row of `post_details`.
+ * - channel:    where posts go: a named destination with a platform and its settings
+ *               (`channels` table). One content may be scheduled on several channels.
+ * - platform:   the kind of channel (`file`, `webhook`, later the social networks);
+ *               each has one publisher module.
+ * - publisher:  the module that sends a post to its channel's platform.
+ * - due:        a post that is `pending` with `run_at <= now` (the database's now).
+ * - cycle:      one run of the dispatcher, triggered by cron or the daemon:
+ *               recover expired leases, count due posts, spawn workers, wait, summarise.
+ * - dispatcher: the part that runs a cycle and spawns the worker processes.
+ * - worker:     an ephemeral process that claims due posts, publishes them and exits.
+ * - claim:      moving due posts to `processing` for one worker in one atomic statement.
+ * - lease:      how long a claim stays valid (`lease_expires_at`); a post still
+ *               processing after its lease belongs to a dead worker and is recovered.
+ * - attempt:    one try at publishing a post; `attempts` counts the claims made so far
+ *               and doubles as the fencing token of the current claim.
+ * - outcome:    what an attempt ended with: published, retry later, or failed.
+ */
+
+/** The states of a post. Transitions between them are listed in `states.ts`. */
+export type PostStatus =
+  /** waiting for its run_at; due once run_at <= now */
+  | 'pending'
+  /** claimed by a worker (worker_id, locked_at, lease_expires_at set) */
+  | 'processing'
+  /** accepted by its channel; final */
+  | 'published'
+  /** gave up: permanent error or MAX_ATTEMPTS reached; `retry` puts it back */
+  | 'failed'
+  /** withdrawn by an operator before it was published; final */
+  | 'cancelled';
+
+export const POST_STATUSES: readonly PostStatus[] = [
+  'pending',
+  'processing',
+  'published',
+  'failed',
+  'cancelled',
+];
+
+export type Platform = 'file' | 'webhook';
+export const PLATFORMS: readonly Platform[] = ['file', 'webhook'];
+
+export interface Channel {
+  readonly id: number;
+  readonly name: string;
+  readonly platform: string;
+  /** platform settings, validated by the platform's publisher; may hold secrets */
+  readonly settings: Record<string, unknown>;
+  readonly enabled: boolean;
+  readonly createdAt: Date;
+}
+
+export interface NewChannel {
+  readonly name: string;
+  readonly platform: Platform;
+  readonly settings: Record<string, unknown>;
+}
+
+export interface NewPost {
+  readonly channelId: number;
+  readonly text: string;
+  readonly runAt: Date;
+}
+
+export interface Post {
+  readonly id: number;
+  readonly postDetailId: number;
+  readonly channelId: number;
+  readonly text: string;
+  readonly runAt: Date;
+  readonly status: PostStatus;
+  readonly attempts: number;
+  readonly workerId: string | null;
+  readonly lockedAt: Date | null;
+  readonly leaseExpiresAt: Date | null;
+  readonly lastError: string | null;
+  readonly publishedAt: Date | null;
+  readonly externalId: string | null;
+  readonly externalUrl: string | null;
+  readonly idempotencyKey: string;
+}
+
+/** A post as a worker holds it after a claim: everything needed to publish it. */
+export interface ClaimedPost {
+  readonly id: number;
+  readonly runAt: Date;
+  /** this claim's attempt number (1 for the first); the fencing token of the claim */
+  readonly attempt: number;
+  readonly idempotencyKey: string;
+  /** null when the content row is missing */
+  readonly text: string | null;
+  /** null when the channel row is missing */
+  readonly channel: Channel | null;
+}
+
+/** What a worker records for a post it claimed. */
+export type Outcome =
+  | {
+      readonly kind: 'published';
+      readonly postId: number;
+      readonly attempt: number;
+      readonly externalId: string | null;
+      readonly externalUrl: string | null;
+    }
+  | {
+      readonly kind: 'retry';
+      readonly postId: number;
+      readonly attempt: number;
+      readonly error: string;
+      /** run again this long after the database's now */
+      readonly delayMs: number;
+    }
+  | {
+      readonly kind: 'failed';
+      readonly postId: number;
+      readonly attempt: number;
+      readonly error: string;
+    };
+
+/** A post whose lease expired while processing, returned to pending (or failed). */
+export interface RecoveredPost {
+  readonly id: number;
+  readonly workerId: string | null;
+  readonly attempts: number;
+  readonly status: PostStatus;
+}
+
+export interface WorkerRun {
+  readonly workerId: string;
+  readonly startedAt: Date;
+  readonly finishedAt: Date;
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly published: number;
+  readonly retried: number;
+  readonly failed: number;
+}
+
+export interface CycleRecord {
+  readonly id: number;
+  readonly startedAt: Date;
+  readonly finishedAt: Date | null;
+  readonly pending: number;
+  readonly workersSpawned: number;
+  readonly workersSucceeded: number;
+  readonly workersFailed: number;
+  readonly exitCode: number | null;
+  readonly durationMs: number | null;
+  readonly recovered: number;
+}
+
+export interface CycleResult {
+  readonly pending: number;
+  readonly workersSpawned: number;
+  readonly workersSucceeded: number;
+  readonly workersFailed: number;
+  readonly recovered: number;
+  readonly durationMs: number;
+  readonly exitCode: 0 | 1 | 2;
+}
+
+export interface StatusReport {
+  readonly counts: {
+    readonly duePending: number;
+    readonly scheduledLater: number;
+    readonly processing: number;
+    readonly published: number;
+    readonly failed: number;
+    readonly cancelled: number;
+  };
+  readonly cycles: readonly CycleRecord[];
+  readonly recentFailures: readonly { id: number; lastError: string | null; attempts: number }[];
+}
+
+/** Process exit codes shared by the cron trigger, the dispatcher and workers (the seed's). */
+export const EXIT = { ok: 0, error: 1, timeout: 2 } as const;
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

@@ -1,0 +1,90 @@
+/**
+ * Ephemeral worker entry point, spawned by the dispatcher:
+ *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<n> --cycle-id <id>
+ * Exits 0 (done), 1 (error), 2 (time budget ran out or stopped with work in flight).
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config.ts';
+import { createLogger, errorMessage } from '../log.ts';
+import { openStore } from '../store/open.ts';
+import { EXIT } from '../types.ts';
+import { runWorker } from './post-scheduler.worker.ts';
+
+export interface WorkerMessage {
+  readonly type: 'report';
+  readonly claimed: number;
+  readonly published: number;
+  readonly retried: number;
+  readonly failed: number;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' } },
+    strict: true,
+  });
+  const workerId = values['worker-id'] ?? `worker-${Date.now()}-${process.pid}`;
+  const config = loadConfig();
+  const log = createLogger(`WORKER ${workerId}`, config.logFormat);
+  log.info('Starting ephemeral worker');
+
+  // Hard stop: whatever happens, this process ends before the cycle's guard does.
+  setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs).unref();
+
+  const stop = new AbortController();
+  const abort = new AbortController();
+  const onSignal = (signal: string) => {
+    if (stop.signal.aborted) {
+      abort.abort(signal);
+    } else {
+      log.warn(`Received ${signal}: no more claims, finishing posts in flight`);
+      stop.abort(signal);
+    }
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  // The dispatcher is gone (even by SIGKILL): stop, so no worker outlives it.
+  process.on('disconnect', () => onSignal('dispatcher gone'));
+
+  let store;
+  try {
+    store = await openStore(config.database);
+  } catch (e) {
+    log.error(`Cannot open the database: ${errorMessage(e)}`);
+    return EXIT.error;
+  }
+  try {
+    const report = await runWorker({
+      workerId,
+      config,
+      store,
+      log,
+      stop: stop.signal,
+      abort: abort.signal,
+      stopGraceMs: Math.floor(config.killGraceMs / 2),
+    });
+    const message: WorkerMessage = {
+      type: 'report',
+      claimed: report.claimed,
+      published: report.published,
+      retried: report.retried,
+      failed: report.failed,
+    };
+    if (process.send !== undefined && process.connected) {
+      await new Promise<void>((resolve) => process.send?.(message, undefined, {}, () => resolve()));
+    }
+    if (report.error !== null) return EXIT.error;
+    return report.timedOut ? EXIT.timeout : EXIT.ok;
+  } finally {
+    await store.close();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
+    process.stderr.write(`post-scheduler worker: ${message}\n`);
+    process.exit(EXIT.error);
+  },
+);
