@@ -57,7 +57,8 @@ export interface Channel {
 
 export interface NewChannel {
   readonly name: string;
-  readonly platform: Platform;
+  /** validated against the known platforms by the CLI; a store keeps whatever it is given */
+  readonly platform: string;
   readonly settings: Record<string, unknown>;
 }
 

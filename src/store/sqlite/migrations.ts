@@ -47,7 +47,6 @@ CREATE TABLE post_schedule (
 CREATE INDEX post_schedule_due ON post_schedule (run_at, id) WHERE status = 'pending';
 -- Recovery of expired leases reads only posts in processing.
 CREATE INDEX post_schedule_lease ON post_schedule (lease_expires_at) WHERE status = 'processing';
-CREATE INDEX post_schedule_status ON post_schedule (status);
 
 CREATE TABLE cycles (
   id                INTEGER PRIMARY KEY,

@@ -1,0 +1,35 @@
+// `npm test`: makes sure a PostgreSQL server is there (see test-postgres.mjs), runs every
+// test file with node's test runner, and stops whatever it started.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensurePostgres } from './test-postgres.mjs';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const only = process.argv.slice(2);
+const files =
+  only.length > 0
+    ? only
+    : fs
+        .readdirSync(path.join(root, 'test'))
+        .filter((f) => f.endsWith('.test.ts'))
+        .sort()
+        .map((f) => path.join('test', f));
+
+const pg = await ensurePostgres();
+let code = 1;
+try {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, TEST_DATABASE_URL: pg.url, TZ: 'UTC' },
+  });
+  const stop = (signal) => child.kill(signal);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  code = await new Promise((resolve) => child.on('exit', (c, s) => resolve(c ?? (s === null ? 1 : 1))));
+} finally {
+  await pg.stop();
+}
+process.exit(code);

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, configToEnv, loadConfig, redactUrl } from '../src/config.ts';
+import { backoffDelay } from '../src/backoff.ts';
+import { parseWhen } from '../src/when.ts';
+
+describe('config', () => {
+  it('has the seed defaults', () => {
+    const c = loadConfig({});
+    assert.equal(c.batchSize, 5);
+    assert.equal(c.maxWorkers, 5);
+    assert.equal(c.minWorkers, 1);
+    assert.equal(c.timeoutMs, 55_000);
+    assert.equal(c.workerTimeoutMs, 50_000);
+    assert.equal(c.workerConcurrency, 5, 'WORKER_CONCURRENCY defaults to BATCH_SIZE');
+    assert.equal(c.maxAttempts, 5);
+    assert.equal(c.logFormat, 'text');
+    assert.deepEqual(c.database, { dialect: 'sqlite', path: path.resolve('data/post-scheduler.db') });
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('lets flags override the environment', () => {
+    const c = loadConfig({ BATCH_SIZE: '7', MAX_WORKERS: '9' }, { BATCH_SIZE: '10' });
+    assert.equal(c.batchSize, 10);
+    assert.equal(c.maxWorkers, 9);
+    assert.equal(c.workerConcurrency, 10);
+  });
+
+  const bad: [Record<string, string>, RegExp][] = [
+    [{ BATCH_SIZE: '0' }, /^Invalid configuration: BATCH_SIZE must be at least 1 \(got "0"\)$/],
+    [{ MAX_WORKERS: '-2' }, /^Invalid configuration: MAX_WORKERS must be at least 1 \(got "-2"\)$/],
+    [{ BATCH_SIZE: 'five' }, /^Invalid configuration: BATCH_SIZE must be a whole number \(got "five"\)$/],
+    [{ TIMEOUT_MS: '1.5' }, /TIMEOUT_MS must be a whole number/],
+    [{ MIN_WORKERS: '6' }, /MIN_WORKERS \(6\) must not exceed MAX_WORKERS \(5\)/],
+    [{ WORKER_TIMEOUT_MS: '55000' }, /WORKER_TIMEOUT_MS \(55000\) must be less than TIMEOUT_MS \(55000\)/],
+    [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
+    [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
+    [{ RETRY_BASE_MS: '10', RETRY_MAX_MS: '5' }, /RETRY_BASE_MS \(10\) must not exceed RETRY_MAX_MS \(5\)/],
+    [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],
+    [{ DATABASE_URL: 'mysql://root@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\/ \(got "mysql:"\)/],
+    [{ DATABASE_URL: 'postgres://u:hunter2@' }, /DATABASE_URL/],
+    [{ DATABASE_URL: 'sqlite:' }, /needs a file path/],
+  ];
+  for (const [env, message] of bad) {
+    it(`rejects ${JSON.stringify(env)} with one line naming the problem`, () => {
+      assert.throws(
+        () => loadConfig(env),
+        (e: unknown) => {
+          assert.ok(e instanceof ConfigError);
+          assert.match(e.message, message);
+          assert.ok(!e.message.includes('\n'));
+          assert.ok(!e.message.includes('hunter2'));
+          return true;
+        },
+      );
+    });
+  }
+
+  it('reads postgres URLs with a schema, and never shows their password', () => {
+    const c = loadConfig({ DATABASE_URL: 'postgres://app:s3cret@db.example:5432/main?schema=sched' });
+    assert.equal(c.database.dialect, 'postgres');
+    assert.equal(c.databaseLabel, 'postgres://app:***@db.example:5432/main (schema sched)');
+    assert.equal(loadConfig(configToEnv(c)).databaseLabel, c.databaseLabel, 'round-trips through the worker env');
+    assert.equal(redactUrl('postgresql://a:b@h/d?password=x'), 'postgresql://a:***@h/d?password=***');
+  });
+});
+
+describe('when', () => {
+  const now = new Date('2026-11-28T12:00:00.000Z');
+  const cases: [string, string][] = [
+    ['now', '2026-11-28T12:00:00.000Z'],
+    ['+30s', '2026-11-28T12:00:30.000Z'],
+    ['+5m', '2026-11-28T12:05:00.000Z'],
+    ['+2h', '2026-11-28T14:00:00.000Z'],
+    ['+1d', '2026-11-29T12:00:00.000Z'],
+    ['2026-12-01T09:00:00Z', '2026-12-01T09:00:00.000Z'],
+    ['2026-12-01T09:00:00+02:00', '2026-12-01T07:00:00.000Z'],
+    ['2026-12-01T09:00', '2026-12-01T09:00:00.000Z'],
+  ];
+  for (const [input, expected] of cases) {
+    it(`${input} -> ${expected}`, () => assert.equal(parseWhen(input, now).toISOString(), expected));
+  }
+  for (const input of ['tomorrow', '+5x', '2026-13-45T99:00:00Z', '-5m']) {
+    it(`rejects ${input}`, () => assert.throws(() => parseWhen(input, now), /invalid time/));
+  }
+});
+
+describe('backoff', () => {
+  it('doubles per attempt within [half, full] of the ceiling, up to the cap', () => {
+    for (let attempt = 1; attempt <= 12; attempt++) {
+      const ceiling = Math.min(3_600_000, 30_000 * 2 ** (attempt - 1));
+      assert.equal(backoffDelay(attempt, 30_000, 3_600_000, () => 0), ceiling / 2);
+      assert.equal(backoffDelay(attempt, 30_000, 3_600_000, () => 1), ceiling);
+    }
+  });
+});

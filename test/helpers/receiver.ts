@@ -1,0 +1,85 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A local HTTP server standing in for a webhook endpoint (the network edge). It
+ * records every delivery and answers as `respond` says: a status, after a delay, or
+ * never (`hang`).
+ */
+export interface Delivery {
+  readonly postId: number;
+  readonly attempt: number;
+  readonly text: string;
+  readonly idempotencyKey: string;
+  readonly signature: string | undefined;
+  readonly body: string;
+}
+
+export interface Answer {
+  readonly status?: number;
+  readonly delayMs?: number;
+  readonly hang?: boolean;
+  readonly body?: string;
+  readonly headers?: Record<string, string>;
+}
+
+export interface Receiver {
+  readonly url: string;
+  /** every request received, in arrival order */
+  readonly deliveries: Delivery[];
+  /** post id -> how many 2xx answers were written for it */
+  readonly accepted: Map<number, number>;
+  close(): Promise<void>;
+}
+
+export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ status: 200 })): Promise<Receiver> {
+  const deliveries: Delivery[] = [];
+  const accepted = new Map<number, number>();
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      let parsed: { id?: number; attempt?: number; text?: string } = {};
+      try {
+        parsed = JSON.parse(body) as typeof parsed;
+      } catch {
+        // recorded as it came
+      }
+      const delivery: Delivery = {
+        postId: Number(parsed.id),
+        attempt: Number(parsed.attempt),
+        text: String(parsed.text),
+        idempotencyKey: String(req.headers['idempotency-key']),
+        signature: req.headers['x-post-scheduler-signature'] as string | undefined,
+        body,
+      };
+      deliveries.push(delivery);
+      const answer = respond(delivery);
+      if (answer.hang === true) return;
+      const send = () => {
+        if (res.destroyed) return;
+        const status = answer.status ?? 200;
+        res.writeHead(status, { 'content-type': 'application/json', ...answer.headers });
+        res.end(answer.body ?? '{}', () => {
+          if (status >= 200 && status < 300) accepted.set(delivery.postId, (accepted.get(delivery.postId) ?? 0) + 1);
+        });
+      };
+      if ((answer.delayMs ?? 0) > 0) setTimeout(send, answer.delayMs).unref();
+      else send();
+    });
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hook`,
+    deliveries,
+    accepted,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,174 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import type { Store } from '../src/store/store.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { childPids, killAll, processesMatching, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { startReceiver, type Receiver } from './helpers/receiver.ts';
+
+/**
+ * The whole pipeline with real processes: `post-scheduler cron` spawns real worker
+ * processes that claim from a real database and POST to a local receiver.
+ */
+for (const dialect of DIALECTS) {
+  describe(`pipeline on ${dialect}`, () => {
+    const cleanups: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      killAll();
+      for (const c of cleanups.splice(0).reverse()) await c();
+    });
+    after(() => killAll());
+
+    async function setup(
+      posts: number,
+      respond?: Parameters<typeof startReceiver>[0],
+    ): Promise<{ db: TestDatabase; store: Store; receiver: Receiver; ids: number[] }> {
+      const db = await createTestDatabase(dialect);
+      cleanups.push(() => db.drop());
+      const receiver = await startReceiver(respond);
+      cleanups.push(() => receiver.close());
+      const store = await openStore(parseDatabaseUrl(db.url));
+      cleanups.push(() => store.close());
+      await store.migrate();
+      const channel = await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: receiver.url } });
+      const runAt = new Date(Date.now() - 1_000);
+      const ids = await store.schedulePosts(Array.from({ length: posts }, (_, i) => ({ channelId: channel.id, text: `post ${i}`, runAt })));
+      return { db, store, receiver, ids };
+    }
+
+    it('publishes 500 due posts exactly once with 3 cron cycles started at the same moment', async () => {
+      const { db, store, receiver, ids } = await setup(500);
+      const env = testEnv(db.url, { RETRY_BASE_MS: '0', RETRY_MAX_MS: '0' });
+      const results = await Promise.all([1, 2, 3].map(() => run(['cron'], env, 120_000)));
+      for (const r of results) assert.equal(r.code, 0, r.stdout + r.stderr);
+      const twice = [...receiver.accepted.entries()].filter(([, n]) => n > 1);
+      assert.deepEqual(twice, [], 'no post accepted twice');
+      assert.equal(receiver.accepted.size, 500, 'every post delivered');
+      assert.equal(receiver.deliveries.length, 500, 'no post sent twice');
+      const status = await store.status(5);
+      assert.equal(status.counts.published, 500);
+      assert.equal(status.counts.duePending + status.counts.processing + status.counts.failed, 0);
+      assert.deepEqual(new Set(receiver.deliveries.map((d) => d.postId)), new Set(ids));
+    });
+
+    it('publishes the posts of a worker killed mid-batch in a later cycle, none lost', async () => {
+      const { db, store, receiver, ids } = await setup(20, () => ({ status: 200, delayMs: 1_500 }));
+      const env = testEnv(db.url, {
+        MAX_WORKERS: '2',
+        TIMEOUT_MS: '4000',
+        WORKER_TIMEOUT_MS: '3500',
+        LEASE_MARGIN_MS: '500',
+        KILL_GRACE_MS: '500',
+        PUBLISH_TIMEOUT_MS: '3000',
+      });
+      const cycle = start(['cron'], env, 30_000);
+      await waitFor('a worker to send its first posts', () => receiver.deliveries.length >= 1);
+      const workers = childPids(cycle.child.pid ?? 0);
+      assert.ok(workers.length >= 1, 'the dispatcher has worker processes');
+      process.kill(workers[0] ?? 0, 'SIGKILL');
+      const first = await cycle.done;
+      assert.equal(first.code, 1, 'a killed worker fails the cycle');
+      assert.match(first.stdout, /was killed by SIGKILL/);
+      const stranded = (await store.status(1)).counts.processing;
+      assert.ok(stranded > 0, 'the killed worker left posts in processing');
+
+      // After the lease (TIMEOUT_MS + LEASE_MARGIN_MS) the next cycle takes them back.
+      let recovered = false;
+      await waitFor(
+        'every post to be published',
+        async () => {
+          const r = await run(['cron'], env, 30_000);
+          if (/Recovered \d+ posts whose worker died/.test(r.stdout)) recovered = true;
+          return (await store.status(1)).counts.published === 20;
+        },
+        40_000,
+      );
+      assert.ok(recovered, 'a cycle logged the recovery');
+      for (const id of ids) assert.equal((await store.getPost(id))?.status, 'published', `post ${id}`);
+      assert.deepEqual(new Set(receiver.deliveries.map((d) => d.postId)), new Set(ids), 'none lost');
+    });
+
+    it('exits 2 when the receiver never answers, leaving no worker process and nothing processing', async () => {
+      const { db, store } = await setup(6, () => ({ hang: true }));
+      const env = testEnv(db.url, {
+        MAX_WORKERS: '2',
+        TIMEOUT_MS: '3000',
+        WORKER_TIMEOUT_MS: '2000',
+        PUBLISH_TIMEOUT_MS: '10000',
+        KILL_GRACE_MS: '500',
+        RETRY_BASE_MS: '60000',
+      });
+      const r = await run(['cron'], env, 30_000);
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      const workerIds = [...r.stdout.matchAll(/Spawning worker: (worker-\d+-\d+)/g)].map((m) => m[1] ?? '');
+      assert.equal(workerIds.length, 2);
+      for (const id of workerIds) assert.deepEqual(processesMatching(id), [], `worker ${id} is gone`);
+      const status = await store.status(1);
+      assert.equal(status.counts.processing, 0);
+      assert.equal(status.counts.scheduledLater, 6, 'all 6 returned to pending with a backoff');
+      assert.equal(status.cycles[0]?.exitCode, 2);
+    });
+
+    it('retries on 500 and 429, fails at once on 400, and gives up after MAX_ATTEMPTS', async () => {
+      const answers = [500, 429, 400, 200];
+      const { db, store, ids } = await setup(4, (d) => ({
+        status: answers[Number(/post (\d+)/.exec(d.text)?.[1])] ?? 200,
+        headers: answers[Number(/post (\d+)/.exec(d.text)?.[1])] === 429 ? { 'retry-after': '120' } : {},
+      }));
+      const [p500, p429, p400, p200] = ids;
+      const env = testEnv(db.url, { RETRY_BASE_MS: '0', RETRY_MAX_MS: '0', MAX_ATTEMPTS: '2' });
+      const first = await run(['cron'], env);
+      assert.equal(first.code, 0, first.stdout + first.stderr);
+      assert.match(first.stdout, /Posts published: +1\n/);
+      assert.match(first.stdout, /Posts to retry: +2\n/);
+      assert.match(first.stdout, /Posts failed: +1\n/);
+      const after500 = await store.getPost(p500 ?? 0);
+      assert.equal(after500?.status, 'pending');
+      assert.equal(after500?.attempts, 1);
+      assert.match(after500?.lastError ?? '', /HTTP 500/);
+      const after429 = await store.getPost(p429 ?? 0);
+      assert.equal(after429?.status, 'pending');
+      assert.match(after429?.lastError ?? '', /HTTP 429/);
+      assert.ok((after429?.runAt.getTime() ?? 0) > Date.now() + 100_000, 'Retry-After: 120 honoured');
+      const after400 = await store.getPost(p400 ?? 0);
+      assert.equal(after400?.status, 'failed');
+      assert.match(after400?.lastError ?? '', /HTTP 400/);
+      assert.equal((await store.getPost(p200 ?? 0))?.status, 'published');
+
+      const second = await run(['cron'], env);
+      assert.equal(second.code, 0);
+      const final500 = await store.getPost(p500 ?? 0);
+      assert.equal(final500?.status, 'failed');
+      assert.equal(final500?.attempts, 2);
+      assert.match(final500?.lastError ?? '', /gave up after 2 attempts: .*HTTP 500/);
+    });
+
+    it('fails a bad post alone, with its reason, and publishes the rest of the batch', async () => {
+      const { db, store, receiver } = await setup(3);
+      const pigeon = await store.addChannel({ name: 'pigeon', platform: 'carrier-pigeon', settings: {} });
+      const broken = await store.addChannel({ name: 'broken', platform: 'webhook', settings: { url: 'not a url' } });
+      const [a, b] = await store.schedulePosts([
+        { channelId: pigeon.id, text: 'coo', runAt: new Date(Date.now() - 5_000) },
+        { channelId: broken.id, text: 'x', runAt: new Date(Date.now() - 5_000) },
+      ]);
+      const r = await run(['cron'], testEnv(db.url));
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match((await store.getPost(a ?? 0))?.lastError ?? '', /unknown platform "carrier-pigeon"/);
+      assert.equal((await store.getPost(a ?? 0))?.status, 'failed');
+      assert.match((await store.getPost(b ?? 0))?.lastError ?? '', /webhook url must be an http/);
+      assert.equal((await store.getPost(b ?? 0))?.status, 'failed');
+      assert.equal(receiver.accepted.size, 3);
+      assert.equal((await store.status(1)).counts.published, 3);
+    });
+
+    it('logs "No pending posts, skipping worker spawn" and exits 0 when nothing is due', async () => {
+      const { db } = await setup(0);
+      const r = await run(['cron'], testEnv(db.url));
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /\[DISPATCHER\] Pending posts: 0/);
+      assert.match(r.stdout, /\[DISPATCHER\] No pending posts, skipping worker spawn/);
+      assert.doesNotMatch(r.stdout, /Spawning worker/);
+    });
+  });
+}

@@ -1,0 +1,293 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import postgres from 'postgres';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import type { Store } from '../src/store/store.ts';
+import type { Channel, Outcome } from '../src/types.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+
+/**
+ * The storage conformance suite: every dialect runs exactly these tests against a
+ * real database (test/store.sqlite.test.ts, test/store.postgres.test.ts).
+ */
+export function testStore(dialect: 'sqlite' | 'postgres'): void {
+  describe(`store conformance: ${dialect}`, () => {
+    const open: Store[] = [];
+    const dbs: TestDatabase[] = [];
+
+    async function fresh(): Promise<{ db: TestDatabase; store: Store; channel: Channel; connect: () => Promise<Store> }> {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const connect = async () => {
+        const s = await openStore(parseDatabaseUrl(db.url));
+        open.push(s);
+        return s;
+      };
+      const store = await connect();
+      await store.migrate();
+      const channel = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' } });
+      return { db, store, channel, connect };
+    }
+
+    const ago = (ms: number) => new Date(Date.now() - ms);
+    const later = (ms: number) => new Date(Date.now() + ms);
+
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((s) => s.close()));
+    });
+    after(async () => {
+      await Promise.all(dbs.splice(0).map((d) => d.drop()));
+    });
+
+    it('migrates once, and again as a no-op, from several processes at once', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const stores = await Promise.all([1, 2, 3].map(() => openStore(parseDatabaseUrl(db.url))));
+      open.push(...stores);
+      await Promise.all(stores.map((s) => s.migrate()));
+      await stores[0]?.migrate();
+      assert.equal(await stores[1]?.countDue(), 0);
+    });
+
+    it('stores channels with their settings', async () => {
+      const { store, channel } = await fresh();
+      await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/x', secret: 's' } });
+      assert.equal(channel.name, 'main');
+      assert.equal(channel.enabled, true);
+      const found = await store.findChannel('hook');
+      assert.deepEqual(found?.settings, { url: 'http://127.0.0.1:1/x', secret: 's' });
+      assert.equal(await store.findChannel('nope'), null);
+      assert.deepEqual(
+        (await store.listChannels()).map((c) => c.name),
+        ['hook', 'main'],
+      );
+    });
+
+    it('schedules posts and counts only the due pending ones', async () => {
+      const { store, channel } = await fresh();
+      const ids = await store.schedulePosts([
+        { channelId: channel.id, text: 'a', runAt: ago(1000) },
+        { channelId: channel.id, text: 'b', runAt: ago(10) },
+        { channelId: channel.id, text: 'later', runAt: later(60_000) },
+      ]);
+      assert.equal(ids.length, 3);
+      assert.deepEqual([...ids].sort((x, y) => x - y), ids);
+      assert.equal(await store.countDue(), 2);
+      const post = await store.getPost(ids[2] ?? 0);
+      assert.equal(post?.status, 'pending');
+      assert.equal(post?.text, 'later');
+      assert.equal(post?.attempts, 0);
+      const keys = new Set(await Promise.all(ids.map(async (id) => (await store.getPost(id))?.idempotencyKey)));
+      assert.equal(keys.size, 3, 'each post has its own idempotency key');
+    });
+
+    it('claims due posts oldest first, up to the limit, with content and channel', async () => {
+      const { store, channel } = await fresh();
+      const [newer, older, , oldest] = await store.schedulePosts([
+        { channelId: channel.id, text: 'newer', runAt: ago(1_000) },
+        { channelId: channel.id, text: 'older', runAt: ago(5_000) },
+        { channelId: channel.id, text: 'future', runAt: later(60_000) },
+        { channelId: channel.id, text: 'oldest', runAt: ago(9_000) },
+      ]);
+      const first = await store.claim('w1', 2, 60_000);
+      assert.deepEqual(
+        first.map((p) => p.id),
+        [oldest, older],
+      );
+      assert.equal(first[0]?.text, 'oldest');
+      assert.equal(first[0]?.attempt, 1);
+      assert.equal(first[0]?.channel?.name, 'main');
+      const row = await store.getPost(oldest ?? 0);
+      assert.equal(row?.status, 'processing');
+      assert.equal(row?.workerId, 'w1');
+      assert.ok(row?.lockedAt instanceof Date);
+      assert.ok((row?.leaseExpiresAt?.getTime() ?? 0) > Date.now() + 50_000);
+      const second = await store.claim('w2', 5, 60_000);
+      assert.deepEqual(
+        second.map((p) => p.id),
+        [newer],
+      );
+      assert.deepEqual(await store.claim('w3', 5, 60_000), []);
+    });
+
+    it('never gives one post to two concurrent claimers', async () => {
+      const { store, channel, connect } = await fresh();
+      const total = 300;
+      await store.schedulePosts(Array.from({ length: total }, (_, i) => ({ channelId: channel.id, text: `p${i}`, runAt: ago(1000) })));
+      const claimers = await Promise.all([1, 2, 3].map(() => connect()));
+      const taken = await Promise.all(
+        claimers.map(async (s, n) => {
+          const mine: number[] = [];
+          for (;;) {
+            const batch = await s.claim(`w${n}`, 7, 60_000);
+            if (batch.length === 0) return mine;
+            mine.push(...batch.map((p) => p.id));
+          }
+        }),
+      );
+      const all = taken.flat();
+      assert.equal(all.length, total);
+      assert.equal(new Set(all).size, total);
+    });
+
+    it('records outcomes, fenced by worker and attempt', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c, d] = await store.schedulePosts(
+        ['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })),
+      );
+      const claimed = await store.claim('w1', 4, 60_000);
+      assert.equal(claimed.length, 4);
+      const outcomes: Outcome[] = [
+        { kind: 'published', postId: a ?? 0, attempt: 1, externalId: 'ext-1', externalUrl: 'https://example.test/1' },
+        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'HTTP 500', delayMs: 120_000 },
+        { kind: 'failed', postId: c ?? 0, attempt: 1, error: 'HTTP 400' },
+        { kind: 'published', postId: d ?? 0, attempt: 2, externalId: null, externalUrl: null },
+      ];
+      const applied = await store.recordOutcomes('w1', outcomes);
+      assert.deepEqual([...applied].sort((x, y) => x - y), [a, b, c]);
+      const pa = await store.getPost(a ?? 0);
+      assert.equal(pa?.status, 'published');
+      assert.equal(pa?.externalId, 'ext-1');
+      assert.equal(pa?.externalUrl, 'https://example.test/1');
+      assert.ok(pa?.publishedAt instanceof Date);
+      const pb = await store.getPost(b ?? 0);
+      assert.equal(pb?.status, 'pending');
+      assert.equal(pb?.lastError, 'HTTP 500');
+      assert.equal(pb?.workerId, null);
+      assert.ok((pb?.runAt.getTime() ?? 0) > Date.now() + 100_000, 'retry pushed run_at out by the delay');
+      const pc = await store.getPost(c ?? 0);
+      assert.equal(pc?.status, 'failed');
+      assert.equal(pc?.lastError, 'HTTP 400');
+      assert.equal((await store.getPost(d ?? 0))?.status, 'processing', 'wrong attempt: fenced out');
+      assert.deepEqual(
+        await store.recordOutcomes('someone-else', [{ kind: 'failed', postId: d ?? 0, attempt: 1, error: 'x' }]),
+        [],
+        'wrong worker: fenced out',
+      );
+      assert.equal(await store.countDue(), 0);
+    });
+
+    it('recovers posts whose lease expired, and fails them on the last attempt', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      await store.claim('dead', 2, 1); // a, b: lease of 1 ms
+      await store.claim('alive', 1, 60_000); // c
+      await new Promise((r) => setTimeout(r, 50));
+      const back = await store.recoverExpired(5);
+      assert.deepEqual(
+        back.map((r) => [r.id, r.workerId, r.attempts, r.status]),
+        [
+          [a, 'dead', 1, 'pending'],
+          [b, 'dead', 1, 'pending'],
+        ],
+      );
+      const pa = await store.getPost(a ?? 0);
+      assert.equal(pa?.status, 'pending');
+      assert.match(pa?.lastError ?? '', /lease expired: worker dead/);
+      assert.equal((await store.getPost(c ?? 0))?.status, 'processing');
+
+      // The dead worker's late outcome cannot overwrite the next claim.
+      const again = await store.claim('next', 1, 1);
+      assert.equal(again[0]?.id, a);
+      assert.equal(again[0]?.attempt, 2);
+      assert.deepEqual(await store.recordOutcomes('dead', [{ kind: 'published', postId: a ?? 0, attempt: 1, externalId: null, externalUrl: null }]), []);
+      await new Promise((r) => setTimeout(r, 50));
+      const exhausted = await store.recoverExpired(2);
+      assert.deepEqual(
+        exhausted.map((r) => [r.id, r.status]),
+        [[a, 'failed']],
+      );
+      assert.equal((await store.getPost(a ?? 0))?.status, 'failed');
+    });
+
+    it('requeues failed posts and cancels pending ones, and only those', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c, d] = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      await store.claim('w', 2, 60_000);
+      await store.recordOutcomes('w', [
+        { kind: 'failed', postId: a ?? 0, attempt: 1, error: 'x' },
+        { kind: 'published', postId: b ?? 0, attempt: 1, externalId: null, externalUrl: null },
+      ]);
+      assert.deepEqual(await store.requeue([b ?? 0]), [], 'a published post is not requeued');
+      assert.deepEqual(await store.requeue([a ?? 0]), [a]);
+      const pa = await store.getPost(a ?? 0);
+      assert.equal(pa?.status, 'pending');
+      assert.equal(pa?.attempts, 0);
+      assert.equal(await store.countDue(), 3);
+
+      assert.deepEqual(await store.cancel(c ?? 0), { cancelled: true, status: 'pending' });
+      assert.equal((await store.getPost(c ?? 0))?.status, 'cancelled');
+      assert.deepEqual(await store.cancel(b ?? 0), { cancelled: false, status: 'published' });
+      assert.deepEqual(await store.cancel(999_999), { cancelled: false, status: null });
+
+      await store.claim('w2', 5, 60_000);
+      await store.recordOutcomes('w2', [
+        { kind: 'failed', postId: a ?? 0, attempt: 1, error: 'x' },
+        { kind: 'failed', postId: d ?? 0, attempt: 1, error: 'y' },
+      ]);
+      assert.deepEqual([...(await store.requeue('all'))].sort((x, y) => x - y), [a, d]);
+    });
+
+    it('records cycles and worker runs, and reports status', async () => {
+      const { store, channel } = await fresh();
+      await store.schedulePosts([
+        { channelId: channel.id, text: 'due', runAt: ago(10) },
+        { channelId: channel.id, text: 'later', runAt: later(3_600_000) },
+      ]);
+      const started = new Date();
+      const cycleId = await store.startCycle(started, 'host-a');
+      await store.finishCycle(
+        cycleId,
+        { pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0 },
+        [{ workerId: 'worker-1-1', startedAt: started, finishedAt: new Date(), exitCode: 0, signal: null, published: 1, retried: 0, failed: 0 }],
+      );
+      const status = await store.status(10);
+      assert.deepEqual(status.counts, { duePending: 1, scheduledLater: 1, processing: 0, published: 0, failed: 0, cancelled: 0 });
+      assert.equal(status.cycles.length, 1);
+      assert.equal(status.cycles[0]?.id, cycleId);
+      assert.equal(status.cycles[0]?.durationMs, 42);
+      assert.equal(status.cycles[0]?.exitCode, 0);
+      assert.equal(status.cycles[0]?.workersSpawned, 1);
+    });
+
+    it('serves the due query from the due index, whatever is scheduled for later', async () => {
+      const { db, store, channel } = await fresh();
+      const future = later(86_400_000);
+      for (let i = 0; i < 4; i++) {
+        await store.schedulePosts(Array.from({ length: 5_000 }, (_, j) => ({ channelId: channel.id, text: `l${i}-${j}`, runAt: future })));
+      }
+      await store.schedulePosts([{ channelId: channel.id, text: 'due', runAt: ago(10) }]);
+      assert.equal(await store.countDue(), 1);
+      const plan = await explainDue(db);
+      assert.match(plan, /post_schedule_due/, `plan: ${plan}`);
+    });
+  });
+}
+
+/** The database's plan for the due count, read through a separate connection. */
+async function explainDue(db: TestDatabase): Promise<string> {
+  const target = parseDatabaseUrl(db.url);
+  if (target.dialect === 'sqlite') {
+    const raw = new Database(target.path, { readonly: true });
+    try {
+      raw.exec('ANALYZE');
+    } catch {
+      // read-only: the plan is still meaningful without statistics
+    }
+    const rows = raw
+      .prepare("EXPLAIN QUERY PLAN SELECT count(*) FROM post_schedule WHERE status = 'pending' AND run_at <= ?")
+      .all(Date.now()) as { detail: string }[];
+    raw.close();
+    return rows.map((r) => r.detail).join(' | ');
+  }
+  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema ?? 'public' } });
+  try {
+    await sql.unsafe('ANALYZE post_schedule');
+    const rows = await sql.unsafe("EXPLAIN SELECT count(*) FROM post_schedule WHERE status = 'pending' AND run_at <= now()");
+    return rows.map((r) => String(Object.values(r)[0])).join(' | ');
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}

@@ -1,0 +1,3 @@
+import { testStore } from './store.conformance.ts';
+
+testStore('sqlite');
