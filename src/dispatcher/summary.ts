@@ -25,6 +25,14 @@ export function logSummary(log: Logger, result: CycleResult, exits: readonly Wor
   }
   row('Total duration', `${result.durationMs}ms`);
   row('Avg worker duration', `${avg}ms`);
-  log.info(RULE);
+  log.info(RULE, {
+    summary: true,
+    ...result,
+    published: sum((e) => e.report?.published ?? 0),
+    retried: sum((e) => e.report?.retried ?? 0),
+    failed: sum((e) => e.report?.failed ?? 0),
+    avgWorkerMs: avg,
+    maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+  });
   log.blank();
 }

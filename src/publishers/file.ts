@@ -10,7 +10,7 @@ import { SettingsError, type Publisher, type PublisherModule, type PublishReques
  */
 const settingsSchema = v.object({
   path: v.pipe(v.string('file channel needs a path'), v.minLength(1, 'file channel needs a path')),
-});
+}, 'file channel needs a path');
 
 function parseSettings(settings: Record<string, unknown>): { path: string } {
   const parsed = v.safeParse(settingsSchema, settings);

@@ -29,7 +29,7 @@ const settingsSchema = v.object({
     v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), 'webhook url must be an http:// or https:// URL'),
   ),
   secret: v.optional(v.pipe(v.string('webhook secret must be a string'), v.minLength(1, 'webhook secret must not be empty'))),
-});
+}, 'webhook channel needs a url');
 
 type WebhookSettings = v.InferOutput<typeof settingsSchema>;
 

@@ -207,7 +207,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         counts.claimed += posts.length;
         if (firstClaim) {
           firstClaim = false;
-          log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`);
+          const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
+          log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
         }
         if (posts.length < want) drained = true;
         for (const post of posts) start(post);
@@ -233,7 +234,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (counts.failed > 0) parts.push(`${counts.failed} failed`);
   if (counts.fencedOut > 0) parts.push(`${counts.fencedOut} taken away`);
   const clean = counts.retried === 0 && counts.failed === 0 && counts.fencedOut === 0;
-  if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '));
+  const fields = { ...counts, durationMs: Date.now() - started, maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
+  if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '), fields);
+  else log.info('Done', fields);
   if (timedOut) log.warn(`Stopped with publishes in flight: ${String(inFlightAbort.signal.reason)}`);
   if (error !== null) log.error(error.message);
   return { ...counts, timedOut, error };

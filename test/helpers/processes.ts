@@ -29,8 +29,8 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
   return env;
 }
 
-export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI): Running {
-  const child = spawn(process.execPath, [file, ...args], { env, cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT): Running {
+  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   let stdout = '';
   let stderr = '';

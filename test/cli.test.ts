@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { killAll, ROOT, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { startReceiver } from './helpers/receiver.ts';
+
+/** The command line as a user meets it: real processes, real databases. */
+for (const dialect of DIALECTS) {
+  describe(`cli on ${dialect}`, () => {
+    const dbs: TestDatabase[] = [];
+    after(async () => {
+      killAll();
+      for (const db of dbs) await db.drop();
+    });
+    const fresh = async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      return { db, env: testEnv(db.url) };
+    };
+
+    it('adds channels, lists them with secrets hidden, schedules, cancels and retries posts', async () => {
+      const { db, env } = await fresh();
+      const out = path.join(db.dir, 'out.jsonl');
+      let r = await run(['channels', 'add', '--name', 'local', '--platform', 'file', '--path', out], env);
+      assert.equal(r.code, 0, r.stderr);
+      r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', 'http://bot:pa55word@127.0.0.1:9/x', '--secret', 'sekret'], env);
+      assert.equal(r.code, 0, r.stderr);
+      r = await run(['channels', 'list'], env);
+      assert.match(r.stdout, /local +file/);
+      assert.match(r.stdout, /hook +webhook/);
+      assert.doesNotMatch(r.stdout, /sekret|pa55word/);
+      r = await run(['channels', 'list', '--json'], env);
+      assert.doesNotMatch(r.stdout, /sekret|pa55word/);
+      assert.equal((JSON.parse(r.stdout) as unknown[]).length, 2);
+
+      r = await run(['channels', 'add', '--name', 'local', '--platform', 'file', '--path', out], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: a channel named "local" already exists\n');
+
+      r = await run(['schedule', '--channel', 'local', '--text', 'hello world'], env);
+      assert.equal(r.code, 0, r.stderr);
+      const dueId = Number(r.stdout.trim());
+      assert.ok(dueId > 0);
+      r = await run(['schedule', '--channel', 'local', '--text', 'later', '--at', '+2h'], env);
+      const laterId = Number(r.stdout.trim());
+      r = await run(['status', '--json'], env);
+      const status = JSON.parse(r.stdout) as { counts: Record<string, number> };
+      assert.equal(status.counts['duePending'], 1);
+      assert.equal(status.counts['scheduledLater'], 1);
+
+      r = await run(['cancel', String(laterId)], env);
+      assert.equal(r.code, 0, r.stderr);
+      r = await run(['cancel', String(laterId)], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `post-scheduler: post ${laterId} is cancelled; only pending posts can be cancelled\n`);
+
+      r = await run(['cron'], env);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const lines = fs.readFileSync(out, 'utf8').trim().split('\n');
+      assert.equal(lines.length, 1);
+      assert.equal((JSON.parse(lines[0] ?? '{}') as { text: string }).text, 'hello world');
+
+      r = await run(['retry', String(dueId)], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `post-scheduler: post ${dueId} is published; only failed posts can be retried\n`);
+      r = await run(['status'], env);
+      assert.match(r.stdout, /published +1\n/);
+      assert.match(r.stdout, /cancelled +1\n/);
+      assert.match(r.stdout, /Last cycles/);
+    });
+
+    it('retries failed posts with `retry ID` and `retry --failed`', async () => {
+      const { db, env } = await fresh();
+      const receiver = await startReceiver(() => ({ status: 422, body: '{"error":"text too long"}' }));
+      try {
+        await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
+        const ids = [];
+        for (const text of ['a', 'b', 'c']) ids.push(Number((await run(['schedule', '--channel', 'hook', '--text', text], env)).stdout.trim()));
+        await run(['cron'], env);
+        let r = await run(['status'], env);
+        assert.match(r.stdout, /failed +3\n/);
+        assert.match(r.stdout, /HTTP 422: \{"error":"text too long"\}/);
+        r = await run(['retry', String(ids[0])], env);
+        assert.equal(r.stdout, `Requeued post ${ids[0]}\n`);
+        r = await run(['retry', '--failed'], env);
+        assert.equal(r.stdout, 'Requeued 2 failed posts\n');
+        const store = await openStore(parseDatabaseUrl(db.url));
+        try {
+          for (const id of ids) {
+            const post = await store.getPost(id);
+            assert.equal(post?.status, 'pending');
+            assert.equal(post?.attempts, 0);
+          }
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await receiver.close();
+      }
+    });
+
+    it('daemon runs cycles on its schedule, never two at once, and finishes its cycle on SIGTERM', async () => {
+      const { env } = await fresh();
+      const receiver = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
+      try {
+        await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
+        await run(['simulate', '--posts', '3', '--channel', 'hook'], env);
+        const daemon = start(['daemon', '--cron', '* * * * * *', '--run-immediately'], env, 30_000);
+        await waitFor('a trigger skipped while the cycle runs', () => /Previous cycle still running, skipping this trigger/.test(daemon.output()));
+        daemon.child.kill('SIGTERM');
+        const r = await daemon.done;
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /Stopping: finishing the running cycle first/);
+        assert.match(r.stdout, /Posts published: +3\n/);
+        assert.match(r.stdout, /Scheduler stopped/);
+        const starts = (r.stdout.match(/Dispatch cycle started/g) ?? []).length;
+        const ends = (r.stdout.match(/Dispatch Summary/g) ?? []).length;
+        assert.equal(starts, ends, 'every cycle that started finished before exit');
+      } finally {
+        await receiver.close();
+      }
+    });
+  });
+}
+
+describe('cli input errors', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-cli-'));
+  after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  afterEach(() => killAll());
+  const dbFile = path.join(tmp, 'never', 'x.db');
+  const env = testEnv(`sqlite:${dbFile}`);
+
+  const cases: [string, string[], NodeJS.ProcessEnv, RegExp][] = [
+    ['a zero BATCH_SIZE', ['cron'], { ...env, BATCH_SIZE: '0' }, /^post-scheduler: Invalid configuration: BATCH_SIZE must be at least 1 \(got "0"\)\n$/],
+    ['MIN_WORKERS above MAX_WORKERS', ['cron'], { ...env, MIN_WORKERS: '9' }, /MIN_WORKERS \(9\) must not exceed MAX_WORKERS \(5\)\n$/],
+    ['WORKER_TIMEOUT_MS not below TIMEOUT_MS', ['status'], { ...env, TIMEOUT_MS: '1000', WORKER_TIMEOUT_MS: '1000' }, /WORKER_TIMEOUT_MS \(1000\) must be less than TIMEOUT_MS \(1000\)/],
+    ['an unknown DATABASE_URL scheme', ['status'], { ...env, DATABASE_URL: 'mysql://root:hunter2@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
+    ['a bad flag value', ['cron', '--max-workers', 'lots'], env, /MAX_WORKERS must be a whole number \(got "lots"\)/],
+    ['an unknown platform', ['channels', 'add', '--name', 'x', '--platform', 'ftp'], env, /unknown platform "ftp": use one of file, webhook/],
+    ['a webhook without url', ['channels', 'add', '--name', 'x', '--platform', 'webhook'], env, /webhook channel needs a url/],
+    ['a bad time', ['schedule', '--channel', 'x', '--text', 'y', '--at', 'tomorrow'], env, /invalid time "tomorrow"/],
+    ['a bad post count', ['simulate', '--posts', '0', '--channel', 'x'], env, /--posts must be a whole number from 1 to 1000000 \(got "0"\)/],
+    ['a bad post id', ['cancel', 'abc'], env, /post id must be a whole number/],
+    ['retry without id or --failed', ['retry'], env, /give either a post id or --failed/],
+    ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
+  ];
+  for (const [what, args, caseEnv, message] of cases) {
+    it(`rejects ${what} with one line and exit 1`, async () => {
+      const r = await run(args, caseEnv, 20_000);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
+    });
+  }
+
+  it('stops on bad config before touching the database', async () => {
+    const r = await run(['cron'], { ...env, BATCH_SIZE: '-1' });
+    assert.equal(r.code, 1);
+    assert.equal(fs.existsSync(path.dirname(dbFile)), false, 'no database file or folder created');
+  });
+
+  it('never shows a password from DATABASE_URL, even when the database is unreachable', async () => {
+    const url = 'postgres://app:hunter2@127.0.0.1:1/nowhere';
+    for (const args of [['status'], ['cron'], ['channels', 'list']]) {
+      const r = await run(args, { ...env, DATABASE_URL: url }, 30_000);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
+      assert.match(r.stdout + r.stderr, /app:\*\*\*@127\.0\.0\.1:1/);
+    }
+  });
+
+  it('lists the commands in --help', async () => {
+    const r = await run(['--help'], env);
+    for (const command of ['migrate', 'channels', 'schedule', 'simulate', 'cron', 'daemon', 'status', 'retry', 'cancel']) {
+      assert.match(r.stdout, new RegExp(`\\n  ${command}\\b`));
+    }
+  });
+});
+
+describe('entry points', () => {
+  after(() => killAll());
+
+  it('npm run demo publishes 23 posts with 5 workers and shows the status', async () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-demo-'));
+    try {
+      const env = testEnv('');
+      delete env['DATABASE_URL'];
+      const r = await start([], env, 60_000, path.join(ROOT, 'scripts', 'demo.mjs'), cwd).done;
+      assert.equal(r.code, 0, r.stdout);
+      assert.match(r.stdout, /\[DISPATCHER\] Calculated worker count: 5 \(pending=23, batch=5, max=5\)/);
+      assert.match(r.stdout, /Workers spawned: +5\n/);
+      assert.match(r.stdout, /Posts published: +23\n/);
+      assert.match(r.stdout, /\[CRON\] Cron cycle completed successfully in \d+ms/);
+      assert.match(r.stdout, /published +23\n/);
+      assert.ok(fs.existsSync(path.join(cwd, 'data', 'post-scheduler.db')), 'the embedded default database');
+      assert.equal(fs.readFileSync(path.join(cwd, 'data', 'demo-published.jsonl'), 'utf8').trim().split('\n').length, 23);
+    } finally {
+      fs.rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('node dist/cron/post-scheduler.cron.js and tsx src/cron/post-scheduler.cron.ts each run one cycle', async () => {
+    const db = await createTestDatabase('sqlite');
+    try {
+      const env = testEnv(db.url);
+      const out = path.join(db.dir, 'out.jsonl');
+      await run(['channels', 'add', '--name', 'local', '--platform', 'file', '--path', out], env);
+      await run(['simulate', '--posts', '7', '--channel', 'local'], env);
+      const compiled = await start([], env, 30_000, path.join(ROOT, 'dist', 'cron', 'post-scheduler.cron.js')).done;
+      assert.equal(compiled.code, 0, compiled.stdout + compiled.stderr);
+      assert.match(compiled.stdout, /Workers spawned: +2\n/);
+      assert.match(compiled.stdout, /Posts published: +7\n/);
+      await run(['simulate', '--posts', '3', '--channel', 'local'], env);
+      const tsx = path.join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs');
+      const source = await start([path.join(ROOT, 'src', 'cron', 'post-scheduler.cron.ts')], env, 60_000, tsx).done;
+      assert.equal(source.code, 0, source.stdout + source.stderr);
+      assert.match(source.stdout, /Posts published: +3\n/);
+      assert.equal(fs.readFileSync(out, 'utf8').trim().split('\n').length, 10);
+    } finally {
+      await db.drop();
+    }
+  });
+});
