@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { PermanentPublishError, RetryablePublishError, type PublishRequest } from '../src/publishers/publisher.ts';
+import { parseRetryAfter, webhookPublisher } from '../src/publishers/webhook.ts';
+import type { Channel } from '../src/types.ts';
+import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts';
+
+/** The webhook publisher against a real local HTTP server. */
+describe('webhook publisher', () => {
+  const receivers: Receiver[] = [];
+  const publisher = webhookPublisher.createPublisher({ timeoutMs: 500, concurrency: 4 });
+  after(async () => {
+    await publisher.close();
+    for (const r of receivers) await r.close();
+  });
+
+  async function receiver(answer: Answer) {
+    const r = await startReceiver(() => answer);
+    receivers.push(r);
+    return r;
+  }
+
+  const channel = (settings: Record<string, unknown>): Channel => ({
+    id: 1,
+    name: 'hook',
+    platform: 'webhook',
+    settings,
+    enabled: true,
+    createdAt: new Date(),
+  });
+
+  const request = (settings: Record<string, unknown>, attempt = 1): PublishRequest => ({
+    postId: 42,
+    attempt,
+    text: 'Hello, world',
+    runAt: new Date('2026-11-28T12:00:00.000Z'),
+    idempotencyKey: 'key-42',
+    channel: channel(settings),
+    signal: new AbortController().signal,
+  });
+
+  it('POSTs the post as JSON with a stable Idempotency-Key and an HMAC signature', async () => {
+    const r = await receiver({ status: 201, body: '{"id":"ext-9","url":"https://social.example/p/9"}' });
+    const result = await publisher.publish(request({ url: r.url, secret: 'sekret' }));
+    await publisher.publish(request({ url: r.url, secret: 'sekret' }, 2));
+    assert.deepEqual(result, { externalId: 'ext-9', externalUrl: 'https://social.example/p/9' });
+    const [first, second] = r.deliveries;
+    assert.deepEqual(JSON.parse(first?.body ?? ''), {
+      id: 42,
+      channel: 'hook',
+      text: 'Hello, world',
+      run_at: '2026-11-28T12:00:00.000Z',
+      attempt: 1,
+    });
+    assert.equal(first?.idempotencyKey, 'key-42');
+    assert.equal(second?.idempotencyKey, 'key-42', 'the same key on a retry');
+    assert.equal(first?.signature, 'sha256=' + createHmac('sha256', 'sekret').update(first?.body ?? '').digest('hex'));
+  });
+
+  it('treats a 2xx without JSON as published', async () => {
+    const r = await receiver({ status: 204, body: '' });
+    assert.deepEqual(await publisher.publish(request({ url: r.url })), { externalId: null, externalUrl: null });
+  });
+
+  const classes: [number, 'retry' | 'permanent'][] = [
+    [400, 'permanent'],
+    [401, 'permanent'],
+    [404, 'permanent'],
+    [422, 'permanent'],
+    [408, 'retry'],
+    [429, 'retry'],
+    [500, 'retry'],
+    [503, 'retry'],
+    [301, 'permanent'],
+  ];
+  for (const [status, kind] of classes) {
+    it(`HTTP ${status} is ${kind === 'retry' ? 'retryable' : 'a permanent failure'}`, async () => {
+      const r = await receiver({ status });
+      await assert.rejects(publisher.publish(request({ url: r.url })), kind === 'retry' ? RetryablePublishError : PermanentPublishError);
+    });
+  }
+
+  it('passes Retry-After on', async () => {
+    const r = await receiver({ status: 429, headers: { 'retry-after': '7' } });
+    await assert.rejects(publisher.publish(request({ url: r.url })), (e: unknown) => {
+      assert.ok(e instanceof RetryablePublishError);
+      assert.equal(e.retryAfterMs, 7_000);
+      return true;
+    });
+    assert.equal(parseRetryAfter('Sat, 28 Nov 2026 12:00:10 GMT', Date.parse('2026-11-28T12:00:00Z')), 10_000);
+    assert.equal(parseRetryAfter('soon'), null);
+  });
+
+  it('times out a receiver that never answers, as retryable', async () => {
+    const r = await receiver({ hang: true });
+    await assert.rejects(publisher.publish(request({ url: r.url })), /no answer within 500 ms/);
+  });
+
+  it('treats a refused connection as retryable', async () => {
+    const closed = await receiver({ status: 200 });
+    const url = closed.url;
+    await closed.close();
+    await assert.rejects(publisher.publish(request({ url })), (e: unknown) => e instanceof RetryablePublishError && /ECONNREFUSED/.test(e.message));
+  });
+
+  it('reads at most 64 KiB of a huge answer and does not hang', async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(1024 * 1024, 'x');
+      let sent = 0;
+      const write = () => {
+        while (sent < 50 && res.write(chunk)) sent++;
+        if (sent >= 50) res.end();
+        else res.once('drain', write);
+      };
+      write();
+      res.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const result = await publisher.publish(request({ url: `http://127.0.0.1:${port}/big` }));
+      assert.deepEqual(result, { externalId: null, externalUrl: null });
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('hides the secret and URL password of a channel', () => {
+    assert.deepEqual(webhookPublisher.redactSettings({ url: 'https://bot:pw@hooks.example/x', secret: 's' }), {
+      url: 'https://bot:***@hooks.example/x',
+      secret: '***',
+    });
+  });
+});
