@@ -14,6 +14,8 @@ export const TRANSITIONS = {
   retryLater: { from: ['processing'], to: 'pending' },
   /** a permanent failure, or MAX_ATTEMPTS reached */
   fail: { from: ['processing'], to: 'failed' },
+  /** claimed but not started when the worker stopped: handed back at once, attempt not counted */
+  release: { from: ['processing'], to: 'pending' },
   /** the lease ran out: the worker died; the next cycle returns the post */
   recover: { from: ['processing'], to: 'pending' },
   /** the lease ran out on the last allowed attempt */
@@ -26,9 +28,15 @@ export const TRANSITIONS = {
 
 export type TransitionName = keyof typeof TRANSITIONS;
 
-/** `status IN ('a','b')` for a transition's source states; values are constants, never input. */
-export function fromStates(name: TransitionName): string {
-  return TRANSITIONS[name].from.map((s) => `'${s}'`).join(', ');
+/**
+ * The SQL guard for a transition's source states: `status = 'a'` for one state (so
+ * that partial indexes on `status = 'pending'` serve it; SQLite does not match them
+ * with a one-element IN), `status IN ('a', 'b')` for several. Values are constants,
+ * never input.
+ */
+export function whereFrom(name: TransitionName, column = 'status'): string {
+  const from = TRANSITIONS[name].from as readonly PostStatus[];
+  return from.length === 1 ? `${column} = '${from[0] ?? ''}'` : `${column} IN (${from.map((s) => `'${s}'`).join(', ')})`;
 }
 
 export function canTransition(name: TransitionName, status: PostStatus): boolean {

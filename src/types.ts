@@ -121,6 +121,12 @@ export type Outcome =
       readonly postId: number;
       readonly attempt: number;
       readonly error: string;
+    }
+  | {
+      /** claimed but never started (the worker is stopping): back to pending as it was */
+      readonly kind: 'released';
+      readonly postId: number;
+      readonly attempt: number;
     };
 
 /** A post whose lease expired while processing, returned to pending (or failed). */

@@ -64,9 +64,18 @@ for (const dialect of DIALECTS) {
       });
       const cycle = start(['cron'], env, 30_000);
       await waitFor('a worker to send its first posts', () => receiver.deliveries.length >= 1);
-      const workers = childPids(cycle.child.pid ?? 0);
-      assert.ok(workers.length >= 1, 'the dispatcher has worker processes');
-      process.kill(workers[0] ?? 0, 'SIGKILL');
+      // The worker that holds the first claimed post: found by its id in the process table.
+      let holder: string | null = null;
+      await waitFor('a post in processing', async () => {
+        for (const id of ids) {
+          const post = await store.getPost(id);
+          if (post?.status === 'processing' && post.workerId !== null) holder = post.workerId;
+        }
+        return holder !== null;
+      });
+      const pid = childPids(cycle.child.pid ?? 0).find((p) => processesMatching(`--worker-id ${holder ?? '?'} `).some((l) => l.trim().startsWith(`${p} `)));
+      assert.ok(pid !== undefined, `the process of ${holder ?? '?'} is a child of the dispatcher`);
+      process.kill(pid, 'SIGKILL');
       const first = await cycle.done;
       assert.equal(first.code, 1, 'a killed worker fails the cycle');
       assert.match(first.stdout, /was killed by SIGKILL/);
@@ -108,6 +117,25 @@ for (const dialect of DIALECTS) {
       assert.equal(status.counts.processing, 0);
       assert.equal(status.counts.scheduledLater, 6, 'all 6 returned to pending with a backoff');
       assert.equal(status.cycles[0]?.exitCode, 2);
+    });
+
+    it('on SIGTERM hands back claimed but unstarted posts at once and finishes those in flight', async () => {
+      const { db, store, receiver, ids } = await setup(10, () => ({ status: 200, delayMs: 800 }));
+      const env = testEnv(db.url, { MAX_WORKERS: '1', BATCH_SIZE: '10', WORKER_CONCURRENCY: '2', KILL_GRACE_MS: '4000' });
+      const cycle = start(['cron'], env, 30_000);
+      await waitFor('the first two posts to be sent', () => receiver.deliveries.length >= 2);
+      cycle.child.kill('SIGTERM');
+      const r = await cycle.done;
+      assert.match(r.stdout, /Published 2 posts, 8 handed back unstarted/, r.stdout);
+      const status = await store.status(1);
+      assert.equal(status.counts.processing, 0);
+      assert.equal(status.counts.published, 2);
+      assert.equal(status.counts.duePending, 8, 'handed back due now, not after the lease');
+      for (const id of ids) {
+        const post = await store.getPost(id);
+        if (post?.status === 'pending') assert.equal(post.attempts, 0, `post ${id}: no attempt counted`);
+      }
+      assert.equal(receiver.deliveries.length, 2, 'no unstarted post was sent');
     });
 
     it('retries on 500 and 429, fails at once on 400, and gives up after MAX_ATTEMPTS', async () => {

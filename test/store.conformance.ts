@@ -169,6 +169,58 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(await store.countDue(), 0);
     });
 
+    it('records outcomes and claims again in one exchange, never re-claiming a post it just retried', async () => {
+      const { store, channel } = await fresh();
+      const ids = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const first = await store.exchange('w', [], 2, 60_000);
+      assert.deepEqual(first.applied, []);
+      assert.deepEqual(
+        first.claimed.map((p) => p.id),
+        ids.slice(0, 2),
+      );
+      const [a, b] = first.claimed;
+      const second = await store.exchange(
+        'w',
+        [
+          { kind: 'published', postId: a?.id ?? 0, attempt: 1, externalId: null, externalUrl: null },
+          { kind: 'retry', postId: b?.id ?? 0, attempt: 1, error: 'HTTP 503', delayMs: 0 },
+        ],
+        5,
+        60_000,
+      );
+      assert.deepEqual([...second.applied].sort((x, y) => x - y), ids.slice(0, 2));
+      assert.deepEqual(
+        second.claimed.map((p) => p.id),
+        ids.slice(2, 4),
+        'the post retried by this call is not claimed by it',
+      );
+      assert.equal((await store.getPost(a?.id ?? 0))?.status, 'published');
+      assert.equal((await store.getPost(b?.id ?? 0))?.status, 'pending');
+    });
+
+    it('hands back claimed posts that were never started, without counting an attempt', async () => {
+      const { store, channel } = await fresh();
+      const runAt = ago(5_000);
+      const [a, b] = await store.schedulePosts([
+        { channelId: channel.id, text: 'a', runAt },
+        { channelId: channel.id, text: 'b', runAt: ago(1_000) },
+      ]);
+      const claimed = await store.claim('w', 2, 60_000);
+      assert.equal(claimed[0]?.attempt, 1);
+      const applied = await store.recordOutcomes('w', [
+        { kind: 'released', postId: a ?? 0, attempt: 1 },
+        { kind: 'published', postId: b ?? 0, attempt: 1, externalId: null, externalUrl: null },
+      ]);
+      assert.deepEqual([...applied].sort((x, y) => x - y), [a, b]);
+      assert.equal((await store.getPost(b ?? 0))?.status, 'published');
+      const post = await store.getPost(a ?? 0);
+      assert.equal(post?.status, 'pending');
+      assert.equal(post?.attempts, 0);
+      assert.equal(post?.workerId, null);
+      assert.equal(post?.runAt.getTime(), runAt.getTime(), 'due again at once');
+      assert.equal(await store.countDue(), 1);
+    });
+
     it('recovers posts whose lease expired, and fails them on the last attempt', async () => {
       const { store, channel } = await fresh();
       const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));

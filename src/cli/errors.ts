@@ -9,6 +9,8 @@ export function cliErrorMessage(e: unknown): string {
   return firstLine(message.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s"']+/gi, (url) => redactUrl(url)));
 }
 
+/** The first line, at most 300 characters: a driver may quote a whole statement's data. */
 function firstLine(text: string): string {
-  return text.split('\n')[0] ?? text;
+  const line = text.split('\n')[0] ?? text;
+  return line.length > 300 ? `${line.slice(0, 300)}… (${line.length} characters)` : line;
 }

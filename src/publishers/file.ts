@@ -23,16 +23,7 @@ export const filePublisher: PublisherModule = {
   parseSettings,
   redactSettings: (settings) => settings,
   createPublisher(): Publisher {
-    const handles = new Map<string, Promise<fs.FileHandle>>();
-    const open = (file: string): Promise<fs.FileHandle> => {
-      let handle = handles.get(file);
-      if (handle === undefined) {
-        handle = fs.mkdir(path.dirname(file), { recursive: true }).then(() => fs.open(file, 'a'));
-        handles.set(file, handle);
-        handle.catch(() => handles.delete(file));
-      }
-      return handle;
-    };
+    const appenders = new Map<string, Appender>();
     return {
       async publish(request: PublishRequest) {
         const { path: file } = parseSettings(request.channel.settings);
@@ -45,15 +36,68 @@ export const filePublisher: PublisherModule = {
           idempotency_key: request.idempotencyKey,
           published_at: new Date().toISOString(),
         });
-        const handle = await open(file);
-        await handle.write(line + '\n');
+        let appender = appenders.get(file);
+        if (appender === undefined) {
+          appender = new Appender(file);
+          appenders.set(file, appender);
+        }
+        await appender.append(line + '\n');
         return { externalId: null, externalUrl: null };
       },
       async close() {
-        const all = [...handles.values()];
-        handles.clear();
-        await Promise.all(all.map(async (h) => (await h).close().catch(() => undefined)));
+        const all = [...appenders.values()];
+        appenders.clear();
+        await Promise.all(all.map((a) => a.close()));
       },
     };
   },
 };
+
+/**
+ * Appends lines to one file. Lines that arrive while a write is under way are joined
+ * into the next write (one write call, so one O_APPEND write of whole lines), and each
+ * caller is answered when its line is written.
+ */
+class Appender {
+  private handle: Promise<fs.FileHandle> | null = null;
+  private pending: { text: string; done: () => void; fail: (e: unknown) => void }[] = [];
+  private writing = false;
+
+  constructor(private readonly file: string) {}
+
+  append(text: string): Promise<void> {
+    return new Promise<void>((done, fail) => {
+      this.pending.push({ text, done, fail });
+      if (!this.writing) void this.drain();
+    });
+  }
+
+  private open(): Promise<fs.FileHandle> {
+    this.handle ??= fs.mkdir(path.dirname(this.file), { recursive: true }).then(() => fs.open(this.file, 'a'));
+    this.handle.catch(() => (this.handle = null));
+    return this.handle;
+  }
+
+  private async drain(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, this.pending.length);
+        try {
+          const handle = await this.open();
+          await handle.write(batch.map((b) => b.text).join(''));
+          for (const b of batch) b.done();
+        } catch (e) {
+          for (const b of batch) b.fail(e);
+        }
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.handle !== null) await (await this.handle.catch(() => null))?.close().catch(() => undefined);
+    this.handle = null;
+  }
+}

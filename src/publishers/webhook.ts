@@ -1,6 +1,5 @@
-import { createHmac } from 'node:crypto';
 import http from 'node:http';
-import https from 'node:https';
+import type https from 'node:https';
 import * as v from 'valibot';
 import {
   PermanentPublishError,
@@ -65,6 +64,10 @@ export function parseRetryAfter(value: string | undefined, now = Date.now()): nu
   return Number.isNaN(at) ? null : Math.max(0, at - now);
 }
 
+class WebhookTimeout extends Error {
+  override name = 'WebhookTimeout';
+}
+
 function describeUrl(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
 }
@@ -75,9 +78,19 @@ export const webhookPublisher: PublisherModule = {
   redactSettings,
   createPublisher(options: PublisherOptions): Publisher {
     const agentOptions = { keepAlive: true, maxSockets: options.concurrency, maxFreeSockets: options.concurrency };
-    const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
+    const httpAgent = new http.Agent(agentOptions);
+    // TLS and crypto are loaded on first use: a worker that only talks plain HTTP
+    // (or only writes files) does not pay for them.
+    let tls: Promise<{ module: typeof https; agent: https.Agent }> | null = null;
+    const loadTls = () =>
+      (tls ??= import('node:https').then((module) => ({ module: module.default, agent: new module.default.Agent(agentOptions) })));
+    let hmac: Promise<typeof import('node:crypto').createHmac> | null = null;
+    const loadHmac = () => (hmac ??= import('node:crypto').then((c) => c.createHmac));
 
-    const send = (request: PublishRequest, settings: WebhookSettings): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> => {
+    const send = async (
+      request: PublishRequest,
+      settings: WebhookSettings,
+    ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> => {
       const url = new URL(settings.url);
       const body = JSON.stringify({
         id: request.postId,
@@ -93,35 +106,47 @@ export const webhookPublisher: PublisherModule = {
         'user-agent': 'post-scheduler',
       };
       if (settings.secret !== undefined) {
+        const createHmac = await loadHmac();
         headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
       }
-      const signal = AbortSignal.any([request.signal, AbortSignal.timeout(options.timeoutMs)]);
-      const isHttps = url.protocol === 'https:';
+      const transport = url.protocol === 'https:' ? await loadTls() : { module: http, agent: httpAgent };
+      if (request.signal.aborted) throw new RetryablePublishError(`interrupted (${String(request.signal.reason)})`);
+      // A timer and one listener per request, both removed when it settles: composite
+      // AbortSignals (AbortSignal.any/timeout) pile up on the worker's long-lived signal.
       return new Promise((resolve, reject) => {
-        const req = (isHttps ? https : http).request(
-          url,
-          { method: 'POST', headers, agent: isHttps ? agents.https : agents.http, signal },
-          (res) => {
-            const chunks: Buffer[] = [];
-            let size = 0;
-            res.on('data', (chunk: Buffer) => {
-              if (size >= MAX_BODY_BYTES) return;
-              size += chunk.length;
-              chunks.push(chunk);
-              if (size >= MAX_BODY_BYTES) res.destroy();
+        const req = transport.module.request(url, { method: 'POST', headers, agent: transport.agent }, (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (chunk: Buffer) => {
+            if (size >= MAX_BODY_BYTES) return;
+            size += chunk.length;
+            chunks.push(chunk);
+            if (size >= MAX_BODY_BYTES) res.destroy();
+          });
+          const done = () => {
+            settle();
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: Buffer.concat(chunks).subarray(0, MAX_BODY_BYTES).toString('utf8'),
             });
-            const done = () =>
-              resolve({
-                status: res.statusCode ?? 0,
-                headers: res.headers,
-                body: Buffer.concat(chunks).subarray(0, MAX_BODY_BYTES).toString('utf8'),
-              });
-            res.on('end', done);
-            res.on('close', done);
-            res.on('error', (e) => (size >= MAX_BODY_BYTES ? done() : reject(e)));
-          },
-        );
-        req.on('error', reject);
+          };
+          res.on('end', done);
+          res.on('close', done);
+          res.on('error', (e) => (size >= MAX_BODY_BYTES ? done() : fail(e)));
+        });
+        const timer = setTimeout(() => req.destroy(new WebhookTimeout()), options.timeoutMs);
+        const onAbort = () => req.destroy(new RetryablePublishError(`interrupted (${String(request.signal.reason)})`));
+        request.signal.addEventListener('abort', onAbort, { once: true });
+        const settle = () => {
+          clearTimeout(timer);
+          request.signal.removeEventListener('abort', onAbort);
+        };
+        const fail = (e: unknown) => {
+          settle();
+          reject(e instanceof Error ? e : new Error(String(e)));
+        };
+        req.on('error', fail);
         req.end(body);
       });
     };
@@ -140,10 +165,8 @@ export const webhookPublisher: PublisherModule = {
           answer = await send(request, settings);
         } catch (e) {
           const err = e as Error & { code?: string };
-          if (request.signal.aborted) throw new RetryablePublishError(`webhook ${where}: interrupted (${String(request.signal.reason ?? 'aborted')})`);
-          if (err.name === 'AbortError' || err.name === 'TimeoutError') {
-            throw new RetryablePublishError(`webhook ${where}: no answer within ${options.timeoutMs} ms`);
-          }
+          if (err instanceof WebhookTimeout) throw new RetryablePublishError(`webhook ${where}: no answer within ${options.timeoutMs} ms`);
+          if (err instanceof RetryablePublishError) throw new RetryablePublishError(`webhook ${where}: ${err.message}`);
           throw new RetryablePublishError(`webhook ${where}: ${err.code ?? err.name}: ${err.message}`);
         }
         const { status } = answer;
@@ -172,8 +195,8 @@ export const webhookPublisher: PublisherModule = {
         throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${answer.body === '' ? '' : `: ${answer.body.slice(0, 200)}`}`);
       },
       async close() {
-        agents.http.destroy();
-        agents.https.destroy();
+        httpAgent.destroy();
+        if (tls !== null) (await tls).agent.destroy();
       },
     };
   },

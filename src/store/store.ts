@@ -49,6 +49,12 @@ export interface Store {
    */
   recordOutcomes(workerId: string, outcomes: readonly Outcome[]): Promise<number[]>;
   /**
+   * recordOutcomes and claim in one transaction and one round trip: what a busy
+   * worker does each time publishes settle. A post that the outcomes return to
+   * pending is not claimed again by the same call.
+   */
+  exchange(workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange>;
+  /**
    * recover / recoverExhausted: returns posts whose lease expired to pending, or to
    * failed when they already had `maxAttempts` attempts.
    */
@@ -61,6 +67,12 @@ export interface Store {
   startCycle(startedAt: Date, host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;
+}
+
+export interface Exchange {
+  /** ids of the outcomes that were applied (the rest were fenced out) */
+  readonly applied: number[];
+  readonly claimed: ClaimedPost[];
 }
 
 export type Dialect = 'sqlite' | 'postgres';

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import { backoffDelay } from '../backoff.ts';
 import type { Config } from '../config.ts';
@@ -17,11 +18,15 @@ import type { ClaimedPost, Outcome } from '../types.ts';
  * The core of a worker: claim due posts, publish them, record each outcome, and
  * keep claiming until nothing is due or the time budget would be overrun.
  *
- * Up to WORKER_CONCURRENCY posts are in flight; a slot is refilled as soon as it
- * frees (several freed at once are refilled by one claim of up to BATCH_SIZE).
- * Outcomes are written in groups: while one write is under way the next ones
- * queue, so database round trips per post stay few under load.
+ * Up to WORKER_CONCURRENCY posts are in flight. The worker makes one database round
+ * trip at a time (Store.exchange): it records every outcome that settled since the
+ * last one and claims as many posts as there are free slots (up to BATCH_SIZE) in the
+ * same statement, so round trips per post stay few under load, and slots are refilled
+ * as soon as they free.
  */
+/** The longest an outcome waits to ride along with the next claim before it is written alone. */
+const OUTCOME_DELAY_MS = 20;
+
 export interface WorkerOptions {
   readonly workerId: string;
   readonly config: Config;
@@ -39,6 +44,8 @@ export interface WorkerReport {
   readonly published: number;
   readonly retried: number;
   readonly failed: number;
+  /** claimed but not started when the worker stopped, handed back to pending */
+  readonly released: number;
   /** outcomes not recorded because the post had been taken away (fenced out) */
   readonly fencedOut: number;
   /** the budget ran out (or a stop came) with publishes still in flight */
@@ -56,6 +63,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const leaseMs = config.timeoutMs + config.leaseMarginMs;
 
   const inFlightAbort = new AbortController();
+  // every publish in flight listens to it
+  setMaxListeners(config.workerConcurrency + 10, inFlightAbort.signal);
   const budgetTimer = setTimeout(() => inFlightAbort.abort('worker time budget exhausted'), Math.max(0, deadline - Date.now()));
   let stopping = false;
   let stopTimer: NodeJS.Timeout | undefined;
@@ -74,7 +83,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (options.abort?.aborted === true) onAbort();
   options.abort?.addEventListener('abort', onAbort, { once: true });
 
-  const counts = { claimed: 0, published: 0, retried: 0, failed: 0, fencedOut: 0 };
+  const counts = { claimed: 0, published: 0, retried: 0, failed: 0, released: 0, fencedOut: 0 };
+  let roundTrips = 0;
   let timedOut = false;
   let error: Error | null = null;
 
@@ -86,33 +96,6 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     resolve?.();
   }
   const sleep = () => new Promise<void>((resolve) => (wakeResolve = resolve));
-
-  // Outcome recording, grouped.
-  const queued: Outcome[] = [];
-  let flushing: Promise<void> | null = null;
-  const flush = (): Promise<void> => {
-    flushing ??= (async () => {
-      try {
-        while (queued.length > 0 && error === null) {
-          const batch = queued.splice(0, queued.length);
-          const applied = new Set(await store.recordOutcomes(workerId, batch));
-          for (const o of batch) {
-            if (!applied.has(o.postId)) {
-              counts.fencedOut++;
-              log.warn(`Post ${o.postId}: outcome ${o.kind} not recorded, the claim is no longer ours (lease expired)`);
-            } else if (o.kind === 'published') counts.published++;
-            else if (o.kind === 'retry') counts.retried++;
-            else counts.failed++;
-          }
-        }
-      } catch (e) {
-        error ??= new Error(`recording outcomes failed: ${errorMessage(e)}`);
-      } finally {
-        flushing = null;
-      }
-    })();
-    return flushing;
-  };
 
   const modules = new Map<string, Promise<PublisherModule | null>>();
   const publishers = new Map<string, Publisher>();
@@ -178,49 +161,100 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     }
   };
 
+  // Claimed posts wait in `buffer` until a publish slot is free; `inFlight` are being published.
+  const buffer: ClaimedPost[] = [];
   let inFlight = 0;
-  const start = (post: ClaimedPost): void => {
-    inFlight++;
-    void publishOne(post).then((outcome) => {
-      inFlight--;
-      queued.push(outcome);
-      void flush();
-      wake();
-    });
+  const queued: Outcome[] = [];
+  let oldestQueuedAt = 0;
+  const fill = (): void => {
+    while (inFlight < config.workerConcurrency && buffer.length > 0 && !inFlightAbort.signal.aborted && error === null) {
+      const post = buffer.shift();
+      if (post === undefined) break;
+      inFlight++;
+      void publishOne(post).then((outcome) => {
+        inFlight--;
+        if (queued.length === 0) oldestQueuedAt = Date.now();
+        queued.push(outcome);
+        fill();
+        wake();
+      });
+    }
+  };
+  /** Stopping: claimed posts not started go back to pending at once, attempt not counted. */
+  const releaseBuffer = (): void => {
+    if (queued.length === 0) oldestQueuedAt = Date.now();
+    for (const post of buffer.splice(0, buffer.length)) queued.push({ kind: 'released', postId: post.id, attempt: post.attempt });
   };
 
+  const tally = (outcomes: readonly Outcome[], applied: readonly number[]): void => {
+    const ok = new Set(applied);
+    for (const o of outcomes) {
+      if (!ok.has(o.postId)) {
+        counts.fencedOut++;
+        log.warn(`Post ${o.postId}: outcome ${o.kind} not recorded, the claim is no longer ours (lease expired)`);
+      } else counts[o.kind === 'retry' ? 'retried' : o.kind]++;
+    }
+  };
+
+  // A worker holds at most `capacity` claimed posts (buffered or in flight) and claims
+  // when at least half of that is free (or it holds none), so that fast publishers are
+  // fed in batches; outcomes ride along with the next claim.
+  const capacity = Math.max(config.batchSize, config.workerConcurrency);
+  const claimThreshold = Math.max(1, Math.ceil(capacity / 2));
   let drained = false;
   let firstClaim = true;
   try {
+    // One database round trip at a time: record what settled, claim what fits.
+    // Whatever settles during a round trip is carried by the next one.
     for (;;) {
-      const canClaim = !stopping && !drained && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
-      const free = config.workerConcurrency - inFlight;
-      if (canClaim && free > 0) {
-        const want = Math.min(free, config.batchSize);
+      if ((stopping || inFlightAbort.signal.aborted) && buffer.length > 0) releaseBuffer();
+      const canClaim: boolean = !stopping && !drained && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
+      const held = buffer.length + inFlight;
+      const want: number = canClaim ? Math.min(capacity - held, config.batchSize) : 0;
+      const claimNow: boolean = want > 0 && (want >= claimThreshold || held === 0);
+      // Outcomes wait for the next claim, for half a capacity of them, for the last
+      // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
+      const recordNow: boolean =
+        queued.length > 0 &&
+        (queued.length >= claimThreshold ||
+          inFlight === 0 ||
+          stopping ||
+          Date.now() - oldestQueuedAt >= OUTCOME_DELAY_MS);
+      if (error === null && (recordNow || claimNow)) {
+        const outcomes = queued.splice(0, queued.length);
+        const limit: number = claimNow ? want : 0;
         let posts: ClaimedPost[];
         try {
-          posts = await store.claim(workerId, want, leaseMs);
+          roundTrips++;
+          const result = await store.exchange(workerId, outcomes, limit, leaseMs);
+          tally(outcomes, result.applied);
+          posts = result.claimed;
         } catch (e) {
-          error = new Error(`claiming posts failed: ${errorMessage(e)}`);
+          error = new Error(`${limit > 0 ? 'claiming posts' : 'recording outcomes'} failed: ${errorMessage(e)}`);
           continue;
         }
-        counts.claimed += posts.length;
-        if (firstClaim) {
-          firstClaim = false;
-          const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
-          log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
+        if (limit > 0) {
+          counts.claimed += posts.length;
+          if (firstClaim) {
+            firstClaim = false;
+            const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
+            log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
+          }
+          if (posts.length < limit) drained = true;
+          buffer.push(...posts);
+          fill();
         }
-        if (posts.length < want) drained = true;
-        for (const post of posts) start(post);
         continue;
       }
-      if (inFlight === 0) break;
+      if (inFlight === 0 && buffer.length === 0 && queued.length === 0) break;
+      if (error !== null && inFlight === 0) break;
+      const wakeUp = queued.length > 0 ? setTimeout(wake, Math.max(1, OUTCOME_DELAY_MS - (Date.now() - oldestQueuedAt))) : undefined;
       await sleep();
-      // Let publishes that settle together free their slots before the next claim.
+      clearTimeout(wakeUp);
+      // Let publishes that settle together free their slots before the next round trip.
       await nextTick();
     }
     timedOut = inFlightAbort.signal.aborted;
-    while (error === null && (flushing !== null || queued.length > 0)) await (flushing ?? flush());
   } finally {
     clearTimeout(budgetTimer);
     clearTimeout(stopTimer);
@@ -232,9 +266,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const parts = [`Published ${counts.published} posts`];
   if (counts.retried > 0) parts.push(`${counts.retried} ${counts.retried === 1 ? 'retry' : 'retries'}`);
   if (counts.failed > 0) parts.push(`${counts.failed} failed`);
+  if (counts.released > 0) parts.push(`${counts.released} handed back unstarted`);
   if (counts.fencedOut > 0) parts.push(`${counts.fencedOut} taken away`);
-  const clean = counts.retried === 0 && counts.failed === 0 && counts.fencedOut === 0;
-  const fields = { ...counts, durationMs: Date.now() - started, maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
+  const clean = error === null && counts.retried === 0 && counts.failed === 0 && counts.released === 0 && counts.fencedOut === 0;
+  const cpu = process.cpuUsage();
+  const fields = { ...counts, roundTrips, durationMs: Date.now() - started, cpuMs: Math.round((cpu.user + cpu.system) / 1000), maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
   if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '), fields);
   else log.info('Done', fields);
   if (timedOut) log.warn(`Stopped with publishes in flight: ${String(inFlightAbort.signal.reason)}`);

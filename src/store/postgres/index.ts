@@ -1,7 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { redactUrl } from '../../config.ts';
-import { fromStates, TRANSITIONS } from '../../states.ts';
+import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import {
   channelFromRow,
@@ -13,7 +12,7 @@ import {
   type CycleRow,
   type PostRow,
 } from '../rows.ts';
-import { leaseExpiredMessage, StoreError, type Store } from '../store.ts';
+import { leaseExpiredMessage, StoreError, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -29,6 +28,7 @@ const OUTCOME_STATUS = {
   published: TRANSITIONS.publish.to,
   retry: TRANSITIONS.retryLater.to,
   failed: TRANSITIONS.fail.to,
+  released: TRANSITIONS.release.to,
 } as const;
 
 export interface PostgresTarget {
@@ -49,6 +49,9 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     onnotice: () => undefined,
     connection: {
       application_name: 'post-scheduler',
+      // Plan each prepared statement once: re-planning the exchange (three CTEs) for
+      // every call cost more than executing it.
+      plan_cache_mode: 'force_generic_plan',
       ...(target.schema === null ? {} : { search_path: target.schema }),
     },
   });
@@ -65,6 +68,85 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     (await db.unsafe(text, values as never[], { prepare: true })) as unknown as R[];
   const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => run<R>(sql, text, values);
   const tx = <T>(fn: (db: Db) => Promise<T>): Promise<T> => sql.begin(fn) as Promise<T>;
+
+  /**
+   * Outcomes and the next claim in one statement (one round trip, one commit).
+   * - done: the outcomes, fenced: a row changes only while it is still processing under
+   *   this worker and attempt; a post recovered and claimed by another worker is left alone.
+   * - due / claimed: the claim. Locks the due rows picked, FOR UPDATE; rows another claim
+   *   holds are skipped, not waited for. Posts `done` returns to pending are not seen by
+   *   `due` (same snapshot), so they are never re-claimed by the same call.
+   * Always returns at least one row: `applied` (comma-separated ids) on every row.
+   */
+  const EXCHANGE = `
+    WITH v AS (
+      SELECT id, attempt, kind, error, delay_ms, external_id, external_url,
+             CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
+                       WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
+                       WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
+                       WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
+        FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
+             AS t(id, attempt, kind, error, delay_ms, external_id, external_url)
+    ), done AS (
+      UPDATE post_schedule s
+         SET status = v.status,
+             run_at = CASE WHEN v.kind = 'retry' THEN now() + v.delay_ms * interval '1 millisecond' ELSE s.run_at END,
+             published_at = CASE WHEN v.kind = 'published' THEN now() ELSE s.published_at END,
+             external_id = COALESCE(v.external_id, s.external_id),
+             external_url = COALESCE(v.external_url, s.external_url),
+             last_error = CASE WHEN v.kind IN ('retry', 'failed') THEN v.error ELSE s.last_error END,
+             worker_id = CASE WHEN v.status = 'pending' THEN NULL ELSE s.worker_id END,
+             locked_at = CASE WHEN v.status = 'pending' THEN NULL ELSE s.locked_at END,
+             attempts = CASE WHEN v.kind = 'released' THEN s.attempts - 1 ELSE s.attempts END,
+             lease_expires_at = NULL,
+             updated_at = now()
+        FROM v
+       WHERE s.id = v.id AND ${whereFrom('publish', 's.status')} AND s.worker_id = $1 AND s.attempts = v.attempt
+      RETURNING s.id
+    ), due AS (
+      SELECT id FROM post_schedule
+       WHERE ${whereFrom('claim')} AND run_at <= now()
+       ORDER BY run_at, id
+       LIMIT $9
+       FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+      UPDATE post_schedule s
+         SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
+             lease_expires_at = now() + $10 * interval '1 millisecond',
+             attempts = s.attempts + 1, updated_at = now()
+        FROM due
+       WHERE s.id = due.id
+      RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.post_detail_id, s.channel_id
+    )
+    SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN (
+        SELECT s.id, s.run_at, s.attempts, s.idempotency_key,
+               -- a lookup by primary key per claimed row, never a scan of all content
+               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
+               ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
+               ch.enabled AS ch_enabled, ch.created_at AS ch_created_at
+          FROM claimed s
+          LEFT JOIN channels ch ON ch.id = s.channel_id
+      ) AS c ON true
+     ORDER BY c.run_at, c.id`;
+
+  const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange> => {
+    const rows = await q<ClaimRow & { applied: string }>(EXCHANGE, [
+      workerId,
+      outcomes.map((o) => o.postId),
+      outcomes.map((o) => o.attempt),
+      outcomes.map((o) => o.kind),
+      outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' ? o.error : null)),
+      outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
+      outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
+      outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
+      Math.max(0, limit),
+      leaseMs,
+    ]);
+    const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
+    return { applied, claimed: rows.filter((r) => r.id !== null).map(claimedFromRow) };
+  };
 
   const store: Store = {
     dialect: 'postgres',
@@ -113,6 +195,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
 
     async schedulePosts(posts: readonly NewPost[]) {
       if (posts.length === 0) return [];
+      const { randomUUID } = await import('node:crypto');
       // One statement for the whole batch: content rows first, then their schedule rows,
       // paired by ordinality so ids come back in input order.
       const rows = await q<{ id: number }>(
@@ -153,75 +236,19 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {
-      // Locks: the due rows picked, FOR UPDATE; rows another claim holds are skipped,
-      // not waited for. The update and the join with content and channel are one statement.
-      const rows = await q<ClaimRow>(
-        `WITH due AS (
-           SELECT id FROM post_schedule
-            WHERE status IN (${fromStates('claim')}) AND run_at <= now()
-            ORDER BY run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-         ), claimed AS (
-           UPDATE post_schedule s
-              SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
-                  lease_expires_at = now() + $3 * interval '1 millisecond',
-                  attempts = s.attempts + 1, updated_at = now()
-             FROM due
-            WHERE s.id = due.id
-           RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.post_detail_id, s.channel_id
-         )
-         SELECT s.id, s.run_at, s.attempts, s.idempotency_key, d.text,
-                ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-                ch.enabled AS ch_enabled, ch.created_at AS ch_created_at
-           FROM claimed s
-           LEFT JOIN post_details d ON d.id = s.post_detail_id
-           LEFT JOIN channels ch ON ch.id = s.channel_id
-          ORDER BY s.run_at, s.id`,
-        [workerId, limit, leaseMs],
-      );
-      return rows.map(claimedFromRow);
+      return (await exchange(workerId, [], limit, leaseMs)).claimed;
     },
 
     async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
-      if (outcomes.length === 0) return [];
-      // Fenced: a row changes only while it is still processing under this worker and
-      // attempt; a post recovered and claimed again by another worker is left alone.
-      const rows = await q<{ id: number }>(
-        `UPDATE post_schedule s
-            SET status = v.status,
-                run_at = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}'
-                              THEN now() + v.delay_ms * interval '1 millisecond' ELSE s.run_at END,
-                published_at = CASE WHEN v.status = '${TRANSITIONS.publish.to}' THEN now() ELSE s.published_at END,
-                external_id = COALESCE(v.external_id, s.external_id),
-                external_url = COALESCE(v.external_url, s.external_url),
-                last_error = CASE WHEN v.status = '${TRANSITIONS.publish.to}' THEN s.last_error ELSE v.error END,
-                worker_id = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}' THEN NULL ELSE s.worker_id END,
-                locked_at = CASE WHEN v.status = '${TRANSITIONS.retryLater.to}' THEN NULL ELSE s.locked_at END,
-                lease_expires_at = NULL,
-                updated_at = now()
-           FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
-                AS v(id, attempt, status, error, delay_ms, external_id, external_url)
-          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.attempts = v.attempt
-         RETURNING s.id`,
-        [
-          workerId,
-          outcomes.map((o) => o.postId),
-          outcomes.map((o) => o.attempt),
-          outcomes.map((o) => OUTCOME_STATUS[o.kind]),
-          outcomes.map((o) => (o.kind === 'published' ? null : o.error)),
-          outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
-          outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
-          outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
-        ],
-      );
-      return rows.map((r) => r.id);
+      return (await exchange(workerId, outcomes, 0, 0)).applied;
     },
+
+    exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
 
     async recoverExpired(maxAttempts: number) {
       const rows = await q<{ id: number; worker_id: string | null; attempts: number }>(
         `SELECT id, worker_id, attempts FROM post_schedule
-          WHERE status IN (${fromStates('recover')}) AND lease_expires_at < now()
+          WHERE ${whereFrom('recover')} AND lease_expires_at < now()
           FOR UPDATE SKIP LOCKED`,
       );
       if (rows.length === 0) return [];
@@ -256,9 +283,9 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
                        locked_at = NULL, lease_expires_at = NULL, updated_at = now()`;
       const rows =
         ids === 'all'
-          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE status IN (${fromStates('requeue')}) RETURNING id`)
+          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE ${whereFrom('requeue')} RETURNING id`)
           : await q<{ id: number }>(
-              `UPDATE post_schedule ${set} WHERE id = ANY($1::bigint[]) AND status IN (${fromStates('requeue')}) RETURNING id`,
+              `UPDATE post_schedule ${set} WHERE id = ANY($1::bigint[]) AND ${whereFrom('requeue')} RETURNING id`,
               [ids],
             );
       return rows.map((r) => r.id).sort((a, b) => a - b);
@@ -271,7 +298,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
         const updated = await run(
           db,
           `UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = now()
-            WHERE id = $1 AND status IN (${fromStates('cancel')}) RETURNING id`,
+            WHERE id = $1 AND ${whereFrom('cancel')} RETURNING id`,
           [id],
         );
         return { cancelled: updated.length > 0, status: row.status };

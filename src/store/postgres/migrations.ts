@@ -37,7 +37,7 @@ CREATE TABLE post_schedule (
   published_at     timestamptz,
   external_id      text,
   external_url     text,
-  idempotency_key  text NOT NULL UNIQUE,
+  idempotency_key  text NOT NULL,
   created_at       timestamptz NOT NULL DEFAULT now(),
   updated_at       timestamptz NOT NULL DEFAULT now()
 );
@@ -45,8 +45,8 @@ CREATE TABLE post_schedule (
 -- The due query (status = 'pending' AND run_at <= now(), ordered by run_at) reads only
 -- this partial index, so posts scheduled for later or already done cost nothing.
 CREATE INDEX post_schedule_due ON post_schedule (run_at, id) WHERE status = 'pending';
--- Recovery of expired leases reads only posts in processing.
-CREATE INDEX post_schedule_lease ON post_schedule (lease_expires_at) WHERE status = 'processing';
+-- Recovery of expired leases reads only posts holding a lease (processing ones).
+CREATE INDEX post_schedule_lease ON post_schedule (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 
 CREATE TABLE cycles (
   id                bigserial PRIMARY KEY,

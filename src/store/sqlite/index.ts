@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { fromStates, TRANSITIONS } from '../../states.ts';
+import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { Channel, NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import {
   channelFromRow,
@@ -14,11 +13,18 @@ import {
   type CycleRow,
   type PostRow,
 } from '../rows.ts';
-import { leaseExpiredMessage, StoreError, type Store } from '../store.ts';
+import { leaseExpiredMessage, StoreError, type Exchange, type Store } from '../store.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
-/** How long a statement waits for another process's write lock before failing. */
+/** How long a write waits for another process's write lock before failing. */
 const BUSY_TIMEOUT_MS = 15_000;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
 
 const CLAIM_COLUMNS = `
   s.id, s.run_at, s.attempts, s.idempotency_key, d.text,
@@ -29,6 +35,14 @@ const CLAIM_COLUMNS = `
  * SQLite store: one file, WAL journal, many processes. Writers serialise on the
  * database lock; a claim takes it up front (BEGIN IMMEDIATE) so that the select of
  * due posts and their update to processing are one atomic step.
+ *
+ * synchronous=NORMAL: in WAL mode a commit survives the crash of any process; only
+ * an operating-system crash or power loss can roll back the last commits. FULL would
+ * add an fsync to every commit (2.9 ms against 0.08 ms per transaction measured here).
+ *
+ * A writer that finds the lock taken retries after 1-20 ms (with jitter) for up to
+ * BUSY_TIMEOUT_MS, in the event loop, instead of SQLite's busy handler, which blocks
+ * the process and sleeps in steps of up to 100 ms.
  */
 export function openSqliteStore(file: string): Store {
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -36,21 +50,108 @@ export function openSqliteStore(file: string): Store {
   try {
     db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
     db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 0');
     db.pragma('foreign_keys = ON');
   } catch (e) {
     throw new StoreError(`cannot open SQLite database ${file}: ${(e as Error).message}`);
   }
 
-  const immediate = <T>(fn: () => T): T => db.transaction(fn).immediate();
+  const statements = new Map<string, Database.Statement>();
+  /** A prepared statement, prepared once per connection. */
+  const stmt = (text: string): Database.Statement => {
+    let prepared = statements.get(text);
+    if (prepared === undefined) {
+      prepared = db.prepare(text);
+      statements.set(text, prepared);
+    }
+    return prepared;
+  };
+
+  /** Runs `fn` again while another process holds the database lock, up to BUSY_TIMEOUT_MS. */
+  const retryBusy = async <T>(fn: () => T): Promise<T> => {
+    const deadline = Date.now() + BUSY_TIMEOUT_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return fn();
+      } catch (e) {
+        if (!isBusy(e) || Date.now() > deadline) throw e;
+        await sleep(Math.min(20, 1 + attempt) * (0.5 + Math.random()));
+      }
+    }
+  };
+  /** A write transaction that takes the lock up front (BEGIN IMMEDIATE). */
+  const immediate = <T>(fn: () => T): Promise<T> => retryBusy(() => db.transaction(fn).immediate());
+  const read = <T>(fn: () => T): Promise<T> => retryBusy(fn);
+
+  const fence = `status = 'processing' AND worker_id = ? AND attempts = ?`;
+  const SQL = {
+    published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
+                       lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND ${whereFrom('publish')} AND ${fence}`,
+    retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
+                   worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
+             WHERE id = ? AND ${whereFrom('retryLater')} AND ${fence}`,
+    failed: `UPDATE post_schedule SET status = '${TRANSITIONS.fail.to}', last_error = ?, lease_expires_at = NULL, updated_at = ?
+              WHERE id = ? AND ${whereFrom('fail')} AND ${fence}`,
+    released: `UPDATE post_schedule SET status = '${TRANSITIONS.release.to}', attempts = attempts - 1,
+                      worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
+                WHERE id = ? AND ${whereFrom('release')} AND ${fence}`,
+    // Locks: the whole database, for the length of this short write transaction.
+    claim: `UPDATE post_schedule
+               SET status = '${TRANSITIONS.claim.to}', worker_id = ?, locked_at = ?, lease_expires_at = ?,
+                   attempts = attempts + 1, updated_at = ?
+             WHERE id IN (SELECT id FROM post_schedule
+                           WHERE ${whereFrom('claim')} AND run_at <= ?
+                           ORDER BY run_at, id LIMIT ?)
+           RETURNING id`,
+  } as const;
+
+  /** The claim and the outcomes in one immediate transaction (one commit). */
+  const exchange = (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange> =>
+    immediate(() => {
+      const now = Date.now();
+      // The claim first, then the outcomes: a post this call returns to pending is not
+      // claimed again by it (as on PostgreSQL, where both see the same snapshot).
+      let ids: number[] = [];
+      if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, limit) as { id: number }[]).map((r) => r.id);
+      const applied: number[] = [];
+      for (const o of outcomes) {
+        let changes: number;
+        if (o.kind === 'published') {
+          changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, workerId, o.attempt).changes;
+        } else if (o.kind === 'retry') {
+          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, now, o.postId, workerId, o.attempt).changes;
+        } else if (o.kind === 'failed') {
+          changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.attempt).changes;
+        } else {
+          changes = stmt(SQL.released).run(now, o.postId, workerId, o.attempt).changes;
+        }
+        if (changes > 0) applied.push(o.postId);
+      }
+      if (ids.length === 0) return { applied, claimed: [] };
+      const rows = db
+        .prepare(
+          `SELECT ${CLAIM_COLUMNS}
+             FROM post_schedule s
+             LEFT JOIN post_details d ON d.id = s.post_detail_id
+             LEFT JOIN channels ch ON ch.id = s.channel_id
+            WHERE s.id IN (${ids.map(() => '?').join(',')})
+            ORDER BY s.run_at, s.id`,
+        )
+        .all(...ids) as ClaimRow[];
+      return { applied, claimed: rows.map(claimedFromRow) };
+    });
 
   const store: Store = {
     dialect: 'sqlite',
 
     async migrate() {
-      db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-        version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
-      immediate(() => {
+      await immediate(() =>
+        db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+          version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`),
+      );
+      await immediate(() => {
         const applied = new Set(
           (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
         );
@@ -63,7 +164,7 @@ export function openSqliteStore(file: string): Store {
     },
 
     async ping() {
-      db.prepare('SELECT 1').get();
+      await read(() => stmt('SELECT 1').get());
     },
 
     async close() {
@@ -71,22 +172,28 @@ export function openSqliteStore(file: string): Store {
     },
 
     async addChannel(channel: NewChannel): Promise<Channel> {
-      const row = db
-        .prepare('INSERT INTO channels (name, platform, settings, enabled, created_at) VALUES (?, ?, ?, 1, ?) RETURNING *')
-        .get(channel.name, channel.platform, JSON.stringify(channel.settings), Date.now()) as ChannelRow;
+      const row = (await immediate(() =>
+        stmt('INSERT INTO channels (name, platform, settings, enabled, created_at) VALUES (?, ?, ?, 1, ?) RETURNING *').get(
+          channel.name,
+          channel.platform,
+          JSON.stringify(channel.settings),
+          Date.now(),
+        ),
+      )) as ChannelRow;
       return channelFromRow(row);
     },
 
     async listChannels() {
-      return (db.prepare('SELECT * FROM channels ORDER BY name').all() as ChannelRow[]).map(channelFromRow);
+      return ((await read(() => stmt('SELECT * FROM channels ORDER BY name').all())) as ChannelRow[]).map(channelFromRow);
     },
 
     async findChannel(name: string) {
-      const row = db.prepare('SELECT * FROM channels WHERE name = ?').get(name) as ChannelRow | undefined;
+      const row = (await read(() => stmt('SELECT * FROM channels WHERE name = ?').get(name))) as ChannelRow | undefined;
       return row === undefined ? null : channelFromRow(row);
     },
 
     async schedulePosts(posts: readonly NewPost[]) {
+      const { randomUUID } = await import('node:crypto');
       const insertDetail = db.prepare('INSERT INTO post_details (text, created_at) VALUES (?, ?)');
       const insertSchedule = db.prepare(
         `INSERT INTO post_schedule (post_detail_id, channel_id, run_at, status, idempotency_key, created_at, updated_at)
@@ -102,81 +209,28 @@ export function openSqliteStore(file: string): Store {
     },
 
     async getPost(id: number) {
-      const row = db
-        .prepare('SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?')
-        .get(id) as PostRow | undefined;
+      const row = (await read(() =>
+        stmt('SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?').get(id),
+      )) as PostRow | undefined;
       return row === undefined ? null : postFromRow(row);
     },
 
     async countDue() {
-      const row = db
-        .prepare("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?")
-        .get(Date.now()) as { n: number };
+      const row = (await read(() =>
+        stmt("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(Date.now()),
+      )) as { n: number };
       return row.n;
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {
-      // Locks: the whole database, for the length of this short write transaction.
-      const update = db.prepare(
-        `UPDATE post_schedule
-            SET status = '${TRANSITIONS.claim.to}', worker_id = ?, locked_at = ?, lease_expires_at = ?,
-                attempts = attempts + 1, updated_at = ?
-          WHERE id IN (SELECT id FROM post_schedule
-                        WHERE status IN (${fromStates('claim')}) AND run_at <= ?
-                        ORDER BY run_at, id LIMIT ?)
-        RETURNING id`,
-      );
-      const rows = immediate(() => {
-        const now = Date.now();
-        const ids = (update.all(workerId, now, now + leaseMs, now, now, limit) as { id: number }[]).map((r) => r.id);
-        if (ids.length === 0) return [];
-        return db
-          .prepare(
-            `SELECT ${CLAIM_COLUMNS}
-               FROM post_schedule s
-               LEFT JOIN post_details d ON d.id = s.post_detail_id
-               LEFT JOIN channels ch ON ch.id = s.channel_id
-              WHERE s.id IN (${ids.map(() => '?').join(',')})
-              ORDER BY s.run_at, s.id`,
-          )
-          .all(...ids) as ClaimRow[];
-      });
-      return rows.map(claimedFromRow);
+      return (await exchange(workerId, [], limit, leaseMs)).claimed;
     },
 
     async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
-      const fence = `status = 'processing' AND worker_id = ? AND attempts = ?`;
-      const published = db.prepare(
-        `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
-                lease_expires_at = NULL, updated_at = ?
-          WHERE id = ? AND status IN (${fromStates('publish')}) AND ${fence}`,
-      );
-      const retry = db.prepare(
-        `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
-                worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
-          WHERE id = ? AND status IN (${fromStates('retryLater')}) AND ${fence}`,
-      );
-      const failed = db.prepare(
-        `UPDATE post_schedule SET status = '${TRANSITIONS.fail.to}', last_error = ?, lease_expires_at = NULL, updated_at = ?
-          WHERE id = ? AND status IN (${fromStates('fail')}) AND ${fence}`,
-      );
-      return immediate(() => {
-        const now = Date.now();
-        const applied: number[] = [];
-        for (const o of outcomes) {
-          let changes: number;
-          if (o.kind === 'published') {
-            changes = published.run(now, o.externalId, o.externalUrl, now, o.postId, workerId, o.attempt).changes;
-          } else if (o.kind === 'retry') {
-            changes = retry.run(now + o.delayMs, o.error, now, o.postId, workerId, o.attempt).changes;
-          } else {
-            changes = failed.run(o.error, now, o.postId, workerId, o.attempt).changes;
-          }
-          if (changes > 0) applied.push(o.postId);
-        }
-        return applied;
-      });
+      return (await exchange(workerId, outcomes, 0, 0)).applied;
     },
+
+    exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
 
     async recoverExpired(maxAttempts: number) {
       return immediate(() => {
@@ -184,7 +238,7 @@ export function openSqliteStore(file: string): Store {
         const expired = db
           .prepare(
             `SELECT id, worker_id, attempts FROM post_schedule
-              WHERE status IN (${fromStates('recover')}) AND lease_expires_at < ?`,
+              WHERE ${whereFrom('recover')} AND lease_expires_at < ?`,
           )
           .all(now) as { id: number; worker_id: string | null; attempts: number }[];
         const update = db.prepare(
@@ -207,12 +261,12 @@ export function openSqliteStore(file: string): Store {
         const now = Date.now();
         if (ids === 'all') {
           return (
-            db.prepare(`UPDATE post_schedule ${set} WHERE status IN (${fromStates('requeue')}) RETURNING id`).all(now, now) as {
+            db.prepare(`UPDATE post_schedule ${set} WHERE ${whereFrom('requeue')} RETURNING id`).all(now, now) as {
               id: number;
             }[]
           ).map((r) => r.id);
         }
-        const stmt = db.prepare(`UPDATE post_schedule ${set} WHERE id = ? AND status IN (${fromStates('requeue')}) RETURNING id`);
+        const stmt = db.prepare(`UPDATE post_schedule ${set} WHERE id = ? AND ${whereFrom('requeue')} RETURNING id`);
         return ids.flatMap((id) => (stmt.all(now, now, id) as { id: number }[]).map((r) => r.id));
       });
     },
@@ -224,7 +278,7 @@ export function openSqliteStore(file: string): Store {
         const changes = db
           .prepare(
             `UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = ?
-              WHERE id = ? AND status IN (${fromStates('cancel')})`,
+              WHERE id = ? AND ${whereFrom('cancel')}`,
           )
           .run(Date.now(), id).changes;
         return { cancelled: changes > 0, status: row.status };
@@ -232,7 +286,9 @@ export function openSqliteStore(file: string): Store {
     },
 
     async startCycle(startedAt: Date, host: string) {
-      return Number(db.prepare('INSERT INTO cycles (host, started_at) VALUES (?, ?)').run(host, startedAt.getTime()).lastInsertRowid);
+      return Number(
+        (await immediate(() => stmt('INSERT INTO cycles (host, started_at) VALUES (?, ?)').run(host, startedAt.getTime()))).lastInsertRowid,
+      );
     },
 
     async finishCycle(cycleId, result, runs) {
@@ -240,7 +296,7 @@ export function openSqliteStore(file: string): Store {
         `INSERT INTO worker_runs (worker_id, cycle_id, started_at, finished_at, exit_code, signal, published, retried, failed)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
-      immediate(() => {
+      await immediate(() => {
         db.prepare(
           `UPDATE cycles SET finished_at = ?, pending = ?, recovered = ?, workers_spawned = ?, workers_succeeded = ?,
                   workers_failed = ?, exit_code = ?, duration_ms = ? WHERE id = ?`,
@@ -272,6 +328,7 @@ export function openSqliteStore(file: string): Store {
     },
 
     async status(cycles: number): Promise<StatusReport> {
+      return read(() => {
       const now = Date.now();
       const due = db.prepare("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(now) as {
         n: number;
@@ -297,6 +354,7 @@ export function openSqliteStore(file: string): Store {
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
       };
+      });
     },
   };
   return store;

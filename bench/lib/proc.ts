@@ -1,0 +1,153 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Child processes of the benchmark. Each one is started in its own process group
+ * (detached), so that the group — the CLI and the workers it forks — can be killed
+ * by the child's own id when it overruns its timeout or when the run is cleaned up.
+ */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = path.join(ROOT, 'dist', 'cli.js');
+export const CRON_ENTRY = path.join(ROOT, 'dist', 'cron', 'post-scheduler.cron.js');
+
+/** Every variable the program reads: removed from the inherited environment so that only the bench sets them. */
+const PROGRAM_ENV = [
+  'DATABASE_URL',
+  'BATCH_SIZE',
+  'MAX_WORKERS',
+  'MIN_WORKERS',
+  'TIMEOUT_MS',
+  'WORKER_TIMEOUT_MS',
+  'WORKER_CONCURRENCY',
+  'MAX_ATTEMPTS',
+  'RETRY_BASE_MS',
+  'RETRY_MAX_MS',
+  'PUBLISH_TIMEOUT_MS',
+  'LEASE_MARGIN_MS',
+  'KILL_GRACE_MS',
+  'LOG_FORMAT',
+  'NODE_OPTIONS',
+];
+
+export function childEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of PROGRAM_ENV) delete env[name];
+  return { ...env, DATABASE_URL: databaseUrl, LOG_FORMAT: 'json', ...extra };
+}
+
+export interface RunResult {
+  readonly command: string;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** from just before spawn() to the process's 'exit' event */
+  readonly wallMs: number;
+  readonly timedOut: boolean;
+  /** processes of its group still alive after it exited (killed by the bench) */
+  readonly leftovers: boolean;
+}
+
+const live = new Set<ChildProcess>();
+/** process-group ids of every child started, for the final leftover check */
+export const startedGroups = new Set<number>();
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** Runs `node <file> <args>` and waits for it; kills its whole process group past `timeoutMs`. */
+export function runNode(file: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+  const command = `node ${path.relative(ROOT, file)} ${args.join(' ')}`;
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [file, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    live.add(child);
+    if (child.pid !== undefined) startedGroups.add(child.pid);
+    let stdout = '';
+    let stderr = '';
+    let wallMs: number | null = null;
+    let exitCode: number | null = null;
+    let exitSignal: NodeJS.Signals | null = null;
+    let timedOut = false;
+    let settled = false;
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, timeoutMs);
+    let closeTimer: NodeJS.Timeout | undefined;
+
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(closeTimer);
+      live.delete(child);
+      const leftovers = child.pid !== undefined && groupAlive(child.pid);
+      if (leftovers) killGroup(child.pid);
+      resolve({ command, code: exitCode, signal: exitSignal, stdout, stderr, wallMs: wallMs ?? performance.now() - started, timedOut, leftovers });
+    };
+
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      live.delete(child);
+      if (!settled) {
+        settled = true;
+        reject(new Error(`${command}: ${e.message}`));
+      }
+    });
+    child.once('exit', (code, signal) => {
+      wallMs = performance.now() - started;
+      exitCode = code;
+      exitSignal = signal;
+      // Output pipes close when every process holding them is gone; a worker that
+      // outlived the CLI would keep them open: wait a little, then finish anyway.
+      closeTimer = setTimeout(finish, 5_000);
+    });
+    child.once('close', finish);
+  });
+}
+
+export function runCli(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+  return runNode(CLI, args, env, timeoutMs);
+}
+
+/** Like runCli, but throws unless the command exited 0 (for set-up steps that are not measured). */
+export async function mustRunCli(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+  const r = await runCli(args, env, timeoutMs);
+  if (r.code !== 0 || r.timedOut) {
+    const why = r.timedOut ? `timed out after ${timeoutMs}ms` : `exit ${String(r.code)}${r.signal === null ? '' : ` (${r.signal})`}`;
+    throw new Error(`${r.command}: ${why}: ${clip((r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | '))}`);
+  }
+  return r;
+}
+
+/** Shortens a message for a report line. */
+export function clip(text: string, max = 300): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
+/** Kills every process group the bench started that is still running. */
+export function killAllChildren(): void {
+  for (const child of live) killGroup(child.pid);
+  live.clear();
+}
