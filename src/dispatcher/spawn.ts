@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
@@ -27,8 +28,13 @@ export interface WorkerHandle {
 const here = fileURLToPath(import.meta.url);
 const ext = path.extname(here);
 
-/** The worker entry point beside this build: .js when compiled, .ts under a loader. */
-export const WORKER_ENTRY = path.join(path.dirname(here), '..', 'workers', `post-scheduler.worker-runner${ext}`);
+/**
+ * The worker entry point beside this build: the one-file CommonJS bundle when
+ * compiled (scripts/bundle-worker.mjs), the .ts source under a loader (tsx).
+ */
+const workers = path.join(path.dirname(here), '..', 'workers');
+const bundle = path.join(workers, 'post-scheduler.worker-runner.cjs');
+export const WORKER_ENTRY = ext === '.js' && fs.existsSync(bundle) ? bundle : path.join(workers, `post-scheduler.worker-runner${ext}`);
 
 /**
  * Node flags for the worker: a small young generation (peak RSS of a busy worker
@@ -37,7 +43,7 @@ export const WORKER_ENTRY = path.join(path.dirname(here), '..', 'workers', `post
  */
 function workerExecArgv(entry: string): string[] {
   const keep: string[] = ['--max-semi-space-size=2'];
-  if (entry.endsWith('.js')) return keep;
+  if (entry.endsWith('.js') || entry.endsWith('.cjs')) return keep;
   const args = process.execArgv;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? '';
