@@ -18,10 +18,13 @@ interface Shape {
   readonly batch: number;
 }
 
+// The defaults first; then shapes with at most 25 in flight whose claims carry
+// bigger batches (a worker holds up to max(BATCH_SIZE, WORKER_CONCURRENCY) posts).
 const SHAPES: readonly Shape[] = [
   { maxWorkers: 5, concurrency: 5, batch: 5 },
   { maxWorkers: 5, concurrency: 5, batch: 25 },
-  { maxWorkers: 1, concurrency: 25, batch: 25 },
+  { maxWorkers: 2, concurrency: 12, batch: 100 },
+  { maxWorkers: 1, concurrency: 25, batch: 200 },
 ];
 const PUBLISHERS = ['file', 'webhook'] as const;
 type PublisherKind = (typeof PUBLISHERS)[number];
