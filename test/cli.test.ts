@@ -205,6 +205,30 @@ describe('entry points', () => {
     }
   });
 
+  it('the library runs a cycle in-process: runCycle from the package entry', async () => {
+    const db = await createTestDatabase('sqlite');
+    try {
+      const lib = (await import(path.join(ROOT, 'dist', 'index.js'))) as typeof import('../src/index.ts');
+      const config = lib.loadConfig({ DATABASE_URL: db.url, LOG_FORMAT: 'json' });
+      const store = await lib.openStore(config.database);
+      try {
+        await store.migrate();
+        const channel = await store.addChannel({ name: 'local', platform: 'file', settings: { path: path.join(db.dir, 'out.jsonl') } });
+        await store.schedulePosts([1, 2, 3].map((i) => ({ channelId: channel.id, text: `p${i}`, runAt: new Date(Date.now() - 1_000) })));
+        const lines: string[] = [];
+        const result = await lib.runCycle({ config, log: { scope: 'DISPATCHER', info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), blank: () => undefined } });
+        assert.equal(result.exitCode, 0, lines.join('\n'));
+        assert.equal(result.pending, 3);
+        assert.equal(result.workersSpawned, 1);
+        assert.equal((await store.status(1)).counts.published, 3);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
   it('node dist/cron/post-scheduler.cron.js and tsx src/cron/post-scheduler.cron.ts each run one cycle', async () => {
     const db = await createTestDatabase('sqlite');
     try {
