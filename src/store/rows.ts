@@ -1,3 +1,6 @@
+/* eslint-disable @typescript-eslint/no-unnecessary-type-conversion --
+   the drivers return ids and counts as numbers or as strings (int8) depending on the
+   dialect and its settings; Number() makes them numbers whatever the row type says */
 import type { Channel, Post, PostStatus } from '../types.ts';
 
 /** Row shapes shared by the dialects, and their mapping to domain objects. */

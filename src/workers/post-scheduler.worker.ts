@@ -65,7 +65,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const inFlightAbort = new AbortController();
   // every publish in flight listens to it
   setMaxListeners(config.workerConcurrency + 10, inFlightAbort.signal);
-  const budgetTimer = setTimeout(() => inFlightAbort.abort('worker time budget exhausted'), Math.max(0, deadline - Date.now()));
+  const budgetTimer = setTimeout(() => {
+    inFlightAbort.abort('worker time budget exhausted');
+    wake();
+  }, Math.max(0, deadline - Date.now()));
   let stopping = false;
   let stopTimer: NodeJS.Timeout | undefined;
   const onStop = () => {
@@ -207,7 +210,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
     for (;;) {
+      // `stopping` and `error` change in callbacks, which the type checker cannot see
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
       if ((stopping || inFlightAbort.signal.aborted) && buffer.length > 0) releaseBuffer();
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
       const canClaim: boolean = !stopping && !drained && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
       const held = buffer.length + inFlight;
       const want: number = canClaim ? Math.min(capacity - held, config.batchSize) : 0;

@@ -132,7 +132,8 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
      ORDER BY c.run_at, c.id`;
 
   const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange> => {
-    const rows = await q<ClaimRow & { applied: string }>(EXCHANGE, [
+    // one row even when nothing was claimed: then every column but `applied` is null
+    const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
       workerId,
       outcomes.map((o) => o.postId),
       outcomes.map((o) => o.attempt),
@@ -145,7 +146,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       leaseMs,
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
-    return { applied, claimed: rows.filter((r) => r.id !== null).map(claimedFromRow) };
+    return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
   };
 
   const store: Store = {
