@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import * as v from 'valibot';
 
@@ -43,6 +44,8 @@ export interface Config {
   /** between SIGTERM and SIGKILL when the dispatcher stops its workers */
   readonly killGraceMs: number;
   readonly logFormat: LogFormat;
+  /** this machine's name for the cycle lock and the cycle records (default: the hostname) */
+  readonly host: string;
 }
 
 export class ConfigError extends Error {
@@ -65,6 +68,7 @@ export const ENV_DEFAULTS = {
   LEASE_MARGIN_MS: '30000',
   KILL_GRACE_MS: '3000',
   LOG_FORMAT: 'text',
+  SCHEDULER_HOST: '',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -97,6 +101,7 @@ const schema = v.object({
   LEASE_MARGIN_MS: integer('LEASE_MARGIN_MS', 0),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
+  SCHEDULER_HOST: v.pipe(v.string(), v.trim(), v.maxLength(255, 'SCHEDULER_HOST must be at most 255 characters')),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -147,6 +152,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     leaseMarginMs: c.LEASE_MARGIN_MS,
     killGraceMs: c.KILL_GRACE_MS,
     logFormat: c.LOG_FORMAT,
+    host: c.SCHEDULER_HOST === '' ? os.hostname() : c.SCHEDULER_HOST,
   });
 }
 
@@ -178,6 +184,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     LEASE_MARGIN_MS: String(config.leaseMarginMs),
     KILL_GRACE_MS: String(config.killGraceMs),
     LOG_FORMAT: config.logFormat,
+    SCHEDULER_HOST: config.host,
   };
 }
 

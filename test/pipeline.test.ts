@@ -40,7 +40,8 @@ for (const dialect of DIALECTS) {
     it('publishes 500 due posts exactly once with 3 cron cycles started at the same moment', async () => {
       const { db, store, receiver, ids } = await setup(500);
       const env = testEnv(db.url, { RETRY_BASE_MS: '0', RETRY_MAX_MS: '0' });
-      const results = await Promise.all([1, 2, 3].map(() => run(['cron'], env, 120_000)));
+      // three dispatchers as if on three hosts (one host runs one cycle at a time)
+      const results = await Promise.all([1, 2, 3].map((n) => run(['cron'], { ...env, SCHEDULER_HOST: `host-${n}` }, 120_000)));
       for (const r of results) assert.equal(r.code, 0, r.stdout + r.stderr);
       const twice = [...receiver.accepted.entries()].filter(([, n]) => n > 1);
       assert.deepEqual(twice, [], 'no post accepted twice');
@@ -136,6 +137,24 @@ for (const dialect of DIALECTS) {
         if (post?.status === 'pending') assert.equal(post.attempts, 0, `post ${id}: no attempt counted`);
       }
       assert.equal(receiver.deliveries.length, 2, 'no unstarted post was sent');
+    });
+
+    it('runs one cycle at a time per host, and a killed dispatcher does not block the next', async () => {
+      const { db, store } = await setup(4, () => ({ status: 200, delayMs: 1_500 }));
+      const env = testEnv(db.url, { SCHEDULER_HOST: 'host-x', MAX_WORKERS: '1', LEASE_MARGIN_MS: '0', TIMEOUT_MS: '4000', WORKER_TIMEOUT_MS: '3000', KILL_GRACE_MS: '500' });
+      const first = start(['cron'], env, 30_000);
+      await waitFor('the first cycle to claim', async () => (await store.status(1)).counts.processing > 0);
+      const second = await run(['cron'], env, 30_000);
+      assert.equal(second.code, 0, second.stdout + second.stderr);
+      assert.match(second.stdout, /Previous cycle still running on host-x, exiting/);
+      assert.doesNotMatch(second.stdout, /Spawning worker/);
+
+      first.child.kill('SIGKILL');
+      await first.done;
+      const third = await run(['cron'], env, 30_000);
+      assert.equal(third.code, 0, third.stdout + third.stderr);
+      assert.doesNotMatch(third.stdout, /Previous cycle still running/, 'the killed dispatcher left no lock behind');
+      assert.match(third.stdout, /Dispatch Summary/);
     });
 
     it('retries on 500 and 429, fails at once on 400, and gives up after MAX_ATTEMPTS', async () => {

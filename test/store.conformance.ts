@@ -282,6 +282,18 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.deepEqual([...(await store.requeue('all'))].sort((x, y) => x - y), [a, d]);
     });
 
+    it('lets one cycle per host hold the cycle lock', async () => {
+      const { store, connect } = await fresh();
+      const other = await connect();
+      assert.equal(await store.tryLockCycle('host-a', 60_000), true);
+      assert.equal(await other.tryLockCycle('host-a', 60_000), false, 'a second dispatcher on the same host');
+      assert.equal(await other.tryLockCycle('host-b', 60_000), true, 'another host');
+      await store.unlockCycle('host-a');
+      assert.equal(await other.tryLockCycle('host-a', 60_000), true, 'free once unlocked');
+      await other.unlockCycle('host-a');
+      await other.unlockCycle('host-b');
+    });
+
     it('records cycles and worker runs, and reports status', async () => {
       const { store, channel } = await fresh();
       await store.schedulePosts([

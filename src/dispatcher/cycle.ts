@@ -1,4 +1,3 @@
-import os from 'node:os';
 import { configToEnv, type Config } from '../config.ts';
 import { createLogger, errorMessage, type Logger } from '../log.ts';
 import { workerCount } from '../scaling.ts';
@@ -25,12 +24,18 @@ export interface CycleOptions {
 }
 
 const RULE = '========================================';
+/** A cycle lock outlives the cycle's guard and kill grace by this much at most. */
+const LOCK_MARGIN_MS = 5_000;
+
+/** The result of a cycle that ended before spawning anything. */
+function earlyResult(started: number, exitCode: ExitCode, recovered = 0): CycleResult {
+  return { pending: 0, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered, durationMs: Date.now() - started, exitCode };
+}
 
 export async function runCycle(options: CycleOptions): Promise<CycleResult> {
   const { config } = options;
   const log = options.log ?? createLogger('DISPATCHER', config.logFormat);
   const started = Date.now();
-  const elapsed = () => Date.now() - started;
 
   log.blank();
   log.info(RULE);
@@ -40,15 +45,6 @@ export async function runCycle(options: CycleOptions): Promise<CycleResult> {
 
   let store = options.store;
   const ownStore = store === undefined;
-  const failed = (recovered = 0): CycleResult => ({
-    pending: 0,
-    workersSpawned: 0,
-    workersSucceeded: 0,
-    workersFailed: 0,
-    recovered,
-    durationMs: elapsed(),
-    exitCode: EXIT.error,
-  });
 
   try {
     try {
@@ -57,76 +53,98 @@ export async function runCycle(options: CycleOptions): Promise<CycleResult> {
       await store.ping();
     } catch (e) {
       log.error(`✗ Database unreachable (${config.databaseLabel}): ${errorMessage(e)}`);
-      return failed();
+      return earlyResult(started, EXIT.error);
     }
     log.info('✓ Database connection verified');
 
-    let pending: number;
-    let recovered: number;
-    let cycleId: number;
+    // One cycle at a time per host: system cron fires every minute whatever happens.
+    let locked: boolean;
     try {
-      const back = await store.recoverExpired(config.maxAttempts);
-      recovered = back.length;
-      if (back.length > 0) {
-        log.warn(`Recovered ${back.length} posts whose worker died (lease expired):`);
-        for (const r of back.slice(0, 20)) {
-          log.warn(`  post ${r.id} from ${r.workerId ?? '(unknown worker)'} after attempt ${r.attempts} -> ${r.status}`);
-        }
-        if (back.length > 20) log.warn(`  ... and ${back.length - 20} more`);
-      }
-      pending = await store.countDue();
-      cycleId = await store.startCycle(new Date(started), os.hostname());
+      locked = await store.tryLockCycle(config.host, config.timeoutMs + config.killGraceMs + LOCK_MARGIN_MS);
     } catch (e) {
-      log.error(`✗ Database error before spawning workers: ${errorMessage(e)}`);
-      return failed();
+      log.error(`✗ Database error while taking the cycle lock: ${errorMessage(e)}`);
+      return earlyResult(started, EXIT.error);
     }
-
-    log.info(`Pending posts: ${pending}`);
-    const count = workerCount(pending, config);
-    if (count === 0) {
-      log.info('No pending posts, skipping worker spawn');
-    } else {
-      log.info(`Calculated worker count: ${count} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
-      log.info(`Spawning ${count} workers...`);
-      log.blank();
+    if (!locked) {
+      log.info(`Previous cycle still running on ${config.host}, exiting`);
+      return earlyResult(started, EXIT.ok);
     }
-
-    const exits = count === 0 ? { results: [] as WorkerExit[], timedOut: false } : await runWorkers(count, cycleId, options, log, started);
-
-    const succeeded = exits.results.filter((r) => r.exitCode === 0).length;
-    const durationMs = elapsed();
-    const exitCode = cycleExitCode(exits.results, exits.timedOut);
-    const result: CycleResult = {
-      pending,
-      workersSpawned: count,
-      workersSucceeded: succeeded,
-      workersFailed: count - succeeded,
-      recovered,
-      durationMs,
-      exitCode,
-    };
-    logSummary(log, result, exits.results);
-
-    const runs: WorkerRun[] = exits.results.map((r) => ({
-      workerId: r.workerId,
-      startedAt: r.startedAt,
-      finishedAt: r.finishedAt,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      published: r.report?.published ?? 0,
-      retried: r.report?.retried ?? 0,
-      failed: r.report?.failed ?? 0,
-    }));
     try {
-      await store.finishCycle(cycleId, result, runs);
-    } catch (e) {
-      log.error(`Could not record the cycle: ${errorMessage(e)}`);
-      return { ...result, exitCode: result.exitCode === EXIT.ok ? EXIT.error : result.exitCode };
+      return await dispatch(store, options, log, started);
+    } finally {
+      await store.unlockCycle(config.host).catch(() => undefined);
     }
-    return result;
   } finally {
     if (ownStore && store !== undefined) await store.close();
   }
+}
+
+/** The cycle proper, under the host's cycle lock. */
+async function dispatch(store: Store, options: CycleOptions, log: Logger, started: number): Promise<CycleResult> {
+  const { config } = options;
+  let pending: number;
+  let recovered: number;
+  let cycleId: number;
+  try {
+    const back = await store.recoverExpired(config.maxAttempts);
+    recovered = back.length;
+    if (back.length > 0) {
+      log.warn(`Recovered ${back.length} posts whose worker died (lease expired):`);
+      for (const r of back.slice(0, 20)) {
+        log.warn(`  post ${r.id} from ${r.workerId ?? '(unknown worker)'} after attempt ${r.attempts} -> ${r.status}`);
+      }
+      if (back.length > 20) log.warn(`  ... and ${back.length - 20} more`);
+    }
+    pending = await store.countDue();
+    cycleId = await store.startCycle(new Date(started), config.host);
+  } catch (e) {
+    log.error(`✗ Database error before spawning workers: ${errorMessage(e)}`);
+    return earlyResult(started, EXIT.error);
+  }
+
+  log.info(`Pending posts: ${pending}`);
+  const count = workerCount(pending, config);
+  if (count === 0) {
+    log.info('No pending posts, skipping worker spawn');
+  } else {
+    log.info(`Calculated worker count: ${count} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
+    log.info(`Spawning ${count} workers...`);
+    log.blank();
+  }
+
+  const exits = count === 0 ? { results: [] as WorkerExit[], timedOut: false } : await runWorkers(count, cycleId, options, log, started);
+
+  const succeeded = exits.results.filter((r) => r.exitCode === 0).length;
+  const durationMs = Date.now() - started;
+  const exitCode = cycleExitCode(exits.results, exits.timedOut);
+  const result: CycleResult = {
+    pending,
+    workersSpawned: count,
+    workersSucceeded: succeeded,
+    workersFailed: count - succeeded,
+    recovered,
+    durationMs,
+    exitCode,
+  };
+  logSummary(log, result, exits.results);
+
+  const runs: WorkerRun[] = exits.results.map((r) => ({
+    workerId: r.workerId,
+    startedAt: r.startedAt,
+    finishedAt: r.finishedAt,
+    exitCode: r.exitCode,
+    signal: r.signal,
+    published: r.report?.published ?? 0,
+    retried: r.report?.retried ?? 0,
+    failed: r.report?.failed ?? 0,
+  }));
+  try {
+    await store.finishCycle(cycleId, result, runs);
+  } catch (e) {
+    log.error(`Could not record the cycle: ${errorMessage(e)}`);
+    return { ...result, exitCode: result.exitCode === EXIT.ok ? EXIT.error : result.exitCode };
+  }
+  return result;
 }
 
 async function runWorkers(

@@ -64,6 +64,14 @@ export interface Store {
   /** cancel: a pending post to cancelled. Returns the status it had (null when not found). */
   cancel(id: number): Promise<{ cancelled: boolean; status: PostStatus | null }>;
 
+  /**
+   * Takes the cycle lock of `host` for this process: false when a cycle of that host is
+   * still running. A lock whose process died is free at once (PostgreSQL: a session
+   * advisory lock, gone with its connection; SQLite: a row naming a pid that no longer
+   * runs), and any lock is free after `ttlMs`.
+   */
+  tryLockCycle(host: string, ttlMs: number): Promise<boolean>;
+  unlockCycle(host: string): Promise<void>;
   startCycle(startedAt: Date, host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;

@@ -306,6 +306,21 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       });
     },
 
+    async tryLockCycle(host: string) {
+      // A session advisory lock on this store's one connection: released by unlockCycle,
+      // or by PostgreSQL the moment the dispatcher's connection ends (crash included).
+      // Keyed by schema and host, so that schemas sharing a server do not collide.
+      const [row] = await q<{ locked: boolean }>(
+        "SELECT pg_try_advisory_lock(hashtext('post-scheduler:cycle:' || current_schema() || ':' || $1)) AS locked",
+        [host],
+      );
+      return row?.locked === true;
+    },
+
+    async unlockCycle(host: string) {
+      await q("SELECT pg_advisory_unlock(hashtext('post-scheduler:cycle:' || current_schema() || ':' || $1))", [host]);
+    },
+
     async startCycle(startedAt: Date, host: string) {
       const [row] = await q<{ id: number }>('INSERT INTO cycles (host, started_at) VALUES ($1, $2) RETURNING id', [host, startedAt]);
       if (row === undefined) throw new StoreError('insert into cycles returned no row');

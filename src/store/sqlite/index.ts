@@ -21,6 +21,16 @@ const BUSY_TIMEOUT_MS = 15_000;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Whether a process with this pid runs on this machine (SQLite is one machine's file). */
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: unknown }).code === 'EPERM';
+  }
+}
+
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
   return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
@@ -57,6 +67,8 @@ export function openSqliteStore(file: string): Store {
     throw new StoreError(`cannot open SQLite database ${file}: ${(e as Error).message}`);
   }
 
+  /** This store's identity in cycle_locks: like a PostgreSQL session, one per connection. */
+  const lockHolder = `${process.pid}:${Math.random().toString(36).slice(2)}`;
   const statements = new Map<string, Database.Statement>();
   /** A prepared statement, prepared once per connection. */
   const stmt = (text: string): Database.Statement => {
@@ -283,6 +295,26 @@ export function openSqliteStore(file: string): Store {
           .run(Date.now(), id).changes;
         return { cancelled: changes > 0, status: row.status };
       });
+    },
+
+    async tryLockCycle(host: string, ttlMs: number) {
+      return immediate(() => {
+        const now = Date.now();
+        const held = stmt('SELECT holder, pid, expires_at FROM cycle_locks WHERE host = ?').get(host) as
+          | { holder: string; pid: number; expires_at: number }
+          | undefined;
+        if (held !== undefined && held.holder !== lockHolder && held.expires_at > now && processRuns(held.pid)) return false;
+        stmt(
+          `INSERT INTO cycle_locks (host, holder, pid, locked_at, expires_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (host) DO UPDATE SET holder = excluded.holder, pid = excluded.pid,
+                                            locked_at = excluded.locked_at, expires_at = excluded.expires_at`,
+        ).run(host, lockHolder, process.pid, now, now + ttlMs);
+        return true;
+      });
+    },
+
+    async unlockCycle(host: string) {
+      await immediate(() => stmt('DELETE FROM cycle_locks WHERE host = ? AND holder = ?').run(host, lockHolder));
     },
 
     async startCycle(startedAt: Date, host: string) {

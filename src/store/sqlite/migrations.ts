@@ -76,4 +76,18 @@ CREATE TABLE worker_runs (
 );
 `,
   },
+  {
+    version: 2,
+    name: 'cycle locks',
+    sql: `
+-- One row per host while a cycle runs there: which store of which process holds it, until when.
+CREATE TABLE cycle_locks (
+  host       TEXT PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  pid        INTEGER NOT NULL,
+  locked_at  INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+`,
+  },
 ];
