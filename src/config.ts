@@ -39,8 +39,11 @@ export interface Config {
   readonly retryMaxMs: number;
   /** one publish request's timeout (webhook) */
   readonly publishTimeoutMs: number;
-  /** a claim's lease is timeoutMs + leaseMarginMs, after which the post is recovered */
-  readonly leaseMarginMs: number;
+  /**
+   * a claim's lease: a live worker renews it every third of it while it holds the
+   * post; a dead worker's posts are recovered by the first cycle after it ran out
+   */
+  readonly leaseMs: number;
   /** between SIGTERM and SIGKILL when the dispatcher stops its workers */
   readonly killGraceMs: number;
   readonly logFormat: LogFormat;
@@ -65,7 +68,7 @@ export const ENV_DEFAULTS = {
   RETRY_BASE_MS: '30000',
   RETRY_MAX_MS: '3600000',
   PUBLISH_TIMEOUT_MS: '10000',
-  LEASE_MARGIN_MS: '30000',
+  LEASE_MS: '30000',
   KILL_GRACE_MS: '3000',
   LOG_FORMAT: 'text',
   SCHEDULER_HOST: '',
@@ -98,7 +101,7 @@ const schema = v.object({
   RETRY_BASE_MS: integer('RETRY_BASE_MS', 0),
   RETRY_MAX_MS: integer('RETRY_MAX_MS', 0),
   PUBLISH_TIMEOUT_MS: integer('PUBLISH_TIMEOUT_MS', 1),
-  LEASE_MARGIN_MS: integer('LEASE_MARGIN_MS', 0),
+  LEASE_MS: integer('LEASE_MS', 100),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
   SCHEDULER_HOST: v.pipe(v.string(), v.trim(), v.maxLength(255, 'SCHEDULER_HOST must be at most 255 characters')),
@@ -149,7 +152,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     retryBaseMs: c.RETRY_BASE_MS,
     retryMaxMs: c.RETRY_MAX_MS,
     publishTimeoutMs: c.PUBLISH_TIMEOUT_MS,
-    leaseMarginMs: c.LEASE_MARGIN_MS,
+    leaseMs: c.LEASE_MS,
     killGraceMs: c.KILL_GRACE_MS,
     logFormat: c.LOG_FORMAT,
     host: c.SCHEDULER_HOST === '' ? os.hostname() : c.SCHEDULER_HOST,
@@ -181,7 +184,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     RETRY_BASE_MS: String(config.retryBaseMs),
     RETRY_MAX_MS: String(config.retryMaxMs),
     PUBLISH_TIMEOUT_MS: String(config.publishTimeoutMs),
-    LEASE_MARGIN_MS: String(config.leaseMarginMs),
+    LEASE_MS: String(config.leaseMs),
     KILL_GRACE_MS: String(config.killGraceMs),
     LOG_FORMAT: config.logFormat,
     SCHEDULER_HOST: config.host,

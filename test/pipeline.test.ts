@@ -59,7 +59,7 @@ for (const dialect of DIALECTS) {
         MAX_WORKERS: '2',
         TIMEOUT_MS: '4000',
         WORKER_TIMEOUT_MS: '3500',
-        LEASE_MARGIN_MS: '500',
+        LEASE_MS: '1000',
         KILL_GRACE_MS: '500',
         PUBLISH_TIMEOUT_MS: '3000',
       });
@@ -83,7 +83,7 @@ for (const dialect of DIALECTS) {
       const stranded = (await store.status(1)).counts.processing;
       assert.ok(stranded > 0, 'the killed worker left posts in processing');
 
-      // After the lease (TIMEOUT_MS + LEASE_MARGIN_MS) the next cycle takes them back.
+      // Once the dead worker's lease (LEASE_MS) has run out, the next cycle takes them back.
       let recovered = false;
       await waitFor(
         'every post to be published',
@@ -139,9 +139,22 @@ for (const dialect of DIALECTS) {
       assert.equal(receiver.deliveries.length, 2, 'no unstarted post was sent');
     });
 
+    it('renews the lease of a publish slower than the lease, so another host cannot take it', async () => {
+      const { db, store, receiver, ids } = await setup(1, () => ({ status: 200, delayMs: 2_000 }));
+      const env = testEnv(db.url, { LEASE_MS: '600' });
+      const slow = start(['cron'], { ...env, SCHEDULER_HOST: 'host-a' }, 30_000);
+      await waitFor('the slow publish to start', () => receiver.deliveries.length === 1);
+      await new Promise((r) => setTimeout(r, 1_000)); // past the 600 ms lease of the claim
+      const other = await run(['cron'], { ...env, SCHEDULER_HOST: 'host-b' }, 30_000);
+      assert.doesNotMatch(other.stdout, /Recovered/, 'a live worker keeps its post');
+      assert.equal((await slow.done).code, 0);
+      assert.equal(receiver.deliveries.length, 1, 'published once');
+      assert.equal((await store.getPost(ids[0] ?? 0))?.status, 'published');
+    });
+
     it('runs one cycle at a time per host, and a killed dispatcher does not block the next', async () => {
       const { db, store } = await setup(4, () => ({ status: 200, delayMs: 1_500 }));
-      const env = testEnv(db.url, { SCHEDULER_HOST: 'host-x', MAX_WORKERS: '1', LEASE_MARGIN_MS: '0', TIMEOUT_MS: '4000', WORKER_TIMEOUT_MS: '3000', KILL_GRACE_MS: '500' });
+      const env = testEnv(db.url, { SCHEDULER_HOST: 'host-x', MAX_WORKERS: '1', TIMEOUT_MS: '4000', WORKER_TIMEOUT_MS: '3000', KILL_GRACE_MS: '500' });
       const first = start(['cron'], env, 30_000);
       await waitFor('the first cycle to claim', async () => (await store.status(1)).counts.processing > 0);
       const second = await run(['cron'], env, 30_000);

@@ -282,6 +282,23 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.deepEqual([...(await store.requeue('all'))].sort((x, y) => x - y), [a, d]);
     });
 
+    it('renews the leases a worker still holds, and only those', async () => {
+      const { store, channel } = await fresh();
+      const [a, b] = await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      await store.claim('w', 2, 1_000);
+      const renewed = await store.renewLeases(
+        'w',
+        [
+          { postId: a ?? 0, attempt: 1 },
+          { postId: b ?? 0, attempt: 2 },
+        ],
+        120_000,
+      );
+      assert.deepEqual(renewed, [a], 'the wrong attempt is fenced out');
+      assert.ok(((await store.getPost(a ?? 0))?.leaseExpiresAt?.getTime() ?? 0) > Date.now() + 100_000);
+      assert.deepEqual(await store.renewLeases('intruder', [{ postId: b ?? 0, attempt: 1 }], 120_000), []);
+    });
+
     it('lets one cycle per host hold the cycle lock', async () => {
       const { store, connect } = await fresh();
       const other = await connect();

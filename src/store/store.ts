@@ -59,6 +59,11 @@ export interface Store {
    * failed when they already had `maxAttempts` attempts.
    */
   recoverExpired(maxAttempts: number): Promise<RecoveredPost[]>;
+  /**
+   * heartbeat: extends to now + `leaseMs` the leases of posts this worker still holds
+   * (fenced by worker and attempt). Returns the ids renewed; a missing one was taken away.
+   */
+  renewLeases(workerId: string, held: readonly { postId: number; attempt: number }[], leaseMs: number): Promise<number[]>;
   /** requeue: failed posts back to pending, due now, attempts reset. `all` = every failed post. */
   requeue(ids: readonly number[] | 'all'): Promise<number[]>;
   /** cancel: a pending post to cancelled. Returns the status it had (null when not found). */

@@ -60,7 +60,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const deadline = started + config.workerTimeoutMs;
   // Stop claiming when a publish started now could not finish inside the budget.
   const claimCutoff = deadline - Math.min(config.publishTimeoutMs, Math.floor(config.workerTimeoutMs / 2));
-  const leaseMs = config.timeoutMs + config.leaseMarginMs;
+  const leaseMs = config.leaseMs;
 
   const inFlightAbort = new AbortController();
   // every publish in flight listens to it
@@ -189,9 +189,29 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     for (const post of buffer.splice(0, buffer.length)) queued.push({ kind: 'released', postId: post.id, attempt: post.attempt });
   };
 
+  // Every post claimed and not yet recorded (buffered, in flight, or its outcome queued):
+  // its lease is renewed every third of LEASE_MS while this worker lives.
+  const held = new Map<number, number>();
+  let renewing = false;
+  const heartbeat = setInterval(() => {
+    if (renewing || held.size === 0) return;
+    renewing = true;
+    const posts = [...held].map(([postId, attempt]) => ({ postId, attempt }));
+    store.renewLeases(workerId, posts, leaseMs).then(
+      (renewed) => {
+        const ok = new Set(renewed);
+        for (const p of posts) {
+          if (!ok.has(p.postId) && held.get(p.postId) === p.attempt) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
+        }
+      },
+      (e: unknown) => log.warn(`Renewing leases failed: ${errorMessage(e)}`),
+    ).finally(() => (renewing = false));
+  }, Math.max(20, Math.floor(leaseMs / 3)));
+
   const tally = (outcomes: readonly Outcome[], applied: readonly number[]): void => {
     const ok = new Set(applied);
     for (const o of outcomes) {
+      held.delete(o.postId);
       if (!ok.has(o.postId)) {
         counts.fencedOut++;
         log.warn(`Post ${o.postId}: outcome ${o.kind} not recorded, the claim is no longer ours (lease expired)`);
@@ -215,9 +235,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       if ((stopping || inFlightAbort.signal.aborted) && buffer.length > 0) releaseBuffer();
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
       const canClaim: boolean = !stopping && !drained && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
-      const held = buffer.length + inFlight;
-      const want: number = canClaim ? Math.min(capacity - held, config.batchSize) : 0;
-      const claimNow: boolean = want > 0 && (want >= claimThreshold || held === 0);
+      const holding = buffer.length + inFlight;
+      const want: number = canClaim ? Math.min(capacity - holding, config.batchSize) : 0;
+      const claimNow: boolean = want > 0 && (want >= claimThreshold || holding === 0);
       // Outcomes wait for the next claim, for half a capacity of them, for the last
       // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
       const recordNow: boolean =
@@ -247,6 +267,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
           }
           if (posts.length < limit) drained = true;
+          for (const post of posts) held.set(post.id, post.attempt);
           buffer.push(...posts);
           fill();
         }
@@ -262,6 +283,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     }
     timedOut = inFlightAbort.signal.aborted;
   } finally {
+    clearInterval(heartbeat);
     clearTimeout(budgetTimer);
     clearTimeout(stopTimer);
     options.stop?.removeEventListener('abort', onStop);

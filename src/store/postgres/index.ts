@@ -246,6 +246,18 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
 
     exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
 
+    async renewLeases(workerId, held, leaseMs) {
+      if (held.length === 0) return [];
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule s SET lease_expires_at = now() + $4 * interval '1 millisecond'
+           FROM unnest($2::bigint[], $3::int[]) AS v(id, attempt)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.attempts = v.attempt
+         RETURNING s.id`,
+        [workerId, held.map((h) => h.postId), held.map((h) => h.attempt), leaseMs],
+      );
+      return rows.map((r) => r.id);
+    },
+
     async recoverExpired(maxAttempts: number) {
       const rows = await q<{ id: number; worker_id: string | null; attempts: number }>(
         `SELECT id, worker_id, attempts FROM post_schedule

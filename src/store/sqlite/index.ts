@@ -244,6 +244,17 @@ export function openSqliteStore(file: string): Store {
 
     exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
 
+    async renewLeases(workerId, held, leaseMs) {
+      if (held.length === 0) return [];
+      return immediate(() => {
+        const now = Date.now();
+        const renew = stmt(
+          `UPDATE post_schedule SET lease_expires_at = ? WHERE id = ? AND status = 'processing' AND worker_id = ? AND attempts = ?`,
+        );
+        return held.filter((h) => renew.run(now + leaseMs, h.postId, workerId, h.attempt).changes > 0).map((h) => h.postId);
+      });
+    },
+
     async recoverExpired(maxAttempts: number) {
       return immediate(() => {
         const now = Date.now();
