@@ -38,7 +38,3 @@ export function whereFrom(name: TransitionName, column = 'status'): string {
   const from = TRANSITIONS[name].from as readonly PostStatus[];
   return from.length === 1 ? `${column} = '${from[0] ?? ''}'` : `${column} IN (${from.map((s) => `'${s}'`).join(', ')})`;
 }
-
-export function canTransition(name: TransitionName, status: PostStatus): boolean {
-  return (TRANSITIONS[name].from as readonly PostStatus[]).includes(status);
-}

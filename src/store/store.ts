@@ -90,26 +90,6 @@ export interface Exchange {
 
 export type Dialect = 'sqlite' | 'postgres';
 
-/**
- * What differs between dialects, as data. Shared code reads these flags instead of
- * testing the dialect's name.
- */
-export const DIALECTS = {
-  sqlite: {
-    /** claims serialise on the database write lock (BEGIN IMMEDIATE) */
-    skipLocked: false,
-    /** the clock that run_at and leases are compared with */
-    clock: 'host',
-    /** how many processes may write at once */
-    concurrentWriters: 1,
-  },
-  postgres: {
-    skipLocked: true,
-    clock: 'database',
-    concurrentWriters: Number.POSITIVE_INFINITY,
-  },
-} as const satisfies Record<Dialect, { skipLocked: boolean; clock: 'host' | 'database'; concurrentWriters: number }>;
-
 export class StoreError extends Error {
   override name = 'StoreError';
 }
