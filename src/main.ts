@@ -1,4 +1,5 @@
 import { ConfigError, loadConfig, type Config } from './config.ts';
+import { onSignals } from './signals.ts';
 import { EXIT } from './types.ts';
 
 /**
@@ -15,12 +16,7 @@ export function runMain(run: (config: Config, signal: AbortSignal) => Promise<nu
     process.exit(EXIT.error);
   }
   const stop = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stop.signal.aborted) process.exit(EXIT.error);
-    stop.abort(signal);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  onSignals(() => stop.abort('signal'));
   run(config, stop.signal).then(
     (code) => process.exit(code),
     (e: unknown) => {

@@ -3,6 +3,7 @@ import type { ConfigInput } from '../config.ts';
 import { initScheduler, SchedulerError } from '../cron/init-scheduler.ts';
 import { runCronTrigger } from '../cron/run-cron.ts';
 import { createLogger } from '../log.ts';
+import { onSignals } from '../signals.ts';
 import { CliError, configFrom, type GlobalFlags } from './context.ts';
 
 interface CycleFlags {
@@ -38,28 +39,12 @@ function overrides(flags: CycleFlags): ConfigInput {
   };
 }
 
-/** SIGTERM / SIGINT: the first calls `first`, the second `second`, a third exits. */
-function onSignals(first: () => void, second: () => void): void {
-  let count = 0;
-  const handler = () => {
-    count++;
-    if (count === 1) first();
-    else if (count === 2) second();
-    else process.exit(1);
-  };
-  process.on('SIGTERM', handler);
-  process.on('SIGINT', handler);
-}
-
 export function registerCycle(program: Command, globals: () => GlobalFlags): void {
   withCycleFlags(program.command('cron').description('run one dispatch cycle, then exit 0 / 1 / 2 (for system cron)')).action(
     async (flags: CycleFlags) => {
       const config = configFrom(globals(), overrides(flags));
       const stop = new AbortController();
-      onSignals(
-        () => stop.abort('signal'),
-        () => process.exit(1),
-      );
+      onSignals(() => stop.abort('signal'));
       process.exitCode = await runCronTrigger(config, stop.signal);
     },
   );

@@ -145,7 +145,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       return retryOrFail(post, `cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null);
     }
     if (publisher === null) return fail(post, `unknown platform "${channel.platform}" on channel ${channel.name}`);
-    if (inFlightAbort.signal.aborted) return retryOrFail(post, `interrupted before sending: ${String(inFlightAbort.signal.reason)}`, 0);
+    // stopped before anything was sent: handed back like a post still in the buffer
+    if (inFlightAbort.signal.aborted) return { kind: 'released', postId: post.id, attempt: post.attempt };
     try {
       const result = await publisher.publish({
         postId: post.id,

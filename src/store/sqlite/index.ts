@@ -117,6 +117,16 @@ export function openSqliteStore(file: string): Store {
                            WHERE ${whereFrom('claim')} AND run_at <= ?
                            ORDER BY run_at, id LIMIT ?)
            RETURNING id`,
+    // due posts, read from the partial due index
+    dueCount: "SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?",
+    // the claimed posts with content and channel; ids as one JSON array, so that one
+    // prepared statement serves every batch size
+    claimed: `SELECT ${CLAIM_COLUMNS}
+                FROM post_schedule s
+                LEFT JOIN post_details d ON d.id = s.post_detail_id
+                LEFT JOIN channels ch ON ch.id = s.channel_id
+               WHERE s.id IN (SELECT value FROM json_each(?))
+               ORDER BY s.run_at, s.id`,
   } as const;
 
   /** The claim and the outcomes in one immediate transaction (one commit). */
@@ -142,16 +152,7 @@ export function openSqliteStore(file: string): Store {
         if (changes > 0) applied.push(o.postId);
       }
       if (ids.length === 0) return { applied, claimed: [] };
-      const rows = db
-        .prepare(
-          `SELECT ${CLAIM_COLUMNS}
-             FROM post_schedule s
-             LEFT JOIN post_details d ON d.id = s.post_detail_id
-             LEFT JOIN channels ch ON ch.id = s.channel_id
-            WHERE s.id IN (${ids.map(() => '?').join(',')})
-            ORDER BY s.run_at, s.id`,
-        )
-        .all(...ids) as ClaimRow[];
+      const rows = stmt(SQL.claimed).all(JSON.stringify(ids)) as ClaimRow[];
       return { applied, claimed: rows.map(claimedFromRow) };
     });
 
@@ -229,7 +230,7 @@ export function openSqliteStore(file: string): Store {
 
     async countDue() {
       const row = (await read(() =>
-        stmt("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(Date.now()),
+        stmt(SQL.dueCount).get(Date.now()),
       )) as { n: number };
       return row.n;
     },
@@ -373,7 +374,7 @@ export function openSqliteStore(file: string): Store {
     async status(cycles: number): Promise<StatusReport> {
       return read(() => {
       const now = Date.now();
-      const due = db.prepare("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(now) as {
+      const due = stmt(SQL.dueCount).get(now) as {
         n: number;
       };
       const byStatus = db.prepare('SELECT status, count(*) AS n FROM post_schedule GROUP BY status').all() as {
