@@ -28,6 +28,11 @@ export interface Config {
   readonly batchSize: number;
   readonly maxWorkers: number;
   readonly minWorkers: number;
+  /**
+   * workers running at once across every dispatcher (host) on this database; null:
+   * no cap beyond each host's MAX_WORKERS
+   */
+  readonly globalMaxWorkers: number | null;
   /** the cycle's guard: workers still running then are stopped and the cycle exits 2 */
   readonly timeoutMs: number;
   /** a worker's own budget; always below timeoutMs */
@@ -61,6 +66,7 @@ export const ENV_DEFAULTS = {
   BATCH_SIZE: '5',
   MAX_WORKERS: '5',
   MIN_WORKERS: '1',
+  GLOBAL_MAX_WORKERS: '',
   TIMEOUT_MS: '55000',
   WORKER_TIMEOUT_MS: '50000',
   WORKER_CONCURRENCY: '',
@@ -94,6 +100,7 @@ const schema = v.object({
   BATCH_SIZE: integer('BATCH_SIZE', 1, 10_000),
   MAX_WORKERS: integer('MAX_WORKERS', 1, 1_000),
   MIN_WORKERS: integer('MIN_WORKERS', 1, 1_000),
+  GLOBAL_MAX_WORKERS: v.union([v.literal(''), integer('GLOBAL_MAX_WORKERS', 1, 10_000)], 'GLOBAL_MAX_WORKERS must be a whole number from 1 to 10000'),
   TIMEOUT_MS: integer('TIMEOUT_MS', 100),
   WORKER_TIMEOUT_MS: integer('WORKER_TIMEOUT_MS', 50),
   WORKER_CONCURRENCY: v.union([v.literal(''), integer('WORKER_CONCURRENCY', 1, 10_000)], 'WORKER_CONCURRENCY must be a whole number from 1 to 10000'),
@@ -145,6 +152,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     batchSize: c.BATCH_SIZE,
     maxWorkers: c.MAX_WORKERS,
     minWorkers: c.MIN_WORKERS,
+    globalMaxWorkers: c.GLOBAL_MAX_WORKERS === '' ? null : c.GLOBAL_MAX_WORKERS,
     timeoutMs: c.TIMEOUT_MS,
     workerTimeoutMs: c.WORKER_TIMEOUT_MS,
     workerConcurrency: c.WORKER_CONCURRENCY === '' ? c.BATCH_SIZE : c.WORKER_CONCURRENCY,
@@ -177,6 +185,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     BATCH_SIZE: String(config.batchSize),
     MAX_WORKERS: String(config.maxWorkers),
     MIN_WORKERS: String(config.minWorkers),
+    GLOBAL_MAX_WORKERS: config.globalMaxWorkers === null ? '' : String(config.globalMaxWorkers),
     TIMEOUT_MS: String(config.timeoutMs),
     WORKER_TIMEOUT_MS: String(config.workerTimeoutMs),
     WORKER_CONCURRENCY: String(config.workerConcurrency),

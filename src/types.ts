@@ -18,7 +18,14 @@
  *               processing after its lease belongs to a dead worker and is recovered.
  * - attempt:    one try at publishing a post; `attempts` counts the claims made so far
  *               and doubles as the fencing token of the current claim.
- * - outcome:    what an attempt ended with: published, retry later, or failed.
+ * - outcome:    what an attempt ended with: published, retry later, failed, or unknown.
+ * - unknown outcome: an attempt that may or may not have reached the platform (the
+ *               worker died, or the request timed out or broke after it was sent).
+ *               The channel's policy (`on_unknown`) says what happens next:
+ *               retry with the same idempotency key, check with the platform first,
+ *               or hold the post in the `unknown` state for an operator.
+ * - unconfirmed: a post whose earlier attempt may have been delivered; under the
+ *               `check` policy its next attempt looks it up before sending.
  */
 
 /** The states of a post. Transitions between them are listed in `states.ts`. */
@@ -32,7 +39,12 @@ export type PostStatus =
   /** gave up: permanent error or MAX_ATTEMPTS reached; `retry` puts it back */
   | 'failed'
   /** withdrawn by an operator before it was published; final */
-  | 'cancelled';
+  | 'cancelled'
+  /**
+   * an attempt may have reached the platform and nobody knows: held for an operator,
+   * who either publishes it again (`retry`) or confirms it went out (`mark-published`)
+   */
+  | 'unknown';
 
 export const POST_STATUSES: readonly PostStatus[] = [
   'pending',
@@ -40,7 +52,17 @@ export const POST_STATUSES: readonly PostStatus[] = [
   'published',
   'failed',
   'cancelled',
+  'unknown',
 ];
+
+/**
+ * What happens to a post whose attempt has an unknown outcome (per channel):
+ * - retry: publish again with the same idempotency key (the platform must honour it)
+ * - check: ask the platform whether it has the post (publisher lookup), publish only if not
+ * - hold:  move it to `unknown` and let an operator decide (never republished by itself)
+ */
+export type OnUnknown = 'retry' | 'check' | 'hold';
+export const ON_UNKNOWN: readonly OnUnknown[] = ['retry', 'check', 'hold'];
 
 export type Platform = 'file' | 'webhook';
 export const PLATFORMS: readonly Platform[] = ['file', 'webhook'];
@@ -52,6 +74,8 @@ export interface Channel {
   /** platform settings, validated by the platform's publisher; may hold secrets */
   readonly settings: Record<string, unknown>;
   readonly enabled: boolean;
+  /** what happens to a post of this channel whose outcome is unknown */
+  readonly onUnknown: OnUnknown;
   readonly createdAt: Date;
 }
 
@@ -60,6 +84,7 @@ export interface NewChannel {
   /** validated against the known platforms by the CLI; a store keeps whatever it is given */
   readonly platform: string;
   readonly settings: Record<string, unknown>;
+  readonly onUnknown: OnUnknown;
 }
 
 export interface NewPost {
@@ -84,6 +109,8 @@ export interface Post {
   readonly externalId: string | null;
   readonly externalUrl: string | null;
   readonly idempotencyKey: string;
+  /** an earlier attempt may have been delivered */
+  readonly unconfirmed: boolean;
 }
 
 /** A post as a worker holds it after a claim: everything needed to publish it. */
@@ -93,6 +120,8 @@ export interface ClaimedPost {
   /** this claim's attempt number (1 for the first); the fencing token of the claim */
   readonly attempt: number;
   readonly idempotencyKey: string;
+  /** an earlier attempt may have been delivered (see the channel's onUnknown) */
+  readonly unconfirmed: boolean;
   /** null when the content row is missing */
   readonly text: string | null;
   /** null when the channel row is missing */
@@ -115,9 +144,18 @@ export type Outcome =
       readonly error: string;
       /** run again this long after the database's now */
       readonly delayMs: number;
+      /** this attempt may have been delivered: the post stays unconfirmed */
+      readonly unconfirmed: boolean;
     }
   | {
       readonly kind: 'failed';
+      readonly postId: number;
+      readonly attempt: number;
+      readonly error: string;
+    }
+  | {
+      /** the attempt may have been delivered and the channel's policy is hold */
+      readonly kind: 'unknown';
       readonly postId: number;
       readonly attempt: number;
       readonly error: string;
@@ -129,7 +167,7 @@ export type Outcome =
       readonly attempt: number;
     };
 
-/** A post whose lease expired while processing, returned to pending (or failed). */
+/** A post whose lease expired while processing: back to pending (retry, check) or held as unknown. */
 export interface RecoveredPost {
   readonly id: number;
   readonly workerId: string | null;
@@ -179,9 +217,12 @@ export interface StatusReport {
     readonly published: number;
     readonly failed: number;
     readonly cancelled: number;
+    readonly unknown: number;
   };
   readonly cycles: readonly CycleRecord[];
   readonly recentFailures: readonly { id: number; lastError: string | null; attempts: number }[];
+  /** posts waiting for an operator (oldest first, at most 20) */
+  readonly unknownPosts: readonly { id: number; channel: string | null; lastError: string | null; attempts: number }[];
 }
 
 /** Process exit codes shared by the cron trigger, the dispatcher and workers (the seed's). */

@@ -57,7 +57,7 @@ for (const dialect of DIALECTS) {
       assert.equal(r.code, 0, r.stderr);
       r = await run(['cancel', String(laterId)], env);
       assert.equal(r.code, 1);
-      assert.equal(r.stderr, `post-scheduler: post ${laterId} is cancelled; only pending posts can be cancelled\n`);
+      assert.equal(r.stderr, `post-scheduler: post ${laterId} is cancelled; only pending or unknown posts can be cancelled\n`);
 
       r = await run(['cron'], env);
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -67,7 +67,7 @@ for (const dialect of DIALECTS) {
 
       r = await run(['retry', String(dueId)], env);
       assert.equal(r.code, 1);
-      assert.equal(r.stderr, `post-scheduler: post ${dueId} is published; only failed posts can be retried\n`);
+      assert.equal(r.stderr, `post-scheduler: post ${dueId} is published; only failed or unknown posts can be retried\n`);
       r = await run(['status'], env);
       assert.match(r.stdout, /published +1\n/);
       assert.match(r.stdout, /cancelled +1\n/);
@@ -146,7 +146,7 @@ describe('cli input errors', () => {
     ['a bad time', ['schedule', '--channel', 'x', '--text', 'y', '--at', 'tomorrow'], env, /invalid time "tomorrow"/],
     ['a bad post count', ['simulate', '--posts', '0', '--channel', 'x'], env, /--posts must be a whole number from 1 to 1000000 \(got "0"\)/],
     ['a bad post id', ['cancel', 'abc'], env, /post id must be a whole number/],
-    ['retry without id or --failed', ['retry'], env, /give either a post id or --failed/],
+    ['retry without id or --failed', ['retry'], env, /give either post ids or --failed/],
     ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
   ];
   for (const [what, args, caseEnv, message] of cases) {
@@ -213,7 +213,7 @@ describe('entry points', () => {
       const store = await lib.openStore(config.database);
       try {
         await store.migrate();
-        const channel = await store.addChannel({ name: 'local', platform: 'file', settings: { path: path.join(db.dir, 'out.jsonl') } });
+        const channel = await store.addChannel({ name: 'local', platform: 'file', settings: { path: path.join(db.dir, 'out.jsonl') }, onUnknown: 'check' });
         await store.schedulePosts([1, 2, 3].map((i) => ({ channelId: channel.id, text: `p${i}`, runAt: new Date(Date.now() - 1_000) })));
         const lines: string[] = [];
         const result = await lib.runCycle({ config, log: { scope: 'DISPATCHER', info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), blank: () => undefined } });

@@ -16,6 +16,8 @@ describe('config', () => {
     assert.equal(c.workerConcurrency, 5, 'WORKER_CONCURRENCY defaults to BATCH_SIZE');
     assert.equal(c.maxAttempts, 5);
     assert.equal(c.logFormat, 'text');
+    assert.equal(c.globalMaxWorkers, null, 'no cap across hosts unless set');
+    assert.equal(loadConfig({ GLOBAL_MAX_WORKERS: '8' }).globalMaxWorkers, 8);
     assert.deepEqual(c.database, { dialect: 'sqlite', path: path.resolve('data/post-scheduler.db') });
     assert.ok(Object.isFrozen(c));
   });
@@ -35,6 +37,7 @@ describe('config', () => {
     [{ MIN_WORKERS: '6' }, /MIN_WORKERS \(6\) must not exceed MAX_WORKERS \(5\)/],
     [{ WORKER_TIMEOUT_MS: '55000' }, /WORKER_TIMEOUT_MS \(55000\) must be less than TIMEOUT_MS \(55000\)/],
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
+    [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
     [{ RETRY_BASE_MS: '10', RETRY_MAX_MS: '5' }, /RETRY_BASE_MS \(10\) must not exceed RETRY_MAX_MS \(5\)/],
     [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],

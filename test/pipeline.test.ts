@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
+import type { OnUnknown } from '../src/types.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
-import { childPids, killAll, processesMatching, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { childPids, killAll, processesMatching, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
 
 /**
@@ -23,6 +27,7 @@ for (const dialect of DIALECTS) {
     async function setup(
       posts: number,
       respond?: Parameters<typeof startReceiver>[0],
+      onUnknown: OnUnknown = 'retry',
     ): Promise<{ db: TestDatabase; store: Store; receiver: Receiver; ids: number[] }> {
       const db = await createTestDatabase(dialect);
       cleanups.push(() => db.drop());
@@ -31,10 +36,25 @@ for (const dialect of DIALECTS) {
       const store = await openStore(parseDatabaseUrl(db.url));
       cleanups.push(() => store.close());
       await store.migrate();
-      const channel = await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: receiver.url } });
+      const channel = await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: receiver.url }, onUnknown });
       const runAt = new Date(Date.now() - 1_000);
       const ids = await store.schedulePosts(Array.from({ length: posts }, (_, i) => ({ channelId: channel.id, text: `post ${i}`, runAt })));
       return { db, store, receiver, ids };
+    }
+
+    /** SIGKILLs the worker process that holds a post in processing (found by its id in the process table). */
+    async function killHolder(store: Store, ids: readonly number[], cycle: Running): Promise<void> {
+      let holder: string | null = null;
+      await waitFor('a post in processing', async () => {
+        for (const id of ids) {
+          const post = await store.getPost(id);
+          if (post?.status === 'processing' && post.workerId !== null) holder = post.workerId;
+        }
+        return holder !== null;
+      });
+      const pid = childPids(cycle.child.pid ?? 0).find((p) => processesMatching(`--worker-id ${holder ?? '?'} `).some((l) => l.trim().startsWith(`${p} `)));
+      assert.ok(pid !== undefined, `the process of ${holder ?? '?'} is a child of the dispatcher`);
+      process.kill(pid, 'SIGKILL');
     }
 
     it('publishes 500 due posts exactly once with 3 cron cycles started at the same moment', async () => {
@@ -65,18 +85,7 @@ for (const dialect of DIALECTS) {
       });
       const cycle = start(['cron'], env, 30_000);
       await waitFor('a worker to send its first posts', () => receiver.deliveries.length >= 1);
-      // The worker that holds the first claimed post: found by its id in the process table.
-      let holder: string | null = null;
-      await waitFor('a post in processing', async () => {
-        for (const id of ids) {
-          const post = await store.getPost(id);
-          if (post?.status === 'processing' && post.workerId !== null) holder = post.workerId;
-        }
-        return holder !== null;
-      });
-      const pid = childPids(cycle.child.pid ?? 0).find((p) => processesMatching(`--worker-id ${holder ?? '?'} `).some((l) => l.trim().startsWith(`${p} `)));
-      assert.ok(pid !== undefined, `the process of ${holder ?? '?'} is a child of the dispatcher`);
-      process.kill(pid, 'SIGKILL');
+      await killHolder(store, ids, cycle);
       const first = await cycle.done;
       assert.equal(first.code, 1, 'a killed worker fails the cycle');
       assert.match(first.stdout, /was killed by SIGKILL/);
@@ -120,23 +129,96 @@ for (const dialect of DIALECTS) {
       assert.equal(status.cycles[0]?.exitCode, 2);
     });
 
-    it('on SIGTERM hands back claimed but unstarted posts at once and finishes those in flight', async () => {
+    it('on SIGTERM stops claiming at once and finishes the posts in flight, touching no other post', async () => {
       const { db, store, receiver, ids } = await setup(10, () => ({ status: 200, delayMs: 800 }));
       const env = testEnv(db.url, { MAX_WORKERS: '1', BATCH_SIZE: '10', WORKER_CONCURRENCY: '2', KILL_GRACE_MS: '4000' });
       const cycle = start(['cron'], env, 30_000);
       await waitFor('the first two posts to be sent', () => receiver.deliveries.length >= 2);
       cycle.child.kill('SIGTERM');
       const r = await cycle.done;
-      assert.match(r.stdout, /Published 2 posts, 8 handed back unstarted/, r.stdout);
+      assert.match(r.stdout, /Published 2 posts successfully/, r.stdout);
       const status = await store.status(1);
       assert.equal(status.counts.processing, 0);
       assert.equal(status.counts.published, 2);
-      assert.equal(status.counts.duePending, 8, 'handed back due now, not after the lease');
+      assert.equal(status.counts.duePending, 8, 'still due now, not after a lease');
       for (const id of ids) {
         const post = await store.getPost(id);
         if (post?.status === 'pending') assert.equal(post.attempts, 0, `post ${id}: no attempt counted`);
       }
-      assert.equal(receiver.deliveries.length, 2, 'no unstarted post was sent');
+      assert.equal(receiver.deliveries.length, 2, 'nothing else was sent');
+    });
+
+    it("holds a killed worker's posts as unknown on a hold channel, never resends them, and lets an operator resolve them", async () => {
+      const { db, store, receiver, ids } = await setup(4, () => ({ status: 200, delayMs: 1_500 }), 'hold');
+      const env = testEnv(db.url, { MAX_WORKERS: '1', TIMEOUT_MS: '4000', WORKER_TIMEOUT_MS: '3500', LEASE_MS: '1000', KILL_GRACE_MS: '500' });
+      const cycle = start(['cron'], env, 30_000);
+      await waitFor('the worker to send all four', () => receiver.deliveries.length === 4);
+      await killHolder(store, ids, cycle);
+      assert.equal((await cycle.done).code, 1);
+      await new Promise((r) => setTimeout(r, 1_100)); // past the lease
+      const next = await run(['cron'], env, 30_000);
+      assert.match(next.stdout, /Recovered 4 posts whose worker died \(lease expired\): 0 back to pending, 4 held as unknown/, next.stdout);
+      assert.match(next.stdout, /Pending posts: 0/);
+      assert.equal(receiver.deliveries.length, 4, 'not sent again');
+      const status = await run(['status'], env);
+      assert.match(status.stdout, /unknown outcome +4/);
+      assert.match(status.stdout, new RegExp(`post ${ids[0] ?? 0} on hook \\(attempts 1\\): lease expired.*may have been published`));
+
+      const [a, b, c, d] = ids.map(String);
+      const marked = await run(['mark-published', a ?? '', b ?? ''], env);
+      assert.equal(marked.code, 0, marked.stderr);
+      assert.equal((await store.getPost(ids[0] ?? 0))?.status, 'published');
+      const again = await run(['retry', c ?? ''], env);
+      assert.equal(again.code, 0, again.stderr);
+      const refused = await run(['mark-published', a ?? ''], env);
+      assert.equal(refused.code, 1);
+      assert.equal(refused.stderr, `post-scheduler: post ${a ?? ''} is published; only posts whose outcome is unknown can be marked published\n`);
+      const cancelled = await run(['cancel', d ?? ''], env);
+      assert.equal(cancelled.code, 0, cancelled.stderr);
+      assert.equal((await run(['cron'], env, 30_000)).code, 0);
+      assert.equal((await store.getPost(ids[2] ?? 0))?.status, 'published', 'sent again by the operator');
+      assert.equal(receiver.deliveries.length, 5);
+      assert.equal((await store.status(1)).counts.unknown, 0);
+    });
+
+    it('holds a post whose request timed out after it was sent on a hold channel, and retries it on a retry channel', async () => {
+      const { db, store, receiver, ids } = await setup(2, () => ({ hang: true }), 'hold');
+      const retrying = await store.addChannel({ name: 'keyed', platform: 'webhook', settings: { url: receiver.url }, onUnknown: 'retry' });
+      const [k] = await store.schedulePosts([{ channelId: retrying.id, text: 'keyed', runAt: new Date(Date.now() - 1_000) }]);
+      const env = testEnv(db.url, { PUBLISH_TIMEOUT_MS: '300', RETRY_BASE_MS: '60000', RETRY_MAX_MS: '60000' });
+      const r = await run(['cron'], env, 30_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Outcome unknown: +2\n/);
+      for (const id of ids) {
+        const post = await store.getPost(id);
+        assert.equal(post?.status, 'unknown');
+        assert.match(post?.lastError ?? '', /outcome unknown: webhook .*no answer within 300 ms after the request was sent/);
+      }
+      const keyed = await store.getPost(k ?? 0);
+      assert.equal(keyed?.status, 'pending', 'retried later with the same idempotency key');
+      assert.equal(keyed?.unconfirmed, true);
+      assert.equal(receiver.deliveries.length, 3);
+    });
+
+    it('checks a file channel before resending a post whose worker died, and writes each post once', async () => {
+      const { db, store } = await setup(0);
+      const file = path.join(os.tmpdir(), `post-scheduler-check-${process.pid}-${Date.now()}.jsonl`);
+      cleanups.push(async () => fs.promises.rm(file, { force: true }));
+      const channel = await store.addChannel({ name: 'journal', platform: 'file', settings: { path: file }, onUnknown: 'check' });
+      const [sent, unsent] = await store.schedulePosts(['sent before the crash', 'never sent'].map((text) => ({ channelId: channel.id, text, runAt: new Date(Date.now() - 1_000) })));
+      // A worker claims both and dies after writing the first one.
+      const claimed = await store.claim('worker-dead', 2, 1);
+      const first = claimed.find((p) => p.id === sent);
+      fs.writeFileSync(file, JSON.stringify({ id: sent, text: 'sent before the crash', idempotency_key: first?.idempotencyKey }) + '\n');
+      await new Promise((r) => setTimeout(r, 20));
+      const r = await run(['cron'], testEnv(db.url), 30_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Recovered 2 posts whose worker died \(lease expired\): 2 back to pending/);
+      assert.match(r.stdout, new RegExp(`Post ${sent ?? 0} was already published \\(found by lookup on journal\\); not sent again`));
+      const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: number });
+      assert.deepEqual(lines.map((l) => l.id).sort((x, y) => x - y), [sent, unsent], 'each post written once');
+      assert.equal((await store.getPost(sent ?? 0))?.status, 'published');
+      assert.equal((await store.getPost(unsent ?? 0))?.status, 'published');
     });
 
     it('renews the lease of a publish slower than the lease, so another host cannot take it', async () => {
@@ -150,6 +232,20 @@ for (const dialect of DIALECTS) {
       assert.equal((await slow.done).code, 0);
       assert.equal(receiver.deliveries.length, 1, 'published once');
       assert.equal((await store.getPost(ids[0] ?? 0))?.status, 'published');
+    });
+
+    it('keeps the workers of several hosts within GLOBAL_MAX_WORKERS, and publishes everything', async () => {
+      const { db, store, receiver } = await setup(30, () => ({ status: 200, delayMs: 300 }));
+      const env = testEnv(db.url, { MAX_WORKERS: '3', BATCH_SIZE: '5', GLOBAL_MAX_WORKERS: '2' });
+      const results = await Promise.all(['host-a', 'host-b'].map((host) => run(['cron'], { ...env, SCHEDULER_HOST: host }, 60_000)));
+      for (const r of results) assert.equal(r.code, 0, r.stdout + r.stderr);
+      const spawned = results.map((r) => [...r.stdout.matchAll(/Spawning worker: /g)].length);
+      // the first takes both slots; the second finds none free (or, if it came late, nothing due)
+      assert.deepEqual([...spawned].sort(), [0, 2], `workers spawned per host: ${spawned.join(', ')}`);
+      const second = results[spawned.indexOf(0)]?.stdout ?? '';
+      assert.match(second, /Global worker cap 2: 0 of 3 slots free \(other hosts hold the rest\); due posts wait for the next cycle|Pending posts: 0/);
+      assert.equal(receiver.accepted.size, 30);
+      assert.equal((await store.status(1)).counts.published, 30);
     });
 
     it('runs one cycle at a time per host, and a killed dispatcher does not block the next', async () => {
@@ -206,8 +302,8 @@ for (const dialect of DIALECTS) {
 
     it('fails a bad post alone, with its reason, and publishes the rest of the batch', async () => {
       const { db, store, receiver } = await setup(3);
-      const pigeon = await store.addChannel({ name: 'pigeon', platform: 'carrier-pigeon', settings: {} });
-      const broken = await store.addChannel({ name: 'broken', platform: 'webhook', settings: { url: 'not a url' } });
+      const pigeon = await store.addChannel({ name: 'pigeon', platform: 'carrier-pigeon', settings: {}, onUnknown: 'hold' });
+      const broken = await store.addChannel({ name: 'broken', platform: 'webhook', settings: { url: 'not a url' }, onUnknown: 'hold' });
       const [a, b] = await store.schedulePosts([
         { channelId: pigeon.id, text: 'coo', runAt: new Date(Date.now() - 5_000) },
         { channelId: broken.id, text: 'x', runAt: new Date(Date.now() - 5_000) },

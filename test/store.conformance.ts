@@ -27,7 +27,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       };
       const store = await connect();
       await store.migrate();
-      const channel = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' } });
+      const channel = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'retry' });
       return { db, store, channel, connect };
     }
 
@@ -53,11 +53,18 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
 
     it('stores channels with their settings', async () => {
       const { store, channel } = await fresh();
-      await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/x', secret: 's' } });
+      await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/x', secret: 's' }, onUnknown: 'hold' });
       assert.equal(channel.name, 'main');
       assert.equal(channel.enabled, true);
+      assert.equal(channel.onUnknown, 'retry');
       const found = await store.findChannel('hook');
       assert.deepEqual(found?.settings, { url: 'http://127.0.0.1:1/x', secret: 's' });
+      assert.equal(found?.onUnknown, 'hold');
+      const changed = await store.updateChannel('hook', { onUnknown: 'retry', enabled: false });
+      assert.deepEqual([changed?.onUnknown, changed?.enabled], ['retry', false]);
+      assert.deepEqual([(await store.findChannel('hook'))?.onUnknown, (await store.findChannel('hook'))?.enabled], ['retry', false]);
+      assert.equal((await store.updateChannel('hook', { enabled: true }))?.onUnknown, 'retry', 'what is not given stays');
+      assert.equal(await store.updateChannel('nope', { enabled: true }), null);
       assert.equal(await store.findChannel('nope'), null);
       assert.deepEqual(
         (await store.listChannels()).map((c) => c.name),
@@ -141,7 +148,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(claimed.length, 4);
       const outcomes: Outcome[] = [
         { kind: 'published', postId: a ?? 0, attempt: 1, externalId: 'ext-1', externalUrl: 'https://example.test/1' },
-        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'HTTP 500', delayMs: 120_000 },
+        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'HTTP 500', delayMs: 120_000, unconfirmed: false },
         { kind: 'failed', postId: c ?? 0, attempt: 1, error: 'HTTP 400' },
         { kind: 'published', postId: d ?? 0, attempt: 2, externalId: null, externalUrl: null },
       ];
@@ -183,7 +190,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
         'w',
         [
           { kind: 'published', postId: a?.id ?? 0, attempt: 1, externalId: null, externalUrl: null },
-          { kind: 'retry', postId: b?.id ?? 0, attempt: 1, error: 'HTTP 503', delayMs: 0 },
+          { kind: 'retry', postId: b?.id ?? 0, attempt: 1, error: 'HTTP 503', delayMs: 0, unconfirmed: false },
         ],
         5,
         60_000,
@@ -221,37 +228,71 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(await store.countDue(), 1);
     });
 
-    it('recovers posts whose lease expired, and fails them on the last attempt', async () => {
+    it("recovers posts whose lease expired by their channel's policy, held as unknown on the last attempt", async () => {
       const { store, channel } = await fresh();
+      const hold = await store.addChannel({ name: 'held', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/x' }, onUnknown: 'hold' });
       const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const [h] = await store.schedulePosts([{ channelId: hold.id, text: 'h', runAt: ago(500) }]);
       await store.claim('dead', 2, 1); // a, b: lease of 1 ms
       await store.claim('alive', 1, 60_000); // c
+      await store.claim('dead', 1, 1); // h
       await new Promise((r) => setTimeout(r, 50));
       const back = await store.recoverExpired(5);
       assert.deepEqual(
-        back.map((r) => [r.id, r.workerId, r.attempts, r.status]),
+        back.map((r) => [r.id, r.workerId, r.attempts, r.status]).sort((x, y) => Number(x[0]) - Number(y[0])),
         [
           [a, 'dead', 1, 'pending'],
           [b, 'dead', 1, 'pending'],
+          [h, 'dead', 1, 'unknown'],
         ],
       );
       const pa = await store.getPost(a ?? 0);
       assert.equal(pa?.status, 'pending');
+      assert.equal(pa?.unconfirmed, true, 'it may have been sent');
       assert.match(pa?.lastError ?? '', /lease expired: worker dead/);
       assert.equal((await store.getPost(c ?? 0))?.status, 'processing');
+      const ph = await store.getPost(h ?? 0);
+      assert.equal(ph?.status, 'unknown');
+      assert.match(ph?.lastError ?? '', /may have been published/);
 
       // The dead worker's late outcome cannot overwrite the next claim.
       const again = await store.claim('next', 1, 1);
       assert.equal(again[0]?.id, a);
       assert.equal(again[0]?.attempt, 2);
+      assert.equal(again[0]?.unconfirmed, true);
       assert.deepEqual(await store.recordOutcomes('dead', [{ kind: 'published', postId: a ?? 0, attempt: 1, externalId: null, externalUrl: null }]), []);
       await new Promise((r) => setTimeout(r, 50));
       const exhausted = await store.recoverExpired(2);
       assert.deepEqual(
         exhausted.map((r) => [r.id, r.status]),
-        [[a, 'failed']],
+        [[a, 'unknown']],
+        'a post that may have been sent is never recorded as failed',
       );
-      assert.equal((await store.getPost(a ?? 0))?.status, 'failed');
+      assert.equal((await store.getPost(a ?? 0))?.status, 'unknown');
+    });
+
+    it('records unknown outcomes, keeps retried posts that may have been sent unconfirmed, and clears that on publish', async () => {
+      const { store, channel } = await fresh();
+      const [a, b] = await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      await store.claim('w', 2, 60_000);
+      const applied = await store.recordOutcomes('w', [
+        { kind: 'unknown', postId: a ?? 0, attempt: 1, error: 'outcome unknown: timeout' },
+        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'timeout after sending', delayMs: 0, unconfirmed: true },
+      ]);
+      assert.deepEqual([...applied].sort((x, y) => x - y), [a, b]);
+      const pa = await store.getPost(a ?? 0);
+      assert.deepEqual([pa?.status, pa?.lastError, pa?.unconfirmed], ['unknown', 'outcome unknown: timeout', true]);
+      const [again] = await store.claim('w', 5, 60_000);
+      assert.deepEqual([again?.id, again?.attempt, again?.unconfirmed], [b, 2, true]);
+      await store.recordOutcomes('w', [{ kind: 'published', postId: b ?? 0, attempt: 2, externalId: 'x', externalUrl: null }]);
+      const pb = await store.getPost(b ?? 0);
+      assert.deepEqual([pb?.status, pb?.unconfirmed, pb?.externalId], ['published', false, 'x']);
+      const report = await store.status(1);
+      assert.equal(report.counts.unknown, 1);
+      assert.deepEqual(
+        report.unknownPosts.map((u) => [u.id, u.channel, u.attempts]),
+        [[a, 'main', 1]],
+      );
     });
 
     it('requeues failed posts and cancels pending ones, and only those', async () => {
@@ -279,7 +320,43 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
         { kind: 'failed', postId: a ?? 0, attempt: 1, error: 'x' },
         { kind: 'failed', postId: d ?? 0, attempt: 1, error: 'y' },
       ]);
-      assert.deepEqual([...(await store.requeue('all'))].sort((x, y) => x - y), [a, d]);
+      assert.deepEqual([...(await store.requeue('allFailed'))].sort((x, y) => x - y), [a, d]);
+    });
+
+    it('lets an operator resolve unknown posts: retry by id, mark published, or cancel', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c, d] = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      await store.claim('w', 4, 60_000);
+      await store.recordOutcomes(
+        'w',
+        [a, b, c].map((id) => ({ kind: 'unknown' as const, postId: id ?? 0, attempt: 1, error: 'outcome unknown' })),
+      );
+      await store.recordOutcomes('w', [{ kind: 'failed', postId: d ?? 0, attempt: 1, error: 'HTTP 400' }]);
+      assert.deepEqual(await store.requeue('allFailed'), [d], 'never unknown posts in bulk');
+      assert.deepEqual(await store.requeue([a ?? 0]), [a]);
+      const pa = await store.getPost(a ?? 0);
+      assert.deepEqual([pa?.status, pa?.attempts, pa?.unconfirmed], ['pending', 0, false], 'the operator chose to send it again');
+      assert.deepEqual(await store.confirmPublished([b ?? 0, a ?? 0]), [b], 'only unknown posts');
+      const pb = await store.getPost(b ?? 0);
+      assert.equal(pb?.status, 'published');
+      assert.ok(pb?.publishedAt instanceof Date);
+      assert.deepEqual(await store.cancel(c ?? 0), { cancelled: true, status: 'unknown' });
+      assert.equal((await store.status(1)).counts.unknown, 0);
+    });
+
+    it('shares GLOBAL_MAX_WORKERS slots between dispatchers, and frees them on release', async () => {
+      const { store, connect } = await fresh();
+      const other = await connect();
+      assert.equal(await store.acquireWorkerSlots('host-a', 2, 3, 60_000), 2);
+      assert.equal(await other.acquireWorkerSlots('host-b', 2, 3, 60_000), 1, 'one slot left');
+      assert.equal(await other.acquireWorkerSlots('host-b', 1, 3, 60_000), 0, 'none left');
+      await store.releaseWorkerSlots();
+      const third = await connect();
+      assert.equal(await third.acquireWorkerSlots('host-c', 5, 3, 60_000), 2);
+      await other.releaseWorkerSlots();
+      await third.releaseWorkerSlots();
+      assert.equal(await store.acquireWorkerSlots('host-a', 3, 3, 60_000), 3);
+      await store.releaseWorkerSlots();
     });
 
     it('renews the leases a worker still holds, and only those', async () => {
@@ -325,7 +402,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
         [{ workerId: 'worker-1-1', startedAt: started, finishedAt: new Date(), exitCode: 0, signal: null, published: 1, retried: 0, failed: 0 }],
       );
       const status = await store.status(10);
-      assert.deepEqual(status.counts, { duePending: 1, scheduledLater: 1, processing: 0, published: 0, failed: 0, cancelled: 0 });
+      assert.deepEqual(status.counts, { duePending: 1, scheduledLater: 1, processing: 0, published: 0, failed: 0, cancelled: 0, unknown: 0 });
       assert.equal(status.cycles.length, 1);
       assert.equal(status.cycles[0]?.id, cycleId);
       assert.equal(status.cycles[0]?.durationMs, 42);

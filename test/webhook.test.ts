@@ -27,6 +27,7 @@ describe('webhook publisher', () => {
     id: 1,
     name: 'hook',
     platform: 'webhook',
+    onUnknown: 'hold',
     settings,
     enabled: true,
     createdAt: new Date(),

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
 import { SettingsError } from '../publishers/publisher.ts';
-import { PLATFORMS, type Platform } from '../types.ts';
+import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import { CliError, configFrom, print, withStore, type GlobalFlags } from './context.ts';
 
 interface AddFlags {
@@ -10,6 +10,23 @@ interface AddFlags {
   path?: string;
   url?: string;
   secret?: string;
+  onUnknown?: string;
+}
+
+const ON_UNKNOWN_HELP = `what to do with a post whose outcome is unknown: ${ON_UNKNOWN.join(', ')} (default: the platform's safe one; see README)`;
+
+function onUnknownFlag(value: string): OnUnknown {
+  if (!(ON_UNKNOWN as readonly string[]).includes(value)) {
+    throw new CliError(`invalid --on-unknown "${value}": use one of ${ON_UNKNOWN.join(', ')}`);
+  }
+  return value as OnUnknown;
+}
+
+async function checkPolicy(platform: string, onUnknown: OnUnknown): Promise<void> {
+  const module = await loadPublisherModule(platform);
+  if (onUnknown === 'check' && module !== null && !module.canLookUp) {
+    throw new CliError(`--on-unknown check needs a platform that can look up what it published; ${platform} cannot (use retry or hold)`);
+  }
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -25,6 +42,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--path <path>', 'file platform: the JSON-lines file to append to')
     .option('--url <url>', 'webhook platform: the URL to POST to')
     .option('--secret <secret>', 'webhook platform: HMAC-SHA256 signing secret')
+    .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
     .action(async (flags: AddFlags) => {
       const config = configFrom(globals());
       if (!CHANNEL_NAME.test(flags.name)) throw new CliError(`invalid channel name "${flags.name}": use 1-64 letters, digits, . _ -`);
@@ -43,10 +61,35 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       } catch (e) {
         throw new CliError(e instanceof SettingsError ? e.message : String(e));
       }
+      const onUnknown = flags.onUnknown === undefined ? module.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
+      await checkPolicy(platform, onUnknown);
       await withStore(config, async (store) => {
         if ((await store.findChannel(flags.name)) !== null) throw new CliError(`a channel named "${flags.name}" already exists`);
-        const channel = await store.addChannel({ name: flags.name, platform, settings });
-        print(`Added channel ${channel.name} (${channel.platform}), id ${channel.id}`);
+        const channel = await store.addChannel({ name: flags.name, platform, settings, onUnknown });
+        print(`Added channel ${channel.name} (${channel.platform}, on unknown outcome: ${channel.onUnknown}), id ${channel.id}`);
+      });
+    });
+
+  channels
+    .command('update')
+    .description("change a channel's unknown-outcome policy, or disable / enable it")
+    .requiredOption('--name <name>', 'the channel')
+    .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
+    .option('--disable', 'its due posts fail with "channel disabled" until enabled again')
+    .option('--enable', 'publish its posts again')
+    .action(async (flags: { name: string; onUnknown?: string; disable?: boolean; enable?: boolean }) => {
+      const config = configFrom(globals());
+      if (flags.disable === true && flags.enable === true) throw new CliError('give --disable or --enable, not both');
+      const onUnknown = flags.onUnknown === undefined ? undefined : onUnknownFlag(flags.onUnknown);
+      const enabled = flags.disable === true ? false : flags.enable === true ? true : undefined;
+      if (onUnknown === undefined && enabled === undefined) throw new CliError('nothing to change: give --on-unknown, --disable or --enable');
+      await withStore(config, async (store) => {
+        const existing = await store.findChannel(flags.name);
+        if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
+        if (onUnknown !== undefined) await checkPolicy(existing.platform, onUnknown);
+        const channel = await store.updateChannel(flags.name, { ...(onUnknown === undefined ? {} : { onUnknown }), ...(enabled === undefined ? {} : { enabled }) });
+        if (channel === null) throw new CliError(`no channel named "${flags.name}"`);
+        print(`Channel ${channel.name}: on unknown outcome ${channel.onUnknown}, ${channel.enabled ? 'enabled' : 'disabled'}`);
       });
     });
 
@@ -72,9 +115,11 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
           print('No channels. Add one: post-scheduler channels add --name demo --platform file --path ./data/published.jsonl');
           return;
         }
-        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}settings`);
+        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}settings`);
         for (const c of shown) {
-          print(`${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${JSON.stringify(c.settings)}`);
+          print(
+            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${JSON.stringify(c.settings)}`,
+          );
         }
       });
     });

@@ -23,6 +23,15 @@ function postId(value: string): number {
   return parsePositiveInt(value, 'post id', Number.MAX_SAFE_INTEGER);
 }
 
+/** Names the first id that was not changed, and why, as the command's one-line error. */
+async function refuseOthers(store: Store, wanted: readonly number[], done: ReadonlySet<number>, rule: string): Promise<void> {
+  const missed = wanted.find((n) => !done.has(n));
+  if (missed === undefined) return;
+  const post = await store.getPost(missed);
+  const changed = done.size === 0 ? '' : ` (changed: ${[...done].join(', ')})`;
+  throw new CliError(post === null ? `no post with id ${missed}${changed}` : `post ${missed} is ${post.status}; ${rule}${changed}`);
+}
+
 export function registerPosts(program: Command, globals: () => GlobalFlags): void {
   program
     .command('schedule')
@@ -69,31 +78,42 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
 
   program
     .command('retry')
-    .description('put a failed post (or every failed post) back to pending, due now')
-    .argument('[id]', 'post id')
-    .option('--failed', 'every failed post')
-    .action(async (id: string | undefined, flags: { failed?: boolean }) => {
-      if ((id === undefined) === (flags.failed !== true)) throw new CliError('give either a post id or --failed');
+    .description('publish again: failed or unknown posts by id, or every failed post (--failed)')
+    .argument('[ids...]', 'post ids (failed or unknown)')
+    .option('--failed', 'every failed post (never unknown ones: those need an id each)')
+    .action(async (ids: string[], flags: { failed?: boolean }) => {
+      if ((ids.length === 0) === (flags.failed !== true)) throw new CliError('give either post ids or --failed');
       const config = configFrom(globals());
+      const wanted = ids.map(postId);
       await withStore(config, async (store) => {
-        if (id === undefined) {
-          const ids = await store.requeue('all');
-          print(`Requeued ${ids.length} failed posts`);
+        if (wanted.length === 0) {
+          const done = await store.requeue('allFailed');
+          print(`Requeued ${done.length} failed posts`);
           return;
         }
-        const n = postId(id);
-        const [done] = await store.requeue([n]);
-        if (done === undefined) {
-          const post = await store.getPost(n);
-          throw new CliError(post === null ? `no post with id ${n}` : `post ${n} is ${post.status}; only failed posts can be retried`);
-        }
-        print(`Requeued post ${n}`);
+        const done = new Set(await store.requeue(wanted));
+        await refuseOthers(store, wanted, done, 'only failed or unknown posts can be retried');
+        print(`Requeued ${[...done].map((n) => `post ${n}`).join(', ')}`);
+      });
+    });
+
+  program
+    .command('mark-published')
+    .description('an unknown post did go out (you saw it on the platform): record it as published')
+    .argument('<ids...>', 'post ids (unknown)')
+    .action(async (ids: string[]) => {
+      const config = configFrom(globals());
+      const wanted = ids.map(postId);
+      await withStore(config, async (store) => {
+        const done = new Set(await store.confirmPublished(wanted));
+        await refuseOthers(store, wanted, done, 'only posts whose outcome is unknown can be marked published');
+        print(`Marked published: ${[...done].map((n) => `post ${n}`).join(', ')}`);
       });
     });
 
   program
     .command('cancel')
-    .description('cancel a pending post')
+    .description('cancel a pending post, or give up on one whose outcome is unknown')
     .argument('<id>', 'post id')
     .action(async (id: string) => {
       const config = configFrom(globals());
@@ -101,7 +121,7 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
       await withStore(config, async (store) => {
         const result = await store.cancel(n);
         if (result.status === null) throw new CliError(`no post with id ${n}`);
-        if (!result.cancelled) throw new CliError(`post ${n} is ${result.status}; only pending posts can be cancelled`);
+        if (!result.cancelled) throw new CliError(`post ${n} is ${result.status}; only pending or unknown posts can be cancelled`);
         print(`Cancelled post ${n}`);
       });
     });

@@ -31,6 +31,7 @@ function printStatus(report: StatusReport, database: string): void {
     ['published', c.published],
     ['failed', c.failed],
     ['cancelled', c.cancelled],
+    ['unknown outcome', c.unknown],
   ];
   for (const [label, n] of rows) print(`  ${label.padEnd(17)}${String(n).padStart(8)}`);
   print();
@@ -54,6 +55,12 @@ function printStatus(report: StatusReport, database: string): void {
         cy.exitCode === null ? '-' : String(cy.exitCode),
       ]);
     }
+  }
+  if (report.unknownPosts.length > 0) {
+    print();
+    print(`Outcome unknown (${c.unknown}): may have been published; check the channel, then`);
+    print('  post-scheduler mark-published ID   (it went out)   or   post-scheduler retry ID   (send again)');
+    for (const u of report.unknownPosts) print(`  post ${u.id} on ${u.channel ?? '(no channel)'} (attempts ${u.attempts}): ${u.lastError ?? ''}`);
   }
   if (report.recentFailures.length > 0) {
     print();

@@ -89,7 +89,9 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
     const back = await store.recoverExpired(config.maxAttempts);
     recovered = back.length;
     if (back.length > 0) {
-      log.warn(`Recovered ${back.length} posts whose worker died (lease expired):`);
+      const held = back.filter((r) => r.status === 'unknown').length;
+      const heldNote = held === 0 ? '' : `, ${held} held as unknown (see status)`;
+      log.warn(`Recovered ${back.length} posts whose worker died (lease expired): ${back.length - held} back to pending${heldNote}`);
       for (const r of back.slice(0, 20)) {
         log.warn(`  post ${r.id} from ${r.workerId ?? '(unknown worker)'} after attempt ${r.attempts} -> ${r.status}`);
       }
@@ -103,16 +105,38 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
   }
 
   log.info(`Pending posts: ${pending}`);
-  const count = workerCount(pending, config);
-  if (count === 0) {
+  const wanted = workerCount(pending, config);
+  let count = wanted;
+  if (wanted === 0) {
     log.info('No pending posts, skipping worker spawn');
   } else {
-    log.info(`Calculated worker count: ${count} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
-    log.info(`Spawning ${count} workers...`);
-    log.blank();
+    log.info(`Calculated worker count: ${wanted} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
+    if (config.globalMaxWorkers !== null) {
+      try {
+        count = await store.acquireWorkerSlots(config.host, wanted, config.globalMaxWorkers, config.timeoutMs + config.killGraceMs + LOCK_MARGIN_MS);
+      } catch (e) {
+        log.error(`✗ Database error while taking worker slots: ${errorMessage(e)}`);
+        count = 0;
+      }
+      if (count < wanted) {
+        log.warn(
+          `Global worker cap ${config.globalMaxWorkers}: ${count} of ${wanted} slots free (other hosts hold the rest)` +
+            (count === 0 ? '; due posts wait for the next cycle' : ''),
+        );
+      }
+    }
+    if (count > 0) {
+      log.info(`Spawning ${count} workers...`);
+      log.blank();
+    }
   }
 
-  const exits = count === 0 ? { results: [] as WorkerExit[], timedOut: false } : await runWorkers(count, cycleId, options, log, started);
+  let exits: { results: WorkerExit[]; timedOut: boolean } = { results: [], timedOut: false };
+  try {
+    if (count > 0) exits = await runWorkers(count, cycleId, options, log, started);
+  } finally {
+    if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots().catch(() => undefined);
+  }
 
   const succeeded = exits.results.filter((r) => r.exitCode === 0).length;
   const durationMs = Date.now() - started;

@@ -22,6 +22,8 @@ export function logSummary(log: Logger, result: CycleResult, exits: readonly Wor
     row('Posts published', sum((e) => e.report?.published ?? 0));
     row('Posts to retry', sum((e) => e.report?.retried ?? 0));
     row('Posts failed', sum((e) => e.report?.failed ?? 0));
+    const unknown = sum((e) => e.report?.unknown ?? 0);
+    if (unknown > 0) row('Outcome unknown', unknown);
   }
   row('Total duration', `${result.durationMs}ms`);
   row('Avg worker duration', `${avg}ms`);
@@ -31,6 +33,7 @@ export function logSummary(log: Logger, result: CycleResult, exits: readonly Wor
     published: sum((e) => e.report?.published ?? 0),
     retried: sum((e) => e.report?.retried ?? 0),
     failed: sum((e) => e.report?.failed ?? 0),
+    unknown: sum((e) => e.report?.unknown ?? 0),
     avgWorkerMs: avg,
     maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   });

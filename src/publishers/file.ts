@@ -1,5 +1,7 @@
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import * as v from 'valibot';
 import { SettingsError, type Publisher, type PublisherModule, type PublishRequest } from './publisher.ts';
 
@@ -7,6 +9,9 @@ import { SettingsError, type Publisher, type PublisherModule, type PublishReques
  * `file`: appends each published post as one JSON line to the channel's file.
  * Lines are written with O_APPEND in one write each, so several worker processes
  * can share a file without interleaving.
+ *
+ * It can look up what it wrote (each line carries the post's idempotency key), so a
+ * new file channel checks before re-sending a post whose outcome is unknown.
  */
 const settingsSchema = v.object({
   path: v.pipe(v.string('file channel needs a path'), v.minLength(1, 'file channel needs a path')),
@@ -22,6 +27,8 @@ export const filePublisher: PublisherModule = {
   platform: 'file',
   parseSettings,
   redactSettings: (settings) => settings,
+  canLookUp: true,
+  defaultOnUnknown: 'check',
   createPublisher(): Publisher {
     const appenders = new Map<string, Appender>();
     return {
@@ -44,6 +51,10 @@ export const filePublisher: PublisherModule = {
         await appender.append(line + '\n');
         return { externalId: null, externalUrl: null };
       },
+      async lookup(request: PublishRequest) {
+        const { path: file } = parseSettings(request.channel.settings);
+        return (await fileHasKey(file, request.idempotencyKey)) ? { externalId: null, externalUrl: null } : null;
+      },
       async close() {
         const all = [...appenders.values()];
         appenders.clear();
@@ -52,6 +63,31 @@ export const filePublisher: PublisherModule = {
     };
   },
 };
+
+/** Whether a line of `file` carries this idempotency key (a missing file has none). */
+async function fileHasKey(file: string, key: string): Promise<boolean> {
+  const stream = createReadStream(file, { encoding: 'utf8' });
+  const opened = await new Promise<boolean>((resolve, reject) => {
+    stream.once('ready', () => resolve(true));
+    stream.once('error', (e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? resolve(false) : reject(e)));
+  });
+  if (!opened) return false;
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
+  try {
+    for await (const line of lines) {
+      if (!line.includes(key)) continue;
+      try {
+        if ((JSON.parse(line) as { idempotency_key?: unknown }).idempotency_key === key) return true;
+      } catch {
+        // a torn or foreign line: not ours
+      }
+    }
+    return false;
+  } finally {
+    lines.close();
+    stream.destroy();
+  }
+}
 
 /**
  * Appends lines to one file. Lines that arrive while a write is under way are joined

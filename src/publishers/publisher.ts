@@ -1,4 +1,4 @@
-import type { Channel } from '../types.ts';
+import type { Channel, OnUnknown } from '../types.ts';
 
 /**
  * A publisher sends one post to its channel's platform. One module per platform
@@ -23,6 +23,13 @@ export interface PublishResult {
 
 export interface Publisher {
   publish(request: PublishRequest): Promise<PublishResult>;
+  /**
+   * Whether the platform already has this post (by its idempotency key): what it
+   * published, or null when it has not. Only on platforms that can tell (see
+   * PublisherModule.canLookUp); used before re-sending a post whose earlier attempt
+   * has an unknown outcome, under the channel policy `check`.
+   */
+  lookup?(request: PublishRequest): Promise<PublishResult | null>;
   close(): Promise<void>;
 }
 
@@ -40,6 +47,13 @@ export interface PublisherModule {
   /** settings as they may be shown: secrets replaced */
   redactSettings(settings: Record<string, unknown>): Record<string, unknown>;
   createPublisher(options: PublisherOptions): Publisher;
+  /** whether its publishers implement lookup (the channel policy `check` needs it) */
+  readonly canLookUp: boolean;
+  /**
+   * the policy of a new channel of this platform when none is given: the safe one for
+   * what the platform guarantees (never `retry` unless it honours idempotency keys)
+   */
+  readonly defaultOnUnknown: OnUnknown;
 }
 
 /** The post can never be published as it is: do not retry. */
@@ -47,12 +61,18 @@ export class PermanentPublishError extends Error {
   override name = 'PermanentPublishError';
 }
 
-/** A failure that may pass: retry later, after `retryAfterMs` if the platform said so. */
+/**
+ * A failure that may pass: retry later, after `retryAfterMs` if the platform said so.
+ * `maybeDelivered`: the request may have reached the platform (it was sent and then
+ * timed out, was cut, or was interrupted): the outcome is unknown, and the channel's
+ * policy decides whether the post is sent again.
+ */
 export class RetryablePublishError extends Error {
   override name = 'RetryablePublishError';
   constructor(
     message: string,
     readonly retryAfterMs: number | null = null,
+    readonly maybeDelivered = false,
   ) {
     super(message);
   }

@@ -20,7 +20,14 @@ import {
  *   channel's secret, when it has one.
  * - 2xx: published; `id` and `url` of a JSON answer are stored.
  * - 408, 429, 5xx, timeouts, network errors: retryable (429/503 Retry-After honoured).
+ *   A timeout or a broken connection after the request was sent is an unknown
+ *   outcome (the receiver may have processed it): the channel's policy decides.
  * - other 4xx, redirects: permanent.
+ *
+ * A webhook receiver may or may not honour Idempotency-Key, and there is no standard
+ * way to ask it what it has; so a new webhook channel holds posts with an unknown
+ * outcome for an operator, unless it is added with `--on-unknown retry` (the receiver
+ * drops a second request with the same key).
  */
 const settingsSchema = v.object({
   url: v.pipe(
@@ -68,6 +75,17 @@ class WebhookTimeout extends Error {
   override name = 'WebhookTimeout';
 }
 
+/** A request that got no answer; `sent`: its body had been handed to the network. */
+class SendFailure extends Error {
+  override name = 'SendFailure';
+  constructor(
+    readonly reason: Error,
+    readonly sent: boolean,
+  ) {
+    super(reason.message);
+  }
+}
+
 function describeUrl(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
 }
@@ -76,6 +94,8 @@ export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
   parseSettings,
   redactSettings,
+  canLookUp: false,
+  defaultOnUnknown: 'hold',
   createPublisher(options: PublisherOptions): Publisher {
     const agentOptions = { keepAlive: true, maxSockets: options.concurrency, maxFreeSockets: options.concurrency };
     const httpAgent = new http.Agent(agentOptions);
@@ -142,9 +162,11 @@ export const webhookPublisher: PublisherModule = {
           clearTimeout(timer);
           request.signal.removeEventListener('abort', onAbort);
         };
+        let sent = false;
+        req.on('finish', () => (sent = true));
         const fail = (e: unknown) => {
           settle();
-          reject(e instanceof Error ? e : new Error(String(e)));
+          reject(new SendFailure(e instanceof Error ? e : new Error(String(e)), sent));
         };
         req.on('error', fail);
         req.end(body);
@@ -164,10 +186,14 @@ export const webhookPublisher: PublisherModule = {
         try {
           answer = await send(request, settings);
         } catch (e) {
-          const err = e as Error & { code?: string };
-          if (err instanceof WebhookTimeout) throw new RetryablePublishError(`webhook ${where}: no answer within ${options.timeoutMs} ms`);
-          if (err instanceof RetryablePublishError) throw new RetryablePublishError(`webhook ${where}: ${err.message}`);
-          throw new RetryablePublishError(`webhook ${where}: ${err.code ?? err.name}: ${err.message}`);
+          if (!(e instanceof SendFailure)) throw e;
+          const err = e.reason as Error & { code?: string };
+          const sent = e.sent ? ' after the request was sent' : '';
+          let message: string;
+          if (err instanceof WebhookTimeout) message = `no answer within ${options.timeoutMs} ms${sent}`;
+          else if (err instanceof RetryablePublishError) message = `${err.message}${sent}`;
+          else message = `${err.code ?? err.name}: ${err.message}${sent}`;
+          throw new RetryablePublishError(`webhook ${where}: ${message}`, null, e.sent);
         }
         const { status } = answer;
         if (status >= 200 && status < 300) {

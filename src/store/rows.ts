@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/no-unnecessary-type-conversion --
    the drivers return ids and counts as numbers or as strings (int8) depending on the
    dialect and its settings; Number() makes them numbers whatever the row type says */
-import type { Channel, Post, PostStatus } from '../types.ts';
+import { ON_UNKNOWN, type Channel, type ClaimedPost, type OnUnknown, type Post, type PostStatus } from '../types.ts';
 
 /** Row shapes shared by the dialects, and their mapping to domain objects. */
 
@@ -35,8 +35,16 @@ export interface ChannelRow {
   platform: string;
   settings: unknown;
   enabled: number | boolean;
+  on_unknown: string;
   created_at: TimeValue;
 }
+
+/** A policy read from the database; anything unexpected is treated as the safe one, hold. */
+function onUnknownFrom(value: string | null): OnUnknown {
+  return (ON_UNKNOWN as readonly (string | null)[]).includes(value) ? (value as OnUnknown) : 'hold';
+}
+
+const truthy = (value: number | boolean | null): boolean => value === true || value === 1;
 
 export function channelFromRow(row: ChannelRow): Channel {
   return {
@@ -44,7 +52,8 @@ export function channelFromRow(row: ChannelRow): Channel {
     name: row.name,
     platform: row.platform,
     settings: parseSettings(row.settings),
-    enabled: row.enabled === true || row.enabled === 1,
+    enabled: truthy(row.enabled),
+    onUnknown: onUnknownFrom(row.on_unknown),
     createdAt: required(row.created_at, 'channels.created_at'),
   };
 }
@@ -65,6 +74,7 @@ export interface PostRow {
   external_id: string | null;
   external_url: string | null;
   idempotency_key: string;
+  unconfirmed: number | boolean;
 }
 
 export function postFromRow(row: PostRow): Post {
@@ -84,6 +94,7 @@ export function postFromRow(row: PostRow): Post {
     externalId: row.external_id,
     externalUrl: row.external_url,
     idempotencyKey: row.idempotency_key,
+    unconfirmed: truthy(row.unconfirmed),
   };
 }
 
@@ -93,21 +104,24 @@ export interface ClaimRow {
   run_at: TimeValue;
   attempts: number;
   idempotency_key: string;
+  unconfirmed: number | boolean;
   text: string | null;
   ch_id: number | null;
   ch_name: string | null;
   ch_platform: string | null;
   ch_settings: unknown;
   ch_enabled: number | boolean | null;
+  ch_on_unknown: string | null;
   ch_created_at: TimeValue;
 }
 
-export function claimedFromRow(row: ClaimRow) {
+export function claimedFromRow(row: ClaimRow): ClaimedPost {
   return {
     id: Number(row.id),
     runAt: required(row.run_at, 'post_schedule.run_at'),
     attempt: Number(row.attempts),
     idempotencyKey: row.idempotency_key,
+    unconfirmed: truthy(row.unconfirmed),
     text: row.text,
     channel:
       row.ch_id === null || row.ch_name === null || row.ch_platform === null
@@ -118,6 +132,7 @@ export function claimedFromRow(row: ClaimRow) {
             platform: row.ch_platform,
             settings: row.ch_settings,
             enabled: row.ch_enabled ?? false,
+            on_unknown: row.ch_on_unknown ?? 'hold',
             created_at: row.ch_created_at,
           }),
   };
@@ -150,3 +165,15 @@ export function cycleFromRow(row: CycleRow) {
     durationMs: row.duration_ms === null ? null : Number(row.duration_ms),
   };
 }
+
+/** Posts held as unknown, oldest first, for `status` (same text in both dialects). */
+export const UNKNOWN_POSTS = `SELECT s.id, ch.name AS channel, s.last_error, s.attempts FROM post_schedule s
+   LEFT JOIN channels ch ON ch.id = s.channel_id
+  WHERE s.status = 'unknown' ORDER BY s.updated_at, s.id LIMIT 20`;
+export interface UnknownRow {
+  id: number;
+  channel: string | null;
+  last_error: string | null;
+  attempts: number;
+}
+

@@ -1,9 +1,11 @@
+import { TRANSITIONS } from '../states.ts';
 import type {
   Channel,
   ClaimedPost,
   CycleResult,
   NewChannel,
   NewPost,
+  OnUnknown,
   Outcome,
   Post,
   PostStatus,
@@ -29,6 +31,8 @@ export interface Store {
   addChannel(channel: NewChannel): Promise<Channel>;
   listChannels(): Promise<Channel[]>;
   findChannel(name: string): Promise<Channel | null>;
+  /** changes a channel's policy or enabled flag; null when there is no such channel */
+  updateChannel(name: string, changes: ChannelChanges): Promise<Channel | null>;
 
   /** inserts posts (content and schedule) in one transaction; returns their ids in order */
   schedulePosts(posts: readonly NewPost[]): Promise<number[]>;
@@ -39,11 +43,12 @@ export interface Store {
   /**
    * claim: moves up to `limit` due posts, oldest run_at first, to processing for
    * `workerId` in one atomic statement, with attempts + 1 and a lease of `leaseMs`.
-   * Two concurrent claims never return the same post.
+   * Two concurrent claims never return the same post. A worker claims only what it
+   * starts at once, so the claim is the record of the attempt, made before the call.
    */
   claim(workerId: string, limit: number, leaseMs: number): Promise<ClaimedPost[]>;
   /**
-   * publish / retryLater / fail: records outcomes in one transaction. Each update is
+   * publish / retryLater / fail / holdUnknown / release: records outcomes in one transaction. Each update is
    * fenced: it applies only while the post is still processing under this worker and
    * attempt. Returns the ids that were applied; the others had been taken away.
    */
@@ -55,8 +60,10 @@ export interface Store {
    */
   exchange(workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange>;
   /**
-   * recover / recoverExhausted: returns posts whose lease expired to pending, or to
-   * failed when they already had `maxAttempts` attempts.
+   * recover / recoverUnknown: a post whose lease expired may have been sent. It goes
+   * back to pending, unconfirmed, when its channel's policy is retry or check and it had
+   * fewer than `maxAttempts` attempts; otherwise (hold, no channel, attempts used up)
+   * it is held as unknown.
    */
   recoverExpired(maxAttempts: number): Promise<RecoveredPost[]>;
   /**
@@ -64,9 +71,15 @@ export interface Store {
    * (fenced by worker and attempt). Returns the ids renewed; a missing one was taken away.
    */
   renewLeases(workerId: string, held: readonly { postId: number; attempt: number }[], leaseMs: number): Promise<number[]>;
-  /** requeue: failed posts back to pending, due now, attempts reset. `all` = every failed post. */
-  requeue(ids: readonly number[] | 'all'): Promise<number[]>;
-  /** cancel: a pending post to cancelled. Returns the status it had (null when not found). */
+  /**
+   * requeue: failed or unknown posts back to pending, due now, attempts reset.
+   * `allFailed` = every failed post (unknown ones are only ever requeued by id). The operator
+   * chose to send again: the post is no longer unconfirmed, so it is sent without a check.
+   */
+  requeue(ids: readonly number[] | 'allFailed'): Promise<number[]>;
+  /** confirm: unknown posts to published (an operator saw them on the platform). */
+  confirmPublished(ids: readonly number[]): Promise<number[]>;
+  /** cancel: a pending or unknown post to cancelled. Returns the status it had (null when not found). */
   cancel(id: number): Promise<{ cancelled: boolean; status: PostStatus | null }>;
 
   /**
@@ -77,9 +90,23 @@ export interface Store {
    */
   tryLockCycle(host: string, ttlMs: number): Promise<boolean>;
   unlockCycle(host: string): Promise<void>;
+  /**
+   * The global worker cap: takes up to `wanted` of the `cap` worker slots shared by
+   * every dispatcher on this database, for this store's connection, and returns how
+   * many it got (0 when all are in use). Slots are given back by releaseWorkerSlots,
+   * and are free at once when their dispatcher dies (PostgreSQL: session advisory
+   * locks; SQLite: rows naming a pid that no longer runs), or after `ttlMs`.
+   */
+  acquireWorkerSlots(host: string, wanted: number, cap: number, ttlMs: number): Promise<number>;
+  releaseWorkerSlots(): Promise<void>;
   startCycle(startedAt: Date, host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;
+}
+
+export interface ChannelChanges {
+  readonly onUnknown?: OnUnknown;
+  readonly enabled?: boolean;
 }
 
 export interface Exchange {
@@ -95,6 +122,13 @@ export class StoreError extends Error {
 }
 
 /** The message every store records when a lease runs out. */
-export function leaseExpiredMessage(workerId: string | null, attempts: number): string {
-  return `lease expired: worker ${workerId ?? '(unknown)'} stopped without recording an outcome (attempt ${attempts})`;
+export function leaseExpiredMessage(workerId: string | null, attempts: number, held: boolean): string {
+  const what = `lease expired: worker ${workerId ?? '(unknown)'} stopped without recording an outcome (attempt ${attempts})`;
+  return held ? `${what}; it may have been published: check the channel, then retry or mark-published` : what;
+}
+
+/** The status a post whose lease expired moves to, by its channel's policy (null: no channel). */
+export function recoveredStatus(onUnknown: OnUnknown | null, attempts: number, maxAttempts: number): PostStatus {
+  const held = onUnknown === null || onUnknown === 'hold' || attempts >= maxAttempts;
+  return held ? TRANSITIONS.recoverUnknown.to : TRANSITIONS.recover.to;
 }

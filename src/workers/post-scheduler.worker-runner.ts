@@ -16,6 +16,7 @@ export interface WorkerMessage {
   readonly published: number;
   readonly retried: number;
   readonly failed: number;
+  readonly unknown: number;
 }
 
 async function main(): Promise<number> {
@@ -69,6 +70,7 @@ async function main(): Promise<number> {
       published: report.published,
       retried: report.retried,
       failed: report.failed,
+      unknown: report.unknown,
     };
     if (process.send !== undefined && process.connected) {
       await new Promise<void>((resolve) => process.send?.(message, undefined, {}, () => resolve()));

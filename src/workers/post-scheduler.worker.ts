@@ -1,18 +1,12 @@
 import { setMaxListeners } from 'node:events';
 import { setImmediate as nextTick } from 'node:timers/promises';
-import { backoffDelay } from '../backoff.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
-import {
-  PermanentPublishError,
-  RetryablePublishError,
-  SettingsError,
-  type Publisher,
-  type PublisherModule,
-} from '../publishers/publisher.ts';
+import type { Publisher, PublisherModule } from '../publishers/publisher.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
 import type { ClaimedPost, Outcome } from '../types.ts';
+import { publishPost } from './publish-post.ts';
 
 /**
  * The core of a worker: claim due posts, publish them, record each outcome, and
@@ -44,6 +38,8 @@ export interface WorkerReport {
   readonly published: number;
   readonly retried: number;
   readonly failed: number;
+  /** held as unknown (the attempt may have been delivered; the channel holds such posts) */
+  readonly unknown: number;
   /** claimed but not started when the worker stopped, handed back to pending */
   readonly released: number;
   /** outcomes not recorded because the post had been taken away (fenced out) */
@@ -86,7 +82,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (options.abort?.aborted === true) onAbort();
   options.abort?.addEventListener('abort', onAbort, { once: true });
 
-  const counts = { claimed: 0, published: 0, retried: 0, failed: 0, released: 0, fencedOut: 0 };
+  const counts = { claimed: 0, published: 0, retried: 0, failed: 0, unknown: 0, released: 0, fencedOut: 0 };
   let roundTrips = 0;
   let timedOut = false;
   let error: Error | null = null;
@@ -118,79 +114,22 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     return publisher;
   };
 
-  const retryOrFail = (post: ClaimedPost, reason: string, retryAfterMs: number | null): Outcome => {
-    if (post.attempt >= config.maxAttempts) {
-      log.warn(`Post ${post.id} failed after ${post.attempt} attempts: ${reason}`);
-      return { kind: 'failed', postId: post.id, attempt: post.attempt, error: `gave up after ${post.attempt} attempts: ${reason}` };
-    }
-    const delayMs = Math.max(backoffDelay(post.attempt, config.retryBaseMs, config.retryMaxMs), retryAfterMs ?? 0);
-    log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${post.attempt}/${config.maxAttempts}): ${reason}`);
-    return { kind: 'retry', postId: post.id, attempt: post.attempt, error: reason, delayMs };
-  };
-
-  const fail = (post: ClaimedPost, reason: string): Outcome => {
-    log.warn(`Post ${post.id} failed: ${reason}`);
-    return { kind: 'failed', postId: post.id, attempt: post.attempt, error: reason };
-  };
-
-  const publishOne = async (post: ClaimedPost): Promise<Outcome> => {
-    const channel = post.channel;
-    if (channel === null) return fail(post, 'its channel no longer exists');
-    if (!channel.enabled) return fail(post, `channel ${channel.name} is disabled`);
-    if (post.text === null) return fail(post, 'its content (post_details row) is missing');
-    let publisher: Publisher | null;
-    try {
-      publisher = await publisherFor(channel.platform);
-    } catch (e) {
-      return retryOrFail(post, `cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null);
-    }
-    if (publisher === null) return fail(post, `unknown platform "${channel.platform}" on channel ${channel.name}`);
-    // stopped before anything was sent: handed back like a post still in the buffer
-    if (inFlightAbort.signal.aborted) return { kind: 'released', postId: post.id, attempt: post.attempt };
-    try {
-      const result = await publisher.publish({
-        postId: post.id,
-        attempt: post.attempt,
-        text: post.text,
-        runAt: post.runAt,
-        idempotencyKey: post.idempotencyKey,
-        channel,
-        signal: inFlightAbort.signal,
-      });
-      return { kind: 'published', postId: post.id, attempt: post.attempt, externalId: result.externalId, externalUrl: result.externalUrl };
-    } catch (e) {
-      if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(post, e.message);
-      if (e instanceof RetryablePublishError) return retryOrFail(post, e.message, e.retryAfterMs);
-      return retryOrFail(post, `${channel.platform} publisher error: ${errorMessage(e)}`, null);
-    }
-  };
-
-  // Claimed posts wait in `buffer` until a publish slot is free; `inFlight` are being published.
-  const buffer: ClaimedPost[] = [];
+  // Claimed posts start at once: a worker claims only as many as it has free slots,
+  // so every post in `processing` under a live worker is being published.
   let inFlight = 0;
   const queued: Outcome[] = [];
   let oldestQueuedAt = 0;
-  const fill = (): void => {
-    while (inFlight < config.workerConcurrency && buffer.length > 0 && !inFlightAbort.signal.aborted && error === null) {
-      const post = buffer.shift();
-      if (post === undefined) break;
-      inFlight++;
-      void publishOne(post).then((outcome) => {
-        inFlight--;
-        if (queued.length === 0) oldestQueuedAt = Date.now();
-        queued.push(outcome);
-        fill();
-        wake();
-      });
-    }
-  };
-  /** Stopping: claimed posts not started go back to pending at once, attempt not counted. */
-  const releaseBuffer = (): void => {
-    if (queued.length === 0) oldestQueuedAt = Date.now();
-    for (const post of buffer.splice(0, buffer.length)) queued.push({ kind: 'released', postId: post.id, attempt: post.attempt });
+  const start = (post: ClaimedPost): void => {
+    inFlight++;
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal }).then((outcome) => {
+      inFlight--;
+      if (queued.length === 0) oldestQueuedAt = Date.now();
+      queued.push(outcome);
+      wake();
+    });
   };
 
-  // Every post claimed and not yet recorded (buffered, in flight, or its outcome queued):
+  // Every post claimed and not yet recorded (in flight, or its outcome queued):
   // its lease is renewed every third of LEASE_MS while this worker lives.
   const held = new Map<number, number>();
   let renewing = false;
@@ -220,34 +159,35 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     }
   };
 
-  // A worker holds at most `capacity` claimed posts (buffered or in flight) and claims
-  // when at least half of that is free (or it holds none), so that fast publishers are
-  // fed in batches; outcomes ride along with the next claim.
-  const capacity = Math.max(config.batchSize, config.workerConcurrency);
+  // A worker publishes at most WORKER_CONCURRENCY posts at once and claims when at
+  // least half of its slots are free (or none is busy), up to BATCH_SIZE at a time, so
+  // that fast publishers are fed in batches; outcomes ride along with the next claim.
+  const capacity = config.workerConcurrency;
   const claimThreshold = Math.max(1, Math.ceil(capacity / 2));
+  // After a failed round trip (the database is down or restarting), outcomes are kept
+  // and written again with backoff until the budget runs out; no more claims.
+  let retryRecordAt = 0;
+  let failedRoundTrips = 0;
   let drained = false;
   let firstClaim = true;
   try {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
     for (;;) {
+      const now = Date.now();
       // `stopping` and `error` change in callbacks, which the type checker cannot see
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-      if ((stopping || inFlightAbort.signal.aborted) && buffer.length > 0) releaseBuffer();
-      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-      const canClaim: boolean = !stopping && !drained && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
-      const holding = buffer.length + inFlight;
-      const want: number = canClaim ? Math.min(capacity - holding, config.batchSize) : 0;
-      const claimNow: boolean = want > 0 && (want >= claimThreshold || holding === 0);
+      const canClaim: boolean = !stopping && !drained && error === null && now < claimCutoff && !inFlightAbort.signal.aborted;
+      const want: number = canClaim ? Math.min(capacity - inFlight, config.batchSize) : 0;
+      const claimNow: boolean = want > 0 && (want >= claimThreshold || inFlight === 0);
       // Outcomes wait for the next claim, for half a capacity of them, for the last
       // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
       const recordNow: boolean =
         queued.length > 0 &&
-        (queued.length >= claimThreshold ||
-          inFlight === 0 ||
-          stopping ||
-          Date.now() - oldestQueuedAt >= OUTCOME_DELAY_MS);
-      if (error === null && (recordNow || claimNow)) {
+        (error === null
+          ? queued.length >= claimThreshold || inFlight === 0 || stopping || now - oldestQueuedAt >= OUTCOME_DELAY_MS
+          : now >= retryRecordAt && (inFlight === 0 || now - oldestQueuedAt >= OUTCOME_DELAY_MS));
+      if (recordNow || claimNow) {
         const outcomes = queued.splice(0, queued.length);
         const limit: number = claimNow ? want : 0;
         let posts: ClaimedPost[];
@@ -256,8 +196,20 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           const result = await store.exchange(workerId, outcomes, limit, leaseMs);
           tally(outcomes, result.applied);
           posts = result.claimed;
+          if (failedRoundTrips > 0) {
+            log.info(`Database answers again: ${outcomes.length} outcomes recorded after ${failedRoundTrips} failed attempts`);
+            failedRoundTrips = 0;
+          }
         } catch (e) {
-          error = new Error(`${limit > 0 ? 'claiming posts' : 'recording outcomes'} failed: ${errorMessage(e)}`);
+          // nothing was written: the outcomes wait for the next try
+          queued.unshift(...outcomes);
+          failedRoundTrips++;
+          retryRecordAt = Date.now() + Math.min(2_000, 100 * 2 ** Math.min(failedRoundTrips, 5));
+          if (error === null) {
+            error = new Error(`database error while ${limit > 0 ? 'claiming posts' : 'recording outcomes'}: ${errorMessage(e)}`);
+            log.error(`${error.message}; no more claims, outcomes kept and written again when the database answers`);
+          }
+          if (Date.now() >= deadline && inFlight === 0) break;
           continue;
         }
         if (limit > 0) {
@@ -268,15 +220,19 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
           }
           if (posts.length < limit) drained = true;
-          for (const post of posts) held.set(post.id, post.attempt);
-          buffer.push(...posts);
-          fill();
+          for (const post of posts) {
+            held.set(post.id, post.attempt);
+            start(post);
+          }
         }
         continue;
       }
-      if (inFlight === 0 && buffer.length === 0 && queued.length === 0) break;
-      if (error !== null && inFlight === 0) break;
-      const wakeUp = queued.length > 0 ? setTimeout(wake, Math.max(1, OUTCOME_DELAY_MS - (Date.now() - oldestQueuedAt))) : undefined;
+      if (inFlight === 0 && queued.length === 0) break;
+      // the database stayed down for the whole budget: what is left returns after its lease
+      if (error !== null && inFlight === 0 && Date.now() >= deadline) break;
+      let wakeAt: number | null = null;
+      if (queued.length > 0) wakeAt = error === null ? oldestQueuedAt + OUTCOME_DELAY_MS : retryRecordAt;
+      const wakeUp = wakeAt === null ? undefined : setTimeout(wake, Math.max(1, wakeAt - Date.now()));
       await sleep();
       clearTimeout(wakeUp);
       // Let publishes that settle together free their slots before the next round trip.
@@ -295,14 +251,19 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const parts = [`Published ${counts.published} posts`];
   if (counts.retried > 0) parts.push(`${counts.retried} ${counts.retried === 1 ? 'retry' : 'retries'}`);
   if (counts.failed > 0) parts.push(`${counts.failed} failed`);
+  if (counts.unknown > 0) parts.push(`${counts.unknown} outcome unknown`);
   if (counts.released > 0) parts.push(`${counts.released} handed back unstarted`);
   if (counts.fencedOut > 0) parts.push(`${counts.fencedOut} taken away`);
-  const clean = error === null && counts.retried === 0 && counts.failed === 0 && counts.released === 0 && counts.fencedOut === 0;
+  const clean =
+    error === null && counts.retried === 0 && counts.failed === 0 && counts.unknown === 0 && counts.released === 0 && counts.fencedOut === 0;
   const cpu = process.cpuUsage();
   const fields = { ...counts, roundTrips, durationMs: Date.now() - started, cpuMs: Math.round((cpu.user + cpu.system) / 1000), maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
   if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '), fields);
   else log.info('Done', fields);
   if (timedOut) log.warn(`Stopped with publishes in flight: ${String(inFlightAbort.signal.reason)}`);
-  if (error !== null) log.error(error.message);
+  if (error !== null) {
+    const unrecorded = queued.length + inFlight;
+    log.error(unrecorded > 0 ? `${error.message}; ${unrecorded} outcomes not recorded, those posts return after their lease` : error.message);
+  }
   return { ...counts, timedOut, error };
 }

@@ -1,7 +1,7 @@
 import postgres from 'postgres';
 import { redactUrl } from '../../config.ts';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
-import type { NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import type { NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import {
   channelFromRow,
   claimedFromRow,
@@ -11,8 +11,10 @@ import {
   type ClaimRow,
   type CycleRow,
   type PostRow,
+  type UnknownRow,
+  UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -28,6 +30,7 @@ const OUTCOME_STATUS = {
   published: TRANSITIONS.publish.to,
   retry: TRANSITIONS.retryLater.to,
   failed: TRANSITIONS.fail.to,
+  unknown: TRANSITIONS.holdUnknown.to,
   released: TRANSITIONS.release.to,
 } as const;
 
@@ -80,13 +83,14 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
    */
   const EXCHANGE = `
     WITH v AS (
-      SELECT id, attempt, kind, error, delay_ms, external_id, external_url,
+      SELECT id, attempt, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent,
              CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
                        WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
                        WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
+                       WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
                        WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
-        FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
-             AS t(id, attempt, kind, error, delay_ms, external_id, external_url)
+        FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[])
+             AS t(id, attempt, kind, error, delay_ms, external_id, external_url, maybe_sent)
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -94,7 +98,10 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
              published_at = CASE WHEN v.kind = 'published' THEN now() ELSE s.published_at END,
              external_id = COALESCE(v.external_id, s.external_id),
              external_url = COALESCE(v.external_url, s.external_url),
-             last_error = CASE WHEN v.kind IN ('retry', 'failed') THEN v.error ELSE s.last_error END,
+             last_error = CASE WHEN v.kind IN ('retry', 'failed', 'unknown') THEN v.error ELSE s.last_error END,
+             unconfirmed = CASE WHEN v.kind = 'published' THEN false
+                                WHEN v.kind = 'unknown' THEN true
+                                ELSE s.unconfirmed OR v.maybe_sent END,
              worker_id = CASE WHEN v.status = 'pending' THEN NULL ELSE s.worker_id END,
              locked_at = CASE WHEN v.status = 'pending' THEN NULL ELSE s.locked_at END,
              attempts = CASE WHEN v.kind = 'released' THEN s.attempts - 1 ELSE s.attempts END,
@@ -116,16 +123,16 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
              attempts = s.attempts + 1, updated_at = now()
         FROM due
        WHERE s.id = due.id
-      RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.post_detail_id, s.channel_id
+      RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed, s.post_detail_id, s.channel_id
     )
     SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
       FROM (SELECT 1) AS one
       LEFT JOIN (
-        SELECT s.id, s.run_at, s.attempts, s.idempotency_key,
+        SELECT s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed,
                -- a lookup by primary key per claimed row, never a scan of all content
                (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
                ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-               ch.enabled AS ch_enabled, ch.created_at AS ch_created_at
+               ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at
           FROM claimed s
           LEFT JOIN channels ch ON ch.id = s.channel_id
       ) AS c ON true
@@ -138,16 +145,20 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       outcomes.map((o) => o.postId),
       outcomes.map((o) => o.attempt),
       outcomes.map((o) => o.kind),
-      outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' ? o.error : null)),
+      outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null)),
       outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
       outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
       outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
       Math.max(0, limit),
       leaseMs,
+      outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
   };
+
+  /** worker slots (advisory locks) this connection holds */
+  const heldSlots = new Set<number>();
 
   const store: Store = {
     dialect: 'postgres',
@@ -176,10 +187,11 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async addChannel(channel: NewChannel) {
-      const [row] = await q<ChannelRow>('INSERT INTO channels (name, platform, settings) VALUES ($1, $2, $3) RETURNING *', [
+      const [row] = await q<ChannelRow>('INSERT INTO channels (name, platform, settings, on_unknown) VALUES ($1, $2, $3, $4) RETURNING *', [
         channel.name,
         channel.platform,
         channel.settings,
+        channel.onUnknown,
       ]);
       if (row === undefined) throw new StoreError('insert into channels returned no row');
       return channelFromRow(row);
@@ -191,6 +203,15 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
 
     async findChannel(name: string) {
       const [row] = await q<ChannelRow>('SELECT * FROM channels WHERE name = $1', [name]);
+      return row === undefined ? null : channelFromRow(row);
+    },
+
+    async updateChannel(name, changes) {
+      const [row] = await q<ChannelRow>(
+        `UPDATE channels SET on_unknown = COALESCE($2, on_unknown), enabled = COALESCE($3::text::boolean, enabled)
+          WHERE name = $1 RETURNING *`,
+        [name, changes.onUnknown ?? null, changes.enabled === undefined ? null : String(changes.enabled)],
+      );
       return row === undefined ? null : channelFromRow(row);
     },
 
@@ -259,23 +280,23 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async recoverExpired(maxAttempts: number) {
-      const rows = await q<{ id: number; worker_id: string | null; attempts: number }>(
-        `SELECT id, worker_id, attempts FROM post_schedule
-          WHERE ${whereFrom('recover')} AND lease_expires_at < now()
-          FOR UPDATE SKIP LOCKED`,
+      const rows = await q<{ id: number; worker_id: string | null; attempts: number; on_unknown: OnUnknown | null }>(
+        `SELECT s.id, s.worker_id, s.attempts, ch.on_unknown FROM post_schedule s
+           LEFT JOIN channels ch ON ch.id = s.channel_id
+          WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < now()`,
       );
       if (rows.length === 0) return [];
-      const recovered = rows.map(
-        (r): RecoveredPost => ({
-          id: r.id,
-          workerId: r.worker_id,
-          attempts: r.attempts,
-          status: r.attempts >= maxAttempts ? TRANSITIONS.recoverExhausted.to : TRANSITIONS.recover.to,
-        }),
-      );
+      const recovered = rows.map((r): RecoveredPost => ({
+        id: r.id,
+        workerId: r.worker_id,
+        attempts: r.attempts,
+        status: recoveredStatus(r.on_unknown, r.attempts, maxAttempts),
+      }));
+      // Fenced by attempt and by the lease still being out, as read by this statement:
+      // a post renewed or recorded meanwhile is left alone.
       const applied = await q<{ id: number }>(
         `UPDATE post_schedule s
-            SET status = v.status, last_error = v.error, worker_id = NULL, locked_at = NULL,
+            SET status = v.status, last_error = v.error, unconfirmed = true, worker_id = NULL, locked_at = NULL,
                 lease_expires_at = NULL, updated_at = now()
            FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS v(id, status, error, attempts)
           WHERE s.id = v.id AND s.status = 'processing' AND s.attempts = v.attempts AND s.lease_expires_at < now()
@@ -283,7 +304,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
         [
           recovered.map((r) => r.id),
           recovered.map((r) => r.status),
-          recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts)),
+          recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts, r.status === 'unknown')),
           recovered.map((r) => r.attempts),
         ],
       );
@@ -291,16 +312,25 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       return recovered.filter((r) => ids.has(r.id));
     },
 
-    async requeue(ids: readonly number[] | 'all') {
-      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts = 0, worker_id = NULL,
+    async requeue(ids: readonly number[] | 'allFailed') {
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts = 0, unconfirmed = false, worker_id = NULL,
                        locked_at = NULL, lease_expires_at = NULL, updated_at = now()`;
       const rows =
-        ids === 'all'
-          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE ${whereFrom('requeue')} RETURNING id`)
+        ids === 'allFailed'
+          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE status = 'failed' RETURNING id`)
           : await q<{ id: number }>(
               `UPDATE post_schedule ${set} WHERE id = ANY($1::bigint[]) AND ${whereFrom('requeue')} RETURNING id`,
               [ids],
             );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async confirmPublished(ids: readonly number[]) {
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule SET status = '${TRANSITIONS.confirm.to}', published_at = now(), last_error = NULL, updated_at = now()
+          WHERE id = ANY($1::bigint[]) AND ${whereFrom('confirm')} RETURNING id`,
+        [ids],
+      );
       return rows.map((r) => r.id).sort((a, b) => a - b);
     },
 
@@ -331,6 +361,34 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
 
     async unlockCycle(host: string) {
       await q("SELECT pg_advisory_unlock(hashtext('post-scheduler:cycle:' || current_schema() || ':' || $1))", [host]);
+    },
+
+    async acquireWorkerSlots(_host, wanted, cap) {
+      if (wanted <= 0) return 0;
+      // Slot i is the session advisory lock (slot key, i): held by this store's one
+      // connection, so a dispatcher that dies frees its slots at once. Slots are tried
+      // in order and the scan stops at `wanted` (no ORDER BY: rows are pulled lazily).
+      // Advisory locks are re-entrant in a session, so slots this one holds are skipped
+      // (CASE fixes the order: the lock is only tried on the others).
+      const rows = await q<{ slot: number }>(
+        `SELECT slot FROM generate_series(0, $1::int - 1) AS slot
+          WHERE CASE WHEN slot = ANY($3::int[]) THEN false
+                     ELSE pg_try_advisory_lock(hashtext('post-scheduler:slot:' || current_schema()), slot) END
+          LIMIT $2`,
+        [cap, wanted, [...heldSlots]],
+      );
+      for (const r of rows) heldSlots.add(r.slot);
+      return rows.length;
+    },
+
+    async releaseWorkerSlots() {
+      if (heldSlots.size === 0) return;
+      const slots = [...heldSlots];
+      heldSlots.clear();
+      await q(
+        "SELECT pg_advisory_unlock(hashtext('post-scheduler:slot:' || current_schema()), slot) FROM unnest($1::int[]) AS slot",
+        [slots],
+      );
     },
 
     async startCycle(startedAt: Date, host: string) {
@@ -386,13 +444,15 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
                 count(*) FILTER (WHERE status = 'processing') AS processing,
                 count(*) FILTER (WHERE status = 'published') AS published,
                 count(*) FILTER (WHERE status = 'failed') AS failed,
-                count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                count(*) FILTER (WHERE status = 'unknown') AS unknown
            FROM post_schedule`,
       );
       const cycleRows = await q<CycleRow>('SELECT * FROM cycles ORDER BY id DESC LIMIT $1', [cycles]);
       const failures = await q<{ id: number; last_error: string | null; attempts: number }>(
         "SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5",
       );
+      const unknown = await q<UnknownRow>(UNKNOWN_POSTS);
       return {
         counts: {
           duePending: counts?.['due'] ?? 0,
@@ -401,9 +461,11 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
           published: counts?.['published'] ?? 0,
           failed: counts?.['failed'] ?? 0,
           cancelled: counts?.['cancelled'] ?? 0,
+          unknown: counts?.['unknown'] ?? 0,
         },
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
+        unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
       };
     },
   };

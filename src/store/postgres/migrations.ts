@@ -76,4 +76,23 @@ CREATE TABLE worker_runs (
 );
 `,
   },
+  {
+    version: 3,
+    name: 'unknown outcomes',
+    sql: `
+ALTER TABLE post_schedule DROP CONSTRAINT post_schedule_status_check;
+ALTER TABLE post_schedule ADD CONSTRAINT post_schedule_status_check
+  CHECK (status IN ('pending', 'processing', 'published', 'failed', 'cancelled', 'unknown'));
+-- an earlier attempt may have been delivered (its outcome is unknown)
+ALTER TABLE post_schedule ADD COLUMN unconfirmed boolean NOT NULL DEFAULT false;
+-- Posts waiting for an operator, listed by status.
+CREATE INDEX post_schedule_unknown ON post_schedule (updated_at) WHERE status = 'unknown';
+
+-- What happens to a channel's post whose outcome is unknown. Existing file channels can
+-- look up what they wrote; every other channel holds such posts for an operator.
+ALTER TABLE channels ADD COLUMN on_unknown text NOT NULL DEFAULT 'hold'
+  CHECK (on_unknown IN ('retry', 'check', 'hold'));
+UPDATE channels SET on_unknown = 'check' WHERE platform = 'file';
+`,
+  },
 ];

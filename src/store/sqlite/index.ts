@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
-import type { Channel, NewChannel, NewPost, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import type { Channel, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import {
   channelFromRow,
   claimedFromRow,
@@ -12,8 +12,10 @@ import {
   type ClaimRow,
   type CycleRow,
   type PostRow,
+  type UnknownRow,
+  UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -37,9 +39,9 @@ function isBusy(e: unknown): boolean {
 }
 
 const CLAIM_COLUMNS = `
-  s.id, s.run_at, s.attempts, s.idempotency_key, d.text,
+  s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed, d.text,
   ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-  ch.enabled AS ch_enabled, ch.created_at AS ch_created_at`;
+  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at`;
 
 /**
  * SQLite store: one file, WAL journal, many processes. Writers serialise on the
@@ -99,13 +101,16 @@ export function openSqliteStore(file: string): Store {
   const fence = `status = 'processing' AND worker_id = ? AND attempts = ?`;
   const SQL = {
     published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
-                       lease_expires_at = NULL, updated_at = ?
+                       unconfirmed = 0, lease_expires_at = NULL, updated_at = ?
                  WHERE id = ? AND ${whereFrom('publish')} AND ${fence}`,
     retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
-                   worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
+                   unconfirmed = MAX(unconfirmed, ?), worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
              WHERE id = ? AND ${whereFrom('retryLater')} AND ${fence}`,
     failed: `UPDATE post_schedule SET status = '${TRANSITIONS.fail.to}', last_error = ?, lease_expires_at = NULL, updated_at = ?
               WHERE id = ? AND ${whereFrom('fail')} AND ${fence}`,
+    unknown: `UPDATE post_schedule SET status = '${TRANSITIONS.holdUnknown.to}', last_error = ?, unconfirmed = 1,
+                     lease_expires_at = NULL, updated_at = ?
+               WHERE id = ? AND ${whereFrom('holdUnknown')} AND ${fence}`,
     released: `UPDATE post_schedule SET status = '${TRANSITIONS.release.to}', attempts = attempts - 1,
                       worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
                 WHERE id = ? AND ${whereFrom('release')} AND ${fence}`,
@@ -143,9 +148,11 @@ export function openSqliteStore(file: string): Store {
         if (o.kind === 'published') {
           changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, workerId, o.attempt).changes;
         } else if (o.kind === 'retry') {
-          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.attempt).changes;
         } else if (o.kind === 'failed') {
           changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.attempt).changes;
+        } else if (o.kind === 'unknown') {
+          changes = stmt(SQL.unknown).run(o.error, now, o.postId, workerId, o.attempt).changes;
         } else {
           changes = stmt(SQL.released).run(now, o.postId, workerId, o.attempt).changes;
         }
@@ -186,10 +193,11 @@ export function openSqliteStore(file: string): Store {
 
     async addChannel(channel: NewChannel): Promise<Channel> {
       const row = (await immediate(() =>
-        stmt('INSERT INTO channels (name, platform, settings, enabled, created_at) VALUES (?, ?, ?, 1, ?) RETURNING *').get(
+        stmt('INSERT INTO channels (name, platform, settings, enabled, on_unknown, created_at) VALUES (?, ?, ?, 1, ?, ?) RETURNING *').get(
           channel.name,
           channel.platform,
           JSON.stringify(channel.settings),
+          channel.onUnknown,
           Date.now(),
         ),
       )) as ChannelRow;
@@ -202,6 +210,16 @@ export function openSqliteStore(file: string): Store {
 
     async findChannel(name: string) {
       const row = (await read(() => stmt('SELECT * FROM channels WHERE name = ?').get(name))) as ChannelRow | undefined;
+      return row === undefined ? null : channelFromRow(row);
+    },
+
+    async updateChannel(name, changes) {
+      const row = (await immediate(() =>
+        stmt(
+          `UPDATE channels SET on_unknown = COALESCE(?, on_unknown), enabled = COALESCE(?, enabled)
+            WHERE name = ? RETURNING *`,
+        ).get(changes.onUnknown ?? null, changes.enabled === undefined ? null : changes.enabled ? 1 : 0, name),
+      )) as ChannelRow | undefined;
       return row === undefined ? null : channelFromRow(row);
     },
 
@@ -259,39 +277,49 @@ export function openSqliteStore(file: string): Store {
     async recoverExpired(maxAttempts: number) {
       return immediate(() => {
         const now = Date.now();
-        const expired = db
-          .prepare(
-            `SELECT id, worker_id, attempts FROM post_schedule
-              WHERE ${whereFrom('recover')} AND lease_expires_at < ?`,
-          )
-          .all(now) as { id: number; worker_id: string | null; attempts: number }[];
-        const update = db.prepare(
-          `UPDATE post_schedule SET status = ?, last_error = ?, worker_id = NULL, locked_at = NULL,
+        const expired = stmt(
+          `SELECT s.id, s.worker_id, s.attempts, ch.on_unknown FROM post_schedule s
+             LEFT JOIN channels ch ON ch.id = s.channel_id
+            WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < ?`,
+        ).all(now) as { id: number; worker_id: string | null; attempts: number; on_unknown: OnUnknown | null }[];
+        const update = stmt(
+          `UPDATE post_schedule SET status = ?, last_error = ?, unconfirmed = 1, worker_id = NULL, locked_at = NULL,
                   lease_expires_at = NULL, updated_at = ?
-            WHERE id = ? AND status = 'processing'`,
+            WHERE id = ? AND status = 'processing' AND attempts = ?`,
         );
         return expired.map((r): RecoveredPost => {
-          const status = r.attempts >= maxAttempts ? TRANSITIONS.recoverExhausted.to : TRANSITIONS.recover.to;
-          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts), now, r.id);
+          const status = recoveredStatus(r.on_unknown, r.attempts, maxAttempts);
+          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown'), now, r.id, r.attempts);
           return { id: r.id, workerId: r.worker_id, attempts: r.attempts, status };
         });
       });
     },
 
-    async requeue(ids: readonly number[] | 'all') {
-      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = ?, attempts = 0, worker_id = NULL, locked_at = NULL,
+    async requeue(ids: readonly number[] | 'allFailed') {
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = ?, attempts = 0, unconfirmed = 0, worker_id = NULL, locked_at = NULL,
                        lease_expires_at = NULL, updated_at = ?`;
       return immediate(() => {
         const now = Date.now();
-        if (ids === 'all') {
+        if (ids === 'allFailed') {
           return (
-            db.prepare(`UPDATE post_schedule ${set} WHERE ${whereFrom('requeue')} RETURNING id`).all(now, now) as {
+            db.prepare(`UPDATE post_schedule ${set} WHERE status = 'failed' RETURNING id`).all(now, now) as {
               id: number;
             }[]
           ).map((r) => r.id);
         }
         const stmt = db.prepare(`UPDATE post_schedule ${set} WHERE id = ? AND ${whereFrom('requeue')} RETURNING id`);
         return ids.flatMap((id) => (stmt.all(now, now, id) as { id: number }[]).map((r) => r.id));
+      });
+    },
+
+    async confirmPublished(ids: readonly number[]) {
+      return immediate(() => {
+        const now = Date.now();
+        const confirm = stmt(
+          `UPDATE post_schedule SET status = '${TRANSITIONS.confirm.to}', published_at = ?, last_error = NULL, updated_at = ?
+            WHERE id = ? AND ${whereFrom('confirm')} RETURNING id`,
+        );
+        return ids.flatMap((id) => (confirm.all(now, now, id) as { id: number }[]).map((r) => r.id));
       });
     },
 
@@ -327,6 +355,33 @@ export function openSqliteStore(file: string): Store {
 
     async unlockCycle(host: string) {
       await immediate(() => stmt('DELETE FROM cycle_locks WHERE host = ? AND holder = ?').run(host, lockHolder));
+    },
+
+    async acquireWorkerSlots(host, wanted, cap, ttlMs) {
+      if (wanted <= 0) return 0;
+      return immediate(() => {
+        const now = Date.now();
+        const taken = stmt('SELECT slot, holder, pid, expires_at FROM worker_slots').all() as {
+          slot: number;
+          holder: string;
+          pid: number;
+          expires_at: number;
+        }[];
+        const free = new Set(Array.from({ length: cap }, (_, i) => i));
+        for (const t of taken) {
+          // a slot of a dead or overdue dispatcher is free again; ours are counted as taken
+          if (t.holder === lockHolder || (t.expires_at > now && processRuns(t.pid))) free.delete(t.slot);
+          else stmt('DELETE FROM worker_slots WHERE slot = ?').run(t.slot);
+        }
+        const mine = [...free].slice(0, wanted);
+        const insert = stmt('INSERT INTO worker_slots (slot, holder, host, pid, expires_at) VALUES (?, ?, ?, ?, ?)');
+        for (const slot of mine) insert.run(slot, lockHolder, host, process.pid, now + ttlMs);
+        return mine.length;
+      });
+    },
+
+    async releaseWorkerSlots() {
+      await immediate(() => stmt('DELETE FROM worker_slots WHERE holder = ?').run(lockHolder));
     },
 
     async startCycle(startedAt: Date, host: string) {
@@ -386,6 +441,7 @@ export function openSqliteStore(file: string): Store {
       const failures = db
         .prepare("SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5")
         .all() as { id: number; last_error: string | null; attempts: number }[];
+      const unknown = stmt(UNKNOWN_POSTS).all() as UnknownRow[];
       return {
         counts: {
           duePending: due.n,
@@ -394,9 +450,11 @@ export function openSqliteStore(file: string): Store {
           published: count('published'),
           failed: count('failed'),
           cancelled: count('cancelled'),
+          unknown: count('unknown'),
         },
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
+        unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
       };
       });
     },

@@ -90,4 +90,66 @@ CREATE TABLE cycle_locks (
 );
 `,
   },
+  {
+    version: 3,
+    name: 'unknown outcomes',
+    sql: `
+-- The post_schedule status CHECK gains 'unknown'. SQLite cannot alter a CHECK, so the
+-- table is rebuilt (nothing references it) and its indexes made again.
+CREATE TABLE post_schedule_v3 (
+  id               INTEGER PRIMARY KEY,
+  post_detail_id   INTEGER NOT NULL REFERENCES post_details(id),
+  channel_id       INTEGER NOT NULL REFERENCES channels(id),
+  run_at           INTEGER NOT NULL,
+  status           TEXT NOT NULL DEFAULT 'pending'
+                   CHECK (status IN ('pending', 'processing', 'published', 'failed', 'cancelled', 'unknown')),
+  worker_id        TEXT,
+  locked_at        INTEGER,
+  lease_expires_at INTEGER,
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  last_error       TEXT,
+  published_at     INTEGER,
+  external_id      TEXT,
+  external_url     TEXT,
+  idempotency_key  TEXT NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL,
+  -- an earlier attempt may have been delivered (its outcome is unknown)
+  unconfirmed      INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO post_schedule_v3 (id, post_detail_id, channel_id, run_at, status, worker_id, locked_at, lease_expires_at,
+                              attempts, last_error, published_at, external_id, external_url, idempotency_key,
+                              created_at, updated_at)
+SELECT id, post_detail_id, channel_id, run_at, status, worker_id, locked_at, lease_expires_at,
+       attempts, last_error, published_at, external_id, external_url, idempotency_key, created_at, updated_at
+  FROM post_schedule;
+DROP TABLE post_schedule;
+ALTER TABLE post_schedule_v3 RENAME TO post_schedule;
+CREATE INDEX post_schedule_due ON post_schedule (run_at, id) WHERE status = 'pending';
+CREATE INDEX post_schedule_lease ON post_schedule (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- Posts waiting for an operator, listed by status.
+CREATE INDEX post_schedule_unknown ON post_schedule (updated_at) WHERE status = 'unknown';
+
+-- What happens to a channel's post whose outcome is unknown. Existing file channels can
+-- look up what they wrote; every other channel holds such posts for an operator.
+ALTER TABLE channels ADD COLUMN on_unknown TEXT NOT NULL DEFAULT 'hold'
+  CHECK (on_unknown IN ('retry', 'check', 'hold'));
+UPDATE channels SET on_unknown = 'check' WHERE platform = 'file';
+`,
+  },
+  {
+    version: 4,
+    name: 'worker slots',
+    sql: `
+-- The global worker cap (GLOBAL_MAX_WORKERS): one row per worker slot in use, naming the
+-- dispatcher (store connection and pid) that holds it and until when.
+CREATE TABLE worker_slots (
+  slot       INTEGER PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  host       TEXT NOT NULL,
+  pid        INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+`,
+  },
 ];

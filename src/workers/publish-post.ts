@@ -1,0 +1,112 @@
+import { backoffDelay } from '../backoff.ts';
+import type { Config } from '../config.ts';
+import { errorMessage, type Logger } from '../log.ts';
+import {
+  PermanentPublishError,
+  RetryablePublishError,
+  SettingsError,
+  type Publisher,
+  type PublishRequest,
+} from '../publishers/publisher.ts';
+import type { ClaimedPost, Outcome } from '../types.ts';
+
+/**
+ * The outcome rules for one claimed post: check what can be checked before sending,
+ * publish, and turn what happened into the outcome the worker records.
+ *
+ * - A post that cannot be sent as it is (no channel, disabled channel, no content,
+ *   unknown platform, bad settings, a 4xx) fails alone, with its reason.
+ * - A failure that may pass is retried with backoff, up to MAX_ATTEMPTS.
+ * - An attempt that may have been delivered (sent, then no answer) has an unknown
+ *   outcome, and the channel's policy decides: `retry` sends it again with the same
+ *   idempotency key; `check` looks it up first next time; `hold` keeps it as unknown.
+ *   A post that may have been delivered is never recorded as failed.
+ */
+export interface PublishDeps {
+  readonly config: Config;
+  readonly log: Logger;
+  /** the platform's publisher; null for a platform nobody knows */
+  publisherFor(platform: string): Promise<Publisher | null>;
+  /** aborted when the worker must stop sending */
+  readonly signal: AbortSignal;
+}
+
+export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise<Outcome> {
+  const { config, log } = deps;
+  const base = { postId: post.id, attempt: post.attempt };
+
+  const fail = (reason: string): Outcome => {
+    log.warn(`Post ${post.id} failed: ${reason}`);
+    return { kind: 'failed', ...base, error: reason };
+  };
+  const holdUnknown = (reason: string): Outcome => {
+    log.warn(`Post ${post.id} outcome unknown, held for an operator: ${reason}`);
+    return { kind: 'unknown', ...base, error: `outcome unknown: ${reason}` };
+  };
+  /** `maybeSent`: this attempt may have been delivered. */
+  const retryOrGiveUp = (reason: string, retryAfterMs: number | null, maybeSent: boolean): Outcome => {
+    const unconfirmed = maybeSent || post.unconfirmed;
+    if (post.attempt >= config.maxAttempts) {
+      const gaveUp = `gave up after ${post.attempt} attempts: ${reason}`;
+      return unconfirmed ? holdUnknown(gaveUp) : fail(gaveUp);
+    }
+    const delayMs = Math.max(backoffDelay(post.attempt, config.retryBaseMs, config.retryMaxMs), retryAfterMs ?? 0);
+    log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${post.attempt}/${config.maxAttempts}): ${reason}`);
+    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
+  };
+
+  const channel = post.channel;
+  if (channel === null) return post.unconfirmed ? holdUnknown('its channel no longer exists') : fail('its channel no longer exists');
+  if (!channel.enabled) return post.unconfirmed ? holdUnknown(`channel ${channel.name} is disabled`) : fail(`channel ${channel.name} is disabled`);
+  if (post.text === null) return fail('its content (post_details row) is missing');
+  let publisher: Publisher | null;
+  try {
+    publisher = await deps.publisherFor(channel.platform);
+  } catch (e) {
+    return retryOrGiveUp(`cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null, false);
+  }
+  if (publisher === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
+  // stopped before anything was sent: handed back, attempt not counted
+  if (deps.signal.aborted) return { kind: 'released', ...base };
+
+  const request: PublishRequest = {
+    postId: post.id,
+    attempt: post.attempt,
+    text: post.text,
+    runAt: post.runAt,
+    idempotencyKey: post.idempotencyKey,
+    channel,
+    signal: deps.signal,
+  };
+
+  // An earlier attempt may have been delivered.
+  if (post.unconfirmed && channel.onUnknown !== 'retry') {
+    if (channel.onUnknown === 'hold' || publisher.lookup === undefined) {
+      return holdUnknown(`an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`);
+    }
+    try {
+      const found = await publisher.lookup(request);
+      if (found !== null) {
+        log.info(`Post ${post.id} was already published (found by lookup on ${channel.name}); not sent again`);
+        return { kind: 'published', ...base, externalId: found.externalId, externalUrl: found.externalUrl };
+      }
+    } catch (e) {
+      return retryOrGiveUp(`looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false);
+    }
+    // the signal may abort during the lookup, which the type checker cannot see
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+    if (deps.signal.aborted) return { kind: 'released', ...base };
+  }
+
+  try {
+    const result = await publisher.publish(request);
+    return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
+  } catch (e) {
+    if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(e.message);
+    // a publisher's unexpected error may come after it sent: treated as maybe delivered
+    const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
+    const reason = e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`;
+    if (maybeDelivered && channel.onUnknown === 'hold') return holdUnknown(reason);
+    return retryOrGiveUp(reason, e instanceof RetryablePublishError ? e.retryAfterMs : null, maybeDelivered);
+  }
+}
