@@ -24,6 +24,8 @@ export interface CycleOptions {
 }
 
 const RULE = '========================================';
+/** How long the dispatcher waits before trying again to record a cycle the database refused. */
+const FINISH_RETRY_MS = 1_000;
 /** A cycle lock outlives the cycle's guard and kill grace by this much at most. */
 const LOCK_MARGIN_MS = 5_000;
 
@@ -165,8 +167,16 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
   try {
     await store.finishCycle(cycleId, result, runs);
   } catch (e) {
-    log.error(`Could not record the cycle: ${errorMessage(e)}`);
-    return { ...result, exitCode: result.exitCode === EXIT.ok ? EXIT.error : result.exitCode };
+    // The database failed during the cycle (a restart, say): try once more, a little
+    // later, so the cycle's record is not lost; the cycle still exits 1.
+    log.error(`✗ Database error while recording the cycle: ${errorMessage(e)}`);
+    const failed = { ...result, exitCode: result.exitCode === EXIT.ok ? EXIT.error : result.exitCode };
+    await new Promise((resolve) => setTimeout(resolve, FINISH_RETRY_MS));
+    await store.finishCycle(cycleId, failed, runs).then(
+      () => log.info('Cycle recorded on the second try'),
+      (again: unknown) => log.error(`✗ Cycle not recorded: ${errorMessage(again)}`),
+    );
+    return failed;
   }
   return result;
 }

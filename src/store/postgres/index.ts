@@ -398,43 +398,38 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async finishCycle(cycleId, result, runs) {
-      await tx(async (db) => {
-        await run(
-          db,
-          `UPDATE cycles SET finished_at = now(), pending = $2, recovered = $3, workers_spawned = $4, workers_succeeded = $5,
-                  workers_failed = $6, exit_code = $7, duration_ms = $8 WHERE id = $1`,
-          [
-            cycleId,
-            result.pending,
-            result.recovered,
-            result.workersSpawned,
-            result.workersSucceeded,
-            result.workersFailed,
-            result.exitCode,
-            result.durationMs,
-          ],
-        );
-        if (runs.length > 0) {
-          await run(
-            db,
-            `INSERT INTO worker_runs (worker_id, cycle_id, started_at, finished_at, exit_code, signal, published, retried, failed)
-             SELECT w, $1, s, f, e, sg, p, r, fl
-               FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[], $5::int[], $6::text[], $7::int[], $8::int[], $9::int[])
-                    AS t(w, s, f, e, sg, p, r, fl)`,
-            [
-              cycleId,
-              runs.map((r) => r.workerId),
-              runs.map((r) => r.startedAt.toISOString()),
-              runs.map((r) => r.finishedAt.toISOString()),
-              runs.map((r) => r.exitCode),
-              runs.map((r) => r.signal),
-              runs.map((r) => r.published),
-              runs.map((r) => r.retried),
-              runs.map((r) => r.failed),
-            ],
-          );
-        }
-      });
+      // One statement, not a transaction block: it runs at the end of a cycle, when the
+      // server may just have restarted, and postgres.js 3.4.9 can crash the process when
+      // the connection drops inside sql.begin() (porsager/postgres#1066).
+      await q(
+        `WITH cycle AS (
+           UPDATE cycles SET finished_at = now(), pending = $2, recovered = $3, workers_spawned = $4, workers_succeeded = $5,
+                  workers_failed = $6, exit_code = $7, duration_ms = $8
+            WHERE id = $1
+         )
+         INSERT INTO worker_runs (worker_id, cycle_id, started_at, finished_at, exit_code, signal, published, retried, failed)
+         SELECT w, $1, s, f, e, sg, p, r, fl
+           FROM unnest($9::text[], $10::timestamptz[], $11::timestamptz[], $12::int[], $13::text[], $14::int[], $15::int[], $16::int[])
+                AS t(w, s, f, e, sg, p, r, fl)`,
+        [
+          cycleId,
+          result.pending,
+          result.recovered,
+          result.workersSpawned,
+          result.workersSucceeded,
+          result.workersFailed,
+          result.exitCode,
+          result.durationMs,
+          runs.map((r) => r.workerId),
+          runs.map((r) => r.startedAt.toISOString()),
+          runs.map((r) => r.finishedAt.toISOString()),
+          runs.map((r) => r.exitCode),
+          runs.map((r) => r.signal),
+          runs.map((r) => r.published),
+          runs.map((r) => r.retried),
+          runs.map((r) => r.failed),
+        ],
+      );
     },
 
     async status(cycles: number): Promise<StatusReport> {

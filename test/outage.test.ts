@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import type { Store } from '../src/store/store.ts';
+import { killAll, processesMatching, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { startReceiver, type Receiver } from './helpers/receiver.ts';
+import { startRestartablePostgres, type RestartablePostgres } from './helpers/restartable-postgres.ts';
+
+/**
+ * Database outages, on a PostgreSQL server of the test's own (embedded) that it stops
+ * and starts: a restart in the middle of a cycle, and a database down at the start.
+ */
+describe('database outages (PostgreSQL)', () => {
+  let pg: RestartablePostgres;
+  let store: Store;
+  let receiver: Receiver;
+
+  before(async () => {
+    pg = await startRestartablePostgres({ database: 'outage' });
+    receiver = await startReceiver(() => ({ status: 200, delayMs: 1_000 }));
+  });
+  after(async () => {
+    killAll();
+    await store.close();
+    await receiver.close();
+    await pg.destroy();
+  });
+
+  it('a restart mid-cycle: workers and dispatcher exit 1 naming the database error, nothing is lost or sent twice', async () => {
+    store = await openStore(parseDatabaseUrl(pg.url));
+    await store.migrate();
+    const channel = await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: receiver.url }, onUnknown: 'retry' });
+    const ids = await store.schedulePosts(Array.from({ length: 12 }, (_, i) => ({ channelId: channel.id, text: `post ${i}`, runAt: new Date(Date.now() - 1_000) })));
+    const env = testEnv(pg.url, { MAX_WORKERS: '2', BATCH_SIZE: '3', RETRY_BASE_MS: '0', RETRY_MAX_MS: '0', LEASE_MS: '3000' });
+
+    const cycle = start(['cron'], env, 60_000);
+    await waitFor('the first posts to be in flight', () => receiver.deliveries.length >= 2);
+    await pg.restart(300);
+    const r = await cycle.done;
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /\[WORKER worker-\d+-\d\] database error while (recording outcomes|claiming posts): .+; no more claims, outcomes kept/);
+    assert.match(r.stdout, /Worker worker-\d+-\d failed with code 1/);
+    assert.deepEqual(processesMatching('--worker-id worker-'), [], 'no worker left behind');
+
+    // The worker wrote its outcomes once the server was back; later cycles publish the rest.
+    await waitFor(
+      'every post published',
+      async () => {
+        const next = await run(['cron'], env, 60_000);
+        assert.notEqual(next.code, 2, next.stdout);
+        const s = await store.status(1);
+        return s.counts.published === ids.length;
+      },
+      60_000,
+    );
+    const s = await store.status(1);
+    assert.equal(s.counts.processing + s.counts.unknown + s.counts.failed, 0);
+    assert.deepEqual([...receiver.accepted.keys()].sort((a, b) => a - b), ids, 'every post delivered');
+    assert.deepEqual([...receiver.accepted.values()].filter((n) => n > 1), [], 'none accepted twice');
+  });
+
+  it('down at the start: one line naming the database, exit 1, no worker spawned, no password shown', async () => {
+    await pg.stop();
+    try {
+      const url = pg.url.replace('postgres:postgres@', 'postgres:s3cret-pw@');
+      const r = await run(['cron'], testEnv(url), 30_000);
+      assert.equal(r.code, 1);
+      const errors = (r.stdout + r.stderr).split('\n').filter((l) => /✗|error/i.test(l));
+      assert.equal(errors.length, 1, r.stdout + r.stderr);
+      assert.match(errors[0] ?? '', /Database unreachable \(postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/outage\): cannot connect to PostgreSQL/);
+      assert.doesNotMatch(r.stdout + r.stderr, /s3cret-pw/);
+      assert.doesNotMatch(r.stdout, /Spawning worker/);
+    } finally {
+      await pg.start();
+    }
+  });
+});
