@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { formatReports, passed } from '../chaos/run.ts';
+import { runChaos } from '../chaos/scenario.ts';
+import { DIALECTS } from './helpers/databases.ts';
+
+/**
+ * The small fixed-seed version of `npm run chaos`: SIGKILLed workers and a dispatcher,
+ * a faulty receiver, and on PostgreSQL a server restart. It fails on any lost post, any
+ * post accepted twice, or any post sent under a second idempotency key.
+ */
+describe('chaos (fixed seed, small)', () => {
+  for (const dialect of DIALECTS) {
+    it(`${dialect}: 200 posts through kills, faults${dialect === 'postgres' ? ' and a restart' : ''}: none lost, none accepted twice`, async () => {
+      const report = await runChaos({ dialect, posts: 200, seed: 42, chaosMs: 3_000, killEveryMs: 300, log: () => undefined });
+      const table = formatReports([report]);
+      assert.equal(report.posts, 200);
+      assert.ok(report.workersKilled > 0, `workers were killed\n${table}`);
+      assert.equal(report.dispatchersKilled, 1, table);
+      if (dialect === 'postgres') assert.equal(report.databaseRestarts, 1, table);
+      assert.equal(report.lost, 0, table);
+      assert.equal(report.acceptedDuplicates, 0, table);
+      assert.equal(report.keyChanges, 0, table);
+      assert.equal(report.published + report.failed + report.unknown, 200, table);
+      assert.ok(passed(report));
+    });
+  }
+});
