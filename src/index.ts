@@ -5,5 +5,12 @@ export { loadConfig, ConfigError, type Config } from './config.ts';
 export { openStore } from './store/open.ts';
 export type { Store } from './store/store.ts';
 export { workerCount } from './scaling.ts';
-export { PermanentPublishError, RetryablePublishError, type Publisher, type PublisherModule } from './publishers/publisher.ts';
+export {
+  PermanentPublishError,
+  RetryablePublishError,
+  type Publisher,
+  type PublisherModule,
+  type PublishRequest,
+  type PublishResult,
+} from './publishers/publisher.ts';
 export * from './types.ts';

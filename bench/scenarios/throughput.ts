@@ -18,8 +18,8 @@ interface Shape {
   readonly batch: number;
 }
 
-// The defaults first; then shapes with at most 25 in flight whose claims carry
-// bigger batches (a worker holds up to max(BATCH_SIZE, WORKER_CONCURRENCY) posts).
+// The defaults first; then shapes with at most 25 in flight in fewer workers, whose
+// claims carry bigger batches (a claim takes the free slots, at most BATCH_SIZE).
 const SHAPES: readonly Shape[] = [
   { maxWorkers: 5, concurrency: 5, batch: 5 },
   { maxWorkers: 5, concurrency: 5, batch: 25 },

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import postgres from 'postgres';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.ts';
+import { SQLITE_MIGRATIONS } from '../src/store/sqlite/migrations.ts';
+import { createTestDatabase, DIALECTS, postgresUrl, type TestDatabase } from './helpers/databases.ts';
+
+/**
+ * Upgrading a database made by an earlier version (migrations 1 and 2, with posts in
+ * every state) to the current schema keeps every row, and gives existing channels the
+ * safe unknown-outcome policy of their platform.
+ */
+describe('migrations: upgrade from version 2', () => {
+  const dbs: TestDatabase[] = [];
+  after(async () => {
+    await Promise.all(dbs.map((d) => d.drop()));
+  });
+
+  for (const dialect of DIALECTS) {
+    it(`${dialect}: keeps posts and their states, and sets file channels to check, others to hold`, async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      await applyVersion2(db);
+      const store = await openStore(parseDatabaseUrl(db.url));
+      try {
+        await store.migrate();
+        assert.equal((await store.findChannel('journal'))?.onUnknown, 'check');
+        assert.equal((await store.findChannel('hook'))?.onUnknown, 'hold');
+        const states = await Promise.all([1, 2, 3, 4].map(async (id) => (await store.getPost(id))?.status));
+        assert.deepEqual(states, ['pending', 'processing', 'published', 'failed']);
+        const processing = await store.getPost(2);
+        assert.deepEqual([processing?.workerId, processing?.attempts, processing?.unconfirmed], ['worker-old', 1, false]);
+        assert.equal(await store.countDue(), 1, 'the due index was made again');
+        // the new state is accepted by the rebuilt CHECK
+        await store.recordOutcomes('worker-old', [{ kind: 'unknown', postId: 2, attempt: 1, error: 'outcome unknown: test' }]);
+        assert.equal((await store.getPost(2))?.status, 'unknown');
+        await store.migrate();
+        assert.equal((await store.status(1)).counts.unknown, 1, 'a second migrate is a no-op');
+      } finally {
+        await store.close();
+      }
+    });
+  }
+});
+
+const ROWS = {
+  sqlite: `
+    INSERT INTO channels (id, name, platform, settings, created_at) VALUES (1, 'journal', 'file', '{"path":"/tmp/j"}', 0),
+                                                                          (2, 'hook', 'webhook', '{"url":"http://127.0.0.1:1/"}', 0);
+    INSERT INTO post_details (id, text, created_at) VALUES (1, 'a', 0), (2, 'b', 0), (3, 'c', 0), (4, 'd', 0);
+    INSERT INTO post_schedule (id, post_detail_id, channel_id, run_at, status, worker_id, lease_expires_at, attempts, idempotency_key, created_at, updated_at)
+    VALUES (1, 1, 1, 0, 'pending', NULL, NULL, 0, 'k1', 0, 0),
+           (2, 2, 2, 0, 'processing', 'worker-old', 9999999999999, 1, 'k2', 0, 0),
+           (3, 3, 2, 0, 'published', NULL, NULL, 1, 'k3', 0, 0),
+           (4, 4, 1, 0, 'failed', NULL, NULL, 5, 'k4', 0, 0);`,
+  postgres: `
+    INSERT INTO channels (id, name, platform, settings) VALUES (1, 'journal', 'file', '{"path":"/tmp/j"}'),
+                                                                (2, 'hook', 'webhook', '{"url":"http://127.0.0.1:1/"}');
+    INSERT INTO post_details (id, text) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd');
+    INSERT INTO post_schedule (id, post_detail_id, channel_id, run_at, status, worker_id, lease_expires_at, attempts, idempotency_key)
+    VALUES (1, 1, 1, now() - interval '1 minute', 'pending', NULL, NULL, 0, 'k1'),
+           (2, 2, 2, now() - interval '1 minute', 'processing', 'worker-old', now() + interval '1 hour', 1, 'k2'),
+           (3, 3, 2, now() - interval '1 minute', 'published', NULL, NULL, 1, 'k3'),
+           (4, 4, 1, now() - interval '1 minute', 'failed', NULL, NULL, 5, 'k4');`,
+};
+
+/** The schema as version 2 of the program left it, with rows in it. */
+async function applyVersion2(db: TestDatabase): Promise<void> {
+  if (db.dialect === 'sqlite') {
+    const target = parseDatabaseUrl(db.url);
+    if (target.dialect !== 'sqlite') throw new Error('expected a SQLite target');
+    const sqlite = new Database(target.path);
+    try {
+      sqlite.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+      for (const m of SQLITE_MIGRATIONS.filter((x) => x.version <= 2)) {
+        sqlite.exec(m.sql);
+        sqlite.prepare('INSERT INTO schema_migrations VALUES (?, ?, 0)').run(m.version, m.name);
+      }
+      sqlite.exec(ROWS.sqlite);
+    } finally {
+      sqlite.close();
+    }
+    return;
+  }
+  const schema = new URL(db.url).searchParams.get('schema') ?? '';
+  const sql = postgres(postgresUrl(), { max: 1, onnotice: () => undefined, connection: { search_path: schema } });
+  try {
+    await sql.unsafe(`CREATE SCHEMA ${schema}`);
+    await sql.unsafe('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    for (const m of POSTGRES_MIGRATIONS.filter((x) => x.version <= 2)) {
+      await sql.unsafe(m.sql);
+      await sql.unsafe('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    }
+    await sql.unsafe(ROWS.postgres);
+    // ids were given explicitly: move the sequences past them, as real inserts would have
+    await sql.unsafe("SELECT setval('post_schedule_id_seq', 4), setval('post_details_id_seq', 4), setval('channels_id_seq', 2)");
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
