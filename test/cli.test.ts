@@ -30,13 +30,22 @@ for (const dialect of DIALECTS) {
       assert.equal(r.code, 0, r.stderr);
       r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', 'http://bot:pa55word@127.0.0.1:9/x', '--secret', 'sekret'], env);
       assert.equal(r.code, 0, r.stderr);
+      r = await run(['channels', 'add', '--name', 'short', '--platform', 'webhook', '--url', 'http://127.0.0.1:9/s', '--max-length', '10', '--on-unknown', 'retry'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /Added channel short \(webhook, on unknown outcome: retry\)/);
+      r = await run(['schedule', '--channel', 'short', '--text', 'eleven char'], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: --text does not fit channel short: text is 11 characters; the channel takes at most 10\n');
+      r = await run(['channels', 'update', '--name', 'short', '--on-unknown', 'hold', '--disable'], env);
+      assert.equal(r.stdout, 'Channel short: on unknown outcome hold, disabled\n');
       r = await run(['channels', 'list'], env);
-      assert.match(r.stdout, /local +file/);
-      assert.match(r.stdout, /hook +webhook/);
+      assert.match(r.stdout, /local +file +yes +check/);
+      assert.match(r.stdout, /hook +webhook +yes +hold/);
+      assert.match(r.stdout, /short +webhook +no +hold/);
       assert.doesNotMatch(r.stdout, /sekret|pa55word/);
       r = await run(['channels', 'list', '--json'], env);
       assert.doesNotMatch(r.stdout, /sekret|pa55word/);
-      assert.equal((JSON.parse(r.stdout) as unknown[]).length, 2);
+      assert.equal((JSON.parse(r.stdout) as unknown[]).length, 3);
 
       r = await run(['channels', 'add', '--name', 'local', '--platform', 'file', '--path', out], env);
       assert.equal(r.code, 1);
@@ -147,6 +156,11 @@ describe('cli input errors', () => {
     ['a bad post count', ['simulate', '--posts', '0', '--channel', 'x'], env, /--posts must be a whole number from 1 to 1000000 \(got "0"\)/],
     ['a bad post id', ['cancel', 'abc'], env, /post id must be a whole number/],
     ['retry without id or --failed', ['retry'], env, /give either post ids or --failed/],
+    ['a bad id to mark-published', ['mark-published', '7', 'x'], env, /post id must be a whole number/],
+    ['an unknown --on-unknown policy', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'maybe'], env, /invalid --on-unknown "maybe": use one of retry, check, hold/],
+    ['--on-unknown check on a platform that cannot look up', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'check'], env, /--on-unknown check needs a platform that can look up what it published; webhook cannot/],
+    ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable or --enable/],
+    ['channels update with --disable and --enable', ['channels', 'update', '--name', 'x', '--disable', '--enable'], env, /give --disable or --enable, not both/],
     ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
   ];
   for (const [what, args, caseEnv, message] of cases) {

@@ -1,15 +1,20 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
+import { createTestDatabase } from './helpers/databases.ts';
 import { killAll, processesMatching, run, start, testEnv, waitFor } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
 import { startRestartablePostgres, type RestartablePostgres } from './helpers/restartable-postgres.ts';
 
 /**
  * Database outages, on a PostgreSQL server of the test's own (embedded) that it stops
- * and starts: a restart in the middle of a cycle, and a database down at the start.
+ * and starts: a restart in the middle of a cycle, and a database down at the start;
+ * and a SQLite file whose write lock another process holds.
  */
 describe('database outages (PostgreSQL)', () => {
   let pg: RestartablePostgres;
@@ -75,6 +80,35 @@ describe('database outages (PostgreSQL)', () => {
       assert.doesNotMatch(r.stdout, /Spawning worker/);
     } finally {
       await pg.start();
+    }
+  });
+});
+
+describe('SQLite busy', () => {
+  it("waits for another process's write lock (bounded) and then runs the cycle, losing nothing", async () => {
+    const db = await createTestDatabase('sqlite');
+    const store = await openStore(parseDatabaseUrl(db.url));
+    const target = parseDatabaseUrl(db.url);
+    const locker = new Database(target.dialect === 'sqlite' ? target.path : '');
+    try {
+      await store.migrate();
+      const out = path.join(db.dir, 'out.jsonl');
+      const channel = await store.addChannel({ name: 'journal', platform: 'file', settings: { path: out }, onUnknown: 'check' });
+      await store.schedulePosts(Array.from({ length: 5 }, (_, i) => ({ channelId: channel.id, text: `post ${i}`, runAt: new Date(Date.now() - 1_000) })));
+      // Another process holds the write lock for 1.5 s while the cycle starts.
+      locker.exec('BEGIN IMMEDIATE');
+      const cycle = start(['cron'], testEnv(db.url), 30_000);
+      await new Promise((r) => setTimeout(r, 1_500));
+      locker.exec('COMMIT');
+      const r = await cycle.done;
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal((await store.status(1)).counts.published, 5);
+      assert.equal(fs.readFileSync(out, 'utf8').trim().split('\n').length, 5);
+      assert.equal((locker.pragma('integrity_check') as { integrity_check: string }[])[0]?.integrity_check, 'ok');
+    } finally {
+      locker.close();
+      await store.close();
+      await db.drop();
     }
   });
 });

@@ -304,9 +304,11 @@ for (const dialect of DIALECTS) {
       const { db, store, receiver } = await setup(3);
       const pigeon = await store.addChannel({ name: 'pigeon', platform: 'carrier-pigeon', settings: {}, onUnknown: 'hold' });
       const broken = await store.addChannel({ name: 'broken', platform: 'webhook', settings: { url: 'not a url' }, onUnknown: 'hold' });
-      const [a, b] = await store.schedulePosts([
+      const short = await store.addChannel({ name: 'short', platform: 'webhook', settings: { url: receiver.url, max_length: 3 }, onUnknown: 'hold' });
+      const [a, b, c] = await store.schedulePosts([
         { channelId: pigeon.id, text: 'coo', runAt: new Date(Date.now() - 5_000) },
         { channelId: broken.id, text: 'x', runAt: new Date(Date.now() - 5_000) },
+        { channelId: short.id, text: 'too long', runAt: new Date(Date.now() - 5_000) },
       ]);
       const r = await run(['cron'], testEnv(db.url));
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -314,6 +316,8 @@ for (const dialect of DIALECTS) {
       assert.equal((await store.getPost(a ?? 0))?.status, 'failed');
       assert.match((await store.getPost(b ?? 0))?.lastError ?? '', /webhook url must be an http/);
       assert.equal((await store.getPost(b ?? 0))?.status, 'failed');
+      assert.match((await store.getPost(c ?? 0))?.lastError ?? '', /channel short: text is 8 characters; the channel takes at most 3/);
+      assert.equal((await store.getPost(c ?? 0))?.status, 'failed');
       assert.equal(receiver.accepted.size, 3);
       assert.equal((await store.status(1)).counts.published, 3);
     });

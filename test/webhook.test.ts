@@ -61,6 +61,16 @@ describe('webhook publisher', () => {
     assert.equal(first?.signature, 'sha256=' + createHmac('sha256', 'sekret').update(first?.body ?? '').digest('hex'));
   });
 
+  it("fails a text longer than the channel's max_length at once, sending nothing", async () => {
+    const r = await receiver({ status: 200 });
+    await assert.rejects(
+      publisher.publish({ ...request({ url: r.url, max_length: 4 }), text: 'hello' }),
+      (e: unknown) => e instanceof PermanentPublishError && /text is 5 characters; the channel takes at most 4/.test(e.message),
+    );
+    assert.equal(r.deliveries.length, 0);
+    assert.equal(webhookPublisher.checkText('héllo', { max_length: 5 }), null, 'counted in characters, not bytes');
+  });
+
   it('treats a 2xx without JSON as published', async () => {
     const r = await receiver({ status: 204, body: '' });
     assert.deepEqual(await publisher.publish(request({ url: r.url })), { externalId: null, externalUrl: null });
@@ -95,16 +105,23 @@ describe('webhook publisher', () => {
     assert.equal(parseRetryAfter('soon'), null);
   });
 
-  it('times out a receiver that never answers, as retryable', async () => {
+  it('times out a receiver that never answers, as retryable with an unknown outcome (the request was sent)', async () => {
     const r = await receiver({ hang: true });
-    await assert.rejects(publisher.publish(request({ url: r.url })), /no answer within 500 ms/);
+    await assert.rejects(
+      publisher.publish(request({ url: r.url })),
+      (e: unknown) => e instanceof RetryablePublishError && e.maybeDelivered && /no answer within 500 ms after the request was sent/.test(e.message),
+    );
   });
 
   it('treats a refused connection as retryable', async () => {
     const closed = await receiver({ status: 200 });
     const url = closed.url;
     await closed.close();
-    await assert.rejects(publisher.publish(request({ url })), (e: unknown) => e instanceof RetryablePublishError && /ECONNREFUSED/.test(e.message));
+    await assert.rejects(
+      publisher.publish(request({ url })),
+      (e: unknown) => e instanceof RetryablePublishError && !e.maybeDelivered && /ECONNREFUSED/.test(e.message),
+      'nothing was sent: a plain retry',
+    );
   });
 
   it('reads at most 64 KiB of a huge answer and does not hang', async () => {

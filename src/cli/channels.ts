@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
 import { SettingsError } from '../publishers/publisher.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
-import { CliError, configFrom, print, withStore, type GlobalFlags } from './context.ts';
+import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
 
 interface AddFlags {
   name: string;
@@ -11,6 +11,7 @@ interface AddFlags {
   url?: string;
   secret?: string;
   onUnknown?: string;
+  maxLength?: string;
 }
 
 const ON_UNKNOWN_HELP = `what to do with a post whose outcome is unknown: ${ON_UNKNOWN.join(', ')} (default: the platform's safe one; see README)`;
@@ -42,6 +43,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--path <path>', 'file platform: the JSON-lines file to append to')
     .option('--url <url>', 'webhook platform: the URL to POST to')
     .option('--secret <secret>', 'webhook platform: HMAC-SHA256 signing secret')
+    .option('--max-length <n>', 'webhook platform: the longest text the receiving platform takes; longer posts are refused')
     .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
     .action(async (flags: AddFlags) => {
       const config = configFrom(globals());
@@ -53,7 +55,11 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       const settings: Record<string, unknown> =
         platform === 'file'
           ? { ...(flags.path === undefined ? {} : { path: flags.path }) }
-          : { ...(flags.url === undefined ? {} : { url: flags.url }), ...(flags.secret === undefined ? {} : { secret: flags.secret }) };
+          : {
+              ...(flags.url === undefined ? {} : { url: flags.url }),
+              ...(flags.secret === undefined ? {} : { secret: flags.secret }),
+              ...(flags.maxLength === undefined ? {} : { max_length: parsePositiveInt(flags.maxLength, '--max-length', 1_000_000) }),
+            };
       const module = await loadPublisherModule(platform);
       if (module === null) throw new CliError(`unknown platform "${platform}"`);
       try {

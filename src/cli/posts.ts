@@ -1,14 +1,20 @@
 import type { Command } from 'commander';
 import { parseWhen, WhenError } from '../when.ts';
+import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
+import type { Channel } from '../types.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
 
 const MAX_TEXT = 100_000;
 
-async function channelId(store: Store, name: string): Promise<number> {
+async function findChannel(store: Store, name: string): Promise<Channel> {
   const channel = await store.findChannel(name);
   if (channel === null) throw new CliError(`no channel named "${name}" (see: post-scheduler channels list)`);
-  return channel.id;
+  return channel;
+}
+
+async function channelId(store: Store, name: string): Promise<number> {
+  return (await findChannel(store, name)).id;
 }
 
 function when(value: string | undefined): Date {
@@ -45,7 +51,10 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
       if (flags.text.trim() === '') throw new CliError('--text must not be empty');
       if (flags.text.length > MAX_TEXT) throw new CliError(`--text is ${flags.text.length} characters; the most is ${MAX_TEXT}`);
       await withStore(config, async (store) => {
-        const [id] = await store.schedulePosts([{ channelId: await channelId(store, flags.channel), text: flags.text, runAt }]);
+        const channel = await findChannel(store, flags.channel);
+        const problem = (await loadPublisherModule(channel.platform))?.checkText(flags.text, channel.settings) ?? null;
+        if (problem !== null) throw new CliError(`--text does not fit channel ${channel.name}: ${problem}`);
+        const [id] = await store.schedulePosts([{ channelId: channel.id, text: flags.text, runAt }]);
         print(String(id));
       });
     });

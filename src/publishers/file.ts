@@ -27,6 +27,7 @@ export const filePublisher: PublisherModule = {
   platform: 'file',
   parseSettings,
   redactSettings: (settings) => settings,
+  checkText: () => null,
   canLookUp: true,
   defaultOnUnknown: 'check',
   createPublisher(): Publisher {

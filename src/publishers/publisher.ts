@@ -44,6 +44,8 @@ export interface PublisherModule {
   readonly platform: string;
   /** validates a channel's settings; throws SettingsError naming the problem */
   parseSettings(settings: Record<string, unknown>): unknown;
+  /** why a text breaks the channel's limits (one line), or null: checked when scheduling and before sending */
+  checkText(text: string, settings: Record<string, unknown>): string | null;
   /** settings as they may be shown: secrets replaced */
   redactSettings(settings: Record<string, unknown>): Record<string, unknown>;
   createPublisher(options: PublisherOptions): Publisher;

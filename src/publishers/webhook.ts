@@ -23,6 +23,7 @@ import {
  *   A timeout or a broken connection after the request was sent is an unknown
  *   outcome (the receiver may have processed it): the channel's policy decides.
  * - other 4xx, redirects: permanent.
+ * - `max_length` (optional): a longer text fails at once, before anything is sent.
  *
  * A webhook receiver may or may not honour Idempotency-Key, and there is no standard
  * way to ask it what it has; so a new webhook channel holds posts with an unknown
@@ -35,6 +36,10 @@ const settingsSchema = v.object({
     v.check((u) => URL.canParse(u) && /^https?:$/.test(new URL(u).protocol), 'webhook url must be an http:// or https:// URL'),
   ),
   secret: v.optional(v.pipe(v.string('webhook secret must be a string'), v.minLength(1, 'webhook secret must not be empty'))),
+  /** the longest text the receiving platform takes (in characters); longer posts fail at once */
+  max_length: v.optional(
+    v.pipe(v.number('webhook max_length must be a number'), v.integer('webhook max_length must be a whole number'), v.minValue(1, 'webhook max_length must be at least 1')),
+  ),
 }, 'webhook channel needs a url');
 
 type WebhookSettings = v.InferOutput<typeof settingsSchema>;
@@ -46,6 +51,13 @@ function parseSettings(settings: Record<string, unknown>): WebhookSettings {
   const parsed = v.safeParse(settingsSchema, settings);
   if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
   return parsed.output;
+}
+
+/** Why this text cannot go to a channel with these settings, or null when it can. */
+function checkText(text: string, settings: Record<string, unknown>): string | null {
+  const max = settings['max_length'];
+  const length = Array.from(text).length; // code points, not UTF-16 units
+  return typeof max === 'number' && length > max ? `text is ${length} characters; the channel takes at most ${max}` : null;
 }
 
 function redactSettings(settings: Record<string, unknown>): Record<string, unknown> {
@@ -94,6 +106,7 @@ export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
   parseSettings,
   redactSettings,
+  checkText,
   canLookUp: false,
   defaultOnUnknown: 'hold',
   createPublisher(options: PublisherOptions): Publisher {
@@ -181,6 +194,8 @@ export const webhookPublisher: PublisherModule = {
         } catch (e) {
           throw new PermanentPublishError(`channel ${request.channel.name}: ${(e as Error).message}`);
         }
+        const tooLong = checkText(request.text, request.channel.settings);
+        if (tooLong !== null) throw new PermanentPublishError(`channel ${request.channel.name}: ${tooLong}`);
         const where = describeUrl(new URL(settings.url));
         let answer: Awaited<ReturnType<typeof send>>;
         try {
