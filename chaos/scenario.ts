@@ -4,7 +4,7 @@
  * PostgreSQL) the database restarts; then cycles without faults until nothing is due.
  * What the receiver saw is compared with what the database says, post by post.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Post } from '../src/types.ts';
+import { childPids } from '../test/helpers/processes.ts';
 import { startRestartablePostgres, type RestartablePostgres } from '../test/helpers/restartable-postgres.ts';
 import { createRandom } from './random.ts';
 import { startChaosReceiver, type ChaosReceiver, type FaultName } from './receiver.ts';
@@ -300,17 +301,6 @@ class Processes {
   killAll(): void {
     for (const c of this.crons) c.kill('SIGKILL');
     for (const pid of this.seenWorkers) kill(pid);
-  }
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((n) => n > 0);
-  } catch {
-    return [];
   }
 }
 
