@@ -11,7 +11,8 @@
  *
  * Accepting means "the platform processed it", recorded before any answer is written: a
  * hang or reset after acceptance is the case where the sender cannot know it succeeded.
- * Faults are drawn per request in arrival order, so with concurrent senders a seed fixes
+ * Half of the injected 500s come after acceptance, like a platform that fails after
+ * acting. Faults are drawn per request in arrival order, so with concurrent senders a seed fixes
  * the fault sequence, not which post gets which fault.
  */
 import http from 'node:http';
@@ -98,6 +99,8 @@ export async function startChaosReceiver(options: ChaosReceiverOptions): Promise
     if (fault !== undefined) faults[fault] += 1;
     switch (fault) {
       case 'status500':
+        // half of them after the platform acted: a 500 promises nothing about that
+        if (random() < 0.5) accept(delivery);
         answer(res, 500, JSON.stringify({ error: 'injected 500' }));
         return;
       case 'status429':

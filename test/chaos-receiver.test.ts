@@ -80,12 +80,11 @@ test('plain endpoint: two sends of one post are two acceptances', async () => {
   });
 });
 
-test('status500 at rate 1: every answer is 500 and nothing is accepted', async () => {
+test('status500 at rate 1: every answer is 500, and about half were accepted first (a platform failing after it acted)', async () => {
   await withReceiver({ seed: 2, rates: { ...NO_FAULTS, status500: 1 } }, async (r) => {
-    for (const path of ['keyed', 'plain', 'keyed']) assert.equal((await post(`${r.url}/${path}/a`, 10, 'key-10')).status, 500);
-    assert.equal(r.accepted.size, 0);
-    assert.equal(r.sends.get(10), 3);
-    assert.equal(r.faults.status500, 3);
+    for (let id = 1; id <= 20; id++) assert.equal((await post(`${r.url}/plain/a`, id, `key-${id}`)).status, 500);
+    assert.equal(r.faults.status500, 20);
+    assert.ok(r.accepted.size > 0 && r.accepted.size < 20, `accepted ${r.accepted.size} of 20`);
   });
 });
 
@@ -106,7 +105,7 @@ test('setFaults(false) turns faults off and setFaults(true) back on', async () =
     r.setFaults(true);
     assert.equal((await post(`${r.url}/plain/a`, 13, 'key-13')).status, 500);
     assert.equal(r.accepted.get(12), 1);
-    assert.equal(r.accepted.get(13), undefined);
+    assert.equal(r.faults.status500, 1);
   });
 });
 

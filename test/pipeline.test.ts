@@ -200,6 +200,18 @@ for (const dialect of DIALECTS) {
       assert.equal(receiver.deliveries.length, 3);
     });
 
+    it('holds a post answered 502 on a hold channel instead of resending it, and retries a 503', async () => {
+      const { db, store, receiver, ids } = await setup(2, (d) => ({ status: d.text === 'post 0' ? 502 : 503 }), 'hold');
+      const r = await run(['cron'], testEnv(db.url, { RETRY_BASE_MS: '60000', RETRY_MAX_MS: '60000' }), 30_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const gateway = await store.getPost(ids[0] ?? 0);
+      assert.equal(gateway?.status, 'unknown', 'a 502 may come after the receiver acted');
+      assert.match(gateway?.lastError ?? '', /outcome unknown: webhook .*HTTP 502/);
+      const busy = await store.getPost(ids[1] ?? 0);
+      assert.deepEqual([busy?.status, busy?.unconfirmed], ['pending', false], 'a 503 was not processed: a plain retry');
+      assert.equal(receiver.deliveries.length, 2);
+    });
+
     it('checks a file channel before resending a post whose worker died, and writes each post once', async () => {
       const { db, store } = await setup(0);
       const file = path.join(os.tmpdir(), `post-scheduler-check-${process.pid}-${Date.now()}.jsonl`);

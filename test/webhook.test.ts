@@ -76,21 +76,27 @@ describe('webhook publisher', () => {
     assert.deepEqual(await publisher.publish(request({ url: r.url })), { externalId: null, externalUrl: null });
   });
 
-  const classes: [number, 'retry' | 'permanent'][] = [
+  // 'unknown': retryable, but the receiver may have processed it (the channel's policy decides)
+  const classes: [number, 'retry' | 'unknown' | 'permanent'][] = [
     [400, 'permanent'],
     [401, 'permanent'],
     [404, 'permanent'],
     [422, 'permanent'],
     [408, 'retry'],
     [429, 'retry'],
-    [500, 'retry'],
     [503, 'retry'],
+    [500, 'unknown'],
+    [502, 'unknown'],
+    [504, 'unknown'],
     [301, 'permanent'],
   ];
   for (const [status, kind] of classes) {
-    it(`HTTP ${status} is ${kind === 'retry' ? 'retryable' : 'a permanent failure'}`, async () => {
+    const what = { retry: 'retryable, not delivered', unknown: 'retryable, maybe delivered', permanent: 'a permanent failure' }[kind];
+    it(`HTTP ${status} is ${what}`, async () => {
       const r = await receiver({ status });
-      await assert.rejects(publisher.publish(request({ url: r.url })), kind === 'retry' ? RetryablePublishError : PermanentPublishError);
+      await assert.rejects(publisher.publish(request({ url: r.url })), (e: unknown) =>
+        kind === 'permanent' ? e instanceof PermanentPublishError : e instanceof RetryablePublishError && e.maybeDelivered === (kind === 'unknown'),
+      );
     });
   }
 

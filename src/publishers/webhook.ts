@@ -20,8 +20,9 @@ import {
  *   channel's secret, when it has one.
  * - 2xx: published; `id` and `url` of a JSON answer are stored.
  * - 408, 429, 5xx, timeouts, network errors: retryable (429/503 Retry-After honoured).
- *   A timeout or a broken connection after the request was sent is an unknown
- *   outcome (the receiver may have processed it): the channel's policy decides.
+ *   A timeout or a broken connection after the request was sent, and a 5xx other than
+ *   503, are unknown outcomes (the receiver may have processed it): the channel's
+ *   policy decides.
  * - other 4xx, redirects: permanent.
  * - `max_length` (optional): a longer text fails at once, before anything is sent.
  *
@@ -228,7 +229,10 @@ export const webhookPublisher: PublisherModule = {
         }
         if (status === 408 || status === 429 || status >= 500) {
           const retryAfter = parseRetryAfter(answer.headers['retry-after']);
-          throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter);
+          // 408, 429 and 503 say the request was not processed; any other 5xx (a 502 or
+          // 504 from a gateway, a 500 after the receiver acted) may come after it was
+          const maybeDelivered = status >= 500 && status !== 503;
+          throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter, maybeDelivered);
         }
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);

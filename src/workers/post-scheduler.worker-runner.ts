@@ -1,7 +1,8 @@
 /**
  * Ephemeral worker entry point, spawned by the dispatcher:
  *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<n> --cycle-id <id>
- * Exits 0 (done), 1 (error), 2 (time budget ran out or stopped with work in flight).
+ * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
+ * 2 (time budget ran out or stopped with work in flight).
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
@@ -63,6 +64,8 @@ async function main(): Promise<number> {
       stop: stop.signal,
       abort: abort.signal,
       stopGraceMs: Math.floor(config.killGraceMs / 2),
+      // the budget counts from the process start, as the hard stop above does
+      startedAt: Math.round(performance.timeOrigin),
     });
     const message: WorkerMessage = {
       type: 'report',
@@ -75,7 +78,8 @@ async function main(): Promise<number> {
     if (process.send !== undefined && process.connected) {
       await new Promise<void>((resolve) => process.send?.(message, undefined, {}, () => resolve()));
     }
-    if (report.error !== null) return EXIT.error;
+    // a database error, or outcomes fenced out after a lost lease: the cycle must show it
+    if (report.error !== null || report.fencedOut > 0) return EXIT.error;
     return report.timedOut ? EXIT.timeout : EXIT.ok;
   } finally {
     await store.close();

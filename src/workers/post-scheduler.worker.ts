@@ -31,6 +31,8 @@ export interface WorkerOptions {
   /** aborted to abort in-flight publishes at once (a second signal) */
   readonly abort?: AbortSignal;
   readonly stopGraceMs?: number;
+  /** when the budget (WORKER_TIMEOUT_MS) started, epoch ms; the process start for a worker process */
+  readonly startedAt?: number;
 }
 
 export interface WorkerReport {
@@ -52,7 +54,7 @@ export interface WorkerReport {
 
 export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const { workerId, config, store, log } = options;
-  const started = Date.now();
+  const started = options.startedAt ?? Date.now();
   const deadline = started + config.workerTimeoutMs;
   // Stop claiming when a publish started now could not finish inside the budget.
   const claimCutoff = deadline - Math.min(config.publishTimeoutMs, Math.floor(config.workerTimeoutMs / 2));
@@ -261,6 +263,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '), fields);
   else log.info('Done', fields);
   if (timedOut) log.warn(`Stopped with publishes in flight: ${String(inFlightAbort.signal.reason)}`);
+  if (counts.fencedOut > 0) {
+    log.error(`${counts.fencedOut} outcomes not recorded: their leases ran out and the posts were taken back (see LEASE_MS)`);
+  }
   if (error !== null) {
     const unrecorded = queued.length + inFlight;
     log.error(unrecorded > 0 ? `${error.message}; ${unrecorded} outcomes not recorded, those posts return after their lease` : error.message);

@@ -10,6 +10,9 @@ import {
 } from '../publishers/publisher.ts';
 import type { ClaimedPost, Outcome } from '../types.ts';
 
+/** The longest a server's Retry-After is honoured. */
+const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
+
 /**
  * The outcome rules for one claimed post: check what can be checked before sending,
  * publish, and turn what happened into the outcome the worker records.
@@ -20,7 +23,8 @@ import type { ClaimedPost, Outcome } from '../types.ts';
  * - An attempt that may have been delivered (sent, then no answer) has an unknown
  *   outcome, and the channel's policy decides: `retry` sends it again with the same
  *   idempotency key; `check` looks it up first next time; `hold` keeps it as unknown.
- *   A post that may have been delivered is never recorded as failed.
+ *   A post that may have been delivered is never recorded as failed (it is held),
+ *   except on a `retry` channel, where sending it again is safe.
  */
 export interface PublishDeps {
   readonly config: Config;
@@ -35,29 +39,37 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const { config, log } = deps;
   const base = { postId: post.id, attempt: post.attempt };
 
-  const fail = (reason: string): Outcome => {
-    log.warn(`Post ${post.id} failed: ${reason}`);
-    return { kind: 'failed', ...base, error: reason };
-  };
+  const channel = post.channel;
+  // An earlier attempt may have been delivered, until a lookup says it was not.
+  let mayBeOut = post.unconfirmed;
+  // On a `retry` channel a resend is safe by the channel's own declaration (the platform
+  // honours the idempotency key), so such a post may be recorded failed and retried.
+  const holdsMaybeOut = () => mayBeOut && channel?.onUnknown !== 'retry';
   const holdUnknown = (reason: string): Outcome => {
     log.warn(`Post ${post.id} outcome unknown, held for an operator: ${reason}`);
     return { kind: 'unknown', ...base, error: `outcome unknown: ${reason}` };
   };
+  /** A post that may already be out is never recorded as failed: it is held instead. */
+  const fail = (reason: string): Outcome => {
+    if (holdsMaybeOut()) return holdUnknown(`an earlier attempt may have been delivered, and now: ${reason}`);
+    log.warn(`Post ${post.id} failed: ${reason}`);
+    return { kind: 'failed', ...base, error: reason };
+  };
   /** `maybeSent`: this attempt may have been delivered. */
   const retryOrGiveUp = (reason: string, retryAfterMs: number | null, maybeSent: boolean): Outcome => {
-    const unconfirmed = maybeSent || post.unconfirmed;
+    const unconfirmed = maybeSent || mayBeOut;
     if (post.attempt >= config.maxAttempts) {
-      const gaveUp = `gave up after ${post.attempt} attempts: ${reason}`;
-      return unconfirmed ? holdUnknown(gaveUp) : fail(gaveUp);
+      mayBeOut = unconfirmed;
+      return fail(`gave up after ${post.attempt} attempts: ${reason}`);
     }
-    const delayMs = Math.max(backoffDelay(post.attempt, config.retryBaseMs, config.retryMaxMs), retryAfterMs ?? 0);
+    // the server's Retry-After is honoured up to a day, so no post is parked for years
+    const delayMs = Math.max(backoffDelay(post.attempt, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
     log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${post.attempt}/${config.maxAttempts}): ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
   };
 
-  const channel = post.channel;
-  if (channel === null) return post.unconfirmed ? holdUnknown('its channel no longer exists') : fail('its channel no longer exists');
-  if (!channel.enabled) return post.unconfirmed ? holdUnknown(`channel ${channel.name} is disabled`) : fail(`channel ${channel.name} is disabled`);
+  if (channel === null) return fail('its channel no longer exists');
+  if (!channel.enabled) return fail(`channel ${channel.name} is disabled`);
   if (post.text === null) return fail('its content (post_details row) is missing');
   let publisher: Publisher | null;
   try {
@@ -80,7 +92,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   };
 
   // An earlier attempt may have been delivered.
-  if (post.unconfirmed && channel.onUnknown !== 'retry') {
+  if (mayBeOut && channel.onUnknown !== 'retry') {
     if (channel.onUnknown === 'hold' || publisher.lookup === undefined) {
       return holdUnknown(`an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`);
     }
@@ -90,6 +102,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
         log.info(`Post ${post.id} was already published (found by lookup on ${channel.name}); not sent again`);
         return { kind: 'published', ...base, externalId: found.externalId, externalUrl: found.externalUrl };
       }
+      mayBeOut = false;
     } catch (e) {
       return retryOrGiveUp(`looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false);
     }
