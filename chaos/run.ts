@@ -83,6 +83,8 @@ export function formatReports(reports: readonly ChaosReport[]): string {
     ['faults 500/429/hang/reset', (r) => FAULT_NAMES.map((f) => r.faults[f]).join('/')],
     ['workers SIGKILLed', (r) => String(r.workersKilled)],
     ['dispatchers SIGKILLed', (r) => String(r.dispatchersKilled)],
+    ['dispatchers SIGTERMed', (r) => String(r.dispatchersStopped)],
+    ['most workers at once', (r) => `${r.mostWorkers} (GLOBAL_MAX_WORKERS ${r.globalMaxWorkers})`],
     ['database restarts', (r) => (r.dialect === 'sqlite' ? 'n/a' : String(r.databaseRestarts))],
     ['cycles', (r) => String(r.cycles)],
     ['wall time', (r) => `${(r.wallMs / 1000).toFixed(1)} s`],

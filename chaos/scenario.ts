@@ -57,10 +57,18 @@ export interface ChaosReport {
   readonly cycles: number;
   readonly workersKilled: number;
   readonly dispatchersKilled: number;
+  /** dispatchers sent SIGTERM (they stop their workers gracefully) */
+  readonly dispatchersStopped: number;
+  /** the most workers seen running at once under live dispatchers (GLOBAL_MAX_WORKERS caps it) */
+  readonly mostWorkers: number;
+  readonly globalMaxWorkers: number;
   readonly databaseRestarts: number;
   readonly faults: Record<FaultName, number>;
   readonly wallMs: number;
 }
+
+/** Two hosts of MAX_WORKERS=4 share this many worker slots. */
+const GLOBAL_MAX_WORKERS = 6;
 
 /** The posts' channels: each policy for unknown outcomes, on an endpoint that fits it. */
 const CHANNELS = [
@@ -113,6 +121,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       RETRY_BASE_MS: '100',
       RETRY_MAX_MS: '1000',
       MAX_ATTEMPTS: '10',
+      GLOBAL_MAX_WORKERS: String(GLOBAL_MAX_WORKERS),
       LOG_FORMAT: 'text',
     };
     delete env['NODE_OPTIONS'];
@@ -122,14 +131,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // SIGKILLed and, on PostgreSQL, the server restarts once.
     const chaosEnds = Date.now() + options.chaosMs;
     const hosts = ['host-a', 'host-b'].map((host) => processes.cronLoop({ ...env, SCHEDULER_HOST: host }, () => Date.now() < chaosEnds));
-    const counts = { workersKilled: 0, dispatchersKilled: 0, databaseRestarts: 0 };
+    const counts = { workersKilled: 0, dispatchersKilled: 0, dispatchersStopped: 0, databaseRestarts: 0, mostWorkers: 0 };
+    const stopDispatcherAt = Date.now() + options.chaosMs * 0.3;
     const restartAt = started + options.chaosMs * 0.4;
     const killDispatcherAt = Date.now() + options.chaosMs * 0.6;
     while (Date.now() < chaosEnds) {
       await sleep(options.killEveryMs * (0.5 + random()));
       const workers = processes.workers();
+      counts.mostWorkers = Math.max(counts.mostWorkers, workers.length);
       const victim = workers[Math.floor(random() * workers.length)];
       if (victim !== undefined && kill(victim)) counts.workersKilled++;
+      if (counts.dispatchersStopped === 0 && Date.now() >= stopDispatcherAt) {
+        const dispatcher = processes.dispatchers()[0];
+        if (dispatcher !== undefined && kill(dispatcher, 'SIGTERM')) counts.dispatchersStopped++;
+      }
       if (counts.dispatchersKilled === 0 && Date.now() >= killDispatcherAt) {
         const dispatcher = processes.dispatchers()[0];
         if (dispatcher !== undefined && kill(dispatcher)) counts.dispatchersKilled++;
@@ -197,7 +212,15 @@ function compare(
   posts: readonly (Post | null)[],
   receiver: ChaosReceiver,
   journal: string,
-  counts: { workersKilled: number; dispatchersKilled: number; databaseRestarts: number; cycles: number; wallMs: number },
+  counts: {
+    workersKilled: number;
+    dispatchersKilled: number;
+    dispatchersStopped: number;
+    databaseRestarts: number;
+    mostWorkers: number;
+    cycles: number;
+    wallMs: number;
+  },
 ): ChaosReport {
   const lines = new Map<string, number>();
   if (fs.existsSync(journal)) {
@@ -249,6 +272,7 @@ function compare(
     duplicateSends,
     keyChanges,
     faults: { ...receiver.faults },
+    globalMaxWorkers: GLOBAL_MAX_WORKERS,
     ...counts,
   };
 }
@@ -313,9 +337,9 @@ function alive(pid: number): boolean {
   }
 }
 
-function kill(pid: number): boolean {
+function kill(pid: number, signal: NodeJS.Signals = 'SIGKILL'): boolean {
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, signal);
     return true;
   } catch {
     return false;

@@ -5,8 +5,9 @@ import { runChaos } from '../chaos/scenario.ts';
 import { DIALECTS } from './helpers/databases.ts';
 
 /**
- * The small fixed-seed version of `npm run chaos`: SIGKILLed workers and a dispatcher,
- * a faulty receiver, and on PostgreSQL a server restart. It fails on any lost post, any
+ * The small fixed-seed version of `npm run chaos`: SIGKILLed workers and a dispatcher, a
+ * dispatcher stopped by SIGTERM, two hosts sharing GLOBAL_MAX_WORKERS, a faulty
+ * receiver, and on PostgreSQL a server restart. It fails on any lost post, any
  * post accepted twice, or any post sent under a second idempotency key.
  */
 describe('chaos (fixed seed, small)', () => {
@@ -17,6 +18,8 @@ describe('chaos (fixed seed, small)', () => {
       assert.equal(report.posts, 200);
       assert.ok(report.workersKilled > 0, `workers were killed\n${table}`);
       assert.equal(report.dispatchersKilled, 1, table);
+      assert.equal(report.dispatchersStopped, 1, table);
+      assert.ok(report.mostWorkers <= report.globalMaxWorkers, `two hosts stay within GLOBAL_MAX_WORKERS\n${table}`);
       if (dialect === 'postgres') assert.equal(report.databaseRestarts, 1, table);
       assert.equal(report.lost, 0, table);
       assert.equal(report.acceptedDuplicates, 0, table);
