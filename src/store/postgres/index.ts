@@ -164,6 +164,11 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     dialect: 'postgres',
 
     async migrate() {
+      // Every cycle starts with migrate(): when the schema is current (the usual case) one
+      // plain query says so, and no transaction block is opened (see finishCycle).
+      const latest = Math.max(...POSTGRES_MIGRATIONS.map((m) => m.version));
+      const current = await q<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations').catch(() => null);
+      if (current?.[0]?.v === latest) return;
       await tx(async (db) => {
         await db.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`);
         if (target.schema !== null) await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
@@ -335,17 +340,17 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async cancel(id: number) {
-      return tx(async (db) => {
-        const [row] = await run<{ status: PostStatus }>(db, 'SELECT status FROM post_schedule WHERE id = $1 FOR UPDATE', [id]);
-        if (row === undefined) return { cancelled: false, status: null };
-        const updated = await run(
-          db,
-          `UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = now()
-            WHERE id = $1 AND ${whereFrom('cancel')} RETURNING id`,
-          [id],
-        );
-        return { cancelled: updated.length > 0, status: row.status };
-      });
+      // One statement: `before` reads the status the update sees (same snapshot).
+      const [row] = await q<{ status: PostStatus | null; cancelled: number }>(
+        `WITH before AS (SELECT status FROM post_schedule WHERE id = $1),
+              done AS (
+                UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = now()
+                 WHERE id = $1 AND ${whereFrom('cancel')} RETURNING id)
+         SELECT (SELECT status FROM before) AS status, (SELECT count(*) FROM done) AS cancelled`,
+        [id],
+      );
+      if (row?.status == null) return { cancelled: false, status: null };
+      return { cancelled: row.cancelled > 0, status: row.status };
     },
 
     async tryLockCycle(host: string) {
