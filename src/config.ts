@@ -54,6 +54,13 @@ export interface Config {
   readonly logFormat: LogFormat;
   /** this machine's name for the cycle lock and the cycle records (default: the hostname) */
   readonly host: string;
+  /**
+   * publishers may connect to loopback, private and link-local addresses for every
+   * channel (a channel can also opt in alone); off by default: SSRF protection
+   */
+  readonly allowPrivateNetwork: boolean;
+  /** the longest one database round trip may take before the connection is given up */
+  readonly dbTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -78,6 +85,8 @@ export const ENV_DEFAULTS = {
   KILL_GRACE_MS: '3000',
   LOG_FORMAT: 'text',
   SCHEDULER_HOST: '',
+  ALLOW_PRIVATE_NETWORK: 'false',
+  DB_TIMEOUT_MS: '10000',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -112,6 +121,13 @@ const schema = v.object({
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
   SCHEDULER_HOST: v.pipe(v.string(), v.trim(), v.maxLength(255, 'SCHEDULER_HOST must be at most 255 characters')),
+  ALLOW_PRIVATE_NETWORK: v.pipe(
+    v.string(),
+    v.trim(),
+    v.toLowerCase(),
+    v.picklist(['true', 'false', '1', '0', 'yes', 'no'], 'ALLOW_PRIVATE_NETWORK must be true or false'),
+  ),
+  DB_TIMEOUT_MS: integer('DB_TIMEOUT_MS', 100, 600_000),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -164,6 +180,8 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     killGraceMs: c.KILL_GRACE_MS,
     logFormat: c.LOG_FORMAT,
     host: c.SCHEDULER_HOST === '' ? os.hostname() : c.SCHEDULER_HOST,
+    allowPrivateNetwork: ['true', '1', 'yes'].includes(c.ALLOW_PRIVATE_NETWORK),
+    dbTimeoutMs: c.DB_TIMEOUT_MS,
   });
 }
 
@@ -197,6 +215,8 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     KILL_GRACE_MS: String(config.killGraceMs),
     LOG_FORMAT: config.logFormat,
     SCHEDULER_HOST: config.host,
+    ALLOW_PRIVATE_NETWORK: String(config.allowPrivateNetwork),
+    DB_TIMEOUT_MS: String(config.dbTimeoutMs),
   };
 }
 
