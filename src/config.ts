@@ -14,8 +14,8 @@ export type DatabaseTarget =
       readonly dialect: 'postgres';
       /** connection URL without our own `schema` parameter; may hold a password */
       readonly url: string;
-      /** optional schema (search_path) from `?schema=NAME` */
-      readonly schema: string | null;
+      /** the schema of post-scheduler's tables: `?schema=NAME`, else post_scheduler */
+      readonly schema: string;
     };
 
 export type LogFormat = 'text' | 'json';
@@ -91,6 +91,12 @@ export const ENV_DEFAULTS = {
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
 export type ConfigInput = Partial<Record<EnvName, string | undefined>>;
+
+/**
+ * The PostgreSQL schema of post-scheduler's tables when DATABASE_URL names none: its
+ * own, so that its tables never meet an application's (`channels`, `schema_migrations`).
+ */
+export const DEFAULT_SCHEMA = 'post_scheduler';
 
 export const DEFAULT_SQLITE_PATH = path.join('data', 'post-scheduler.db');
 
@@ -191,8 +197,6 @@ export function configToEnv(config: Config): Record<EnvName, string> {
   let databaseUrl: string;
   if (db.dialect === 'sqlite') {
     databaseUrl = `sqlite:${db.path}`;
-  } else if (db.schema === null) {
-    databaseUrl = db.url;
   } else {
     const u = new URL(db.url);
     u.searchParams.set('schema', db.schema);
@@ -243,7 +247,7 @@ export function parseDatabaseUrl(value: string): DatabaseTarget {
       throw new ConfigError('Invalid configuration: DATABASE_URL schema must be a plain identifier (letters, digits, _)');
     }
     u.searchParams.delete('schema');
-    return { dialect: 'postgres', url: u.toString(), schema: schemaName };
+    return { dialect: 'postgres', url: u.toString(), schema: schemaName ?? DEFAULT_SCHEMA };
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(trimmed)?.[1];
   throw new ConfigError(
@@ -267,6 +271,5 @@ export function redactUrl(url: string): string {
 
 export function describeDatabase(db: DatabaseTarget): string {
   if (db.dialect === 'sqlite') return `sqlite:${db.path}`;
-  const label = redactUrl(db.url);
-  return db.schema === null ? label : `${label} (schema ${db.schema})`;
+  return `${redactUrl(db.url)} (schema ${db.schema})`;
 }

@@ -13,6 +13,12 @@ export const TRANSITIONS = {
   claim: { from: ['pending'], to: 'processing' },
   /** the channel accepted the post */
   publish: { from: ['processing'], to: 'published' },
+  /**
+   * the channel accepted the post, and the answer came after recovery had taken the
+   * claim back (lease expired) but before any new claim (same claim token): a
+   * confirmed outcome is never thrown away
+   */
+  publishLate: { from: ['pending', 'unknown'], to: 'published' },
   /** a retryable failure: back to pending with run_at pushed out by the backoff */
   retryLater: { from: ['processing'], to: 'pending' },
   /** a permanent failure, or MAX_ATTEMPTS reached with nothing delivered */
@@ -28,7 +34,7 @@ export const TRANSITIONS = {
   recover: { from: ['processing'], to: 'pending' },
   /** ... channels with `hold`, and posts on their last allowed attempt, keep it as unknown */
   recoverUnknown: { from: ['processing'], to: 'unknown' },
-  /** an operator puts a failed or unknown post back (`retry`): it will be sent again */
+  /** an operator puts a failed or unknown post back (`retry`): it will be sent again; attempts keep counting */
   requeue: { from: ['failed', 'unknown'], to: 'pending' },
   /** an operator says an unknown post did go out (`mark-published`) */
   confirm: { from: ['unknown'], to: 'published' },

@@ -16,8 +16,15 @@
  * - claim:      moving due posts to `processing` for one worker in one atomic statement.
  * - lease:      how long a claim stays valid (`lease_expires_at`); a post still
  *               processing after its lease belongs to a dead worker and is recovered.
- * - attempt:    one try at publishing a post; `attempts` counts the claims made so far
- *               and doubles as the fencing token of the current claim.
+ * - attempt:    one try at publishing a post; `attempts` counts them over the post's
+ *               whole life (an operator's retry keeps counting; MAX_ATTEMPTS counts
+ *               from `attempts_base`, the attempts made before the latest retry).
+ * - claim token: a number on each post that goes up by one with every claim and never
+ *               down; every later update of a claim is fenced by it (and by worker_id),
+ *               so a late or repeated write of an old claim can never touch a newer one.
+ * - coordination rows: the cycle lock (one per SCHEDULER_HOST) and the worker slots of
+ *               GLOBAL_MAX_WORKERS: rows naming their holder, with an expiry on the
+ *               database's clock, renewed while the holder lives (like a lease).
  * - outcome:    what an attempt ended with: published, retry later, failed, or unknown.
  * - unknown outcome: an attempt that may or may not have reached the platform (the
  *               worker died, or the request timed out or broke after it was sent).
@@ -111,14 +118,26 @@ export interface Post {
   readonly idempotencyKey: string;
   /** an earlier attempt may have been delivered */
   readonly unconfirmed: boolean;
+  /** the time it was scheduled for (run_at moves with retries; this does not) */
+  readonly scheduledAt: Date;
+  /** goes up with every claim; the fence of the current claim */
+  readonly claimToken: number;
+  /** attempts made before the latest operator retry (MAX_ATTEMPTS counts from here) */
+  readonly attemptsBase: number;
 }
 
 /** A post as a worker holds it after a claim: everything needed to publish it. */
 export interface ClaimedPost {
   readonly id: number;
   readonly runAt: Date;
-  /** this claim's attempt number (1 for the first); the fencing token of the claim */
+  /** the time it was scheduled for, whatever retries did to run_at */
+  readonly scheduledAt: Date;
+  /** this claim's attempt number over the post's life (1 for the first) */
   readonly attempt: number;
+  /** attempts made before the latest operator retry: this is attempt `attempt - attemptsBase` of MAX_ATTEMPTS */
+  readonly attemptsBase: number;
+  /** the claim token: every update of this claim is fenced by it */
+  readonly token: number;
   readonly idempotencyKey: string;
   /** an earlier attempt may have been delivered (see the channel's onUnknown) */
   readonly unconfirmed: boolean;
@@ -128,19 +147,19 @@ export interface ClaimedPost {
   readonly channel: Channel | null;
 }
 
-/** What a worker records for a post it claimed. */
+/** What a worker records for a post it claimed; `token` is the claim's (the fence). */
 export type Outcome =
   | {
       readonly kind: 'published';
       readonly postId: number;
-      readonly attempt: number;
+      readonly token: number;
       readonly externalId: string | null;
       readonly externalUrl: string | null;
     }
   | {
       readonly kind: 'retry';
       readonly postId: number;
-      readonly attempt: number;
+      readonly token: number;
       readonly error: string;
       /** run again this long after the database's now */
       readonly delayMs: number;
@@ -150,21 +169,21 @@ export type Outcome =
   | {
       readonly kind: 'failed';
       readonly postId: number;
-      readonly attempt: number;
+      readonly token: number;
       readonly error: string;
     }
   | {
       /** the attempt may have been delivered and the channel's policy is hold */
       readonly kind: 'unknown';
       readonly postId: number;
-      readonly attempt: number;
+      readonly token: number;
       readonly error: string;
     }
   | {
       /** claimed but never started (the worker is stopping): back to pending as it was */
       readonly kind: 'released';
       readonly postId: number;
-      readonly attempt: number;
+      readonly token: number;
     };
 
 /** A post whose lease expired while processing: back to pending (retry, check) or held as unknown. */
@@ -173,6 +192,14 @@ export interface RecoveredPost {
   readonly workerId: string | null;
   readonly attempts: number;
   readonly status: PostStatus;
+}
+
+/** What the database says of a post a worker held or recorded, after a lost round trip. */
+export interface HeldPost {
+  readonly id: number;
+  readonly status: PostStatus;
+  readonly workerId: string | null;
+  readonly token: number;
 }
 
 export interface WorkerRun {
@@ -186,8 +213,17 @@ export interface WorkerRun {
   readonly failed: number;
 }
 
+/**
+ * A cycle as `status` shows it: running (its host's cycle lock is still held since it
+ * started), finished, or dead (unfinished, and its lock expired or passed to a later
+ * cycle: its dispatcher was killed).
+ */
+export type CycleState = 'running' | 'finished' | 'dead';
+
 export interface CycleRecord {
   readonly id: number;
+  readonly host: string;
+  readonly state: CycleState;
   readonly startedAt: Date;
   readonly finishedAt: Date | null;
   readonly pending: number;
@@ -200,6 +236,8 @@ export interface CycleRecord {
 }
 
 export interface CycleResult {
+  /** the cycle's record (null when it ended before one was made) */
+  readonly cycleId: number | null;
   readonly pending: number;
   readonly workersSpawned: number;
   readonly workersSucceeded: number;
@@ -207,6 +245,8 @@ export interface CycleResult {
   readonly recovered: number;
   readonly durationMs: number;
   readonly exitCode: 0 | 1 | 2;
+  /** a signal stopped the cycle (its workers were told to stop) */
+  readonly stopped: boolean;
 }
 
 export interface StatusReport {

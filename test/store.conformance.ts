@@ -147,10 +147,10 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const claimed = await store.claim('w1', 4, 60_000);
       assert.equal(claimed.length, 4);
       const outcomes: Outcome[] = [
-        { kind: 'published', postId: a ?? 0, attempt: 1, externalId: 'ext-1', externalUrl: 'https://example.test/1' },
-        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'HTTP 500', delayMs: 120_000, unconfirmed: false },
-        { kind: 'failed', postId: c ?? 0, attempt: 1, error: 'HTTP 400' },
-        { kind: 'published', postId: d ?? 0, attempt: 2, externalId: null, externalUrl: null },
+        { kind: 'published', postId: a ?? 0, token: 1, externalId: 'ext-1', externalUrl: 'https://example.test/1' },
+        { kind: 'retry', postId: b ?? 0, token: 1, error: 'HTTP 500', delayMs: 120_000, unconfirmed: false },
+        { kind: 'failed', postId: c ?? 0, token: 1, error: 'HTTP 400' },
+        { kind: 'published', postId: d ?? 0, token: 2, externalId: null, externalUrl: null },
       ];
       const applied = await store.recordOutcomes('w1', outcomes);
       assert.deepEqual([...applied].sort((x, y) => x - y), [a, b, c]);
@@ -169,7 +169,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(pc?.lastError, 'HTTP 400');
       assert.equal((await store.getPost(d ?? 0))?.status, 'processing', 'wrong attempt: fenced out');
       assert.deepEqual(
-        await store.recordOutcomes('someone-else', [{ kind: 'failed', postId: d ?? 0, attempt: 1, error: 'x' }]),
+        await store.recordOutcomes('someone-else', [{ kind: 'failed', postId: d ?? 0, token: 1, error: 'x' }]),
         [],
         'wrong worker: fenced out',
       );
@@ -189,8 +189,8 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const second = await store.exchange(
         'w',
         [
-          { kind: 'published', postId: a?.id ?? 0, attempt: 1, externalId: null, externalUrl: null },
-          { kind: 'retry', postId: b?.id ?? 0, attempt: 1, error: 'HTTP 503', delayMs: 0, unconfirmed: false },
+          { kind: 'published', postId: a?.id ?? 0, token: 1, externalId: null, externalUrl: null },
+          { kind: 'retry', postId: b?.id ?? 0, token: 1, error: 'HTTP 503', delayMs: 0, unconfirmed: false },
         ],
         5,
         60_000,
@@ -215,8 +215,8 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const claimed = await store.claim('w', 2, 60_000);
       assert.equal(claimed[0]?.attempt, 1);
       const applied = await store.recordOutcomes('w', [
-        { kind: 'released', postId: a ?? 0, attempt: 1 },
-        { kind: 'published', postId: b ?? 0, attempt: 1, externalId: null, externalUrl: null },
+        { kind: 'released', postId: a ?? 0, token: 1 },
+        { kind: 'published', postId: b ?? 0, token: 1, externalId: null, externalUrl: null },
       ]);
       assert.deepEqual([...applied].sort((x, y) => x - y), [a, b]);
       assert.equal((await store.getPost(b ?? 0))?.status, 'published');
@@ -260,7 +260,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(again[0]?.id, a);
       assert.equal(again[0]?.attempt, 2);
       assert.equal(again[0]?.unconfirmed, true);
-      assert.deepEqual(await store.recordOutcomes('dead', [{ kind: 'published', postId: a ?? 0, attempt: 1, externalId: null, externalUrl: null }]), []);
+      assert.deepEqual(await store.recordOutcomes('dead', [{ kind: 'published', postId: a ?? 0, token: 1, externalId: null, externalUrl: null }]), []);
       await new Promise((r) => setTimeout(r, 50));
       const exhausted = await store.recoverExpired(2);
       assert.deepEqual(
@@ -276,15 +276,15 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const [a, b] = await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
       await store.claim('w', 2, 60_000);
       const applied = await store.recordOutcomes('w', [
-        { kind: 'unknown', postId: a ?? 0, attempt: 1, error: 'outcome unknown: timeout' },
-        { kind: 'retry', postId: b ?? 0, attempt: 1, error: 'timeout after sending', delayMs: 0, unconfirmed: true },
+        { kind: 'unknown', postId: a ?? 0, token: 1, error: 'outcome unknown: timeout' },
+        { kind: 'retry', postId: b ?? 0, token: 1, error: 'timeout after sending', delayMs: 0, unconfirmed: true },
       ]);
       assert.deepEqual([...applied].sort((x, y) => x - y), [a, b]);
       const pa = await store.getPost(a ?? 0);
       assert.deepEqual([pa?.status, pa?.lastError, pa?.unconfirmed], ['unknown', 'outcome unknown: timeout', true]);
       const [again] = await store.claim('w', 5, 60_000);
       assert.deepEqual([again?.id, again?.attempt, again?.unconfirmed], [b, 2, true]);
-      await store.recordOutcomes('w', [{ kind: 'published', postId: b ?? 0, attempt: 2, externalId: 'x', externalUrl: null }]);
+      await store.recordOutcomes('w', [{ kind: 'published', postId: b ?? 0, token: 2, externalId: 'x', externalUrl: null }]);
       const pb = await store.getPost(b ?? 0);
       assert.deepEqual([pb?.status, pb?.unconfirmed, pb?.externalId], ['published', false, 'x']);
       const report = await store.status(1);
@@ -300,14 +300,14 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const [a, b, c, d] = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
       await store.claim('w', 2, 60_000);
       await store.recordOutcomes('w', [
-        { kind: 'failed', postId: a ?? 0, attempt: 1, error: 'x' },
-        { kind: 'published', postId: b ?? 0, attempt: 1, externalId: null, externalUrl: null },
+        { kind: 'failed', postId: a ?? 0, token: 1, error: 'x' },
+        { kind: 'published', postId: b ?? 0, token: 1, externalId: null, externalUrl: null },
       ]);
       assert.deepEqual(await store.requeue([b ?? 0]), [], 'a published post is not requeued');
       assert.deepEqual(await store.requeue([a ?? 0]), [a]);
       const pa = await store.getPost(a ?? 0);
       assert.equal(pa?.status, 'pending');
-      assert.equal(pa?.attempts, 0);
+      assert.deepEqual([pa?.attempts, pa?.attemptsBase], [1, 1], 'attempts keep counting; MAX_ATTEMPTS counts afresh');
       assert.equal(await store.countDue(), 3);
 
       assert.deepEqual(await store.cancel(c ?? 0), { cancelled: true, status: 'pending' });
@@ -317,8 +317,8 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
 
       await store.claim('w2', 5, 60_000);
       await store.recordOutcomes('w2', [
-        { kind: 'failed', postId: a ?? 0, attempt: 1, error: 'x' },
-        { kind: 'failed', postId: d ?? 0, attempt: 1, error: 'y' },
+        { kind: 'failed', postId: a ?? 0, token: 2, error: 'x' },
+        { kind: 'failed', postId: d ?? 0, token: 1, error: 'y' },
       ]);
       assert.deepEqual([...(await store.requeue('allFailed'))].sort((x, y) => x - y), [a, d]);
     });
@@ -329,13 +329,13 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       await store.claim('w', 4, 60_000);
       await store.recordOutcomes(
         'w',
-        [a, b, c].map((id) => ({ kind: 'unknown' as const, postId: id ?? 0, attempt: 1, error: 'outcome unknown' })),
+        [a, b, c].map((id) => ({ kind: 'unknown' as const, postId: id ?? 0, token: 1, error: 'outcome unknown' })),
       );
-      await store.recordOutcomes('w', [{ kind: 'failed', postId: d ?? 0, attempt: 1, error: 'HTTP 400' }]);
+      await store.recordOutcomes('w', [{ kind: 'failed', postId: d ?? 0, token: 1, error: 'HTTP 400' }]);
       assert.deepEqual(await store.requeue('allFailed'), [d], 'never unknown posts in bulk');
       assert.deepEqual(await store.requeue([a ?? 0]), [a]);
       const pa = await store.getPost(a ?? 0);
-      assert.deepEqual([pa?.status, pa?.attempts, pa?.unconfirmed], ['pending', 0, false], 'the operator chose to send it again');
+      assert.deepEqual([pa?.status, pa?.attempts, pa?.attemptsBase, pa?.unconfirmed], ['pending', 1, 1, false], 'the operator chose to send it again');
       assert.deepEqual(await store.confirmPublished([b ?? 0, a ?? 0]), [b], 'only unknown posts');
       const pb = await store.getPost(b ?? 0);
       assert.equal(pb?.status, 'published');
@@ -344,19 +344,146 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal((await store.status(1)).counts.unknown, 0);
     });
 
-    it('shares GLOBAL_MAX_WORKERS slots between dispatchers, and frees them on release', async () => {
+    it('shares GLOBAL_MAX_WORKERS slots between dispatchers, held by worker ids, freed on release or expiry', async () => {
       const { store, connect } = await fresh();
       const other = await connect();
-      assert.equal(await store.acquireWorkerSlots('host-a', 2, 3, 60_000), 2);
-      assert.equal(await other.acquireWorkerSlots('host-b', 2, 3, 60_000), 1, 'one slot left');
-      assert.equal(await other.acquireWorkerSlots('host-b', 1, 3, 60_000), 0, 'none left');
-      await store.releaseWorkerSlots();
+      assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a1', 'a2'], 3, 60_000), ['a1', 'a2']);
+      assert.deepEqual(await other.acquireWorkerSlots('host-b', ['b1', 'b2'], 3, 60_000), ['b1'], 'one slot left');
+      assert.deepEqual(await other.acquireWorkerSlots('host-b', ['b3'], 3, 60_000), [], 'none left');
+      await store.releaseWorkerSlots(['a1', 'a2']);
       const third = await connect();
-      assert.equal(await third.acquireWorkerSlots('host-c', 5, 3, 60_000), 2);
-      await other.releaseWorkerSlots();
-      await third.releaseWorkerSlots();
-      assert.equal(await store.acquireWorkerSlots('host-a', 3, 3, 60_000), 3);
-      await store.releaseWorkerSlots();
+      assert.deepEqual(await third.acquireWorkerSlots('host-c', ['c1', 'c2', 'c3'], 3, 60_000), ['c1', 'c2']);
+      // a worker renews its own slot from its own connection; a released one is gone
+      assert.deepEqual(await other.renewWorkerSlots(['b1', 'a1'], 60_000), ['b1']);
+      await other.releaseWorkerSlots(['b1']);
+      await third.releaseWorkerSlots(['c1', 'c2']);
+      assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a3', 'a4', 'a5'], 3, 300), ['a3', 'a4', 'a5']);
+
+      // A holder that stops renewing (frozen, cut off) loses its slots at their expiry,
+      // and its late renewal says so.
+      await new Promise((r) => setTimeout(r, 400));
+      assert.deepEqual(await other.acquireWorkerSlots('host-b', ['b4', 'b5'], 3, 60_000), ['b4', 'b5'], 'expired slots are free');
+      assert.deepEqual(await store.renewWorkerSlots(['a3', 'a4', 'a5'], 60_000), [], 'expired slots are not renewed: the worker stops claiming');
+      assert.deepEqual(await third.acquireWorkerSlots('host-c', ['c4', 'c5'], 3, 60_000), ['c4']);
+      assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a6'], 3, 60_000), [], 'the cap holds');
+    });
+
+    it('fences every write of a claim by a claim token that only goes up, so a retried release cannot land on a newer claim', async () => {
+      const { store, channel } = await fresh();
+      const [p] = await store.schedulePosts([{ channelId: channel.id, text: 'a', runAt: ago(1000) }]);
+      const [first] = await store.claim('worker-1-1', 1, 60_000);
+      assert.deepEqual([first?.attempt, first?.token], [1, 1]);
+      // A's release commits (its answer is lost); B, with the same worker id, claims again:
+      // the same attempt number, a new token
+      assert.deepEqual(await store.recordOutcomes('worker-1-1', [{ kind: 'released', postId: p ?? 0, token: first?.token ?? 0 }]), [p]);
+      const [second] = await store.claim('worker-1-1', 1, 60_000);
+      assert.deepEqual([second?.attempt, second?.token], [1, 2]);
+      // A retries its release: fenced out, B's claim stands
+      assert.deepEqual(await store.recordOutcomes('worker-1-1', [{ kind: 'released', postId: p ?? 0, token: first?.token ?? 0 }]), []);
+      const row = await store.getPost(p ?? 0);
+      assert.deepEqual([row?.status, row?.claimToken], ['processing', 2]);
+      assert.deepEqual(await store.claim('worker-x', 1, 60_000), [], 'no third claim while B holds it');
+    });
+
+    it('records a confirmed publish that arrives after recovery took the post back, until it is claimed again', async () => {
+      const { store, channel } = await fresh();
+      const hold = await store.addChannel({ name: 'held', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/x' }, onUnknown: 'hold' });
+      const [h] = await store.schedulePosts([{ channelId: hold.id, text: 'h', runAt: ago(1000) }]);
+      const [r, again] = await store.schedulePosts(['r', 'again'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(900 - i) })));
+      const claimed = await store.claim('slow', 3, 1);
+      const token = new Map(claimed.map((c) => [c.id, c.token]));
+      await new Promise((res) => setTimeout(res, 50));
+      const back = await store.recoverExpired(5);
+      assert.deepEqual(back.map((b) => [b.id, b.status]).sort((x, y) => Number(x[0]) - Number(y[0])), [
+        [h, 'unknown'],
+        [r, 'pending'],
+        [again, 'pending'],
+      ]);
+      // `again` is claimed anew before the slow worker's answer comes
+      const [next] = await store.claim('next', 1, 60_000);
+      assert.equal(next?.id, r, 'oldest first');
+      const [next2] = await store.claim('next', 1, 60_000);
+      assert.equal(next2?.id, again);
+      const late = (id: number | undefined) =>
+        ({ kind: 'published', postId: id ?? 0, token: token.get(id ?? 0) ?? 0, externalId: `ext-${id ?? 0}`, externalUrl: null }) as const;
+      assert.deepEqual(await store.recordOutcomes('slow', [late(h)]), [h], 'held unknown, then confirmed');
+      const ph = await store.getPost(h ?? 0);
+      assert.deepEqual([ph?.status, ph?.externalId, ph?.unconfirmed], ['published', `ext-${h ?? 0}`, false]);
+      assert.deepEqual(await store.recordOutcomes('slow', [late(again)]), [], 'claimed again since: the new claim decides');
+      assert.equal((await store.getPost(again ?? 0))?.status, 'processing');
+      assert.deepEqual(
+        await store.recordOutcomes('slow', [{ kind: 'failed', postId: h ?? 0, token: token.get(h ?? 0) ?? 0, error: 'x' }]),
+        [],
+        'only a confirmed publish lands late',
+      );
+    });
+
+    it('tells a worker after a lost answer what it holds and what became of its posts', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const mine = await store.claim('w', 2, 60_000);
+      await store.claim('other', 1, 60_000);
+      await store.recordOutcomes('w', [{ kind: 'published', postId: a ?? 0, token: mine[0]?.token ?? 0, externalId: null, externalUrl: null }]);
+      const held = await store.reconcile('w', [a ?? 0]);
+      assert.deepEqual(
+        held.map((h) => [h.id, h.status, h.workerId, h.token]).sort((x, y) => Number(x[0]) - Number(y[0])),
+        [
+          [a, 'published', 'w', 1],
+          [b, 'processing', 'w', 1],
+        ],
+      );
+      assert.ok(!held.some((h) => h.id === c), "another worker's post is not listed");
+    });
+
+    it('keeps counting attempts and the scheduled time through retries and an operator retry', async () => {
+      const { store, channel } = await fresh();
+      const scheduled = ago(5_000);
+      const [p] = await store.schedulePosts([{ channelId: channel.id, text: 'a', runAt: scheduled }]);
+      const [one] = await store.claim('w', 1, 60_000);
+      await store.recordOutcomes('w', [{ kind: 'retry', postId: p ?? 0, token: one?.token ?? 0, error: 'HTTP 503', delayMs: 0, unconfirmed: false }]);
+      const [two] = await store.claim('w', 1, 60_000);
+      assert.equal(two?.scheduledAt.getTime(), scheduled.getTime(), 'retries move run_at, not the scheduled time');
+      assert.deepEqual([two?.attempt, two?.attemptsBase], [2, 0]);
+      await store.recordOutcomes('w', [{ kind: 'failed', postId: p ?? 0, token: two?.token ?? 0, error: 'gave up' }]);
+      assert.deepEqual(await store.requeue([p ?? 0]), [p]);
+      const [three] = await store.claim('w', 1, 60_000);
+      assert.deepEqual([three?.attempt, three?.attemptsBase], [3, 2], 'attempt 3 over its life, the first since the operator retry');
+      assert.equal(three?.scheduledAt.getTime(), scheduled.getTime());
+    });
+
+    it('prunes finished posts and old cycle records, and nothing else', async () => {
+      const { store, channel } = await fresh();
+      const ids = await store.schedulePosts(['pub', 'fail', 'cancel', 'pending', 'unknown'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const [pub, fail, cancel, pending, unknown] = ids;
+      const claimed = await store.claim('w', 5, 60_000);
+      const t = (id: number | undefined) => claimed.find((c) => c.id === id)?.token ?? 0;
+      await store.recordOutcomes('w', [
+        { kind: 'published', postId: pub ?? 0, token: t(pub), externalId: null, externalUrl: null },
+        { kind: 'failed', postId: fail ?? 0, token: t(fail), error: 'x' },
+        { kind: 'released', postId: cancel ?? 0, token: t(cancel) },
+        { kind: 'released', postId: pending ?? 0, token: t(pending) },
+        { kind: 'unknown', postId: unknown ?? 0, token: t(unknown), error: 'maybe' },
+      ]);
+      await store.cancel(cancel ?? 0);
+      const cycle = await store.startCycle('host-a');
+      await store.finishCycle(
+        cycle,
+        { cycleId: cycle, pending: 1, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered: 0, durationMs: 1, exitCode: 0, stopped: false },
+        [],
+      );
+      assert.deepEqual(await store.prune(3_600_000), { posts: 0, cycles: 0 }, 'nothing is an hour old');
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual(await store.prune(10), { posts: 3, cycles: 1 });
+      for (const id of [pub, fail, cancel]) assert.equal(await store.getPost(id ?? 0), null);
+      assert.equal((await store.getPost(pending ?? 0))?.status, 'pending');
+      assert.equal((await store.getPost(unknown ?? 0))?.status, 'unknown');
+      assert.equal((await store.status(5)).cycles.length, 0);
+    });
+
+    it('refuses a database migrated by a newer post-scheduler', async () => {
+      const { db, store } = await fresh();
+      await rawExec(db, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from the future', 0)");
+      await assert.rejects(store.migrate(), /schema version 99, newer than this post-scheduler knows \(\d+\): upgrade post-scheduler/);
     });
 
     it('renews the leases a worker still holds, and only those', async () => {
@@ -366,26 +493,44 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const renewed = await store.renewLeases(
         'w',
         [
-          { postId: a ?? 0, attempt: 1 },
-          { postId: b ?? 0, attempt: 2 },
+          { postId: a ?? 0, token: 1 },
+          { postId: b ?? 0, token: 2 },
         ],
         120_000,
       );
       assert.deepEqual(renewed, [a], 'the wrong attempt is fenced out');
       assert.ok(((await store.getPost(a ?? 0))?.leaseExpiresAt?.getTime() ?? 0) > Date.now() + 100_000);
-      assert.deepEqual(await store.renewLeases('intruder', [{ postId: b ?? 0, attempt: 1 }], 120_000), []);
+      assert.deepEqual(await store.renewLeases('intruder', [{ postId: b ?? 0, token: 1 }], 120_000), []);
     });
 
-    it('lets one cycle per host hold the cycle lock', async () => {
+    it('lets one cycle per host hold the cycle lock, renewed while it lives, lost at its expiry', async () => {
       const { store, connect } = await fresh();
       const other = await connect();
       assert.equal(await store.tryLockCycle('host-a', 60_000), true);
       assert.equal(await other.tryLockCycle('host-a', 60_000), false, 'a second dispatcher on the same host');
       assert.equal(await other.tryLockCycle('host-b', 60_000), true, 'another host');
       await store.unlockCycle('host-a');
-      assert.equal(await other.tryLockCycle('host-a', 60_000), true, 'free once unlocked');
-      await other.unlockCycle('host-a');
+      assert.equal(await other.tryLockCycle('host-a', 300), true, 'free once unlocked');
+      assert.equal(await other.renewCycleLock('host-a', 300), true);
+      assert.equal(await store.renewCycleLock('host-a', 300), false, 'not ours');
+      await new Promise((r) => setTimeout(r, 400));
+      // the holder stopped renewing (frozen, cut off): the lock is free, and its holder is told
+      assert.equal(await store.tryLockCycle('host-a', 60_000), true, 'expired: free');
+      assert.equal(await other.renewCycleLock('host-a', 60_000), false, 'the old holder finds it taken');
+      await store.unlockCycle('host-a');
       await other.unlockCycle('host-b');
+    });
+
+    it('shows an unfinished cycle as running while its lock is held, and dead once it expired', async () => {
+      const { store } = await fresh();
+      assert.equal(await store.tryLockCycle('host-a', 300), true);
+      const cycle = await store.startCycle('host-a');
+      assert.deepEqual(
+        (await store.status(1)).cycles.map((c) => [c.id, c.host, c.state]),
+        [[cycle, 'host-a', 'running']],
+      );
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal((await store.status(1)).cycles[0]?.state, 'dead', 'its dispatcher stopped renewing the lock');
     });
 
     it('records cycles and worker runs, and reports status', async () => {
@@ -395,10 +540,10 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
         { channelId: channel.id, text: 'later', runAt: later(3_600_000) },
       ]);
       const started = new Date();
-      const cycleId = await store.startCycle(started, 'host-a');
+      const cycleId = await store.startCycle('host-a');
       await store.finishCycle(
         cycleId,
-        { pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0 },
+        { cycleId, pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0, stopped: false },
         [{ workerId: 'worker-1-1', startedAt: started, finishedAt: new Date(), exitCode: 0, signal: null, published: 1, retried: 0, failed: 0 }],
       );
       const status = await store.status(10);
@@ -408,6 +553,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(status.cycles[0]?.durationMs, 42);
       assert.equal(status.cycles[0]?.exitCode, 0);
       assert.equal(status.cycles[0]?.workersSpawned, 1);
+      assert.equal(status.cycles[0]?.state, 'finished');
     });
 
     it('serves the due query from the due index, whatever is scheduled for later', async () => {
@@ -422,6 +568,26 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.match(plan, /post_schedule_due/, `plan: ${plan}`);
     });
   });
+}
+
+/** Runs one statement on the test database through a connection of its own. */
+async function rawExec(db: TestDatabase, statement: string): Promise<void> {
+  const target = parseDatabaseUrl(db.url);
+  if (target.dialect === 'sqlite') {
+    const raw = new Database(target.path);
+    try {
+      raw.exec(statement);
+    } finally {
+      raw.close();
+    }
+    return;
+  }
+  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
+  try {
+    await sql.unsafe(statement.replace(', applied_at', '').replace(', 0)', ')'));
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
 }
 
 /** The database's plan for the due count, read through a separate connection. */

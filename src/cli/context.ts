@@ -19,7 +19,7 @@ export function configFrom(globals: GlobalFlags, overrides: ConfigInput = {}): C
 
 /** Opens the store (migrating it), runs `fn`, closes it. */
 export async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(config.database);
+  const store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
   try {
     await store.migrate();
     return await fn(store);

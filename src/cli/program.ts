@@ -3,6 +3,7 @@ import { registerChannels } from './channels.ts';
 import { configFrom, print, type GlobalFlags } from './context.ts';
 import { registerCycle } from './cycle.ts';
 import { registerPosts } from './posts.ts';
+import { registerPrune } from './prune.ts';
 import { registerStatus } from './status.ts';
 import { withStore } from './context.ts';
 
@@ -34,5 +35,6 @@ LOG_FORMAT (text).`,
   registerPosts(program, globals);
   registerCycle(program, globals);
   registerStatus(program, globals);
+  registerPrune(program, globals);
   return program;
 }

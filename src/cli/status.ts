@@ -39,19 +39,22 @@ function printStatus(report: StatusReport, database: string): void {
     print('No cycles yet. Run one: post-scheduler cron');
   } else {
     print('Last cycles');
-    const head = ['id', 'started (UTC)', 'pending', 'spawned', 'ok', 'failed', 'duration', 'exit'];
-    const widths = [6, 26, 9, 9, 5, 8, 11, 5];
-    const line = (cells: string[]) => print('  ' + cells.map((s, i) => (i === 1 ? s.padEnd(widths[i] ?? 0) : s.padStart(widths[i] ?? 0))).join(' '));
+    const head = ['id', 'started (UTC)', 'host', 'pending', 'spawned', 'ok', 'failed', 'duration', 'exit'];
+    const widths = [6, 26, 16, 9, 9, 5, 8, 11, 5];
+    const line = (cells: string[]) =>
+      print('  ' + cells.map((s, i) => (i === 1 || i === 2 ? s.slice(0, widths[i]).padEnd(widths[i] ?? 0) : s.padStart(widths[i] ?? 0))).join(' '));
     line(head);
     for (const cy of report.cycles) {
       line([
         String(cy.id),
         cy.startedAt.toISOString(),
+        cy.host,
         String(cy.pending),
         String(cy.workersSpawned),
         String(cy.workersSucceeded),
         String(cy.workersFailed),
-        cy.durationMs === null ? 'running' : `${cy.durationMs}ms`,
+        // an unfinished cycle whose lock expired: its dispatcher was killed
+        cy.state === 'finished' ? `${cy.durationMs ?? 0}ms` : cy.state,
         cy.exitCode === null ? '-' : String(cy.exitCode),
       ]);
     }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { configToEnv, type Config } from '../config.ts';
 import { createLogger, errorMessage, type Logger } from '../log.ts';
 import { workerCount } from '../scaling.ts';
@@ -26,12 +27,28 @@ export interface CycleOptions {
 const RULE = '========================================';
 /** How long the dispatcher waits before trying again to record a cycle the database refused. */
 const FINISH_RETRY_MS = 1_000;
-/** A cycle lock outlives the cycle's guard and kill grace by this much at most. */
-const LOCK_MARGIN_MS = 5_000;
-
 /** The result of a cycle that ended before spawning anything. */
 function earlyResult(started: number, exitCode: ExitCode, recovered = 0): CycleResult {
-  return { pending: 0, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered, durationMs: Date.now() - started, exitCode };
+  return {
+    cycleId: null,
+    pending: 0,
+    workersSpawned: 0,
+    workersSucceeded: 0,
+    workersFailed: 0,
+    recovered,
+    durationMs: Date.now() - started,
+    exitCode,
+    stopped: false,
+  };
+}
+
+/**
+ * Worker ids: the seed's `worker-<epoch ms>-<n>`, with a random part that tells apart
+ * the workers of hosts whose cycles start in the same millisecond.
+ */
+export function workerIds(count: number, now = Date.now()): string[] {
+  const cycle = randomBytes(3).toString('hex');
+  return Array.from({ length: count }, (_, i) => `worker-${now}-${cycle}-${i + 1}`);
 }
 
 export async function runCycle(options: CycleOptions): Promise<CycleResult> {
@@ -50,19 +67,20 @@ export async function runCycle(options: CycleOptions): Promise<CycleResult> {
 
   try {
     try {
-      store ??= await openStore(config.database);
+      store ??= await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
       await store.migrate();
       await store.ping();
     } catch (e) {
       log.error(`✗ Database unreachable (${config.databaseLabel}): ${errorMessage(e)}`);
       return earlyResult(started, EXIT.error);
     }
-    log.info('✓ Database connection verified');
+    log.info(`✓ Database connection verified (${config.databaseLabel})`);
 
     // One cycle at a time per host: system cron fires every minute whatever happens.
+    // The lock is a row that lives LEASE_MS unless renewed (see dispatch).
     let locked: boolean;
     try {
-      locked = await store.tryLockCycle(config.host, config.timeoutMs + config.killGraceMs + LOCK_MARGIN_MS);
+      locked = await store.tryLockCycle(config.host, config.leaseMs);
     } catch (e) {
       log.error(`✗ Database error while taking the cycle lock: ${errorMessage(e)}`);
       return earlyResult(started, EXIT.error);
@@ -81,8 +99,55 @@ export async function runCycle(options: CycleOptions): Promise<CycleResult> {
   }
 }
 
+/**
+ * Renews the cycle lock and the worker slots of the workers still running, every third
+ * of LEASE_MS, for as long as the cycle runs. A renewal that finds the lock taken (it
+ * expired while this process was frozen or cut off) stops any further spawning.
+ */
+function keepCoordination(store: Store, config: Config, log: Logger, running: ReadonlySet<string>) {
+  const state = { lockLost: false };
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    const workers = config.globalMaxWorkers === null ? [] : [...running];
+    Promise.all([
+      store.renewCycleLock(config.host, config.leaseMs).then((ours) => {
+        if (!ours && !state.lockLost) {
+          state.lockLost = true;
+          log.error(`✗ Cycle lock of ${config.host} lost (it expired and another dispatcher may hold it): no more workers will be spawned`);
+        }
+      }),
+      store.renewWorkerSlots(workers, config.leaseMs).then((kept) => {
+        const still = new Set(kept);
+        for (const w of workers) if (!still.has(w) && running.has(w)) log.warn(`Worker slot of ${w} lost (expired); the worker stops claiming`);
+      }),
+    ])
+      .catch((e: unknown) => log.warn(`Renewing the cycle lock and worker slots failed: ${errorMessage(e)}`))
+      .finally(() => (busy = false));
+  }, Math.max(20, Math.floor(config.leaseMs / 3)));
+  return { state, stop: () => clearInterval(timer) };
+}
+
 /** The cycle proper, under the host's cycle lock. */
 async function dispatch(store: Store, options: CycleOptions, log: Logger, started: number): Promise<CycleResult> {
+  const running = new Set<string>();
+  const coordination = keepCoordination(store, options.config, log, running);
+  try {
+    return await dispatchLocked(store, options, log, started, running, coordination.state);
+  } finally {
+    coordination.stop();
+  }
+}
+
+async function dispatchLocked(
+  store: Store,
+  options: CycleOptions,
+  log: Logger,
+  started: number,
+  running: Set<string>,
+  coordination: { readonly lockLost: boolean },
+): Promise<CycleResult> {
   const { config } = options;
   let pending: number;
   let recovered: number;
@@ -100,7 +165,7 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
       if (back.length > 20) log.warn(`  ... and ${back.length - 20} more`);
     }
     pending = await store.countDue();
-    cycleId = await store.startCycle(new Date(started), config.host);
+    cycleId = await store.startCycle(config.host);
   } catch (e) {
     log.error(`✗ Database error before spawning workers: ${errorMessage(e)}`);
     return earlyResult(started, EXIT.error);
@@ -108,42 +173,49 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
 
   log.info(`Pending posts: ${pending}`);
   const wanted = workerCount(pending, config);
-  let count = wanted;
+  let ids = workerIds(wanted);
   if (wanted === 0) {
     log.info('No pending posts, skipping worker spawn');
   } else {
     log.info(`Calculated worker count: ${wanted} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
     if (config.globalMaxWorkers !== null) {
       try {
-        count = await store.acquireWorkerSlots(config.host, wanted, config.globalMaxWorkers, config.timeoutMs + config.killGraceMs + LOCK_MARGIN_MS);
+        ids = await store.acquireWorkerSlots(config.host, ids, config.globalMaxWorkers, config.leaseMs);
       } catch (e) {
         log.error(`✗ Database error while taking worker slots: ${errorMessage(e)}`);
-        count = 0;
+        ids = [];
       }
-      if (count < wanted) {
+      if (ids.length < wanted) {
         log.warn(
-          `Global worker cap ${config.globalMaxWorkers}: ${count} of ${wanted} slots free (other hosts hold the rest)` +
-            (count === 0 ? '; due posts wait for the next cycle' : ''),
+          `Global worker cap ${config.globalMaxWorkers}: ${ids.length} of ${wanted} slots free (other hosts hold the rest)` +
+            (ids.length === 0 ? '; due posts wait for the next cycle' : ''),
         );
       }
     }
-    if (count > 0) {
-      log.info(`Spawning ${count} workers...`);
+    if (coordination.lockLost && ids.length > 0) {
+      log.error('✗ Not spawning: the cycle lock was lost');
+      await store.releaseWorkerSlots(ids).catch(() => undefined);
+      ids = [];
+    }
+    if (ids.length > 0) {
+      log.info(`Spawning ${ids.length} workers...`);
       log.blank();
     }
   }
+  const count = ids.length;
 
-  let exits: { results: WorkerExit[]; timedOut: boolean } = { results: [], timedOut: false };
+  let exits: { results: WorkerExit[]; timedOut: boolean; stopped: boolean } = { results: [], timedOut: false, stopped: false };
   try {
-    if (count > 0) exits = await runWorkers(count, cycleId, options, log, started);
+    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running);
   } finally {
-    if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots().catch(() => undefined);
+    if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots(ids).catch(() => undefined);
   }
 
   const succeeded = exits.results.filter((r) => r.exitCode === 0).length;
   const durationMs = Date.now() - started;
   const exitCode = cycleExitCode(exits.results, exits.timedOut);
   const result: CycleResult = {
+    cycleId,
     pending,
     workersSpawned: count,
     workersSucceeded: succeeded,
@@ -151,6 +223,7 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
     recovered,
     durationMs,
     exitCode,
+    stopped: exits.stopped,
   };
   logSummary(log, result, exits.results);
 
@@ -182,20 +255,20 @@ async function dispatch(store: Store, options: CycleOptions, log: Logger, starte
 }
 
 async function runWorkers(
-  count: number,
+  ids: readonly string[],
   cycleId: number,
   options: CycleOptions,
   log: Logger,
   started: number,
-): Promise<{ results: WorkerExit[]; timedOut: boolean }> {
+  running: Set<string>,
+): Promise<{ results: WorkerExit[]; timedOut: boolean; stopped: boolean }> {
   const { config } = options;
   const env = { ...process.env, ...configToEnv(config) };
-  const stamp = Date.now();
   const workers: WorkerHandle[] = [];
-  for (let n = 1; n <= count; n++) {
-    const workerId = `worker-${stamp}-${n}`;
+  for (const workerId of ids) {
     log.info(`Spawning worker: ${workerId}`);
-    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry));
+    running.add(workerId);
+    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null));
   }
   log.blank();
 
@@ -203,6 +276,7 @@ async function runWorkers(
   const reported = Promise.all(
     workers.map(async (w) => {
       const exit = await w.exited;
+      running.delete(w.workerId);
       results.push(exit);
       logWorkerExit(log, exit);
       return exit;
@@ -233,7 +307,7 @@ async function runWorkers(
   }
   const order = new Map(workers.map((w, i) => [w.workerId, i]));
   results.sort((a, b) => (order.get(a.workerId) ?? 0) - (order.get(b.workerId) ?? 0));
-  return { results, timedOut: first === 'timeout' };
+  return { results, timedOut: first === 'timeout', stopped: first === 'signal' };
 }
 
 function logWorkerExit(log: Logger, exit: WorkerExit): void {

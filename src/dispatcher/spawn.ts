@@ -57,9 +57,10 @@ function workerExecArgv(entry: string): string[] {
   return keep;
 }
 
-export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY): WorkerHandle {
+/** `slot`: the worker holds a GLOBAL_MAX_WORKERS slot in its name (it renews and frees it). */
+export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY, slot = false): WorkerHandle {
   const startedAt = new Date();
-  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId)], {
+  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId), ...(slot ? ['--slot'] : [])], {
     env,
     execArgv: workerExecArgv(entry),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

@@ -7,8 +7,10 @@ import type { Channel, OnUnknown } from '../types.ts';
  */
 export interface PublishRequest {
   readonly postId: number;
+  /** this attempt's number over the post's life (an operator's retry keeps counting) */
   readonly attempt: number;
   readonly text: string;
+  /** the time the post was scheduled for (retries move its run_at, not this) */
   readonly runAt: Date;
   readonly idempotencyKey: string;
   readonly channel: Channel;

@@ -5,11 +5,11 @@ import type { Store } from './store.ts';
  * Opens the store for a database target. Each dialect's driver is imported only
  * when chosen, so a process never loads the driver it does not use.
  */
-export async function openStore(target: DatabaseTarget): Promise<Store> {
+export async function openStore(target: DatabaseTarget, options: { readonly dbTimeoutMs?: number } = {}): Promise<Store> {
   if (target.dialect === 'sqlite') {
     const { openSqliteStore } = await import('./sqlite/index.ts');
     return openSqliteStore(target.path);
   }
   const { openPostgresStore } = await import('./postgres/index.ts');
-  return openPostgresStore(target);
+  return openPostgresStore(target, { timeoutMs: options.dbTimeoutMs ?? 10_000 });
 }

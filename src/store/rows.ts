@@ -1,7 +1,8 @@
 /* eslint-disable @typescript-eslint/no-unnecessary-type-conversion --
    the drivers return ids and counts as numbers or as strings (int8) depending on the
    dialect and its settings; Number() makes them numbers whatever the row type says */
-import { ON_UNKNOWN, type Channel, type ClaimedPost, type OnUnknown, type Post, type PostStatus } from '../types.ts';
+import { TRANSITIONS } from '../states.ts';
+import { ON_UNKNOWN, type Channel, type ClaimedPost, type CycleRecord, type CycleState, type OnUnknown, type Post, type PostStatus } from '../types.ts';
 
 /** Row shapes shared by the dialects, and their mapping to domain objects. */
 
@@ -75,6 +76,9 @@ export interface PostRow {
   external_url: string | null;
   idempotency_key: string;
   unconfirmed: number | boolean;
+  scheduled_at: TimeValue;
+  claim_token: number;
+  attempts_base: number;
 }
 
 export function postFromRow(row: PostRow): Post {
@@ -95,6 +99,9 @@ export function postFromRow(row: PostRow): Post {
     externalUrl: row.external_url,
     idempotencyKey: row.idempotency_key,
     unconfirmed: truthy(row.unconfirmed),
+    scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
+    claimToken: Number(row.claim_token),
+    attemptsBase: Number(row.attempts_base),
   };
 }
 
@@ -102,7 +109,10 @@ export function postFromRow(row: PostRow): Post {
 export interface ClaimRow {
   id: number;
   run_at: TimeValue;
+  scheduled_at: TimeValue;
   attempts: number;
+  attempts_base: number;
+  claim_token: number;
   idempotency_key: string;
   unconfirmed: number | boolean;
   text: string | null;
@@ -119,7 +129,10 @@ export function claimedFromRow(row: ClaimRow): ClaimedPost {
   return {
     id: Number(row.id),
     runAt: required(row.run_at, 'post_schedule.run_at'),
+    scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
     attempt: Number(row.attempts),
+    attemptsBase: Number(row.attempts_base),
+    token: Number(row.claim_token),
     idempotencyKey: row.idempotency_key,
     unconfirmed: truthy(row.unconfirmed),
     text: row.text,
@@ -140,6 +153,9 @@ export function claimedFromRow(row: ClaimRow): ClaimedPost {
 
 export interface CycleRow {
   id: number;
+  host: string;
+  /** 1 while the host's cycle lock, taken before this cycle started, is still held */
+  lock_held: number | boolean | null;
   started_at: TimeValue;
   finished_at: TimeValue;
   pending: number | null;
@@ -151,9 +167,13 @@ export interface CycleRow {
   duration_ms: number | null;
 }
 
-export function cycleFromRow(row: CycleRow) {
+export function cycleFromRow(row: CycleRow): CycleRecord {
+  const finished = row.finished_at !== null;
+  const state: CycleState = finished ? 'finished' : truthy(row.lock_held) ? 'running' : 'dead';
   return {
     id: Number(row.id),
+    host: row.host,
+    state,
     startedAt: required(row.started_at, 'cycles.started_at'),
     finishedAt: toDate(row.finished_at),
     pending: Number(row.pending ?? 0),
@@ -164,6 +184,36 @@ export function cycleFromRow(row: CycleRow) {
     exitCode: row.exit_code === null ? null : Number(row.exit_code),
     durationMs: row.duration_ms === null ? null : Number(row.duration_ms),
   };
+}
+
+/**
+ * The claim columns every dialect returns for a claimed post (post_schedule as s,
+ * post_details as d, channels as ch).
+ */
+export const CLAIM_COLUMNS = `
+  s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
+  ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
+  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at`;
+
+/** The status each outcome kind leads to (the `to` of its transition). */
+export const OUTCOME_STATUS = {
+  published: TRANSITIONS.publish.to,
+  retry: TRANSITIONS.retryLater.to,
+  failed: TRANSITIONS.fail.to,
+  unknown: TRANSITIONS.holdUnknown.to,
+  released: TRANSITIONS.release.to,
+} as const satisfies Record<string, PostStatus>;
+
+/**
+ * The last cycles with their state: an unfinished one is running while its host's
+ * cycle lock, taken before it started, is still held and unexpired (`now` is the
+ * dialect's clock expression).
+ */
+export function cyclesQuery(now: string, limit: string): string {
+  return `SELECT c.*, (c.finished_at IS NULL AND EXISTS (
+            SELECT 1 FROM cycle_locks l WHERE l.host = c.host AND l.locked_at <= c.started_at AND l.expires_at > ${now}
+          )) AS lock_held
+     FROM cycles c ORDER BY c.id DESC LIMIT ${limit}`;
 }
 
 /** Posts held as unknown, oldest first, for `status` (same text in both dialects). */

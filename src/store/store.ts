@@ -3,6 +3,7 @@ import type {
   Channel,
   ClaimedPost,
   CycleResult,
+  HeldPost,
   NewChannel,
   NewPost,
   OnUnknown,
@@ -50,7 +51,8 @@ export interface Store {
   /**
    * publish / retryLater / fail / holdUnknown / release: records outcomes in one transaction. Each update is
    * fenced: it applies only while the post is still processing under this worker and
-   * attempt. Returns the ids that were applied; the others had been taken away.
+   * claim token (publishLate: a `published` also applies to a post that recovery took
+   * back, as long as nobody claimed it since: same token). Returns the ids applied.
    */
   recordOutcomes(workerId: string, outcomes: readonly Outcome[]): Promise<number[]>;
   /**
@@ -68,11 +70,19 @@ export interface Store {
   recoverExpired(maxAttempts: number): Promise<RecoveredPost[]>;
   /**
    * heartbeat: extends to now + `leaseMs` the leases of posts this worker still holds
-   * (fenced by worker and attempt). Returns the ids renewed; a missing one was taken away.
+   * (fenced by worker and claim token). Returns the ids renewed; a missing one was taken away.
    */
-  renewLeases(workerId: string, held: readonly { postId: number; attempt: number }[], leaseMs: number): Promise<number[]>;
+  renewLeases(workerId: string, held: readonly { postId: number; token: number }[], leaseMs: number): Promise<number[]>;
   /**
-   * requeue: failed or unknown posts back to pending, due now, attempts reset.
+   * After a round trip whose answer was lost (it may have committed): the posts still
+   * processing under this worker, and the posts `ids` whatever their state, as the
+   * database has them now. The worker then releases claims it never saw and drops
+   * outcomes that were in fact recorded.
+   */
+  reconcile(workerId: string, ids: readonly number[]): Promise<HeldPost[]>;
+  /**
+   * requeue: failed or unknown posts back to pending, due now; attempts keep counting,
+   * and MAX_ATTEMPTS counts afresh from here (attempts_base = attempts).
    * `allFailed` = every failed post (unknown ones are only ever requeued by id). The operator
    * chose to send again: the post is no longer unconfirmed, so it is sent without a check.
    */
@@ -83,25 +93,37 @@ export interface Store {
   cancel(id: number): Promise<{ cancelled: boolean; status: PostStatus | null }>;
 
   /**
-   * Takes the cycle lock of `host` for this process: false when a cycle of that host is
-   * still running. A lock whose process died is free at once (PostgreSQL: a session
-   * advisory lock, gone with its connection; SQLite: a row naming a pid that no longer
-   * runs), and any lock is free after `ttlMs`.
+   * Coordination rows. Each names its holder and expires at a time on the database's
+   * clock; the holder renews it every third of its ttl while it lives, and a renewal
+   * that finds the row gone or taken says so (the holder then stops spawning or
+   * claiming). A row whose holder process is known dead (same machine, pid gone) is
+   * free at once; any other is free when it expires. Nothing lives in a database
+   * session, so a lost connection, a restarted server or a pooler changes nothing.
+   *
+   * The cycle lock of `host` for this store: false when a live cycle of that host holds it.
    */
   tryLockCycle(host: string, ttlMs: number): Promise<boolean>;
+  /** extends this store's cycle lock of `host`; false when it is no longer ours */
+  renewCycleLock(host: string, ttlMs: number): Promise<boolean>;
   unlockCycle(host: string): Promise<void>;
   /**
-   * The global worker cap: takes up to `wanted` of the `cap` worker slots shared by
-   * every dispatcher on this database, for this store's connection, and returns how
-   * many it got (0 when all are in use). Slots are given back by releaseWorkerSlots,
-   * and are free at once when their dispatcher dies (PostgreSQL: session advisory
-   * locks; SQLite: rows naming a pid that no longer runs), or after `ttlMs`.
+   * The global worker cap: takes one of the `cap` slots shared by every dispatcher on
+   * this database for each of `workers` (worker ids, which become the holders), as
+   * many as are free, in order. Returns the workers that got one.
    */
-  acquireWorkerSlots(host: string, wanted: number, cap: number, ttlMs: number): Promise<number>;
-  releaseWorkerSlots(): Promise<void>;
-  startCycle(startedAt: Date, host: string): Promise<number>;
+  acquireWorkerSlots(host: string, workers: readonly string[], cap: number, ttlMs: number): Promise<string[]>;
+  /** extends the slots these workers hold (a worker renews its own, its dispatcher all of them); returns those still held */
+  renewWorkerSlots(workers: readonly string[], ttlMs: number): Promise<string[]>;
+  releaseWorkerSlots(workers: readonly string[]): Promise<void>;
+  /** records a cycle's start on the database's clock (so that one clock dates it) */
+  startCycle(host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;
+  /**
+   * Deletes posts published, failed or cancelled more than `olderThanMs` ago (with their
+   * content), and cycle records (with their worker runs) that old; in batches.
+   */
+  prune(olderThanMs: number): Promise<{ posts: number; cycles: number }>;
 }
 
 export interface ChannelChanges {
@@ -121,13 +143,21 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
+/** The one-line refusal of a database migrated by a newer post-scheduler. */
+export function newerSchemaMessage(found: number, known: number, where: string): string {
+  return `the database ${where} has schema version ${found}, newer than this post-scheduler knows (${known}): upgrade post-scheduler (migrations are never undone)`;
+}
+
 /** The message every store records when a lease runs out. */
 export function leaseExpiredMessage(workerId: string | null, attempts: number, held: boolean): string {
   const what = `lease expired: worker ${workerId ?? '(unknown)'} stopped without recording an outcome (attempt ${attempts})`;
   return held ? `${what}; it may have been published: check the channel, then retry or mark-published` : what;
 }
 
-/** The status a post whose lease expired moves to, by its channel's policy (null: no channel). */
+/**
+ * The status a post whose lease expired moves to, by its channel's policy (null: no
+ * channel); `attempts` counts from the latest operator retry.
+ */
 export function recoveredStatus(onUnknown: OnUnknown | null, attempts: number, maxAttempts: number): PostStatus {
   const held = onUnknown === null || onUnknown === 'hold' || attempts >= maxAttempts;
   return held ? TRANSITIONS.recoverUnknown.to : TRANSITIONS.recover.to;

@@ -1,6 +1,8 @@
 /**
  * Ephemeral worker entry point, spawned by the dispatcher:
- *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<n> --cycle-id <id>
+ *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<hex>-<n> --cycle-id <id> [--slot]
+ * `--slot`: the dispatcher took a GLOBAL_MAX_WORKERS slot in this worker's name; the
+ * worker renews it while it runs and gives it back when it ends.
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
  */
@@ -22,7 +24,7 @@ export interface WorkerMessage {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' } },
+    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' }, slot: { type: 'boolean' } },
     strict: true,
   });
   const workerId = values['worker-id'] ?? `worker-${Date.now()}-${process.pid}`;
@@ -50,7 +52,7 @@ async function main(): Promise<number> {
 
   let store;
   try {
-    store = await openStore(config.database);
+    store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
   } catch (e) {
     log.error(`Cannot open the database: ${errorMessage(e)}`);
     return EXIT.error;
@@ -66,6 +68,7 @@ async function main(): Promise<number> {
       stopGraceMs: Math.floor(config.killGraceMs / 2),
       // the budget counts from the process start, as the hard stop above does
       startedAt: Math.round(performance.timeOrigin),
+      holdsSlot: values.slot === true,
     });
     const message: WorkerMessage = {
       type: 'report',
@@ -82,6 +85,8 @@ async function main(): Promise<number> {
     if (report.error !== null || report.fencedOut > 0) return EXIT.error;
     return report.timedOut ? EXIT.timeout : EXIT.ok;
   } finally {
+    // the slot is free for other hosts as soon as this worker is done (else at its expiry)
+    if (values.slot === true) await store.releaseWorkerSlots([workerId]).catch(() => undefined);
     await store.close();
   }
 }

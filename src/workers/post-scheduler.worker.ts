@@ -4,8 +4,9 @@ import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
 import type { Publisher, PublisherModule } from '../publishers/publisher.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
+import { OUTCOME_STATUS } from '../store/rows.ts';
 import type { Store } from '../store/store.ts';
-import type { ClaimedPost, Outcome } from '../types.ts';
+import type { ClaimedPost, HeldPost, Outcome } from '../types.ts';
 import { publishPost } from './publish-post.ts';
 
 /**
@@ -33,6 +34,11 @@ export interface WorkerOptions {
   readonly stopGraceMs?: number;
   /** when the budget (WORKER_TIMEOUT_MS) started, epoch ms; the process start for a worker process */
   readonly startedAt?: number;
+  /**
+   * the worker holds a GLOBAL_MAX_WORKERS slot under its id: it renews the slot with its
+   * heartbeat, and stops claiming if the slot was lost (expired and taken)
+   */
+  readonly holdsSlot?: boolean;
 }
 
 export interface WorkerReport {
@@ -50,6 +56,10 @@ export interface WorkerReport {
   readonly timedOut: boolean;
   /** the database failed; posts left processing return after their lease */
   readonly error: Error | null;
+  /** claims whose answer was lost (the round trip failed after its commit), handed back once seen */
+  readonly unseenClaims: number;
+  /** outcomes found already recorded after a round trip whose answer was lost */
+  readonly recordedUnseen: number;
 }
 
 export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
@@ -131,23 +141,37 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     });
   };
 
-  // Every post claimed and not yet recorded (in flight, or its outcome queued):
-  // its lease is renewed every third of LEASE_MS while this worker lives.
+  // Every post claimed and not yet recorded (in flight, or its outcome queued), with
+  // its claim token: its lease is renewed every third of LEASE_MS while this worker
+  // lives, and so is the worker's slot of GLOBAL_MAX_WORKERS.
   const held = new Map<number, number>();
   let renewing = false;
+  let slotLost = false;
   const heartbeat = setInterval(() => {
-    if (renewing || held.size === 0) return;
+    if (renewing) return;
     renewing = true;
-    const posts = [...held].map(([postId, attempt]) => ({ postId, attempt }));
-    store.renewLeases(workerId, posts, leaseMs).then(
-      (renewed) => {
-        const ok = new Set(renewed);
-        for (const p of posts) {
-          if (!ok.has(p.postId) && held.get(p.postId) === p.attempt) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
-        }
-      },
-      (e: unknown) => log.warn(`Renewing leases failed: ${errorMessage(e)}`),
-    ).finally(() => (renewing = false));
+    const posts = [...held].map(([postId, token]) => ({ postId, token }));
+    const leases =
+      posts.length === 0
+        ? Promise.resolve()
+        : store.renewLeases(workerId, posts, leaseMs).then((renewed) => {
+            const ok = new Set(renewed);
+            for (const p of posts) {
+              if (!ok.has(p.postId) && held.get(p.postId) === p.token) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
+            }
+          });
+    const slot =
+      options.holdsSlot !== true || slotLost
+        ? Promise.resolve()
+        : store.renewWorkerSlots([workerId], leaseMs).then((still) => {
+            if (still.length > 0) return;
+            slotLost = true;
+            log.error('Worker slot (GLOBAL_MAX_WORKERS) lost: it expired and may be taken; no more claims');
+            wake();
+          });
+    Promise.all([leases, slot])
+      .catch((e: unknown) => log.warn(`Renewing leases failed: ${errorMessage(e)}`))
+      .finally(() => (renewing = false));
   }, Math.max(20, Math.floor(leaseMs / 3)));
 
   const tally = (outcomes: readonly Outcome[], applied: readonly number[]): void => {
@@ -158,6 +182,38 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         counts.fencedOut++;
         log.warn(`Post ${o.postId}: outcome ${o.kind} not recorded, the claim is no longer ours (lease expired)`);
       } else counts[o.kind === 'retry' ? 'retried' : o.kind]++;
+    }
+  };
+
+  /**
+   * After a round trip that failed, which may have committed with only its answer lost:
+   * claims the database gives this worker that it never saw go back at once (released,
+   * no attempt counted), and outcomes that were in fact recorded are not sent again.
+   */
+  let unseenClaims = 0;
+  let recordedUnseen = 0;
+  const reconcile = (rows: readonly HeldPost[]): void => {
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const keep: Outcome[] = [];
+    for (const o of queued) {
+      const row = byId.get(o.postId);
+      const ours = row !== undefined && row.token === o.token;
+      if (ours && row.status === 'processing' && row.workerId === workerId) keep.push(o);
+      else if (ours && o.kind === 'published' && (row.status === 'pending' || row.status === 'unknown')) keep.push(o);
+      else if (ours && row.status === OUTCOME_STATUS[o.kind]) {
+        recordedUnseen++;
+        tally([o], [o.postId]);
+      } else tally([o], []);
+    }
+    const unseen = rows.filter((r) => r.status === 'processing' && r.workerId === workerId && !held.has(r.id));
+    for (const r of unseen) {
+      held.set(r.id, r.token);
+      keep.push({ kind: 'released', postId: r.id, token: r.token });
+    }
+    unseenClaims += unseen.length;
+    queued.splice(0, queued.length, ...keep);
+    if (unseen.length > 0 || recordedUnseen > 0) {
+      log.warn(`Reconciled after a lost answer: ${unseen.length} claims never seen handed back, ${recordedUnseen} outcomes found recorded`);
     }
   };
 
@@ -172,19 +228,42 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let failedRoundTrips = 0;
   let drained = false;
   let firstClaim = true;
+  let reconcileNeeded = false;
   try {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
     for (;;) {
       const now = Date.now();
-      // `stopping` and `error` change in callbacks, which the type checker cannot see
+      const failed = (e: unknown, doing: string): void => {
+        failedRoundTrips++;
+        retryRecordAt = Date.now() + Math.min(2_000, 100 * 2 ** Math.min(failedRoundTrips, 5));
+        // the round trip may have committed with only its answer lost: ask before the next one
+        reconcileNeeded = true;
+        if (error === null) {
+          error = new Error(`database error while ${doing}: ${errorMessage(e)}`);
+          log.error(`${error.message}; no more claims, outcomes kept and written again when the database answers`);
+        }
+      };
+      if (reconcileNeeded && now >= retryRecordAt) {
+        try {
+          roundTrips++;
+          reconcile(await store.reconcile(workerId, queued.map((o) => o.postId)));
+          reconcileNeeded = false;
+        } catch (e) {
+          failed(e, 'reconciling after a lost answer');
+          if (Date.now() >= deadline && inFlight === 0) break;
+        }
+        continue;
+      }
+      // `stopping`, `slotLost` and `error` change in callbacks, which the type checker cannot see
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-      const canClaim: boolean = !stopping && !drained && error === null && now < claimCutoff && !inFlightAbort.signal.aborted;
+      const canClaim: boolean = !stopping && !slotLost && !drained && error === null && now < claimCutoff && !inFlightAbort.signal.aborted;
       const want: number = canClaim ? Math.min(capacity - inFlight, config.batchSize) : 0;
-      const claimNow: boolean = want > 0 && (want >= claimThreshold || inFlight === 0);
+      const claimNow: boolean = !reconcileNeeded && want > 0 && (want >= claimThreshold || inFlight === 0);
       // Outcomes wait for the next claim, for half a capacity of them, for the last
       // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
       const recordNow: boolean =
+        !reconcileNeeded &&
         queued.length > 0 &&
         (error === null
           ? queued.length >= claimThreshold || inFlight === 0 || stopping || now - oldestQueuedAt >= OUTCOME_DELAY_MS
@@ -203,14 +282,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             failedRoundTrips = 0;
           }
         } catch (e) {
-          // nothing was written: the outcomes wait for the next try
+          // whether it committed is unknown: the outcomes wait, and a reconcile comes first
           queued.unshift(...outcomes);
-          failedRoundTrips++;
-          retryRecordAt = Date.now() + Math.min(2_000, 100 * 2 ** Math.min(failedRoundTrips, 5));
-          if (error === null) {
-            error = new Error(`database error while ${limit > 0 ? 'claiming posts' : 'recording outcomes'}: ${errorMessage(e)}`);
-            log.error(`${error.message}; no more claims, outcomes kept and written again when the database answers`);
-          }
+          failed(e, limit > 0 ? 'claiming posts' : 'recording outcomes');
           if (Date.now() >= deadline && inFlight === 0) break;
           continue;
         }
@@ -223,17 +297,18 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           }
           if (posts.length < limit) drained = true;
           for (const post of posts) {
-            held.set(post.id, post.attempt);
+            held.set(post.id, post.token);
             start(post);
           }
         }
         continue;
       }
-      if (inFlight === 0 && queued.length === 0) break;
+      if (!reconcileNeeded && inFlight === 0 && queued.length === 0) break;
       // the database stayed down for the whole budget: what is left returns after its lease
       if (error !== null && inFlight === 0 && Date.now() >= deadline) break;
       let wakeAt: number | null = null;
-      if (queued.length > 0) wakeAt = error === null ? oldestQueuedAt + OUTCOME_DELAY_MS : retryRecordAt;
+      if (reconcileNeeded) wakeAt = retryRecordAt;
+      else if (queued.length > 0) wakeAt = error === null ? oldestQueuedAt + OUTCOME_DELAY_MS : retryRecordAt;
       const wakeUp = wakeAt === null ? undefined : setTimeout(wake, Math.max(1, wakeAt - Date.now()));
       await sleep();
       clearTimeout(wakeUp);
@@ -250,6 +325,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));
   }
 
+  // set in a callback (`failed`), which the type checker cannot follow
+  const dbError = error as Error | null;
   const parts = [`Published ${counts.published} posts`];
   if (counts.retried > 0) parts.push(`${counts.retried} ${counts.retried === 1 ? 'retry' : 'retries'}`);
   if (counts.failed > 0) parts.push(`${counts.failed} failed`);
@@ -257,7 +334,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (counts.released > 0) parts.push(`${counts.released} handed back unstarted`);
   if (counts.fencedOut > 0) parts.push(`${counts.fencedOut} taken away`);
   const clean =
-    error === null && counts.retried === 0 && counts.failed === 0 && counts.unknown === 0 && counts.released === 0 && counts.fencedOut === 0;
+    dbError === null && counts.retried === 0 && counts.failed === 0 && counts.unknown === 0 && counts.released === 0 && counts.fencedOut === 0;
   const cpu = process.cpuUsage();
   const fields = { ...counts, roundTrips, durationMs: Date.now() - started, cpuMs: Math.round((cpu.user + cpu.system) / 1000), maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024) };
   if (counts.claimed > 0) log.info(clean ? `${parts[0] ?? ''} successfully` : parts.join(', '), fields);
@@ -266,9 +343,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   if (counts.fencedOut > 0) {
     log.error(`${counts.fencedOut} outcomes not recorded: their leases ran out and the posts were taken back (see LEASE_MS)`);
   }
-  if (error !== null) {
+  if (dbError !== null) {
     const unrecorded = queued.length + inFlight;
-    log.error(unrecorded > 0 ? `${error.message}; ${unrecorded} outcomes not recorded, those posts return after their lease` : error.message);
+    log.error(unrecorded > 0 ? `${dbError.message}; ${unrecorded} outcomes not recorded, those posts return after their lease` : dbError.message);
   }
-  return { ...counts, timedOut, error };
+  return { ...counts, timedOut, error: dbError, unseenClaims, recordedUnseen };
 }

@@ -37,7 +37,9 @@ export interface PublishDeps {
 
 export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise<Outcome> {
   const { config, log } = deps;
-  const base = { postId: post.id, attempt: post.attempt };
+  const base = { postId: post.id, token: post.token };
+  // MAX_ATTEMPTS counts from the latest operator retry; `attempt` counts over the post's life
+  const used = post.attempt - post.attemptsBase;
 
   const channel = post.channel;
   // An earlier attempt may have been delivered, until a lookup says it was not.
@@ -58,13 +60,13 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   /** `maybeSent`: this attempt may have been delivered. */
   const retryOrGiveUp = (reason: string, retryAfterMs: number | null, maybeSent: boolean): Outcome => {
     const unconfirmed = maybeSent || mayBeOut;
-    if (post.attempt >= config.maxAttempts) {
+    if (used >= config.maxAttempts) {
       mayBeOut = unconfirmed;
-      return fail(`gave up after ${post.attempt} attempts: ${reason}`);
+      return fail(`gave up after ${used} attempts: ${reason}`);
     }
     // the server's Retry-After is honoured up to a day, so no post is parked for years
-    const delayMs = Math.max(backoffDelay(post.attempt, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
-    log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${post.attempt}/${config.maxAttempts}): ${reason}`);
+    const delayMs = Math.max(backoffDelay(used, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
+    log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${used}/${config.maxAttempts}): ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
   };
 
@@ -85,7 +87,8 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     postId: post.id,
     attempt: post.attempt,
     text: post.text,
-    runAt: post.runAt,
+    // the time it was scheduled for: what the platform is told, whatever retries did to run_at
+    runAt: post.scheduledAt,
     idempotencyKey: post.idempotencyKey,
     channel,
     signal: deps.signal,

@@ -1,11 +1,15 @@
 import postgres from 'postgres';
-import { redactUrl } from '../../config.ts';
+import { DEFAULT_SCHEMA, redactUrl } from '../../config.ts';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
-import type { NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import type { HeldPost, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import { holderDead, makeHolder } from '../holder.ts';
 import {
   channelFromRow,
   claimedFromRow,
+  CLAIM_COLUMNS,
   cycleFromRow,
+  cyclesQuery,
+  OUTCOME_STATUS,
   postFromRow,
   type ChannelRow,
   type ClaimRow,
@@ -14,7 +18,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -25,57 +29,102 @@ const types = {
 /** Every session uses the database's clock (now()) for run_at and leases. */
 const MIGRATE_LOCK = "hashtext('post-scheduler:migrate')";
 
-/** Outcome kind -> the status its transition leads to. */
-const OUTCOME_STATUS = {
-  published: TRANSITIONS.publish.to,
-  retry: TRANSITIONS.retryLater.to,
-  failed: TRANSITIONS.fail.to,
-  unknown: TRANSITIONS.holdUnknown.to,
-  released: TRANSITIONS.release.to,
-} as const;
+/** The tables of post-scheduler before it had a schema of its own (in `public`). */
+const LEGACY_TABLES = ['schema_migrations', 'channels', 'post_details', 'post_schedule', 'cycles', 'worker_runs'];
+
+/** Rows of a finished post deleted by one prune statement. */
+const PRUNE_BATCH = 5_000;
 
 export interface PostgresTarget {
   readonly url: string;
-  readonly schema: string | null;
+  /** the schema of post-scheduler's tables (search_path); post_scheduler unless the URL names one */
+  readonly schema: string;
 }
+
+export interface PostgresOptions {
+  /** the longest one round trip may take; then the connection is dropped and a new one made */
+  readonly timeoutMs: number;
+}
+
+const POOLER_HINT =
+  'post-scheduler needs a session of its own (prepared statements, search_path): connect it to PostgreSQL directly, or through a session-mode pool';
 
 /**
  * PostgreSQL store over one connection. Claims use FOR UPDATE SKIP LOCKED, so
  * workers on any number of hosts take disjoint sets of posts without waiting.
+ * Every round trip has a client-side deadline: a database that goes silent (a
+ * partition, a frozen server) costs `timeoutMs` and one error naming it.
  */
-export async function openPostgresStore(target: PostgresTarget): Promise<Store> {
-  const sql = postgres(target.url, {
-    max: 1,
-    types,
-    connect_timeout: 10,
-    prepare: true,
-    onnotice: () => undefined,
-    connection: {
-      application_name: 'post-scheduler',
-      // Plan each prepared statement once: re-planning the exchange (three CTEs) for
-      // every call cost more than executing it.
-      plan_cache_mode: 'force_generic_plan',
-      ...(target.schema === null ? {} : { search_path: target.schema }),
-    },
-  });
+export async function openPostgresStore(target: PostgresTarget, options: PostgresOptions = { timeoutMs: 10_000 }): Promise<Store> {
+  const where = `${redactUrl(target.url)} (schema ${target.schema})`;
+  const connect = () =>
+    postgres(target.url, {
+      max: 1,
+      types,
+      connect_timeout: Math.max(1, Math.ceil(options.timeoutMs / 1000)),
+      prepare: true,
+      onnotice: () => undefined,
+      connection: {
+        application_name: 'post-scheduler',
+        // Plan each prepared statement once: re-planning the exchange (three CTEs) for
+        // every call cost more than executing it.
+        plan_cache_mode: 'force_generic_plan',
+        search_path: target.schema,
+      },
+    });
+  let sql = connect();
+  type Sql = typeof sql;
+  const connectError = (e: unknown): StoreError => {
+    const message = (e as Error).message;
+    const hint = /unsupported startup parameter/i.test(message) ? ` (a connection pooler? ${POOLER_HINT})` : '';
+    return new StoreError(`cannot connect to PostgreSQL at ${where}: ${message}${hint}`);
+  };
+
+  /**
+   * Runs `work` on the current connection within the deadline. Past it, that
+   * connection is dropped (its socket destroyed, whatever it was waiting for) and the
+   * next call connects afresh.
+   */
+  const bounded = async <T>(work: (db: Sql) => Promise<T>): Promise<T> => {
+    const db = sql;
+    const running = work(db);
+    running.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (sql === db) sql = connect();
+        db.end({ timeout: 0 }).catch(() => undefined);
+        reject(new StoreError(`PostgreSQL at ${where} did not answer within ${options.timeoutMs} ms (DB_TIMEOUT_MS)`));
+      }, options.timeoutMs);
+    });
+    try {
+      return await Promise.race([running, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
   try {
-    await sql.unsafe('SELECT 1');
+    await bounded((db) => db.unsafe('SELECT 1'));
   } catch (e) {
     await sql.end({ timeout: 0 }).catch(() => undefined);
-    throw new StoreError(`cannot connect to PostgreSQL at ${redactUrl(target.url)}: ${(e as Error).message}`);
+    throw e instanceof StoreError ? e : connectError(e);
   }
 
   /** One statement, prepared once per connection and reused. */
-  type Db = Pick<typeof sql, 'unsafe'>;
+  type Db = Pick<Sql, 'unsafe'>;
   const run = async <R>(db: Db, text: string, values: unknown[] = []): Promise<R[]> =>
     (await db.unsafe(text, values as never[], { prepare: true })) as unknown as R[];
-  const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => run<R>(sql, text, values);
-  const tx = <T>(fn: (db: Db) => Promise<T>): Promise<T> => sql.begin(fn) as Promise<T>;
+  const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => bounded((db) => run<R>(db, text, values));
+  const tx = <T>(fn: (db: Db) => Promise<T>): Promise<T> => bounded((db) => db.begin(fn) as Promise<T>);
+  const holder = makeHolder();
 
   /**
    * Outcomes and the next claim in one statement (one round trip, one commit).
-   * - done: the outcomes, fenced: a row changes only while it is still processing under
-   *   this worker and attempt; a post recovered and claimed by another worker is left alone.
+   * - done: the outcomes, fenced by the claim token: a row changes only while it is still
+   *   processing under this worker and claim; a post recovered and claimed by another
+   *   worker is left alone. A `published` also lands on a post recovery took back
+   *   (pending or unknown) if nobody claimed it since (publishLate).
    * - due / claimed: the claim. Locks the due rows picked, FOR UPDATE; rows another claim
    *   holds are skipped, not waited for. Posts `done` returns to pending are not seen by
    *   `due` (same snapshot), so they are never re-claimed by the same call.
@@ -83,14 +132,14 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
    */
   const EXCHANGE = `
     WITH v AS (
-      SELECT id, attempt, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent,
+      SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent,
              CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
                        WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
                        WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
                        WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
                        WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
-        FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[])
-             AS t(id, attempt, kind, error, delay_ms, external_id, external_url, maybe_sent)
+        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[])
+             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent)
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -108,7 +157,9 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
              lease_expires_at = NULL,
              updated_at = now()
         FROM v
-       WHERE s.id = v.id AND ${whereFrom('publish', 's.status')} AND s.worker_id = $1 AND s.attempts = v.attempt
+       WHERE s.id = v.id AND s.claim_token = v.token
+         AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
+              OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
       RETURNING s.id
     ), due AS (
       SELECT id FROM post_schedule
@@ -120,19 +171,18 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       UPDATE post_schedule s
          SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
              lease_expires_at = now() + $10 * interval '1 millisecond',
-             attempts = s.attempts + 1, updated_at = now()
+             attempts = s.attempts + 1, claim_token = s.claim_token + 1, updated_at = now()
         FROM due
        WHERE s.id = due.id
-      RETURNING s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed, s.post_detail_id, s.channel_id
+      RETURNING s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
+                s.post_detail_id, s.channel_id
     )
     SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
       FROM (SELECT 1) AS one
       LEFT JOIN (
-        SELECT s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed,
+        SELECT ${CLAIM_COLUMNS},
                -- a lookup by primary key per claimed row, never a scan of all content
-               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
-               ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-               ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at
+               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text
           FROM claimed s
           LEFT JOIN channels ch ON ch.id = s.channel_id
       ) AS c ON true
@@ -143,7 +193,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
       workerId,
       outcomes.map((o) => o.postId),
-      outcomes.map((o) => o.attempt),
+      outcomes.map((o) => o.token),
       outcomes.map((o) => o.kind),
       outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null)),
       outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
@@ -157,24 +207,79 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
   };
 
-  /** worker slots (advisory locks) this connection holds */
-  const heldSlots = new Set<number>();
+  /**
+   * The schema version, and whether this connection is a session of its own: behind a
+   * transaction-mode pooler (PgBouncer) two statements of one client may run on two
+   * server sessions, and a second client may be handed this one's session.
+   */
+  const checkSession = async (): Promise<{ version: number | null }> => {
+    const [first] = await q<{ pid: number; search_path: string; has: boolean }>(
+      "SELECT pg_backend_pid() AS pid, current_setting('search_path') AS search_path, to_regclass('schema_migrations') IS NOT NULL AS has",
+    );
+    const other = connect();
+    let otherPid: number | undefined;
+    try {
+      const rows = await bounded(() => other.unsafe('SELECT pg_backend_pid() AS pid') as Promise<{ pid: number }[]>);
+      otherPid = rows[0]?.pid;
+    } finally {
+      await other.end({ timeout: 0 }).catch(() => undefined);
+    }
+    const [again] = await q<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    if (first === undefined || again === undefined || first.pid !== again.pid || first.pid === otherPid) {
+      throw new StoreError(`PostgreSQL at ${where} is behind a transaction-mode connection pooler: ${POOLER_HINT}`);
+    }
+    const path = first.search_path.split(',').map((p) => p.trim().replace(/^"|"$/g, ''));
+    if (!path.includes(target.schema)) {
+      throw new StoreError(`PostgreSQL at ${where} did not take search_path=${target.schema} (a pooler dropping startup parameters?): ${POOLER_HINT}`);
+    }
+    if (!first.has) return { version: null };
+    const [row] = await q<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    return { version: row?.v ?? null };
+  };
+
+  /** Tables of an older post-scheduler in `public` (before it had a schema of its own). */
+  const legacyTables = async (): Promise<string[]> => {
+    if (target.schema !== DEFAULT_SCHEMA) return [];
+    try {
+      const [ours] = await q<{ n: number }>(
+        "SELECT count(*) AS n FROM public.schema_migrations WHERE version = 1 AND name = 'initial'",
+      );
+      if ((ours?.n ?? 0) === 0 || (await q("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = 'post_schedule'")).length === 0) {
+        return [];
+      }
+    } catch {
+      return []; // no such table, or somebody else's schema_migrations
+    }
+    const rows = await q<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1::text[])", [
+      LEGACY_TABLES,
+    ]);
+    return rows.map((r) => r.tablename);
+  };
 
   const store: Store = {
     dialect: 'postgres',
 
     async migrate() {
-      // Every cycle starts with migrate(): when the schema is current (the usual case) one
-      // plain query says so, and no transaction block is opened (see finishCycle).
+      // Every cycle starts with migrate(): when the schema is current (the usual case) a
+      // few plain queries say so, and no transaction block is opened (see finishCycle).
       const latest = Math.max(...POSTGRES_MIGRATIONS.map((m) => m.version));
-      const current = await q<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations').catch(() => null);
-      if (current?.[0]?.v === latest) return;
+      const { version } = await checkSession();
+      if (version !== null && version > latest) throw new StoreError(newerSchemaMessage(version, latest, where));
+      if (version === latest) return;
+      const legacy = version === null ? await legacyTables() : [];
       await tx(async (db) => {
         await db.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`);
-        if (target.schema !== null) await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
+        await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
+        // An installation from before the schema of its own: its tables move here, data and all.
+        const [moved] = await run<{ has: boolean }>(db, "SELECT to_regclass('schema_migrations') IS NOT NULL AS has");
+        if (moved?.has !== true) {
+          for (const table of legacy) await db.unsafe(`ALTER TABLE public.${table} SET SCHEMA ${target.schema}`);
+        }
         await db.unsafe(`CREATE TABLE IF NOT EXISTS schema_migrations (
           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
         const applied = new Set((await run<{ version: number }>(db, 'SELECT version FROM schema_migrations')).map((r) => r.version));
+        const newest = Math.max(0, ...applied);
+        if (newest > latest) throw new StoreError(newerSchemaMessage(newest, latest, where));
         for (const m of POSTGRES_MIGRATIONS) {
           if (applied.has(m.version)) continue;
           await db.unsafe(m.sql);
@@ -184,7 +289,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async ping() {
-      await sql.unsafe('SELECT 1');
+      await q('SELECT 1');
     },
 
     async close() {
@@ -234,8 +339,8 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
          ), numbered AS (
            SELECT id, row_number() OVER (ORDER BY id) AS n FROM details
          )
-         INSERT INTO post_schedule (post_detail_id, channel_id, run_at, status, idempotency_key)
-         SELECT numbered.id, input.channel_id, input.run_at, 'pending', input.idempotency_key
+         INSERT INTO post_schedule (post_detail_id, channel_id, run_at, scheduled_at, status, idempotency_key)
+         SELECT numbered.id, input.channel_id, input.run_at, input.run_at, 'pending', input.idempotency_key
            FROM input JOIN numbered USING (n)
           ORDER BY input.n
          RETURNING id`,
@@ -276,17 +381,27 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       if (held.length === 0) return [];
       const rows = await q<{ id: number }>(
         `UPDATE post_schedule s SET lease_expires_at = now() + $4 * interval '1 millisecond'
-           FROM unnest($2::bigint[], $3::int[]) AS v(id, attempt)
-          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.attempts = v.attempt
+           FROM unnest($2::bigint[], $3::bigint[]) AS v(id, token)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.claim_token = v.token
          RETURNING s.id`,
-        [workerId, held.map((h) => h.postId), held.map((h) => h.attempt), leaseMs],
+        [workerId, held.map((h) => h.postId), held.map((h) => h.token), leaseMs],
       );
       return rows.map((r) => r.id);
     },
 
+    async reconcile(workerId, ids) {
+      const rows = await q<{ id: number; status: PostStatus; worker_id: string | null; claim_token: number }>(
+        `SELECT id, status, worker_id, claim_token FROM post_schedule WHERE status = 'processing' AND worker_id = $1
+         UNION
+         SELECT id, status, worker_id, claim_token FROM post_schedule WHERE id = ANY($2::bigint[])`,
+        [workerId, ids],
+      );
+      return rows.map((r): HeldPost => ({ id: r.id, status: r.status, workerId: r.worker_id, token: r.claim_token }));
+    },
+
     async recoverExpired(maxAttempts: number) {
-      const rows = await q<{ id: number; worker_id: string | null; attempts: number; on_unknown: OnUnknown | null }>(
-        `SELECT s.id, s.worker_id, s.attempts, ch.on_unknown FROM post_schedule s
+      const rows = await q<{ id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; on_unknown: OnUnknown | null }>(
+        `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, ch.on_unknown FROM post_schedule s
            LEFT JOIN channels ch ON ch.id = s.channel_id
           WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < now()`,
       );
@@ -295,22 +410,23 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
         id: r.id,
         workerId: r.worker_id,
         attempts: r.attempts,
-        status: recoveredStatus(r.on_unknown, r.attempts, maxAttempts),
+        status: recoveredStatus(r.on_unknown, r.used, maxAttempts),
       }));
-      // Fenced by attempt and by the lease still being out, as read by this statement:
-      // a post renewed or recorded meanwhile is left alone.
+      const tokens = new Map(rows.map((r) => [r.id, r.claim_token]));
+      // Fenced by the claim token and by the lease still being out, as read by this
+      // statement: a post renewed or recorded meanwhile is left alone.
       const applied = await q<{ id: number }>(
         `UPDATE post_schedule s
             SET status = v.status, last_error = v.error, unconfirmed = true, worker_id = NULL, locked_at = NULL,
                 lease_expires_at = NULL, updated_at = now()
-           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[]) AS v(id, status, error, attempts)
-          WHERE s.id = v.id AND s.status = 'processing' AND s.attempts = v.attempts AND s.lease_expires_at < now()
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS v(id, status, error, token)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.claim_token = v.token AND s.lease_expires_at < now()
          RETURNING s.id`,
         [
           recovered.map((r) => r.id),
           recovered.map((r) => r.status),
           recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts, r.status === 'unknown')),
-          recovered.map((r) => r.attempts),
+          recovered.map((r) => tokens.get(r.id) ?? 0),
         ],
       );
       const ids = new Set(applied.map((r) => r.id));
@@ -318,7 +434,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
     },
 
     async requeue(ids: readonly number[] | 'allFailed') {
-      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts = 0, unconfirmed = false, worker_id = NULL,
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts_base = attempts, unconfirmed = false, worker_id = NULL,
                        locked_at = NULL, lease_expires_at = NULL, updated_at = now()`;
       const rows =
         ids === 'allFailed'
@@ -353,51 +469,75 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
       return { cancelled: row.cancelled > 0, status: row.status };
     },
 
-    async tryLockCycle(host: string) {
-      // A session advisory lock on this store's one connection: released by unlockCycle,
-      // or by PostgreSQL the moment the dispatcher's connection ends (crash included).
-      // Keyed by schema and host, so that schemas sharing a server do not collide.
-      const [row] = await q<{ locked: boolean }>(
-        "SELECT pg_try_advisory_lock(hashtext('post-scheduler:cycle:' || current_schema() || ':' || $1)) AS locked",
-        [host],
+    async tryLockCycle(host, ttlMs) {
+      // Taken when free, expired, or already ours; in one statement, so two dispatchers
+      // racing for it cannot both win.
+      const take = `INSERT INTO cycle_locks (host, holder, machine, pid, locked_at, expires_at)
+                    VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond')
+                    ON CONFLICT (host) DO UPDATE
+                      SET holder = excluded.holder, machine = excluded.machine, pid = excluded.pid,
+                          locked_at = now(), expires_at = excluded.expires_at
+                    WHERE cycle_locks.expires_at <= now() OR cycle_locks.holder = excluded.holder OR cycle_locks.holder = $6
+                    RETURNING holder`;
+      const values = [host, holder.id, holder.machine, holder.pid, ttlMs];
+      if ((await q(take, [...values, holder.id])).length > 0) return true;
+      // Held: by a process of this machine that died (free at once), or by a live one.
+      const [row] = await q<{ holder: string; machine: string; pid: number }>('SELECT holder, machine, pid FROM cycle_locks WHERE host = $1', [host]);
+      if (row === undefined || !holderDead(row)) return false;
+      return (await q(take, [...values, row.holder])).length > 0;
+    },
+
+    async renewCycleLock(host, ttlMs) {
+      const rows = await q(
+        "UPDATE cycle_locks SET expires_at = now() + $3 * interval '1 millisecond' WHERE host = $1 AND holder = $2 RETURNING 1",
+        [host, holder.id, ttlMs],
       );
-      return row?.locked === true;
+      return rows.length > 0;
     },
 
-    async unlockCycle(host: string) {
-      await q("SELECT pg_advisory_unlock(hashtext('post-scheduler:cycle:' || current_schema() || ':' || $1))", [host]);
+    async unlockCycle(host) {
+      await q('DELETE FROM cycle_locks WHERE host = $1 AND holder = $2', [host, holder.id]);
     },
 
-    async acquireWorkerSlots(_host, wanted, cap) {
-      if (wanted <= 0) return 0;
-      // Slot i is the session advisory lock (slot key, i): held by this store's one
-      // connection, so a dispatcher that dies frees its slots at once. Slots are tried
-      // in order and the scan stops at `wanted` (no ORDER BY: rows are pulled lazily).
-      // Advisory locks are re-entrant in a session, so slots this one holds are skipped
-      // (CASE fixes the order: the lock is only tried on the others).
-      const rows = await q<{ slot: number }>(
-        `SELECT slot FROM generate_series(0, $1::int - 1) AS slot
-          WHERE CASE WHEN slot = ANY($3::int[]) THEN false
-                     ELSE pg_try_advisory_lock(hashtext('post-scheduler:slot:' || current_schema()), slot) END
-          LIMIT $2`,
-        [cap, wanted, [...heldSlots]],
+    async acquireWorkerSlots(host, workers, cap, ttlMs) {
+      if (workers.length === 0) return [];
+      await q('DELETE FROM worker_slots WHERE expires_at <= now()');
+      // Free slots, lowest first, paired with the workers in order. Two dispatchers that
+      // pick the same free slot collide on its key: one row wins, the other is skipped
+      // (ON CONFLICT DO NOTHING), so the cap is never exceeded, at worst under-used.
+      const rows = await q<{ holder: string }>(
+        `WITH free AS (
+           SELECT g AS slot, row_number() OVER (ORDER BY g) AS n FROM generate_series(0, $1::int - 1) AS g
+            WHERE NOT EXISTS (SELECT 1 FROM worker_slots w WHERE w.slot = g)
+         ), wanted AS (
+           SELECT holder, n FROM unnest($2::text[]) WITH ORDINALITY AS t(holder, n)
+         )
+         INSERT INTO worker_slots (slot, holder, host, machine, pid, expires_at)
+         SELECT free.slot, wanted.holder, $3, $4, $5, now() + $6 * interval '1 millisecond' FROM free JOIN wanted USING (n)
+         ON CONFLICT DO NOTHING
+         RETURNING holder`,
+        [cap, workers, host, holder.machine, holder.pid, ttlMs],
       );
-      for (const r of rows) heldSlots.add(r.slot);
-      return rows.length;
+      const got = new Set(rows.map((r) => r.holder));
+      return workers.filter((w) => got.has(w));
     },
 
-    async releaseWorkerSlots() {
-      if (heldSlots.size === 0) return;
-      const slots = [...heldSlots];
-      heldSlots.clear();
-      await q(
-        "SELECT pg_advisory_unlock(hashtext('post-scheduler:slot:' || current_schema()), slot) FROM unnest($1::int[]) AS slot",
-        [slots],
+    async renewWorkerSlots(workers, ttlMs) {
+      if (workers.length === 0) return [];
+      const rows = await q<{ holder: string }>(
+        "UPDATE worker_slots SET expires_at = now() + $2 * interval '1 millisecond' WHERE holder = ANY($1::text[]) RETURNING holder",
+        [workers, ttlMs],
       );
+      return rows.map((r) => r.holder);
     },
 
-    async startCycle(startedAt: Date, host: string) {
-      const [row] = await q<{ id: number }>('INSERT INTO cycles (host, started_at) VALUES ($1, $2) RETURNING id', [host, startedAt]);
+    async releaseWorkerSlots(workers) {
+      if (workers.length === 0) return;
+      await q('DELETE FROM worker_slots WHERE holder = ANY($1::text[])', [workers]);
+    },
+
+    async startCycle(host: string) {
+      const [row] = await q<{ id: number }>('INSERT INTO cycles (host, started_at) VALUES ($1, now()) RETURNING id', [host]);
       if (row === undefined) throw new StoreError('insert into cycles returned no row');
       return row.id;
     },
@@ -448,7 +588,7 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
                 count(*) FILTER (WHERE status = 'unknown') AS unknown
            FROM post_schedule`,
       );
-      const cycleRows = await q<CycleRow>('SELECT * FROM cycles ORDER BY id DESC LIMIT $1', [cycles]);
+      const cycleRows = await q<CycleRow>(cyclesQuery('now()', '$1'), [cycles]);
       const failures = await q<{ id: number; last_error: string | null; attempts: number }>(
         "SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5",
       );
@@ -467,6 +607,41 @@ export async function openPostgresStore(target: PostgresTarget): Promise<Store> 
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
       };
+    },
+
+    async prune(olderThanMs) {
+      let posts = 0;
+      for (;;) {
+        const [gone] = await q<{ n: number; details: number[] | null }>(
+          `WITH gone AS (
+             DELETE FROM post_schedule WHERE id IN (
+               SELECT id FROM post_schedule
+                WHERE status IN ('published', 'failed', 'cancelled') AND updated_at < now() - $1 * interval '1 millisecond'
+                ORDER BY updated_at LIMIT ${PRUNE_BATCH})
+             RETURNING post_detail_id)
+           SELECT count(*) AS n, array_agg(post_detail_id) AS details FROM gone`,
+          [olderThanMs],
+        );
+        const n = gone?.n ?? 0;
+        posts += n;
+        if (gone?.details != null && gone.details.length > 0) {
+          // content no other post refers to any more
+          await q(
+            `DELETE FROM post_details d WHERE d.id = ANY($1::bigint[])
+                AND NOT EXISTS (SELECT 1 FROM post_schedule s WHERE s.post_detail_id = d.id)`,
+            [gone.details],
+          );
+        }
+        if (n < PRUNE_BATCH) break;
+      }
+      const [cycles] = await q<{ n: number }>(
+        `WITH old AS (SELECT id FROM cycles WHERE started_at < now() - $1 * interval '1 millisecond'),
+              runs AS (DELETE FROM worker_runs WHERE cycle_id IN (SELECT id FROM old)),
+              gone AS (DELETE FROM cycles WHERE id IN (SELECT id FROM old) RETURNING 1)
+         SELECT count(*) AS n FROM gone`,
+        [olderThanMs],
+      );
+      return { posts, cycles: cycles?.n ?? 0 };
     },
   };
   return store;

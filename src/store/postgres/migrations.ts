@@ -95,4 +95,47 @@ ALTER TABLE channels ADD COLUMN on_unknown text NOT NULL DEFAULT 'hold'
 UPDATE channels SET on_unknown = 'check' WHERE platform = 'file';
 `,
   },
+  {
+    version: 4,
+    name: 'claim tokens and coordination rows',
+    sql: `
+-- Goes up by one with every claim and never down (a release gives the attempt back, not
+-- the token): every worker update is fenced by it. Existing claims keep their fence.
+ALTER TABLE post_schedule ADD COLUMN claim_token bigint NOT NULL DEFAULT 0;
+UPDATE post_schedule SET claim_token = attempts;
+-- The time a post was scheduled for: run_at moves with retries, this does not.
+ALTER TABLE post_schedule ADD COLUMN scheduled_at timestamptz;
+UPDATE post_schedule SET scheduled_at = run_at;
+-- Attempts made before the latest operator retry: MAX_ATTEMPTS counts from here, and
+-- attempts keep counting over the post's life.
+ALTER TABLE post_schedule ADD COLUMN attempts_base integer NOT NULL DEFAULT 0;
+-- What a worker holds, read after a lost round trip.
+CREATE INDEX post_schedule_worker ON post_schedule (worker_id) WHERE status = 'processing';
+-- Finished posts by age: recent failures for status, and prune.
+CREATE INDEX post_schedule_done ON post_schedule (updated_at) WHERE status IN ('published', 'failed', 'cancelled');
+
+-- The coordination rows: rows with a holder and an expiry on the database's clock,
+-- renewed while the holder lives. Nothing lives in a database session, so a lost
+-- connection, a restart or a pooler cannot free them under a live holder, and a
+-- frozen holder loses them at its expiry.
+-- One row per SCHEDULER_HOST while a cycle runs there.
+CREATE TABLE cycle_locks (
+  host       text PRIMARY KEY,
+  holder     text NOT NULL,
+  machine    text NOT NULL,
+  pid        integer NOT NULL,
+  locked_at  timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+-- GLOBAL_MAX_WORKERS: one row per worker slot in use, held by the worker's id.
+CREATE TABLE worker_slots (
+  slot       integer PRIMARY KEY,
+  holder     text NOT NULL UNIQUE,
+  host       text NOT NULL,
+  machine    text NOT NULL,
+  pid        integer NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+`,
+  },
 ];

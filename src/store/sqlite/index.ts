@@ -2,11 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
-import type { Channel, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import type { Channel, HeldPost, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
+import { holderDead, makeHolder } from '../holder.ts';
 import {
   channelFromRow,
   claimedFromRow,
+  CLAIM_COLUMNS,
   cycleFromRow,
+  cyclesQuery,
   postFromRow,
   type ChannelRow,
   type ClaimRow,
@@ -15,7 +18,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -23,25 +26,13 @@ const BUSY_TIMEOUT_MS = 15_000;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Whether a process with this pid runs on this machine (SQLite is one machine's file). */
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: unknown }).code === 'EPERM';
-  }
-}
+/** Rows of a finished post deleted by one prune transaction. */
+const PRUNE_BATCH = 5_000;
 
 function isBusy(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
   return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
 }
-
-const CLAIM_COLUMNS = `
-  s.id, s.run_at, s.attempts, s.idempotency_key, s.unconfirmed, d.text,
-  ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at`;
 
 /**
  * SQLite store: one file, WAL journal, many processes. Writers serialise on the
@@ -69,8 +60,8 @@ export function openSqliteStore(file: string): Store {
     throw new StoreError(`cannot open SQLite database ${file}: ${(e as Error).message}`);
   }
 
-  /** This store's identity in cycle_locks: like a PostgreSQL session, one per connection. */
-  const lockHolder = `${process.pid}:${Math.random().toString(36).slice(2)}`;
+  /** This store's identity in cycle_locks: one per connection. */
+  const holder = makeHolder();
   const statements = new Map<string, Database.Statement>();
   /** A prepared statement, prepared once per connection. */
   const stmt = (text: string): Database.Statement => {
@@ -98,11 +89,13 @@ export function openSqliteStore(file: string): Store {
   const immediate = <T>(fn: () => T): Promise<T> => retryBusy(() => db.transaction(fn).immediate());
   const read = <T>(fn: () => T): Promise<T> => retryBusy(fn);
 
-  const fence = `status = 'processing' AND worker_id = ? AND attempts = ?`;
+  // Every update of a claim: still processing under this worker and this claim token.
+  const fence = `status = 'processing' AND worker_id = ? AND claim_token = ?`;
   const SQL = {
+    // publish, or publishLate: recovery took the post back, nobody claimed it since
     published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
                        unconfirmed = 0, lease_expires_at = NULL, updated_at = ?
-                 WHERE id = ? AND ${whereFrom('publish')} AND ${fence}`,
+                 WHERE id = ? AND claim_token = ? AND (${whereFrom('publish')} AND worker_id = ? OR ${whereFrom('publishLate')})`,
     retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
                    unconfirmed = MAX(unconfirmed, ?), worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
              WHERE id = ? AND ${whereFrom('retryLater')} AND ${fence}`,
@@ -117,7 +110,7 @@ export function openSqliteStore(file: string): Store {
     // Locks: the whole database, for the length of this short write transaction.
     claim: `UPDATE post_schedule
                SET status = '${TRANSITIONS.claim.to}', worker_id = ?, locked_at = ?, lease_expires_at = ?,
-                   attempts = attempts + 1, updated_at = ?
+                   attempts = attempts + 1, claim_token = claim_token + 1, updated_at = ?
              WHERE id IN (SELECT id FROM post_schedule
                            WHERE ${whereFrom('claim')} AND run_at <= ?
                            ORDER BY run_at, id LIMIT ?)
@@ -126,7 +119,7 @@ export function openSqliteStore(file: string): Store {
     dueCount: "SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?",
     // the claimed posts with content and channel; ids as one JSON array, so that one
     // prepared statement serves every batch size
-    claimed: `SELECT ${CLAIM_COLUMNS}
+    claimed: `SELECT ${CLAIM_COLUMNS}, d.text
                 FROM post_schedule s
                 LEFT JOIN post_details d ON d.id = s.post_detail_id
                 LEFT JOIN channels ch ON ch.id = s.channel_id
@@ -146,15 +139,15 @@ export function openSqliteStore(file: string): Store {
       for (const o of outcomes) {
         let changes: number;
         if (o.kind === 'published') {
-          changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, o.token, workerId).changes;
         } else if (o.kind === 'retry') {
-          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.token).changes;
         } else if (o.kind === 'failed') {
-          changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.token).changes;
         } else if (o.kind === 'unknown') {
-          changes = stmt(SQL.unknown).run(o.error, now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.unknown).run(o.error, now, o.postId, workerId, o.token).changes;
         } else {
-          changes = stmt(SQL.released).run(now, o.postId, workerId, o.attempt).changes;
+          changes = stmt(SQL.released).run(now, o.postId, workerId, o.token).changes;
         }
         if (changes > 0) applied.push(o.postId);
       }
@@ -167,6 +160,7 @@ export function openSqliteStore(file: string): Store {
     dialect: 'sqlite',
 
     async migrate() {
+      const latest = Math.max(...SQLITE_MIGRATIONS.map((m) => m.version));
       await immediate(() =>
         db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
           version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`),
@@ -175,6 +169,8 @@ export function openSqliteStore(file: string): Store {
         const applied = new Set(
           (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
         );
+        const newest = Math.max(0, ...applied);
+        if (newest > latest) throw new StoreError(newerSchemaMessage(newest, latest, `sqlite:${file}`));
         for (const m of SQLITE_MIGRATIONS) {
           if (applied.has(m.version)) continue;
           db.exec(m.sql);
@@ -227,14 +223,15 @@ export function openSqliteStore(file: string): Store {
       const { randomUUID } = await import('node:crypto');
       const insertDetail = db.prepare('INSERT INTO post_details (text, created_at) VALUES (?, ?)');
       const insertSchedule = db.prepare(
-        `INSERT INTO post_schedule (post_detail_id, channel_id, run_at, status, idempotency_key, created_at, updated_at)
-         VALUES (?, ?, ?, 'pending', ?, ?, ?)`,
+        `INSERT INTO post_schedule (post_detail_id, channel_id, run_at, scheduled_at, status, idempotency_key, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)`,
       );
       return immediate(() => {
         const now = Date.now();
         return posts.map((p) => {
           const detailId = insertDetail.run(p.text, now).lastInsertRowid;
-          return Number(insertSchedule.run(detailId, p.channelId, p.runAt.getTime(), randomUUID(), now, now).lastInsertRowid);
+          const at = p.runAt.getTime();
+          return Number(insertSchedule.run(detailId, p.channelId, at, at, randomUUID(), now, now).lastInsertRowid);
         });
       });
     },
@@ -268,35 +265,46 @@ export function openSqliteStore(file: string): Store {
       return immediate(() => {
         const now = Date.now();
         const renew = stmt(
-          `UPDATE post_schedule SET lease_expires_at = ? WHERE id = ? AND status = 'processing' AND worker_id = ? AND attempts = ?`,
+          `UPDATE post_schedule SET lease_expires_at = ? WHERE id = ? AND ${fence}`,
         );
-        return held.filter((h) => renew.run(now + leaseMs, h.postId, workerId, h.attempt).changes > 0).map((h) => h.postId);
+        return held.filter((h) => renew.run(now + leaseMs, h.postId, workerId, h.token).changes > 0).map((h) => h.postId);
       });
+    },
+
+    async reconcile(workerId, ids) {
+      const rows = (await read(() =>
+        stmt(
+          `SELECT id, status, worker_id, claim_token FROM post_schedule WHERE status = 'processing' AND worker_id = ?
+           UNION
+           SELECT id, status, worker_id, claim_token FROM post_schedule WHERE id IN (SELECT value FROM json_each(?))`,
+        ).all(workerId, JSON.stringify(ids)),
+      )) as { id: number; status: PostStatus; worker_id: string | null; claim_token: number }[];
+      return rows.map((r): HeldPost => ({ id: r.id, status: r.status, workerId: r.worker_id, token: r.claim_token }));
     },
 
     async recoverExpired(maxAttempts: number) {
       return immediate(() => {
         const now = Date.now();
         const expired = stmt(
-          `SELECT s.id, s.worker_id, s.attempts, ch.on_unknown FROM post_schedule s
+          `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, ch.on_unknown FROM post_schedule s
              LEFT JOIN channels ch ON ch.id = s.channel_id
             WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < ?`,
-        ).all(now) as { id: number; worker_id: string | null; attempts: number; on_unknown: OnUnknown | null }[];
+        ).all(now) as { id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; on_unknown: OnUnknown | null }[];
         const update = stmt(
           `UPDATE post_schedule SET status = ?, last_error = ?, unconfirmed = 1, worker_id = NULL, locked_at = NULL,
                   lease_expires_at = NULL, updated_at = ?
-            WHERE id = ? AND status = 'processing' AND attempts = ?`,
+            WHERE id = ? AND status = 'processing' AND claim_token = ?`,
         );
         return expired.map((r): RecoveredPost => {
-          const status = recoveredStatus(r.on_unknown, r.attempts, maxAttempts);
-          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown'), now, r.id, r.attempts);
+          const status = recoveredStatus(r.on_unknown, r.used, maxAttempts);
+          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown'), now, r.id, r.claim_token);
           return { id: r.id, workerId: r.worker_id, attempts: r.attempts, status };
         });
       });
     },
 
     async requeue(ids: readonly number[] | 'allFailed') {
-      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = ?, attempts = 0, unconfirmed = 0, worker_id = NULL, locked_at = NULL,
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = ?, attempts_base = attempts, unconfirmed = 0, worker_id = NULL, locked_at = NULL,
                        lease_expires_at = NULL, updated_at = ?`;
       return immediate(() => {
         const now = Date.now();
@@ -340,54 +348,60 @@ export function openSqliteStore(file: string): Store {
     async tryLockCycle(host: string, ttlMs: number) {
       return immediate(() => {
         const now = Date.now();
-        const held = stmt('SELECT holder, pid, expires_at FROM cycle_locks WHERE host = ?').get(host) as
-          | { holder: string; pid: number; expires_at: number }
+        const held = stmt('SELECT holder, machine, pid, expires_at FROM cycle_locks WHERE host = ?').get(host) as
+          | { holder: string; machine: string; pid: number; expires_at: number }
           | undefined;
-        if (held !== undefined && held.holder !== lockHolder && held.expires_at > now && processRuns(held.pid)) return false;
+        if (held !== undefined && held.holder !== holder.id && held.expires_at > now && !holderDead(held)) return false;
         stmt(
-          `INSERT INTO cycle_locks (host, holder, pid, locked_at, expires_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (host) DO UPDATE SET holder = excluded.holder, pid = excluded.pid,
+          `INSERT INTO cycle_locks (host, holder, machine, pid, locked_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (host) DO UPDATE SET holder = excluded.holder, machine = excluded.machine, pid = excluded.pid,
                                             locked_at = excluded.locked_at, expires_at = excluded.expires_at`,
-        ).run(host, lockHolder, process.pid, now, now + ttlMs);
+        ).run(host, holder.id, holder.machine, holder.pid, now, now + ttlMs);
         return true;
       });
     },
 
-    async unlockCycle(host: string) {
-      await immediate(() => stmt('DELETE FROM cycle_locks WHERE host = ? AND holder = ?').run(host, lockHolder));
+    async renewCycleLock(host, ttlMs) {
+      return immediate(() => stmt('UPDATE cycle_locks SET expires_at = ? WHERE host = ? AND holder = ?').run(Date.now() + ttlMs, host, holder.id).changes > 0);
     },
 
-    async acquireWorkerSlots(host, wanted, cap, ttlMs) {
-      if (wanted <= 0) return 0;
+    async unlockCycle(host: string) {
+      await immediate(() => stmt('DELETE FROM cycle_locks WHERE host = ? AND holder = ?').run(host, holder.id));
+    },
+
+    async acquireWorkerSlots(host, workers, cap, ttlMs) {
+      if (workers.length === 0) return [];
       return immediate(() => {
         const now = Date.now();
-        const taken = stmt('SELECT slot, holder, pid, expires_at FROM worker_slots').all() as {
-          slot: number;
-          holder: string;
-          pid: number;
-          expires_at: number;
-        }[];
-        const free = new Set(Array.from({ length: cap }, (_, i) => i));
-        for (const t of taken) {
-          // a slot of a dead or overdue dispatcher is free again; ours are counted as taken
-          if (t.holder === lockHolder || (t.expires_at > now && processRuns(t.pid))) free.delete(t.slot);
-          else stmt('DELETE FROM worker_slots WHERE slot = ?').run(t.slot);
-        }
-        const mine = [...free].slice(0, wanted);
-        const insert = stmt('INSERT INTO worker_slots (slot, holder, host, pid, expires_at) VALUES (?, ?, ?, ?, ?)');
-        for (const slot of mine) insert.run(slot, lockHolder, host, process.pid, now + ttlMs);
-        return mine.length;
+        stmt('DELETE FROM worker_slots WHERE expires_at <= ?').run(now);
+        const taken = new Set((stmt('SELECT slot FROM worker_slots').all() as { slot: number }[]).map((r) => r.slot));
+        const free = Array.from({ length: cap }, (_, i) => i).filter((slot) => !taken.has(slot));
+        const insert = stmt('INSERT INTO worker_slots (slot, holder, host, machine, pid, expires_at) VALUES (?, ?, ?, ?, ?, ?)');
+        const got = workers.slice(0, free.length);
+        got.forEach((worker, i) => insert.run(free[i], worker, host, holder.machine, holder.pid, now + ttlMs));
+        return got;
       });
     },
 
-    async releaseWorkerSlots() {
-      await immediate(() => stmt('DELETE FROM worker_slots WHERE holder = ?').run(lockHolder));
+    async renewWorkerSlots(workers, ttlMs) {
+      if (workers.length === 0) return [];
+      return immediate(() => {
+        const renew = stmt('UPDATE worker_slots SET expires_at = ? WHERE holder = ?');
+        const until = Date.now() + ttlMs;
+        return workers.filter((w) => renew.run(until, w).changes > 0);
+      });
     },
 
-    async startCycle(startedAt: Date, host: string) {
-      return Number(
-        (await immediate(() => stmt('INSERT INTO cycles (host, started_at) VALUES (?, ?)').run(host, startedAt.getTime()))).lastInsertRowid,
-      );
+    async releaseWorkerSlots(workers) {
+      if (workers.length === 0) return;
+      await immediate(() => {
+        const release = stmt('DELETE FROM worker_slots WHERE holder = ?');
+        for (const w of workers) release.run(w);
+      });
+    },
+
+    async startCycle(host: string) {
+      return Number((await immediate(() => stmt('INSERT INTO cycles (host, started_at) VALUES (?, ?)').run(host, Date.now()))).lastInsertRowid);
     },
 
     async finishCycle(cycleId, result, runs) {
@@ -437,7 +451,7 @@ export function openSqliteStore(file: string): Store {
         n: number;
       }[];
       const count = (s: PostStatus) => byStatus.find((r) => r.status === s)?.n ?? 0;
-      const cycleRows = db.prepare('SELECT * FROM cycles ORDER BY id DESC LIMIT ?').all(cycles) as CycleRow[];
+      const cycleRows = stmt(cyclesQuery('?', '?')).all(now, cycles) as CycleRow[];
       const failures = db
         .prepare("SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5")
         .all() as { id: number; last_error: string | null; attempts: number }[];
@@ -457,6 +471,32 @@ export function openSqliteStore(file: string): Store {
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
       };
       });
+    },
+
+    async prune(olderThanMs) {
+      let posts = 0;
+      for (;;) {
+        const n = await immediate(() => {
+          const before = Date.now() - olderThanMs;
+          const gone = stmt(
+            `DELETE FROM post_schedule WHERE id IN (
+               SELECT id FROM post_schedule WHERE status IN ('published', 'failed', 'cancelled') AND updated_at < ?
+                ORDER BY updated_at LIMIT ${PRUNE_BATCH})
+             RETURNING post_detail_id`,
+          ).all(before) as { post_detail_id: number }[];
+          const orphan = stmt('DELETE FROM post_details WHERE id = ? AND NOT EXISTS (SELECT 1 FROM post_schedule WHERE post_detail_id = ?)');
+          for (const g of gone) orphan.run(g.post_detail_id, g.post_detail_id);
+          return gone.length;
+        });
+        posts += n;
+        if (n < PRUNE_BATCH) break;
+      }
+      const cycles = await immediate(() => {
+        const before = Date.now() - olderThanMs;
+        stmt('DELETE FROM worker_runs WHERE cycle_id IN (SELECT id FROM cycles WHERE started_at < ?)').run(before);
+        return stmt('DELETE FROM cycles WHERE started_at < ?').run(before).changes;
+      });
+      return { posts, cycles };
     },
   };
   return store;

@@ -152,4 +152,26 @@ CREATE TABLE worker_slots (
 );
 `,
   },
+  {
+    version: 5,
+    name: 'claim tokens and coordination rows',
+    sql: `
+-- Goes up by one with every claim and never down: every worker update is fenced by it.
+ALTER TABLE post_schedule ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
+UPDATE post_schedule SET claim_token = attempts;
+-- The time a post was scheduled for: run_at moves with retries, this does not.
+ALTER TABLE post_schedule ADD COLUMN scheduled_at INTEGER;
+UPDATE post_schedule SET scheduled_at = run_at;
+-- Attempts made before the latest operator retry: MAX_ATTEMPTS counts from here.
+ALTER TABLE post_schedule ADD COLUMN attempts_base INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX post_schedule_worker ON post_schedule (worker_id) WHERE status = 'processing';
+CREATE INDEX post_schedule_done ON post_schedule (updated_at) WHERE status IN ('published', 'failed', 'cancelled');
+-- Worker slots are held by the worker's id, renewed by the worker and its dispatcher.
+DELETE FROM worker_slots;
+CREATE UNIQUE INDEX worker_slots_holder ON worker_slots (holder);
+-- Cycle locks and worker slots name the machine of their holder too (as on PostgreSQL).
+ALTER TABLE cycle_locks ADD COLUMN machine TEXT NOT NULL DEFAULT '';
+ALTER TABLE worker_slots ADD COLUMN machine TEXT NOT NULL DEFAULT '';
+`,
+  },
 ];
