@@ -46,8 +46,8 @@ describe('database outages (PostgreSQL)', () => {
     await pg.restart(1_800);
     const r = await cycle.done;
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(r.stdout, /\[WORKER worker-\d+-\d\] database error while (recording outcomes|claiming posts): .+; no more claims, outcomes kept/);
-    assert.match(r.stdout, /Worker worker-\d+-\d failed with code 1/);
+    assert.match(r.stdout, /\[WORKER worker-\d+-[0-9a-f]+-\d\] database error while (recording outcomes|claiming posts): .+; no more claims, outcomes kept/);
+    assert.match(r.stdout, /Worker worker-\d+-[0-9a-f]+-\d failed with code 1/);
     assert.deepEqual(processesMatching('--worker-id worker-'), [], 'no worker left behind');
 
     // The worker wrote its outcomes once the server was back; later cycles publish the rest.
@@ -75,7 +75,7 @@ describe('database outages (PostgreSQL)', () => {
       assert.equal(r.code, 1);
       const errors = (r.stdout + r.stderr).split('\n').filter((l) => /✗|error/i.test(l));
       assert.equal(errors.length, 1, r.stdout + r.stderr);
-      assert.match(errors[0] ?? '', /Database unreachable \(postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/outage\): cannot connect to PostgreSQL/);
+      assert.match(errors[0] ?? '', /Database unreachable \(postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/outage \(schema post_scheduler\)\): cannot connect to PostgreSQL/);
       assert.doesNotMatch(r.stdout + r.stderr, /s3cret-pw/);
       assert.doesNotMatch(r.stdout, /Spawning worker/);
     } finally {

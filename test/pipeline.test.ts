@@ -120,7 +120,7 @@ for (const dialect of DIALECTS) {
       });
       const r = await run(['cron'], env, 30_000);
       assert.equal(r.code, 2, r.stdout + r.stderr);
-      const workerIds = [...r.stdout.matchAll(/Spawning worker: (worker-\d+-\d+)/g)].map((m) => m[1] ?? '');
+      const workerIds = [...r.stdout.matchAll(/Spawning worker: (worker-\d+-[0-9a-f]+-\d+)/g)].map((m) => m[1] ?? '');
       assert.equal(workerIds.length, 2);
       for (const id of workerIds) assert.deepEqual(processesMatching(id), [], `worker ${id} is gone`);
       const status = await store.status(1);
