@@ -189,6 +189,31 @@ describe('cli input errors', () => {
     }
   });
 
+  it('stops at once with one line when the SQLite folder cannot be created', async () => {
+    const regularFile = path.join(tmp, 'plain-file');
+    fs.writeFileSync(regularFile, 'not a folder\n');
+    const cases: [string, RegExp][] = [
+      ['/proc/nope/x.db', /^post-scheduler: cannot create the folder for SQLite database \/proc\/nope\/x\.db: \/proc is not writable\n$/],
+      [path.join(regularFile, 'x.db'), new RegExp(`^post-scheduler: cannot create the folder for SQLite database ${regularFile}/x\\.db: ${regularFile} is not a directory\\n$`)],
+    ];
+    for (const [file, message] of cases) {
+      // a hang (Node's recursive mkdir loops on such paths) is killed at 20 s and fails here
+      const r = await run(['cron'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+      assert.equal(r.signal, null, `${file}: the process ended by itself`);
+      assert.equal(r.code, 1, `${file}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stdout, '', 'no cycle started');
+    }
+  });
+
+  it('creates the folders of a fresh SQLite path, one level at a time', async () => {
+    const file = path.join(tmp, 'fresh', 'a', 'b', 'x.db');
+    const r = await run(['status', '--json'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { counts: { published: number } }).counts.published, 0);
+    assert.ok(fs.statSync(file).isFile());
+  });
+
   it('lists the commands in --help', async () => {
     const r = await run(['--help'], env);
     for (const command of ['migrate', 'channels', 'schedule', 'simulate', 'cron', 'daemon', 'status', 'retry', 'cancel']) {

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { Channel, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
@@ -16,6 +14,7 @@ import {
   UNKNOWN_POSTS,
 } from '../rows.ts';
 import { leaseExpiredMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -57,7 +56,8 @@ const CLAIM_COLUMNS = `
  * the process and sleeps in steps of up to 100 ms.
  */
 export function openSqliteStore(file: string): Store {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  // TODO(main): report created ("created a new database file"): const { created } = prepareDatabaseFile(file);
+  prepareDatabaseFile(file);
   let db: Database.Database;
   try {
     db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
