@@ -6,7 +6,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
-import { killAll, ROOT, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { killAll, ROOT, run, runWithInput, start, testEnv, waitFor } from './helpers/processes.ts';
 import { startReceiver } from './helpers/receiver.ts';
 
 /** The command line as a user meets it: real processes, real databases. */
@@ -81,6 +81,65 @@ for (const dialect of DIALECTS) {
       assert.match(r.stdout, /published +1\n/);
       assert.match(r.stdout, /cancelled +1\n/);
       assert.match(r.stdout, /Last cycles/);
+    });
+
+    it('schedule prints only the id on stdout and a line on stderr; a zone-less --at is UTC, a past one is due now', async () => {
+      const { db, env } = await fresh();
+      await run(['channels', 'add', '--name', 'brand', '--platform', 'file', '--path', path.join(db.dir, 'out.jsonl')], env);
+      let r = await run(['schedule', '--channel', 'brand', '--text', 'later', '--at', '2099-12-01T09:00'], { ...env, TZ: 'America/New_York' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\d+\n$/);
+      assert.match(r.stderr, new RegExp(`^Scheduled post ${r.stdout.trim()} on brand for 2099-12-01T09:00:00\\.000Z \\(in \\d+d( \\d+h)?\\)\n$`));
+      r = await run(['schedule', '--channel', 'brand', '--text', 'past', '--at', '2020-01-01'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /^Scheduled post \d+ on brand for 2020-01-01T00:00:00\.000Z \(due now\)\n$/);
+      r = await run(['schedule', '--channel', 'brand', '--text', 'soon', '--at', '+5m'], env);
+      assert.match(r.stderr, / \(in [45]m( \d+s)?\)\n$/);
+      r = await run(['status', '--json'], env);
+      const counts = (JSON.parse(r.stdout) as { counts: Record<string, number> }).counts;
+      assert.equal(counts['duePending'], 1, 'the past time is due now');
+      assert.equal(counts['scheduledLater'], 2);
+      r = await run(['schedule', '--channel', 'brand', '--text', 'x', '--at', '2026-02-30'], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: invalid time "2026-02-30": 2026-02 has 28 days\n');
+      r = await run(['schedule', '--channel', 'brand', '--text', 'x', '--at', '+99999999999999d'], env);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^post-scheduler: invalid time "\+99999999999999d": at most 100 years ahead/);
+    });
+
+    it('schedule reads a long text from standard input (--text -) or a file (--text-file), exactly', async () => {
+      const { db, env } = await fresh();
+      await run(['channels', 'add', '--name', 'f', '--platform', 'file', '--path', path.join(db.dir, 'out.jsonl')], env);
+      const long = Array.from({ length: 50_000 }, (_, i) => 'aé😀\n "\\\t'[i % 9]).join('');
+      assert.equal(long.length, 50_000);
+      const file = path.join(db.dir, 'post.txt');
+      fs.writeFileSync(file, `${long}\n`);
+      const ids: number[] = [];
+      let r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, `${long}\n`);
+      assert.equal(r.code, 0, r.stderr);
+      ids.push(Number(r.stdout.trim()));
+      r = await run(['schedule', '--channel', 'f', '--text-file', file], env);
+      assert.equal(r.code, 0, r.stderr);
+      ids.push(Number(r.stdout.trim()));
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, 'two newlines\n\n');
+      ids.push(Number(r.stdout.trim()));
+      const store = await openStore(parseDatabaseUrl(db.url));
+      try {
+        assert.equal((await store.getPost(ids[0]!))?.text, long, 'from stdin');
+        assert.equal((await store.getPost(ids[1]!))?.text, long, 'from the file');
+        assert.equal((await store.getPost(ids[2]!))?.text, 'two newlines\n', 'only one trailing newline is dropped');
+      } finally {
+        await store.close();
+      }
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, '');
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: --text - (standard input): the text is empty\n');
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, 'x'.repeat(100_001));
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: --text - (standard input): the text is 100001 characters; the most is 100000\n');
+      r = await run(['schedule', '--channel', 'f', '--text', 'a', '--text-file', file], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: give exactly one of --text and --text-file\n');
     });
 
     it('retries failed posts with `retry ID` and `retry --failed`', async () => {
