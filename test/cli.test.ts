@@ -172,14 +172,16 @@ for (const dialect of DIALECTS) {
       }
     });
 
-    it('daemon runs cycles on its schedule, never two at once, and finishes its cycle on SIGTERM', async () => {
+    it('daemon runs a cycle and finishes it on SIGTERM', async () => {
       const { env } = await fresh();
       const receiver = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
       try {
         await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
         await run(['simulate', '--posts', '3', '--channel', 'hook'], env);
-        const daemon = start(['daemon', '--cron', '* * * * * *', '--run-immediately'], env, 30_000);
-        await waitFor('a trigger skipped while the cycle runs', () => /Previous cycle still running, skipping this trigger/.test(daemon.output()));
+        // TIMEOUT_MS must be below the schedule's interval (5 s here)
+        const args = ['daemon', '--cron', '*/5 * * * * *', '--run-immediately', '--timeout-ms', '4900', '--worker-timeout-ms', '4500'];
+        const daemon = start(args, { ...env, PUBLISH_TIMEOUT_MS: '4000' }, 30_000);
+        await waitFor('the first post sent', () => receiver.deliveries.length > 0);
         daemon.child.kill('SIGTERM');
         const r = await daemon.done;
         assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -221,6 +223,9 @@ describe('cli input errors', () => {
     ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable or --enable/],
     ['channels update with --disable and --enable', ['channels', 'update', '--name', 'x', '--disable', '--enable'], env, /give --disable or --enable, not both/],
     ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
+    ['PUBLISH_TIMEOUT_MS above WORKER_TIMEOUT_MS', ['cron'], { ...env, PUBLISH_TIMEOUT_MS: '60000' }, /^post-scheduler: Invalid configuration: PUBLISH_TIMEOUT_MS \(60000\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
+    ['a daemon schedule shorter than TIMEOUT_MS', ['daemon', '--cron', '*/30 * * * * *'], env, /^post-scheduler: Invalid configuration: TIMEOUT_MS \(55000\) must be below the interval of --cron "\*\/30 \* \* \* \* \*" \(30000ms between runs\)\n$/],
+    ['a daemon schedule as long as TIMEOUT_MS', ['daemon', '--cron', '*/2 * * * * *', '--timeout-ms', '2000', '--worker-timeout-ms', '1000'], { ...env, PUBLISH_TIMEOUT_MS: '1000' }, /TIMEOUT_MS \(2000\) must be below the interval of --cron "\*\/2 \* \* \* \* \*" \(2000ms between runs\)/],
   ];
   for (const [what, args, caseEnv, message] of cases) {
     it(`rejects ${what} with one line and exit 1`, async () => {
@@ -231,6 +236,19 @@ describe('cli input errors', () => {
       assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
     });
   }
+
+  it('cron warns in one stderr line when TIMEOUT_MS is not below its one-minute interval, and runs', async () => {
+    const file = path.join(tmp, 'warn', 'x.db');
+    const r = await run(['cron', '--timeout-ms', '60000'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(
+      r.stderr,
+      'post-scheduler: warning: TIMEOUT_MS (60000) is not below the one-minute cron interval: a cycle can still run when cron starts the next one, which then exits at once and that minute publishes nothing\n',
+    );
+    assert.match(r.stdout, /Cron cycle completed successfully/);
+    const quiet = await run(['cron', '--timeout-ms', '59999'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(quiet.stderr, '');
+  });
 
   it('stops on bad config before touching the database', async () => {
     const r = await run(['cron'], { ...env, BATCH_SIZE: '-1' });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, configToEnv, loadConfig, redactUrl } from '../src/config.ts';
+import { ConfigError, configToEnv, cronIntervalWarning, loadConfig, redactUrl, scheduleIntervalProblem } from '../src/config.ts';
+import { scheduleIntervalMs } from '../src/cron/init-scheduler.ts';
 import { backoffDelay } from '../src/backoff.ts';
 import { describeDue, parseWhen, WhenError } from '../src/when.ts';
 
@@ -39,6 +40,8 @@ describe('config', () => {
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
     [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
+    [{ PUBLISH_TIMEOUT_MS: '50001' }, /^Invalid configuration: PUBLISH_TIMEOUT_MS \(50001\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
+    [{ TIMEOUT_MS: '3000', WORKER_TIMEOUT_MS: '2000', PUBLISH_TIMEOUT_MS: '2500' }, /PUBLISH_TIMEOUT_MS \(2500\) must not exceed WORKER_TIMEOUT_MS \(2000\)/],
     [{ RETRY_BASE_MS: '10', RETRY_MAX_MS: '5' }, /RETRY_BASE_MS \(10\) must not exceed RETRY_MAX_MS \(5\)/],
     [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],
     [{ DATABASE_URL: 'mysql://root@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\/ \(got "mysql:"\)/],
@@ -59,6 +62,24 @@ describe('config', () => {
       );
     });
   }
+
+  it('accepts PUBLISH_TIMEOUT_MS equal to WORKER_TIMEOUT_MS', () => {
+    assert.equal(loadConfig({ PUBLISH_TIMEOUT_MS: '50000' }).publishTimeoutMs, 50_000);
+  });
+
+  it('warns about a TIMEOUT_MS not below the one-minute cron interval; a daemon schedule must be longer', () => {
+    assert.equal(cronIntervalWarning(loadConfig({})), null, 'the default 55000 is fine');
+    assert.match(cronIntervalWarning(loadConfig({ TIMEOUT_MS: '60000' })) ?? '', /^TIMEOUT_MS \(60000\) is not below the one-minute cron interval: /);
+    assert.equal(scheduleIntervalProblem(loadConfig({}), 60_000, '--cron "* * * * *"'), null);
+    assert.equal(
+      scheduleIntervalProblem(loadConfig({}), 55_000, '--cron "x"'),
+      'Invalid configuration: TIMEOUT_MS (55000) must be below the interval of --cron "x" (55000ms between runs)',
+    );
+    assert.equal(scheduleIntervalMs('*/30 * * * * *'), 30_000);
+    assert.equal(scheduleIntervalMs('* * * * *'), 60_000);
+    assert.equal(scheduleIntervalMs('0,30 9 * * *'), 30 * 60_000, 'the shortest gap, wherever the next run falls');
+    assert.throws(() => scheduleIntervalMs('every minute'), /invalid schedule "every minute"/);
+  });
 
   it('reads postgres URLs with a schema, and never shows their password', () => {
     const c = loadConfig({ DATABASE_URL: 'postgres://app:s3cret@db.example:5432/main?schema=sched' });

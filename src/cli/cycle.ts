@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import type { Config, ConfigInput } from '../config.ts';
-import { initScheduler, SchedulerError } from '../cron/init-scheduler.ts';
+import { ConfigError, cronIntervalWarning, scheduleIntervalProblem, type Config, type ConfigInput } from '../config.ts';
+import { initScheduler, scheduleIntervalMs, SchedulerError } from '../cron/init-scheduler.ts';
 import { runCronTrigger } from '../cron/run-cron.ts';
 import { createLogger } from '../log.ts';
 import { onSignals } from '../signals.ts';
@@ -53,6 +53,8 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
     async (flags: CycleFlags) => {
       const config = configFrom(globals(), overrides(flags));
       preflight(config);
+      const warning = cronIntervalWarning(config);
+      if (warning !== null) process.stderr.write(`post-scheduler: warning: ${warning}\n`);
       const stop = new AbortController();
       onSignals(() => stop.abort('signal'));
       process.exitCode = await runCronTrigger(config, stop.signal);
@@ -68,6 +70,14 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
       .option('--run-immediately', 'run a cycle at start too'),
   ).action(async (flags: CycleFlags & { cron: string; timezone: string; runImmediately?: boolean }) => {
     const config = configFrom(globals(), overrides(flags));
+    let intervalMs: number | null;
+    try {
+      intervalMs = scheduleIntervalMs(flags.cron, flags.timezone);
+    } catch (e) {
+      throw new CliError(e instanceof SchedulerError ? e.message : String(e));
+    }
+    const problem = intervalMs === null ? null : scheduleIntervalProblem(config, intervalMs, `--cron "${flags.cron}"`);
+    if (problem !== null) throw new ConfigError(problem);
     preflight(config);
     const log = createLogger('CRON', config.logFormat);
     let scheduler;
