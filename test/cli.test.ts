@@ -345,6 +345,27 @@ describe('entry points', () => {
     }
   });
 
+  it('cron stopped by SIGTERM says so (not "timed out") and exits 2', async () => {
+    const db = await createTestDatabase('sqlite');
+    const receiver = await startReceiver(() => ({ hang: true }));
+    try {
+      const env = testEnv(db.url, { ALLOW_PRIVATE_NETWORK: 'true', KILL_GRACE_MS: '1000', RETRY_BASE_MS: '60000' });
+      let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
+      assert.equal(r.code, 0, r.stderr);
+      await run(['simulate', '--posts', '3', '--channel', 'hook'], env);
+      const cron = start(['cron'], env, 30_000);
+      await waitFor('a worker sending a post', () => receiver.deliveries.length > 0);
+      cron.child.kill('SIGTERM');
+      r = await cron.done;
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stdout, /\[CRON\] Stopped by signal after \d+ms: workers were told to stop \(exit code 2\)\n/);
+      assert.doesNotMatch(r.stdout, /\[CRON\].*timed out/);
+    } finally {
+      await receiver.close();
+      await db.drop();
+    }
+  });
+
   it('node dist/cron/post-scheduler.cron.js and tsx src/cron/post-scheduler.cron.ts each run one cycle', async () => {
     const db = await createTestDatabase('sqlite');
     try {
