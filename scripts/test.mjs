@@ -17,7 +17,13 @@ const files =
         .sort()
         .map((f) => path.join('test', f));
 
-const pg = await ensurePostgres();
+let pg;
+try {
+  pg = await ensurePostgres();
+} catch (e) {
+  process.stderr.write(`[test] ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+}
 let code = 1;
 try {
   const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {

@@ -142,6 +142,9 @@ function crossCheck(c: v.InferOutput<typeof schema>): string | null {
   if (c.WORKER_TIMEOUT_MS >= c.TIMEOUT_MS) {
     return `WORKER_TIMEOUT_MS (${c.WORKER_TIMEOUT_MS}) must be less than TIMEOUT_MS (${c.TIMEOUT_MS})`;
   }
+  if (c.PUBLISH_TIMEOUT_MS > c.WORKER_TIMEOUT_MS) {
+    return `PUBLISH_TIMEOUT_MS (${c.PUBLISH_TIMEOUT_MS}) must not exceed WORKER_TIMEOUT_MS (${c.WORKER_TIMEOUT_MS}): a worker could never wait for a whole publish`;
+  }
   if (c.RETRY_BASE_MS > c.RETRY_MAX_MS) return `RETRY_BASE_MS (${c.RETRY_BASE_MS}) must not exceed RETRY_MAX_MS (${c.RETRY_MAX_MS})`;
   return null;
 }
@@ -189,6 +192,30 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     allowPrivateNetwork: ['true', '1', 'yes'].includes(c.ALLOW_PRIVATE_NETWORK),
     dbTimeoutMs: c.DB_TIMEOUT_MS,
   });
+}
+
+/** The interval at which system cron starts `post-scheduler cron` (README, Deployment). */
+export const CRON_INTERVAL_MS = 60_000;
+
+/**
+ * `cron` cannot see the crontab, so a TIMEOUT_MS that is not below a minute is only
+ * worth a warning (one line), on the assumption of the usual every-minute entry.
+ */
+export function cronIntervalWarning(config: Config): string | null {
+  if (config.timeoutMs < CRON_INTERVAL_MS) return null;
+  return (
+    `TIMEOUT_MS (${config.timeoutMs}) is not below the one-minute cron interval: ` +
+    'a cycle can still run when cron starts the next one, which then exits at once and that minute publishes nothing'
+  );
+}
+
+/**
+ * The daemon knows its schedule: TIMEOUT_MS must be below the shortest interval
+ * between its runs (`intervalMs`), or a cycle would still run at the next trigger.
+ */
+export function scheduleIntervalProblem(config: Config, intervalMs: number, schedule: string): string | null {
+  if (config.timeoutMs < intervalMs) return null;
+  return `Invalid configuration: TIMEOUT_MS (${config.timeoutMs}) must be below the interval of ${schedule} (${intervalMs}ms between runs)`;
 }
 
 /** The environment a worker process needs to rebuild exactly this config. */

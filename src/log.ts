@@ -1,4 +1,5 @@
 import type { LogFormat } from './config.ts';
+import { guardOutput } from './output.ts';
 
 /**
  * Scoped loggers: `[CRON]`, `[DISPATCHER]`, `[WORKER worker-…]`, in the seed's
@@ -19,7 +20,9 @@ export interface Logger {
 
 export type LogSink = (line: string) => void;
 
+/** A closed stdout (EPIPE) never stops the program: see src/output.ts. */
 const stdoutSink: LogSink = (line) => {
+  guardOutput();
   process.stdout.write(line + '\n');
 };
 

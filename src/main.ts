@@ -1,4 +1,5 @@
 import { ConfigError, loadConfig, type Config } from './config.ts';
+import { guardOutput } from './output.ts';
 import { onSignals } from './signals.ts';
 import { EXIT } from './types.ts';
 
@@ -8,6 +9,7 @@ import { EXIT } from './types.ts';
  * second one exits at once), run, exit with the returned code.
  */
 export function runMain(run: (config: Config, signal: AbortSignal) => Promise<number>): void {
+  guardOutput();
   let config: Config;
   try {
     config = loadConfig();

@@ -6,7 +6,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
-import { killAll, ROOT, run, start, testEnv, waitFor } from './helpers/processes.ts';
+import { killAll, ROOT, run, runWithInput, start, testEnv, waitFor } from './helpers/processes.ts';
 import { startReceiver } from './helpers/receiver.ts';
 
 /** The command line as a user meets it: real processes, real databases. */
@@ -83,6 +83,65 @@ for (const dialect of DIALECTS) {
       assert.match(r.stdout, /Last cycles/);
     });
 
+    it('schedule prints only the id on stdout and a line on stderr; a zone-less --at is UTC, a past one is due now', async () => {
+      const { db, env } = await fresh();
+      await run(['channels', 'add', '--name', 'brand', '--platform', 'file', '--path', path.join(db.dir, 'out.jsonl')], env);
+      let r = await run(['schedule', '--channel', 'brand', '--text', 'later', '--at', '2099-12-01T09:00'], { ...env, TZ: 'America/New_York' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^\d+\n$/);
+      assert.match(r.stderr, new RegExp(`^Scheduled post ${r.stdout.trim()} on brand for 2099-12-01T09:00:00\\.000Z \\(in \\d+d( \\d+h)?\\)\n$`));
+      r = await run(['schedule', '--channel', 'brand', '--text', 'past', '--at', '2020-01-01'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /^Scheduled post \d+ on brand for 2020-01-01T00:00:00\.000Z \(due now\)\n$/);
+      r = await run(['schedule', '--channel', 'brand', '--text', 'soon', '--at', '+5m'], env);
+      assert.match(r.stderr, / \(in [45]m( \d+s)?\)\n$/);
+      r = await run(['status', '--json'], env);
+      const counts = (JSON.parse(r.stdout) as { counts: Record<string, number> }).counts;
+      assert.equal(counts['duePending'], 1, 'the past time is due now');
+      assert.equal(counts['scheduledLater'], 2);
+      r = await run(['schedule', '--channel', 'brand', '--text', 'x', '--at', '2026-02-30'], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: invalid time "2026-02-30": 2026-02 has 28 days\n');
+      r = await run(['schedule', '--channel', 'brand', '--text', 'x', '--at', '+99999999999999d'], env);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^post-scheduler: invalid time "\+99999999999999d": at most 100 years ahead/);
+    });
+
+    it('schedule reads a long text from standard input (--text -) or a file (--text-file), exactly', async () => {
+      const { db, env } = await fresh();
+      await run(['channels', 'add', '--name', 'f', '--platform', 'file', '--path', path.join(db.dir, 'out.jsonl')], env);
+      const long = Array.from({ length: 50_000 }, (_, i) => 'aé😀\n "\\\t'[i % 9]).join('');
+      assert.equal(long.length, 50_000);
+      const file = path.join(db.dir, 'post.txt');
+      fs.writeFileSync(file, `${long}\n`);
+      const ids: number[] = [];
+      let r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, `${long}\n`);
+      assert.equal(r.code, 0, r.stderr);
+      ids.push(Number(r.stdout.trim()));
+      r = await run(['schedule', '--channel', 'f', '--text-file', file], env);
+      assert.equal(r.code, 0, r.stderr);
+      ids.push(Number(r.stdout.trim()));
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, 'two newlines\n\n');
+      ids.push(Number(r.stdout.trim()));
+      const store = await openStore(parseDatabaseUrl(db.url));
+      try {
+        assert.equal((await store.getPost(ids[0]!))?.text, long, 'from stdin');
+        assert.equal((await store.getPost(ids[1]!))?.text, long, 'from the file');
+        assert.equal((await store.getPost(ids[2]!))?.text, 'two newlines\n', 'only one trailing newline is dropped');
+      } finally {
+        await store.close();
+      }
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, '');
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: --text - (standard input): the text is empty\n');
+      r = await runWithInput(['schedule', '--channel', 'f', '--text', '-'], env, 'x'.repeat(100_001));
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: --text - (standard input): the text is 100001 characters; the most is 100000\n');
+      r = await run(['schedule', '--channel', 'f', '--text', 'a', '--text-file', file], env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, 'post-scheduler: give exactly one of --text and --text-file\n');
+    });
+
     it('retries failed posts with `retry ID` and `retry --failed`', async () => {
       const { db, env } = await fresh();
       const receiver = await startReceiver(() => ({ status: 422, body: '{"error":"text too long"}' }));
@@ -113,14 +172,16 @@ for (const dialect of DIALECTS) {
       }
     });
 
-    it('daemon runs cycles on its schedule, never two at once, and finishes its cycle on SIGTERM', async () => {
+    it('daemon runs a cycle and finishes it on SIGTERM', async () => {
       const { env } = await fresh();
       const receiver = await startReceiver(() => ({ status: 200, delayMs: 1_500 }));
       try {
         await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
         await run(['simulate', '--posts', '3', '--channel', 'hook'], env);
-        const daemon = start(['daemon', '--cron', '* * * * * *', '--run-immediately'], env, 30_000);
-        await waitFor('a trigger skipped while the cycle runs', () => /Previous cycle still running, skipping this trigger/.test(daemon.output()));
+        // TIMEOUT_MS must be below the schedule's interval (5 s here)
+        const args = ['daemon', '--cron', '*/5 * * * * *', '--run-immediately', '--timeout-ms', '4900', '--worker-timeout-ms', '4500'];
+        const daemon = start(args, { ...env, PUBLISH_TIMEOUT_MS: '4000' }, 30_000);
+        await waitFor('the first post sent', () => receiver.deliveries.length > 0);
         daemon.child.kill('SIGTERM');
         const r = await daemon.done;
         assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -162,6 +223,9 @@ describe('cli input errors', () => {
     ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable or --enable/],
     ['channels update with --disable and --enable', ['channels', 'update', '--name', 'x', '--disable', '--enable'], env, /give --disable or --enable, not both/],
     ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
+    ['PUBLISH_TIMEOUT_MS above WORKER_TIMEOUT_MS', ['cron'], { ...env, PUBLISH_TIMEOUT_MS: '60000' }, /^post-scheduler: Invalid configuration: PUBLISH_TIMEOUT_MS \(60000\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
+    ['a daemon schedule shorter than TIMEOUT_MS', ['daemon', '--cron', '*/30 * * * * *'], env, /^post-scheduler: Invalid configuration: TIMEOUT_MS \(55000\) must be below the interval of --cron "\*\/30 \* \* \* \* \*" \(30000ms between runs\)\n$/],
+    ['a daemon schedule as long as TIMEOUT_MS', ['daemon', '--cron', '*/2 * * * * *', '--timeout-ms', '2000', '--worker-timeout-ms', '1000'], { ...env, PUBLISH_TIMEOUT_MS: '1000' }, /TIMEOUT_MS \(2000\) must be below the interval of --cron "\*\/2 \* \* \* \* \*" \(2000ms between runs\)/],
   ];
   for (const [what, args, caseEnv, message] of cases) {
     it(`rejects ${what} with one line and exit 1`, async () => {
@@ -172,6 +236,19 @@ describe('cli input errors', () => {
       assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
     });
   }
+
+  it('cron warns in one stderr line when TIMEOUT_MS is not below its one-minute interval, and runs', async () => {
+    const file = path.join(tmp, 'warn', 'x.db');
+    const r = await run(['cron', '--timeout-ms', '60000'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(
+      r.stderr,
+      'post-scheduler: warning: TIMEOUT_MS (60000) is not below the one-minute cron interval: a cycle can still run when cron starts the next one, which then exits at once and that minute publishes nothing\n',
+    );
+    assert.match(r.stdout, /Cron cycle completed successfully/);
+    const quiet = await run(['cron', '--timeout-ms', '59999'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(quiet.stderr, '');
+  });
 
   it('stops on bad config before touching the database', async () => {
     const r = await run(['cron'], { ...env, BATCH_SIZE: '-1' });
@@ -187,6 +264,31 @@ describe('cli input errors', () => {
       assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
       assert.match(r.stdout + r.stderr, /app:\*\*\*@127\.0\.0\.1:1/);
     }
+  });
+
+  it('stops at once with one line when the SQLite folder cannot be created', async () => {
+    const regularFile = path.join(tmp, 'plain-file');
+    fs.writeFileSync(regularFile, 'not a folder\n');
+    const cases: [string, RegExp][] = [
+      ['/proc/nope/x.db', /^post-scheduler: cannot create the folder for SQLite database \/proc\/nope\/x\.db: \/proc is not writable\n$/],
+      [path.join(regularFile, 'x.db'), new RegExp(`^post-scheduler: cannot create the folder for SQLite database ${regularFile}/x\\.db: ${regularFile} is not a directory\\n$`)],
+    ];
+    for (const [file, message] of cases) {
+      // a hang (Node's recursive mkdir loops on such paths) is killed at 20 s and fails here
+      const r = await run(['cron'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+      assert.equal(r.signal, null, `${file}: the process ended by itself`);
+      assert.equal(r.code, 1, `${file}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stdout, '', 'no cycle started');
+    }
+  });
+
+  it('creates the folders of a fresh SQLite path, one level at a time', async () => {
+    const file = path.join(tmp, 'fresh', 'a', 'b', 'x.db');
+    const r = await run(['status', '--json'], { ...env, DATABASE_URL: `sqlite:${file}` }, 20_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { counts: { published: number } }).counts.published, 0);
+    assert.ok(fs.statSync(file).isFile());
   });
 
   it('lists the commands in --help', async () => {
@@ -239,6 +341,27 @@ describe('entry points', () => {
         await store.close();
       }
     } finally {
+      await db.drop();
+    }
+  });
+
+  it('cron stopped by SIGTERM says so (not "timed out") and exits 2', async () => {
+    const db = await createTestDatabase('sqlite');
+    const receiver = await startReceiver(() => ({ hang: true }));
+    try {
+      const env = testEnv(db.url, { ALLOW_PRIVATE_NETWORK: 'true', KILL_GRACE_MS: '1000', RETRY_BASE_MS: '60000' });
+      let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
+      assert.equal(r.code, 0, r.stderr);
+      await run(['simulate', '--posts', '3', '--channel', 'hook'], env);
+      const cron = start(['cron'], env, 30_000);
+      await waitFor('a worker sending a post', () => receiver.deliveries.length > 0);
+      cron.child.kill('SIGTERM');
+      r = await cron.done;
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stdout, /\[CRON\] Stopped by signal after \d+ms: workers were told to stop \(exit code 2\)\n/);
+      assert.doesNotMatch(r.stdout, /\[CRON\].*timed out/);
+    } finally {
+      await receiver.close();
       await db.drop();
     }
   });

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, configToEnv, loadConfig, redactUrl } from '../src/config.ts';
+import { ConfigError, configToEnv, cronIntervalWarning, loadConfig, redactUrl, scheduleIntervalProblem } from '../src/config.ts';
+import { scheduleIntervalMs } from '../src/cron/init-scheduler.ts';
 import { backoffDelay } from '../src/backoff.ts';
-import { parseWhen } from '../src/when.ts';
+import { describeDue, parseWhen, WhenError } from '../src/when.ts';
 
 describe('config', () => {
   it('has the seed defaults', () => {
@@ -39,6 +40,8 @@ describe('config', () => {
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
     [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
+    [{ PUBLISH_TIMEOUT_MS: '50001' }, /^Invalid configuration: PUBLISH_TIMEOUT_MS \(50001\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
+    [{ TIMEOUT_MS: '3000', WORKER_TIMEOUT_MS: '2000', PUBLISH_TIMEOUT_MS: '2500' }, /PUBLISH_TIMEOUT_MS \(2500\) must not exceed WORKER_TIMEOUT_MS \(2000\)/],
     [{ RETRY_BASE_MS: '10', RETRY_MAX_MS: '5' }, /RETRY_BASE_MS \(10\) must not exceed RETRY_MAX_MS \(5\)/],
     [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],
     [{ DATABASE_URL: 'mysql://root@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\/ \(got "mysql:"\)/],
@@ -59,6 +62,24 @@ describe('config', () => {
       );
     });
   }
+
+  it('accepts PUBLISH_TIMEOUT_MS equal to WORKER_TIMEOUT_MS', () => {
+    assert.equal(loadConfig({ PUBLISH_TIMEOUT_MS: '50000' }).publishTimeoutMs, 50_000);
+  });
+
+  it('warns about a TIMEOUT_MS not below the one-minute cron interval; a daemon schedule must be longer', () => {
+    assert.equal(cronIntervalWarning(loadConfig({})), null, 'the default 55000 is fine');
+    assert.match(cronIntervalWarning(loadConfig({ TIMEOUT_MS: '60000' })) ?? '', /^TIMEOUT_MS \(60000\) is not below the one-minute cron interval: /);
+    assert.equal(scheduleIntervalProblem(loadConfig({}), 60_000, '--cron "* * * * *"'), null);
+    assert.equal(
+      scheduleIntervalProblem(loadConfig({}), 55_000, '--cron "x"'),
+      'Invalid configuration: TIMEOUT_MS (55000) must be below the interval of --cron "x" (55000ms between runs)',
+    );
+    assert.equal(scheduleIntervalMs('*/30 * * * * *'), 30_000);
+    assert.equal(scheduleIntervalMs('* * * * *'), 60_000);
+    assert.equal(scheduleIntervalMs('0,30 9 * * *'), 30 * 60_000, 'the shortest gap, wherever the next run falls');
+    assert.throws(() => scheduleIntervalMs('every minute'), /invalid schedule "every minute"/);
+  });
 
   it('reads postgres URLs with a schema, and never shows their password', () => {
     const c = loadConfig({ DATABASE_URL: 'postgres://app:s3cret@db.example:5432/main?schema=sched' });
@@ -86,6 +107,76 @@ describe('when', () => {
   }
   for (const input of ['tomorrow', '+5x', '2026-13-45T99:00:00Z', '-5m']) {
     it(`rejects ${input}`, () => assert.throws(() => parseWhen(input, now), /invalid time/));
+  }
+
+  const more: [string, string][] = [
+    ['2026-12-01', '2026-12-01T00:00:00.000Z'],
+    ['2026-12-01 09:30:15', '2026-12-01T09:30:15.000Z'],
+    ['2026-12-01T09:00:00.5', '2026-12-01T09:00:00.500Z'],
+    ['2026-12-01T09:00:00-0530', '2026-12-01T14:30:00.000Z'],
+    ['2028-02-29T23:59:59Z', '2028-02-29T23:59:59.000Z'],
+    ['2000-02-29', '2000-02-29T00:00:00.000Z'],
+    ['2000-01-01T00:00:00Z', '2000-01-01T00:00:00.000Z'],
+    ['2020-06-01T08:00:00Z', '2020-06-01T08:00:00.000Z'],
+    ['+36525d', '2126-11-29T12:00:00.000Z'],
+  ];
+  for (const [input, expected] of more) {
+    it(`${input} -> ${expected} (no zone: UTC; a past time is kept, so it is due at once)`, () => {
+      const previous = process.env['TZ'];
+      process.env['TZ'] = 'Asia/Kolkata';
+      try {
+        assert.equal(parseWhen(input, now).toISOString(), expected);
+      } finally {
+        if (previous === undefined) delete process.env['TZ'];
+        else process.env['TZ'] = previous;
+      }
+    });
+  }
+
+  const refused: [string, RegExp][] = [
+    ['2026-02-30', /^invalid time "2026-02-30": 2026-02 has 28 days$/],
+    ['2026-02-29', /2026-02 has 28 days/],
+    ['1900-02-29', /1900-02 has 28 days/],
+    ['2026-04-31T10:00:00Z', /2026-04 has 30 days/],
+    ['2026-00-10', /there is no month 00/],
+    ['2026-12-00', /2026-12 has 31 days/],
+    ['2026-12-01T24:00', /there is no hour 24/],
+    ['2026-12-01T10:60', /there is no minute 60/],
+    ['2026-12-01T10:00:60Z', /there is no second 60/],
+    ['2026-12-01T10:00:00+24:00', /there is no time zone offset \+24:00/],
+    ['0001-01-01', /^invalid time "0001-01-01": times before 2000-01-01T00:00:00Z are not accepted$/],
+    ['1999-12-31T23:59:59Z', /before 2000-01-01/],
+    ['2000-01-01T00:30:00+01:00', /before 2000-01-01/],
+    ['+99999999999999d', /^invalid time "\+99999999999999d": at most 100 years ahead/],
+    ['+36526d', /at most 100 years ahead/],
+    [`+${'9'.repeat(400)}s`, /at most 100 years ahead/],
+    ['2126-11-29T12:00:01Z', /at most 100 years ahead/],
+    ['9999-12-31', /at most 100 years ahead/],
+  ];
+  for (const [input, message] of refused) {
+    it(`refuses ${input.slice(0, 30)} in one line`, () => {
+      assert.throws(
+        () => parseWhen(input, now),
+        (e: unknown) => {
+          assert.ok(e instanceof WhenError);
+          assert.match(e.message, message);
+          assert.ok(!e.message.includes('\n'));
+          return true;
+        },
+      );
+    });
+  }
+
+  const due: [string, string][] = [
+    ['2026-11-28T12:00:00.000Z', 'due now'],
+    ['2026-11-28T11:00:00.000Z', 'due now'],
+    ['2026-11-28T12:00:30.000Z', 'in 30s'],
+    ['2026-11-28T12:05:00.000Z', 'in 5m'],
+    ['2026-11-28T14:30:10.000Z', 'in 2h 30m'],
+    ['2026-12-01T12:00:00.000Z', 'in 3d'],
+  ];
+  for (const [at, expected] of due) {
+    it(`describes ${at} as "${expected}"`, () => assert.equal(describeDue(new Date(at), now), expected));
   }
 });
 

@@ -20,6 +20,8 @@ export function configFrom(globals: GlobalFlags, overrides: ConfigInput = {}): C
 /** Opens the store (migrating it), runs `fn`, closes it. */
 export async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
+  // a command run from another folder would otherwise silently start an empty database
+  if (store.created) process.stderr.write(`post-scheduler: created a new database ${config.databaseLabel}\n`);
   try {
     await store.migrate();
     return await fn(store);

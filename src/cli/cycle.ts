@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
-import type { ConfigInput } from '../config.ts';
-import { initScheduler, SchedulerError } from '../cron/init-scheduler.ts';
+import { ConfigError, cronIntervalWarning, scheduleIntervalProblem, type Config, type ConfigInput } from '../config.ts';
+import { initScheduler, scheduleIntervalMs, SchedulerError } from '../cron/init-scheduler.ts';
 import { runCronTrigger } from '../cron/run-cron.ts';
 import { createLogger } from '../log.ts';
 import { onSignals } from '../signals.ts';
+import { prepareDatabaseFile } from '../store/sqlite/database-file.ts';
 import { CliError, configFrom, type GlobalFlags } from './context.ts';
 
 interface CycleFlags {
@@ -39,10 +40,21 @@ function overrides(flags: CycleFlags): ConfigInput {
   };
 }
 
+/**
+ * A SQLite file that cannot be created stops `cron` and `daemon` with one line on
+ * stderr before any cycle starts (the cycle would report it on every run otherwise).
+ */
+function preflight(config: Config): void {
+  if (config.database.dialect === 'sqlite') prepareDatabaseFile(config.database.path);
+}
+
 export function registerCycle(program: Command, globals: () => GlobalFlags): void {
   withCycleFlags(program.command('cron').description('run one dispatch cycle, then exit 0 / 1 / 2 (for system cron)')).action(
     async (flags: CycleFlags) => {
       const config = configFrom(globals(), overrides(flags));
+      preflight(config);
+      const warning = cronIntervalWarning(config);
+      if (warning !== null) process.stderr.write(`post-scheduler: warning: ${warning}\n`);
       const stop = new AbortController();
       onSignals(() => stop.abort('signal'));
       process.exitCode = await runCronTrigger(config, stop.signal);
@@ -58,6 +70,15 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
       .option('--run-immediately', 'run a cycle at start too'),
   ).action(async (flags: CycleFlags & { cron: string; timezone: string; runImmediately?: boolean }) => {
     const config = configFrom(globals(), overrides(flags));
+    let intervalMs: number | null;
+    try {
+      intervalMs = scheduleIntervalMs(flags.cron, flags.timezone);
+    } catch (e) {
+      throw new CliError(e instanceof SchedulerError ? e.message : String(e));
+    }
+    const problem = intervalMs === null ? null : scheduleIntervalProblem(config, intervalMs, `--cron "${flags.cron}"`);
+    if (problem !== null) throw new ConfigError(problem);
+    preflight(config);
     const log = createLogger('CRON', config.logFormat);
     let scheduler;
     try {

@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
-import { parseWhen, WhenError } from '../when.ts';
+import fs from 'node:fs';
+import { describeDue, parseWhen, WhenError } from '../when.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
 import type { Channel } from '../types.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
 
-const MAX_TEXT = 100_000;
+/** The longest post text, in characters (UTF-16 code units, as JavaScript counts them). */
+export const MAX_TEXT = 100_000;
 
 async function findChannel(store: Store, name: string): Promise<Channel> {
   const channel = await store.findChannel(name);
@@ -17,9 +19,9 @@ async function channelId(store: Store, name: string): Promise<number> {
   return (await findChannel(store, name)).id;
 }
 
-function when(value: string | undefined): Date {
+function when(value: string | undefined, now = new Date()): Date {
   try {
-    return parseWhen(value ?? 'now');
+    return parseWhen(value ?? 'now', now);
   } catch (e) {
     throw new CliError(e instanceof WhenError ? e.message : String(e));
   }
@@ -38,24 +40,89 @@ async function refuseOthers(store: Store, wanted: readonly number[], done: Reado
   throw new CliError(post === null ? `no post with id ${missed}${changed}` : `post ${missed} is ${post.status}; ${rule}${changed}`);
 }
 
+/**
+ * The text of `schedule`: --text T, --text - (standard input) or --text-file PATH,
+ * exactly one of them. Text read from a file or stdin must be UTF-8 and loses one
+ * trailing newline (\n or \r\n), as shells add one.
+ */
+async function postText(flags: { text?: string; textFile?: string }): Promise<string> {
+  if ((flags.text === undefined) === (flags.textFile === undefined)) throw new CliError('give exactly one of --text and --text-file');
+  let text: string;
+  let source: string;
+  if (flags.textFile !== undefined) {
+    source = `--text-file ${flags.textFile}`;
+    text = decode(readFileText(flags.textFile), source);
+  } else if (flags.text === '-') {
+    source = '--text - (standard input)';
+    text = decode(await readStdin(), source);
+  } else {
+    source = '--text';
+    text = flags.text ?? '';
+  }
+  if (source !== '--text') text = text.replace(/\r?\n$/, '');
+  if (text.trim() === '') throw new CliError(`${source}: the text is empty`);
+  if (text.length > MAX_TEXT) throw new CliError(`${source}: the text is ${text.length} characters; the most is ${MAX_TEXT}`);
+  return text;
+}
+
+/** The most bytes read from a file or stdin: MAX_TEXT characters of 4-byte UTF-8, and a newline. */
+const MAX_TEXT_BYTES = MAX_TEXT * 4 + 2;
+
+function readFileText(file: string): Buffer {
+  try {
+    const size = fs.statSync(file).size;
+    if (size > MAX_TEXT_BYTES) throw new CliError(`--text-file ${file}: ${size} bytes is more than ${MAX_TEXT} characters can take`);
+    return fs.readFileSync(file);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`--text-file ${file}: cannot read it (${code ?? String(e)})`);
+  }
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > MAX_TEXT_BYTES) {
+      process.stdin.destroy();
+      throw new CliError(`--text - (standard input): more than ${MAX_TEXT} characters`);
+    }
+  }
+  return Buffer.concat(chunks);
+}
+
+function decode(bytes: Buffer, source: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new CliError(`${source}: the text is not valid UTF-8`);
+  }
+}
+
 export function registerPosts(program: Command, globals: () => GlobalFlags): void {
   program
     .command('schedule')
     .description('schedule one post; prints its id')
     .requiredOption('--channel <name>', 'channel to publish to')
-    .requiredOption('--text <text>', 'the post text')
-    .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time')
-    .action(async (flags: { channel: string; text: string; at?: string }) => {
+    .option('--text <text>', `the post text, at most ${MAX_TEXT} characters; - reads it from standard input`)
+    .option('--text-file <path>', 'read the post text from a UTF-8 file (one trailing newline is dropped)')
+    .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time (UTC when it has no zone); a past time is due now')
+    .action(async (flags: { channel: string; text?: string; textFile?: string; at?: string }) => {
       const config = configFrom(globals());
-      const runAt = when(flags.at);
-      if (flags.text.trim() === '') throw new CliError('--text must not be empty');
-      if (flags.text.length > MAX_TEXT) throw new CliError(`--text is ${flags.text.length} characters; the most is ${MAX_TEXT}`);
+      const now = new Date();
+      const runAt = when(flags.at, now);
+      const text = await postText(flags);
       await withStore(config, async (store) => {
         const channel = await findChannel(store, flags.channel);
-        const problem = (await loadPublisherModule(channel.platform))?.checkText(flags.text, channel.settings) ?? null;
+        const problem = (await loadPublisherModule(channel.platform))?.checkText(text, channel.settings) ?? null;
         if (problem !== null) throw new CliError(`--text does not fit channel ${channel.name}: ${problem}`);
-        const [id] = await store.schedulePosts([{ channelId: channel.id, text: flags.text, runAt }]);
+        const [id] = await store.schedulePosts([{ channelId: channel.id, text, runAt }]);
+        // stdout: only the id, for scripts; the human line goes to stderr
         print(String(id));
+        process.stderr.write(`Scheduled post ${id ?? '?'} on ${channel.name} for ${runAt.toISOString()} (${describeDue(runAt, now)})\n`);
       });
     });
 

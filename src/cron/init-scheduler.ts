@@ -38,6 +38,27 @@ export class SchedulerError extends Error {
   override name = 'SchedulerError';
 }
 
+/**
+ * The shortest interval between the next runs of a cron expression (the next ten),
+ * in ms; null when it runs fewer than twice. Throws SchedulerError for a bad one.
+ */
+export function scheduleIntervalMs(expression: string, timezone = 'UTC'): number | null {
+  let runs: Date[];
+  try {
+    const job = new Cron(expression, { timezone, paused: true });
+    runs = job.nextRuns(10);
+    job.stop();
+  } catch (e) {
+    throw new SchedulerError(`invalid schedule "${expression}" in time zone "${timezone}": ${errorMessage(e)}`);
+  }
+  let shortest: number | null = null;
+  for (let i = 1; i < runs.length; i++) {
+    const gap = (runs[i]?.getTime() ?? 0) - (runs[i - 1]?.getTime() ?? 0);
+    if (shortest === null || gap < shortest) shortest = gap;
+  }
+  return shortest;
+}
+
 export async function initScheduler(options: SchedulerOptions = {}): Promise<Scheduler> {
   const config = options.config ?? loadConfig();
   const expression = options.cronExpression ?? '* * * * *';

@@ -3,7 +3,12 @@
  * exits 0 / 1 / 2. For system cron:
  *   * * * * * cd /var/www/app && node dist/cron/post-scheduler.cron.js >> /var/log/social-scheduler.log 2>&1
  */
+import { cronIntervalWarning } from '../config.ts';
 import { runMain } from '../main.ts';
 import { runCronTrigger } from './run-cron.ts';
 
-runMain((config, signal) => runCronTrigger(config, signal));
+runMain((config, signal) => {
+  const warning = cronIntervalWarning(config);
+  if (warning !== null) process.stderr.write(`post-scheduler: warning: ${warning}\n`);
+  return runCronTrigger(config, signal);
+});

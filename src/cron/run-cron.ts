@@ -25,6 +25,9 @@ export async function runCronTrigger(config: Config, signal?: AbortSignal): Prom
     if (result.exitCode === EXIT.ok) {
       log.info(`Dispatcher completed successfully in ${ms}ms`);
       log.info(`Cron cycle completed successfully in ${ms}ms`);
+    } else if (result.exitCode === EXIT.timeout && signal?.aborted === true) {
+      // SIGTERM / SIGINT: the cycle was stopped, it did not run out of time
+      log.warn(`Stopped by signal after ${ms}ms: workers were told to stop (exit code 2)`);
     } else if (result.exitCode === EXIT.timeout) {
       log.warn(`Dispatcher timed out after ${ms}ms (exit code 2)`);
     } else {

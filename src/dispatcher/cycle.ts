@@ -75,6 +75,7 @@ export async function runCycle(options: CycleOptions): Promise<CycleResult> {
       return earlyResult(started, EXIT.error);
     }
     log.info(`✓ Database connection verified (${config.databaseLabel})`);
+    if (store.created) log.warn(`Created a new, empty database: ${config.databaseLabel} (is DATABASE_URL or the working directory right?)`);
 
     // One cycle at a time per host: system cron fires every minute whatever happens.
     // The lock is a row that lives LEASE_MS unless renewed (see dispatch).

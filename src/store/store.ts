@@ -22,6 +22,8 @@ import type {
  */
 export interface Store {
   readonly dialect: Dialect;
+  /** opening it created the database (a new SQLite file): commands say so */
+  readonly created: boolean;
 
   /** creates or upgrades the schema; safe to call from many processes at once */
   migrate(): Promise<void>;

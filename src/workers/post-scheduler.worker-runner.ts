@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { createLogger, errorMessage } from '../log.ts';
+import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
 import { runWorker } from './post-scheduler.worker.ts';
@@ -91,6 +92,7 @@ async function main(): Promise<number> {
   }
 }
 
+guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
 main().then(
   (code) => process.exit(code),
   (e: unknown) => {

@@ -29,9 +29,13 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
   return env;
 }
 
-export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT): Running {
-  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `input`: written to the process's standard input, which is then closed (empty when not given). */
+export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT, input = ''): Running {
+  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
+  // a process that exits before reading all of it must not fail the test with EPIPE
+  child.stdin.on('error', () => undefined);
+  child.stdin.end(input);
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -49,6 +53,10 @@ export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs
 
 export function run(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<RunResult> {
   return start(args, env, timeoutMs).done;
+}
+
+export function runWithInput(args: readonly string[], env: NodeJS.ProcessEnv, input: string, timeoutMs = 60_000): Promise<RunResult> {
+  return start(args, env, timeoutMs, CLI, ROOT, input).done;
 }
 
 /** Kills every process this test file started that is still running. */

@@ -258,6 +258,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
 
   const store: Store = {
     dialect: 'postgres',
+    created: false,
 
     async migrate() {
       // Every cycle starts with migrate(): when the schema is current (the usual case) a

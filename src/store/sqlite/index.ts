@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { Channel, HeldPost, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
@@ -19,6 +17,7 @@ import {
   UNKNOWN_POSTS,
 } from '../rows.ts';
 import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -48,7 +47,7 @@ function isBusy(e: unknown): boolean {
  * the process and sleeps in steps of up to 100 ms.
  */
 export function openSqliteStore(file: string): Store {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const { created } = prepareDatabaseFile(file);
   let db: Database.Database;
   try {
     db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
@@ -158,6 +157,7 @@ export function openSqliteStore(file: string): Store {
 
   const store: Store = {
     dialect: 'sqlite',
+    created,
 
     async migrate() {
       const latest = Math.max(...SQLITE_MIGRATIONS.map((m) => m.version));
