@@ -45,5 +45,5 @@ export function processRuns(pid: number): boolean {
 
 /** A row held by a process of this machine that no longer runs: free at once. */
 export function holderDead(row: { machine: string; pid: number }): boolean {
-  return row.machine === MACHINE && !processRuns(Number(row.pid));
+  return row.machine === MACHINE && !processRuns(row.pid);
 }

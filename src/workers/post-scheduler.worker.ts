@@ -97,7 +97,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const counts = { claimed: 0, published: 0, retried: 0, failed: 0, unknown: 0, released: 0, fencedOut: 0 };
   let roundTrips = 0;
   let timedOut = false;
-  let error: Error | null = null;
+  // set in callbacks too (`failed`), so the checker must not narrow them from their first value
+  let error = null as Error | null;
 
   // Wake-ups of the main loop: a publish settled, or a stop came.
   let wakeResolve: (() => void) | null = null;
@@ -228,7 +229,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let failedRoundTrips = 0;
   let drained = false;
   let firstClaim = true;
-  let reconcileNeeded = false;
+  let reconcileNeeded = false as boolean;
   try {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
@@ -325,8 +326,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));
   }
 
-  // set in a callback (`failed`), which the type checker cannot follow
-  const dbError = error as Error | null;
+  const dbError = error;
   const parts = [`Published ${counts.published} posts`];
   if (counts.retried > 0) parts.push(`${counts.retried} ${counts.retried === 1 ? 'retry' : 'retries'}`);
   if (counts.failed > 0) parts.push(`${counts.failed} failed`);
