@@ -46,6 +46,60 @@ describe('migrations: upgrade from version 2', () => {
   }
 });
 
+describe('migrations: PostgreSQL tables move out of public', () => {
+  it('moves an install from before the schema of its own (tables in public) to post_scheduler, rows and all', async () => {
+    const name = `legacy_${Date.now().toString(36)}`;
+    const admin = postgres(postgresUrl(), { max: 1, onnotice: () => undefined });
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+    const url = new URL(postgresUrl());
+    url.pathname = `/${name}`;
+    try {
+      // version 2 of the program, in public; and an application table beside it
+      const legacy = postgres(url.toString(), { max: 1, onnotice: () => undefined });
+      try {
+        await legacy.unsafe('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+        for (const m of POSTGRES_MIGRATIONS.filter((x) => x.version <= 2)) {
+          await legacy.unsafe(m.sql);
+          await legacy.unsafe('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+        }
+        await legacy.unsafe(ROWS.postgres);
+        await legacy.unsafe("SELECT setval('post_schedule_id_seq', 4), setval('post_details_id_seq', 4), setval('channels_id_seq', 2)");
+        await legacy.unsafe('CREATE TABLE users (id int)');
+      } finally {
+        await legacy.end({ timeout: 1 });
+      }
+      const target = parseDatabaseUrl(url.toString());
+      assert.equal(target.dialect === 'postgres' ? target.schema : '', 'post_scheduler', 'the default schema');
+      const store = await openStore(target);
+      try {
+        await store.migrate();
+        assert.deepEqual(
+          await Promise.all([1, 2, 3, 4].map(async (id) => (await store.getPost(id))?.status)),
+          ['pending', 'processing', 'published', 'failed'],
+        );
+        assert.equal((await store.findChannel('hook'))?.onUnknown, 'hold');
+        const [id] = await store.schedulePosts([{ channelId: 1, text: 'new', runAt: new Date() }]);
+        assert.equal(id, 5, 'sequences moved with their tables');
+      } finally {
+        await store.close();
+      }
+      const check = postgres(url.toString(), { max: 1, onnotice: () => undefined });
+      try {
+        const tables = await check<{ schemaname: string; tablename: string }[]>`
+          SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('public', 'post_scheduler') ORDER BY 1, 2`;
+        const inPublic = tables.filter((t) => t.schemaname === 'public').map((t) => t.tablename);
+        assert.deepEqual(inPublic, ['users'], "only the application's table stays in public");
+        assert.ok(tables.some((t) => t.schemaname === 'post_scheduler' && t.tablename === 'post_schedule'));
+      } finally {
+        await check.end({ timeout: 1 });
+      }
+    } finally {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end({ timeout: 1 });
+    }
+  });
+});
+
 const ROWS = {
   sqlite: `
     INSERT INTO channels (id, name, platform, settings, created_at) VALUES (1, 'journal', 'file', '{"path":"/tmp/j"}', 0),
