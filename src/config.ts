@@ -80,7 +80,8 @@ export const ENV_DEFAULTS = {
   MAX_ATTEMPTS: '5',
   RETRY_BASE_MS: '30000',
   RETRY_MAX_MS: '3600000',
-  PUBLISH_TIMEOUT_MS: '10000',
+  // empty: 10000, or WORKER_TIMEOUT_MS when that is shorter
+  PUBLISH_TIMEOUT_MS: '',
   LEASE_MS: '30000',
   KILL_GRACE_MS: '3000',
   LOG_FORMAT: 'text',
@@ -122,7 +123,7 @@ const schema = v.object({
   MAX_ATTEMPTS: integer('MAX_ATTEMPTS', 1, 1_000),
   RETRY_BASE_MS: integer('RETRY_BASE_MS', 0),
   RETRY_MAX_MS: integer('RETRY_MAX_MS', 0),
-  PUBLISH_TIMEOUT_MS: integer('PUBLISH_TIMEOUT_MS', 1),
+  PUBLISH_TIMEOUT_MS: v.union([v.literal(''), integer('PUBLISH_TIMEOUT_MS', 1)], 'PUBLISH_TIMEOUT_MS must be a whole number of at least 1'),
   LEASE_MS: integer('LEASE_MS', 100),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
@@ -142,7 +143,7 @@ function crossCheck(c: v.InferOutput<typeof schema>): string | null {
   if (c.WORKER_TIMEOUT_MS >= c.TIMEOUT_MS) {
     return `WORKER_TIMEOUT_MS (${c.WORKER_TIMEOUT_MS}) must be less than TIMEOUT_MS (${c.TIMEOUT_MS})`;
   }
-  if (c.PUBLISH_TIMEOUT_MS > c.WORKER_TIMEOUT_MS) {
+  if (c.PUBLISH_TIMEOUT_MS !== '' && c.PUBLISH_TIMEOUT_MS > c.WORKER_TIMEOUT_MS) {
     return `PUBLISH_TIMEOUT_MS (${c.PUBLISH_TIMEOUT_MS}) must not exceed WORKER_TIMEOUT_MS (${c.WORKER_TIMEOUT_MS}): a worker could never wait for a whole publish`;
   }
   if (c.RETRY_BASE_MS > c.RETRY_MAX_MS) return `RETRY_BASE_MS (${c.RETRY_BASE_MS}) must not exceed RETRY_MAX_MS (${c.RETRY_MAX_MS})`;
@@ -184,7 +185,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     maxAttempts: c.MAX_ATTEMPTS,
     retryBaseMs: c.RETRY_BASE_MS,
     retryMaxMs: c.RETRY_MAX_MS,
-    publishTimeoutMs: c.PUBLISH_TIMEOUT_MS,
+    publishTimeoutMs: c.PUBLISH_TIMEOUT_MS === '' ? Math.min(10_000, c.WORKER_TIMEOUT_MS) : c.PUBLISH_TIMEOUT_MS,
     leaseMs: c.LEASE_MS,
     killGraceMs: c.KILL_GRACE_MS,
     logFormat: c.LOG_FORMAT,

@@ -263,6 +263,11 @@ export interface StatusReport {
   readonly recentFailures: readonly { id: number; lastError: string | null; attempts: number }[];
   /** posts waiting for an operator (oldest first, at most 20) */
   readonly unknownPosts: readonly { id: number; channel: string | null; lastError: string | null; attempts: number }[];
+  /**
+   * published, failed and cancelled are estimates (a PostgreSQL table of more than
+   * 200,000 rows: from the planner's statistics); the other counts are always exact
+   */
+  readonly estimated: boolean;
 }
 
 /** Process exit codes shared by the cron trigger, the dispatcher and workers (the seed's). */

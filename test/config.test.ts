@@ -63,6 +63,11 @@ describe('config', () => {
     });
   }
 
+  it('defaults PUBLISH_TIMEOUT_MS to 10000, or to a shorter WORKER_TIMEOUT_MS', () => {
+    assert.equal(loadConfig({}).publishTimeoutMs, 10_000);
+    assert.equal(loadConfig({ TIMEOUT_MS: '4000', WORKER_TIMEOUT_MS: '3500' }).publishTimeoutMs, 3_500);
+  });
+
   it('accepts PUBLISH_TIMEOUT_MS equal to WORKER_TIMEOUT_MS', () => {
     assert.equal(loadConfig({ PUBLISH_TIMEOUT_MS: '50000' }).publishTimeoutMs, 50_000);
   });

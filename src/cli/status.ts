@@ -33,7 +33,9 @@ function printStatus(report: StatusReport, database: string): void {
     ['cancelled', c.cancelled],
     ['unknown outcome', c.unknown],
   ];
-  for (const [label, n] of rows) print(`  ${label.padEnd(17)}${String(n).padStart(8)}`);
+  const estimated = new Set(report.estimated ? ['published', 'failed', 'cancelled'] : []);
+  for (const [label, n] of rows) print(`  ${label.padEnd(17)}${((estimated.has(label) ? '~' : '') + String(n)).padStart(8)}`);
+  if (report.estimated) print('  (~ estimated from the table statistics: a large table; the other counts are exact)');
   print();
   if (report.cycles.length === 0) {
     print('No cycles yet. Run one: post-scheduler cron');

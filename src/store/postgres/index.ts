@@ -32,6 +32,9 @@ const MIGRATE_LOCK = "hashtext('post-scheduler:migrate')";
 /** The tables of post-scheduler before it had a schema of its own (in `public`). */
 const LEGACY_TABLES = ['schema_migrations', 'channels', 'post_details', 'post_schedule', 'cycles', 'worker_runs'];
 
+/** Above this many rows (the planner's estimate), status estimates the final states' counts. */
+const ESTIMATE_ABOVE = 200_000;
+
 /** Rows of a finished post deleted by one prune statement. */
 const PRUNE_BATCH = 5_000;
 
@@ -579,16 +582,41 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     },
 
     async status(cycles: number): Promise<StatusReport> {
-      const [counts] = await q<Record<string, number>>(
-        `SELECT count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
-                count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS later,
-                count(*) FILTER (WHERE status = 'processing') AS processing,
-                count(*) FILTER (WHERE status = 'published') AS published,
-                count(*) FILTER (WHERE status = 'failed') AS failed,
-                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-                count(*) FILTER (WHERE status = 'unknown') AS unknown
-           FROM post_schedule`,
+      // The states that need someone (due, later, processing, unknown) are counted exactly
+      // from their partial indexes. The final states of a large table (published, failed,
+      // cancelled: ever-growing) are estimated from the planner's statistics, so status
+      // stays cheap at millions of rows; below ESTIMATE_ABOVE rows everything is exact.
+      const [stats] = await q<{ rows: number; vals: string[] | null; freqs: number[] | null }>(
+        `SELECT c.reltuples::bigint AS rows, s.most_common_vals::text::text[] AS vals, s.most_common_freqs AS freqs
+           FROM pg_class c
+           LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = 'post_schedule' AND s.attname = 'status'
+          WHERE c.oid = 'post_schedule'::regclass`,
       );
+      const estimate = stats !== undefined && stats.rows > ESTIMATE_ABOVE && stats.vals !== null && stats.freqs !== null;
+      const [counts] = await q<Record<string, number>>(
+        estimate
+          ? `SELECT (SELECT count(*) FROM post_schedule WHERE status = 'pending' AND run_at <= now()) AS due,
+                    (SELECT count(*) FROM post_schedule WHERE status = 'pending' AND run_at > now()) AS later,
+                    (SELECT count(*) FROM post_schedule WHERE status = 'processing') AS processing,
+                    (SELECT count(*) FROM post_schedule WHERE status = 'unknown') AS unknown`
+          : `SELECT count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS due,
+                    count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS later,
+                    count(*) FILTER (WHERE status = 'processing') AS processing,
+                    count(*) FILTER (WHERE status = 'published') AS published,
+                    count(*) FILTER (WHERE status = 'failed') AS failed,
+                    count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                    count(*) FILTER (WHERE status = 'unknown') AS unknown
+               FROM post_schedule`,
+      );
+      if (estimate && counts !== undefined) {
+        const share = (status: PostStatus) => {
+          const i = stats.vals?.indexOf(status) ?? -1;
+          return i < 0 ? 0 : Math.round(stats.rows * (stats.freqs?.[i] ?? 0));
+        };
+        counts['published'] = share('published');
+        counts['failed'] = share('failed');
+        counts['cancelled'] = share('cancelled');
+      }
       const cycleRows = await q<CycleRow>(cyclesQuery('now()', '$1'), [cycles]);
       const failures = await q<{ id: number; last_error: string | null; attempts: number }>(
         "SELECT id, last_error, attempts FROM post_schedule WHERE status = 'failed' ORDER BY updated_at DESC, id DESC LIMIT 5",
@@ -607,6 +635,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
+        estimated: estimate,
       };
     },
 
