@@ -33,9 +33,11 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
   return env;
 }
 
-export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT): Running {
-  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `input`: written to the process's standard input, which is then closed (else stdin is /dev/null) */
+export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT, input?: string): Running {
+  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
   live.add(child);
+  if (input !== undefined) child.stdin?.end(input);
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
