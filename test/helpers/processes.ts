@@ -35,9 +35,16 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
 
 /** `input`: written to the process's standard input, which is then closed (else stdin is /dev/null) */
 export function start(args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000, file = CLI, cwd = ROOT, input?: string): Running {
-  const child = spawn(process.execPath, [file, ...args], { env, cwd, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  const argv = [file, ...args];
+  const child =
+    input === undefined
+      ? spawn(process.execPath, argv, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(process.execPath, argv, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
-  if (input !== undefined) child.stdin?.end(input);
+  if (child.stdin !== null) {
+    child.stdin.on('error', () => undefined); // a process that exits without reading it all
+    child.stdin.end(input);
+  }
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
