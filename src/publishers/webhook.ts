@@ -146,7 +146,8 @@ export const webhookPublisher: PublisherModule = {
   createPublisher(options: PublisherOptions): Publisher {
     const allowAll = options.allowPrivateNetwork === true;
     // The agents check the address every connection goes to (request-filtering-agent).
-    // TLS is only used by https:// channels; the filter module is loaded on first use.
+    // It is loaded on a worker's first webhook publish (it loads node:https with it),
+    // so a worker that only writes files does not pay for it.
     let filter: Promise<FilterModule> | null = null;
     const loadFilter = () => (filter ??= import('request-filtering-agent'));
     const pooled = new Map<string, http.Agent>();
