@@ -123,6 +123,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       MAX_ATTEMPTS: '10',
       GLOBAL_MAX_WORKERS: String(GLOBAL_MAX_WORKERS),
       LOG_FORMAT: 'text',
+      // the chaos receiver listens on 127.0.0.1, which the SSRF guard refuses by default
+      ALLOW_PRIVATE_NETWORK: 'true',
     };
     delete env['NODE_OPTIONS'];
     delete env['NODE_TEST_CONTEXT'];

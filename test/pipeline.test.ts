@@ -201,16 +201,21 @@ for (const dialect of DIALECTS) {
       assert.equal(receiver.deliveries.length, 3);
     });
 
-    it('holds a post answered 502 on a hold channel instead of resending it, and retries a 503', async () => {
+    it('holds posts answered 502 or 503 on a hold channel instead of resending them, and retries a 503 where the channel trusts it', async () => {
       const { db, store, receiver, ids } = await setup(2, (d) => ({ status: d.text === 'post 0' ? 502 : 503 }), 'hold');
+      const trusting = await store.addChannel({ name: 'trusting', platform: 'webhook', settings: { url: receiver.url, trust_503: true }, onUnknown: 'hold' });
+      const [t] = await store.schedulePosts([{ channelId: trusting.id, text: 'trusted', runAt: new Date(Date.now() - 1_000) }]);
       const r = await run(['cron'], testEnv(db.url, { RETRY_BASE_MS: '60000', RETRY_MAX_MS: '60000' }), 30_000);
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const gateway = await store.getPost(ids[0] ?? 0);
       assert.equal(gateway?.status, 'unknown', 'a 502 may come after the receiver acted');
       assert.match(gateway?.lastError ?? '', /outcome unknown: webhook .*HTTP 502/);
       const busy = await store.getPost(ids[1] ?? 0);
-      assert.deepEqual([busy?.status, busy?.unconfirmed], ['pending', false], 'a 503 was not processed: a plain retry');
-      assert.equal(receiver.deliveries.length, 2);
+      assert.equal(busy?.status, 'unknown', 'so may a 503');
+      assert.match(busy?.lastError ?? '', /outcome unknown: webhook .*HTTP 503/);
+      const trusted = await store.getPost(t ?? 0);
+      assert.deepEqual([trusted?.status, trusted?.unconfirmed], ['pending', false], "this receiver's 503 says it did not process it: a plain retry");
+      assert.equal(receiver.deliveries.length, 3);
     });
 
     it('checks a file channel before resending a post whose worker died, and writes each post once', async () => {

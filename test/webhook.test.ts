@@ -2,8 +2,12 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import { PermanentPublishError, RetryablePublishError, type PublishRequest } from '../src/publishers/publisher.ts';
+import { answerExcerpt } from '../src/publishers/redact.ts';
 import { parseRetryAfter, webhookPublisher } from '../src/publishers/webhook.ts';
 import type { Channel } from '../src/types.ts';
 import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts';
@@ -11,7 +15,8 @@ import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts
 /** The webhook publisher against a real local HTTP server. */
 describe('webhook publisher', () => {
   const receivers: Receiver[] = [];
-  const publisher = webhookPublisher.createPublisher({ timeoutMs: 500, concurrency: 4 });
+  // the receivers are on 127.0.0.1: the SSRF guard is tested on its own below
+  const publisher = webhookPublisher.createPublisher({ timeoutMs: 500, concurrency: 4, allowPrivateNetwork: true });
   after(async () => {
     await publisher.close();
     for (const r of receivers) await r.close();
@@ -23,11 +28,11 @@ describe('webhook publisher', () => {
     return r;
   }
 
-  const channel = (settings: Record<string, unknown>): Channel => ({
+  const channel = (settings: Record<string, unknown>, onUnknown: Channel['onUnknown'] = 'hold'): Channel => ({
     id: 1,
     name: 'hook',
     platform: 'webhook',
-    onUnknown: 'hold',
+    onUnknown,
     settings,
     enabled: true,
     createdAt: new Date(),
@@ -84,7 +89,7 @@ describe('webhook publisher', () => {
     [422, 'permanent'],
     [408, 'retry'],
     [429, 'retry'],
-    [503, 'retry'],
+    [503, 'unknown'],
     [500, 'unknown'],
     [502, 'unknown'],
     [504, 'unknown'],
@@ -99,6 +104,23 @@ describe('webhook publisher', () => {
       );
     });
   }
+
+  it("a 503 is not delivered only where the channel trusts its receiver's 503s, or resending is safe", async () => {
+    const r = await receiver({ status: 503 });
+    const notDelivered = (e: unknown) => e instanceof RetryablePublishError && !e.maybeDelivered;
+    await assert.rejects(publisher.publish(request({ url: r.url, trust_503: true })), notDelivered, 'trust_503');
+    await assert.rejects(publisher.publish({ ...request({ url: r.url }), channel: channel({ url: r.url }, 'retry') }), notDelivered, 'on_unknown=retry');
+    await assert.rejects(
+      publisher.publish(request({ url: r.url, trust_503: true })),
+      (e: unknown) => e instanceof RetryablePublishError && /HTTP 503/.test(e.message),
+    );
+    const r502 = await receiver({ status: 502 });
+    await assert.rejects(
+      publisher.publish(request({ url: r502.url, trust_503: true })),
+      (e: unknown) => e instanceof RetryablePublishError && e.maybeDelivered,
+      'trust_503 is about 503 only',
+    );
+  });
 
   it('passes Retry-After on', async () => {
     const r = await receiver({ status: 429, headers: { 'retry-after': '7' } });
@@ -154,10 +176,222 @@ describe('webhook publisher', () => {
     }
   });
 
-  it('hides the secret and URL password of a channel', () => {
-    assert.deepEqual(webhookPublisher.redactSettings({ url: 'https://bot:pw@hooks.example/x', secret: 's' }), {
-      url: 'https://bot:***@hooks.example/x',
+  it('hides the secret and all of the URL but its scheme and host', () => {
+    assert.deepEqual(webhookPublisher.redactSettings({ url: 'https://bot:pw@hooks.example:8443/services/T0/B0/XSECRETX?token=abc', secret: 's' }), {
+      url: 'https://hooks.example:8443/***',
       secret: '***',
     });
+  });
+});
+
+const hookChannel = (settings: Record<string, unknown>): Channel => ({
+  id: 1,
+  name: 'hook',
+  platform: 'webhook',
+  onUnknown: 'hold',
+  settings,
+  enabled: true,
+  createdAt: new Date(),
+});
+
+const hookRequest = (settings: Record<string, unknown>, postId = 42): PublishRequest => ({
+  postId,
+  attempt: 1,
+  text: 'Hello, world',
+  runAt: new Date('2026-11-28T12:00:00.000Z'),
+  idempotencyKey: `key-${postId}`,
+  channel: hookChannel(settings),
+  signal: new AbortController().signal,
+});
+
+/**
+ * The SSRF guard, in-process against 127.0.0.1 only (a loopback address, so it is
+ * refused by default; nothing else is ever contacted here). The link-local metadata
+ * address is tested in an isolated network namespace (test/ssrf.test.ts).
+ */
+describe('webhook SSRF guard', () => {
+  const guarded = webhookPublisher.createPublisher({ timeoutMs: 2_000, concurrency: 2 });
+  const receivers: Receiver[] = [];
+  after(async () => {
+    await guarded.close();
+    for (const r of receivers) await r.close();
+  });
+
+  it('refuses loopback, IPv4-mapped and unspecified addresses by default, naming the channel and host only', async () => {
+    const r = await startReceiver();
+    receivers.push(r);
+    const port = new URL(r.url).port;
+    for (const url of [r.url, `http://localhost:${port}/hook`, `http://[::ffff:127.0.0.1]:${port}/hook`, `http://0.0.0.0:${port}/hook`]) {
+      const host = new URL(url).host;
+      await assert.rejects(guarded.publish(hookRequest({ url: `${url}?token=abc` })), (e: unknown) => {
+        assert.ok(e instanceof PermanentPublishError, `${url}: ${String(e)}`);
+        assert.ok(e.message.startsWith(`webhook channel hook (${host}): refused to connect to a loopback, private or link-local address`), e.message);
+        assert.match(e.message, /--allow-private-network/);
+        assert.match(e.message, /ALLOW_PRIVATE_NETWORK=true/);
+        assert.doesNotMatch(e.message, /\/hook|token|abc/);
+        return true;
+      });
+    }
+    assert.equal(r.deliveries.length, 0, 'nothing reached the receiver');
+  });
+
+  it('connects where the channel allows private networks', async () => {
+    const r = await startReceiver();
+    receivers.push(r);
+    await guarded.publish(hookRequest({ url: r.url, allow_private_network: true }));
+    assert.equal(r.deliveries.length, 1);
+  });
+});
+
+describe('webhook errors show neither the URL nor credentials', () => {
+  const publisher = webhookPublisher.createPublisher({ timeoutMs: 300, concurrency: 2, allowPrivateNetwork: true });
+  const receivers: Receiver[] = [];
+  after(async () => {
+    await publisher.close();
+    for (const r of receivers) await r.close();
+  });
+  const secretPath = '/services/T000/B000/XXXXSECRETXXXX?token=abc';
+  const leaks = /services|XXXXSECRETXXXX|token=abc|T000|B000/;
+
+  for (const answer of [{ status: 500 }, { status: 503 }, { status: 400, body: 'bad' }, { status: 404 }, { hang: true }] as Answer[]) {
+    it(`names the channel and host only: ${JSON.stringify(answer)}`, async () => {
+      const r = await startReceiver(() => answer);
+      receivers.push(r);
+      const url = new URL(r.url);
+      await assert.rejects(publisher.publish(hookRequest({ url: `${url.origin}${secretPath}` })), (e: unknown) => {
+        assert.ok(e instanceof Error);
+        assert.ok(e.message.startsWith(`webhook channel hook (${url.host}): `), e.message);
+        assert.doesNotMatch(e.message, leaks);
+        return true;
+      });
+    });
+  }
+
+  it('a refused connection names the host only', async () => {
+    const r = await startReceiver();
+    const url = new URL(r.url);
+    await r.close();
+    await assert.rejects(publisher.publish(hookRequest({ url: `${url.origin}${secretPath}` })), (e: unknown) => {
+      assert.ok(e instanceof RetryablePublishError);
+      assert.match(e.message, /ECONNREFUSED/);
+      assert.doesNotMatch(e.message, leaks);
+      return true;
+    });
+  });
+
+  it("keeps a short, sanitised excerpt of a refused request's answer", async () => {
+    const body = JSON.stringify({
+      error: 'invalid\nrequest\r\u0007 for user',
+      token: 'sk_live_abcdef1234567890abcdef',
+      api_key: 'short1',
+      detail: `Authorization: Bearer abc.def.ghi and opaque ${'a1B2'.repeat(8)} then ${'x'.repeat(300)}`,
+    }).replace('invalid\\n', 'invalid\n');
+    const r = await startReceiver(() => ({ status: 400, body }));
+    receivers.push(r);
+    await assert.rejects(publisher.publish(hookRequest({ url: r.url })), (e: unknown) => {
+      assert.ok(e instanceof PermanentPublishError);
+      const excerpt = e.message.replace(/^webhook channel hook \([^)]+\): HTTP 400: /, '');
+      assert.ok(excerpt.length <= 121, `${excerpt.length} characters: ${excerpt}`);
+      assert.doesNotMatch(e.message, /sk_live|abcdef1234567890|short1|abc\.def|a1B2a1B2/);
+      assert.ok(!Array.from(e.message).some((c) => c.charCodeAt(0) < 0x20), 'no control characters');
+      assert.match(e.message, /"token":"\*\*\*"/);
+      return true;
+    });
+    assert.equal(answerExcerpt('password=hunter2&user=bob'), 'password=***&user=bob');
+    assert.equal(answerExcerpt(`key: ${'0f'.repeat(20)}`), 'key: ***');
+    assert.equal(answerExcerpt('line one\n\tline two\u0000'), 'line one line two');
+  });
+});
+
+/**
+ * A receiver in its own thread (so its timers run while the test's event loop is
+ * busy) that closes a keep-alive connection 200 ms after it went idle, as servers
+ * with short idle timeouts do, while its Keep-Alive header announces 5 s (Node's own
+ * server would announce timeout=0, and Node's agent would then never reuse a socket).
+ */
+const IDLE_CLOSING_RECEIVER = `
+const { parentPort } = require('node:worker_threads');
+const http = require('node:http');
+const counts = {};
+const timers = new Map();
+const idle = (socket) => {
+  clearTimeout(timers.get(socket));
+  timers.set(socket, setTimeout(() => socket.destroy(), 200));
+};
+const server = http.createServer((req, res) => {
+  clearTimeout(timers.get(req.socket));
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    const id = JSON.parse(Buffer.concat(chunks).toString('utf8')).id;
+    counts[id] = (counts[id] || 0) + 1;
+    res.setHeader('keep-alive', 'timeout=5');
+    res.on('finish', () => idle(req.socket));
+    res.end('{}');
+  });
+});
+server.keepAliveTimeout = 200;
+server.on('connection', idle);
+server.listen(0, '127.0.0.1', () => parentPort.postMessage({ port: server.address().port }));
+parentPort.on('message', () => parentPort.postMessage({ counts }));
+`;
+
+describe('webhook keep-alive sockets', () => {
+  it('sends a request that met a reset on a reused idle socket once more on a new connection', async () => {
+    const receiver = new Worker(IDLE_CLOSING_RECEIVER, { eval: true });
+    const publisher = webhookPublisher.createPublisher({ timeoutMs: 5_000, concurrency: 3, allowPrivateNetwork: true });
+    try {
+      const [{ port }] = (await Promise.race([once(receiver, 'message'), sleep(10_000).then(() => assert.fail('receiver did not start'))])) as [{ port: number }];
+      const url = `http://127.0.0.1:${port}/hook`;
+      const failures: string[] = [];
+      let postId = 0;
+      for (let wave = 0; wave < 20; wave++) {
+        const ids = [++postId, ++postId, ++postId];
+        await Promise.all(
+          ids.map((id) => publisher.publish(hookRequest({ url }, id)).catch((e: unknown) => failures.push(`post ${id}: ${String(e)}`))),
+        );
+        // Idle past the receiver's 200 ms, with this event loop busy while the receiver
+        // closes: its FIN waits unread, as when it is still in flight when the next
+        // request goes out on the pooled socket.
+        await sleep(150);
+        const busyUntil = Date.now() + 110;
+        while (Date.now() < busyUntil) {
+          // busy
+        }
+      }
+      assert.deepEqual(failures, [], 'no unknown outcomes, no failures');
+      receiver.postMessage('counts');
+      const [{ counts }] = (await Promise.race([once(receiver, 'message'), sleep(10_000).then(() => assert.fail('receiver did not answer'))])) as [
+        { counts: Record<string, number> },
+      ];
+      assert.equal(Object.keys(counts).length, 60, 'every post arrived');
+      assert.deepEqual(Object.entries(counts).filter(([, n]) => n !== 1), [], 'each exactly once');
+    } finally {
+      await publisher.close();
+      await receiver.terminate();
+    }
+  });
+
+  it('still reports a fresh connection cut after the request was sent as maybe delivered, and does not resend it', async () => {
+    let requests = 0;
+    const server = http.createServer((req) => {
+      requests++;
+      req.resume();
+      req.on('end', () => req.socket.destroy());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const publisher = webhookPublisher.createPublisher({ timeoutMs: 5_000, concurrency: 1, allowPrivateNetwork: true });
+    try {
+      const { port } = server.address() as AddressInfo;
+      await assert.rejects(
+        publisher.publish(hookRequest({ url: `http://127.0.0.1:${port}/hook` })),
+        (e: unknown) => e instanceof RetryablePublishError && e.maybeDelivered && /ECONNRESET: socket hang up after the request was sent/.test(e.message),
+      );
+      assert.equal(requests, 1, 'sent once');
+    } finally {
+      await publisher.close();
+      server.closeAllConnections();
+      server.close();
+    }
   });
 });

@@ -1,17 +1,23 @@
+import path from 'node:path';
 import type { Command } from 'commander';
 import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
 import { SettingsError } from '../publishers/publisher.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { checkOneStdin, secretFlag, SECRET_SOURCES } from './secrets.ts';
 
 interface AddFlags {
   name: string;
   platform: string;
   path?: string;
   url?: string;
+  urlFrom?: string;
   secret?: string;
+  secretFrom?: string;
   onUnknown?: string;
   maxLength?: string;
+  allowPrivateNetwork?: boolean;
+  trust503?: boolean;
 }
 
 const ON_UNKNOWN_HELP = `what to do with a post whose outcome is unknown: ${ON_UNKNOWN.join(', ')} (default: the platform's safe one; see README)`;
@@ -37,13 +43,17 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
 
   channels
     .command('add')
-    .description('add a channel: --platform file --path P, or --platform webhook --url U [--secret S]')
+    .description('add a channel: --platform file --path P, or --platform webhook --url U | --url-from SOURCE [--secret S | --secret-from SOURCE]')
     .requiredOption('--name <name>', 'channel name (letters, digits, . _ -)')
     .requiredOption('--platform <platform>', `one of: ${PLATFORMS.join(', ')}`)
-    .option('--path <path>', 'file platform: the JSON-lines file to append to')
-    .option('--url <url>', 'webhook platform: the URL to POST to')
-    .option('--secret <secret>', 'webhook platform: HMAC-SHA256 signing secret')
+    .option('--path <path>', 'file platform: the JSON-lines file to append to (stored absolute)')
+    .option('--url <url>', 'webhook platform: the URL to POST to (a secret: prefer --url-from)')
+    .option('--url-from <source>', `webhook platform: read the URL from ${SECRET_SOURCES}`)
+    .option('--secret <secret>', 'webhook platform: HMAC-SHA256 signing secret (prefer --secret-from)')
+    .option('--secret-from <source>', `webhook platform: read the signing secret from ${SECRET_SOURCES}`)
     .option('--max-length <n>', 'webhook platform: the longest text the receiving platform takes; longer posts are refused')
+    .option('--allow-private-network', 'webhook platform: may connect to loopback, private and link-local addresses (off: SSRF protection)')
+    .option('--trust-503', "webhook platform: this receiver's 503 means the request was not processed (off: a 503 may be an unknown outcome)")
     .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
     .action(async (flags: AddFlags) => {
       const config = configFrom(globals());
@@ -52,14 +62,25 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         throw new CliError(`unknown platform "${flags.platform}": use one of ${KNOWN_PLATFORMS.join(', ')}`);
       }
       const platform = flags.platform as Platform;
-      const settings: Record<string, unknown> =
-        platform === 'file'
-          ? { ...(flags.path === undefined ? {} : { path: flags.path }) }
-          : {
-              ...(flags.url === undefined ? {} : { url: flags.url }),
-              ...(flags.secret === undefined ? {} : { secret: flags.secret }),
-              ...(flags.maxLength === undefined ? {} : { max_length: parsePositiveInt(flags.maxLength, '--max-length', 1_000_000) }),
-            };
+      let settings: Record<string, unknown>;
+      if (platform === 'file') {
+        // absolute, so a worker started in another directory writes the same file
+        settings = flags.path === undefined ? {} : { path: path.resolve(flags.path) };
+      } else {
+        checkOneStdin([
+          ['--url-from', flags.urlFrom],
+          ['--secret-from', flags.secretFrom],
+        ]);
+        const url = await secretFlag('url', flags.url, flags.urlFrom);
+        const secret = await secretFlag('secret', flags.secret, flags.secretFrom);
+        settings = {
+          ...(url === undefined ? {} : { url }),
+          ...(secret === undefined ? {} : { secret }),
+          ...(flags.maxLength === undefined ? {} : { max_length: parsePositiveInt(flags.maxLength, '--max-length', 1_000_000) }),
+          ...(flags.allowPrivateNetwork === true ? { allow_private_network: true } : {}),
+          ...(flags.trust503 === true ? { trust_503: true } : {}),
+        };
+      }
       const module = await loadPublisherModule(platform);
       if (module === null) throw new CliError(`unknown platform "${platform}"`);
       try {

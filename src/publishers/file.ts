@@ -1,9 +1,9 @@
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as v from 'valibot';
-import { SettingsError, type Publisher, type PublisherModule, type PublishRequest } from './publisher.ts';
+import { PermanentPublishError, SettingsError, type Publisher, type PublisherModule, type PublishRequest } from './publisher.ts';
 
 /**
  * `file`: appends each published post as one JSON line to the channel's file.
@@ -12,6 +12,10 @@ import { SettingsError, type Publisher, type PublisherModule, type PublishReques
  *
  * It can look up what it wrote (each line carries the post's idempotency key), so a
  * new file channel checks before re-sending a post whose outcome is unknown.
+ *
+ * `channels add` stores the path absolute, so a worker in another directory writes the
+ * same file. The file is opened with O_NOFOLLOW: a symlink at the path (which could
+ * point the scheduler's writes at any file it may write) fails the post, permanently.
  */
 const settingsSchema = v.object({
   path: v.pipe(v.string('file channel needs a path'), v.minLength(1, 'file channel needs a path')),
@@ -49,7 +53,14 @@ export const filePublisher: PublisherModule = {
           appender = new Appender(file);
           appenders.set(file, appender);
         }
-        await appender.append(line + '\n');
+        try {
+          await appender.append(line + '\n');
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ELOOP') {
+            throw new PermanentPublishError(`channel ${request.channel.name}: refusing to follow a symlink at its path ${file}`);
+          }
+          throw e;
+        }
         return { externalId: null, externalUrl: null };
       },
       async lookup(request: PublishRequest) {
@@ -90,6 +101,9 @@ async function fileHasKey(file: string, key: string): Promise<boolean> {
   }
 }
 
+/** 'a' (create, append, write only), and never through a symlink at the path: ELOOP */
+const APPEND_NO_FOLLOW = constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | constants.O_NOFOLLOW;
+
 /**
  * Appends lines to one file. Lines that arrive while a write is under way are joined
  * into the next write (one write call, so one O_APPEND write of whole lines), and each
@@ -110,7 +124,7 @@ class Appender {
   }
 
   private open(): Promise<fs.FileHandle> {
-    this.handle ??= fs.mkdir(path.dirname(this.file), { recursive: true }).then(() => fs.open(this.file, 'a'));
+    this.handle ??= fs.mkdir(path.dirname(this.file), { recursive: true }).then(() => fs.open(this.file, APPEND_NO_FOLLOW, 0o666));
     this.handle.catch(() => (this.handle = null));
     return this.handle;
   }

@@ -40,6 +40,12 @@ export interface PublisherOptions {
   readonly timeoutMs: number;
   /** how many publishes may be in flight at once (sizes connection pools) */
   readonly concurrency: number;
+  /**
+   * may connect to loopback, private, link-local and unspecified addresses for every
+   * channel (config ALLOW_PRIVATE_NETWORK); default false: only public addresses,
+   * unless a channel opts in alone (SSRF protection)
+   */
+  readonly allowPrivateNetwork?: boolean;
 }
 
 export interface PublisherModule {

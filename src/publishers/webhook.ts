@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type https from 'node:https';
+import type { Socket } from 'node:net';
 import * as v from 'valibot';
 import {
   PermanentPublishError,
@@ -10,6 +11,7 @@ import {
   type PublisherOptions,
   type PublishRequest,
 } from './publisher.ts';
+import { answerExcerpt, redactedUrl } from './redact.ts';
 
 /**
  * `webhook`: POSTs the post as JSON {id, channel, text, run_at, attempt} to the
@@ -20,10 +22,25 @@ import {
  *   channel's secret, when it has one.
  * - 2xx: published; `id` and `url` of a JSON answer are stored.
  * - 408, 429, 5xx, timeouts, network errors: retryable (429/503 Retry-After honoured).
- *   A timeout or a broken connection after the request was sent, and a 5xx other than
- *   503, are unknown outcomes (the receiver may have processed it): the channel's
- *   policy decides.
- * - other 4xx, redirects: permanent.
+ *   408 and 429 say the request was not processed. A timeout or a broken connection
+ *   after the request was sent, and any 5xx, are unknown outcomes (the receiver may
+ *   have processed it: a 503 from a gateway or an overloaded app can come after the
+ *   work was done): the channel's policy decides. Exceptions: a channel with
+ *   `trust_503` (its receiver's 503 means "not processed") and a channel whose policy
+ *   is `retry` (a resend is safe there) treat a 503 as not delivered.
+ * - A keep-alive socket the server closed while it sat idle fails the next request
+ *   with a reset before any answer: that request is sent once more on a fresh
+ *   connection (Node's `reusedSocket` pattern), not reported as maybe delivered.
+ *   Idle sockets are closed after IDLE_SOCKET_MS, below common server idle timeouts.
+ * - other 4xx, redirects: permanent. An error keeps at most a short excerpt of the
+ *   answer, with credential-looking values replaced (see redact.ts).
+ * - SSRF protection: the address a connection goes to is checked when it connects
+ *   (after DNS, so a name that resolves to a private address is caught too). Loopback,
+ *   private, link-local (169.254.169.254 included), unique-local and unspecified
+ *   addresses are refused (a permanent failure), unless the channel has
+ *   `allow_private_network` or the config ALLOW_PRIVATE_NETWORK is true.
+ * - The URL is a secret (tokens live in paths and queries): errors name the channel
+ *   and the host only, and redactSettings shows scheme://host/***.
  * - `max_length` (optional): a longer text fails at once, before anything is sent.
  *
  * A webhook receiver may or may not honour Idempotency-Key, and there is no standard
@@ -41,12 +58,23 @@ const settingsSchema = v.object({
   max_length: v.optional(
     v.pipe(v.number('webhook max_length must be a number'), v.integer('webhook max_length must be a whole number'), v.minValue(1, 'webhook max_length must be at least 1')),
   ),
+  /** may connect to loopback, private and link-local addresses (off: SSRF protection) */
+  allow_private_network: v.optional(v.boolean('webhook allow_private_network must be true or false')),
+  /** this receiver's 503 means the request was not processed (off: a 503 may come after it was) */
+  trust_503: v.optional(v.boolean('webhook trust_503 must be true or false')),
 }, 'webhook channel needs a url');
 
 type WebhookSettings = v.InferOutput<typeof settingsSchema>;
 
 /** The most of an answer's body that is read; the rest is discarded. */
 const MAX_BODY_BYTES = 64 * 1024;
+
+/**
+ * How long a keep-alive socket may sit idle in the pool: below common server idle
+ * timeouts (Node 5 s, many proxies 5-60 s), so few requests meet a socket the server
+ * already closed. Node's agent also honours a server's `Keep-Alive: timeout=N` hint.
+ */
+const IDLE_SOCKET_MS = 1_000;
 
 function parseSettings(settings: Record<string, unknown>): WebhookSettings {
   const parsed = v.safeParse(settingsSchema, settings);
@@ -63,15 +91,8 @@ function checkText(text: string, settings: Record<string, unknown>): string | nu
 
 function redactSettings(settings: Record<string, unknown>): Record<string, unknown> {
   const shown: Record<string, unknown> = { ...settings };
-  if (typeof shown['url'] === 'string') {
-    try {
-      const u = new URL(shown['url']);
-      if (u.password !== '') u.password = '***';
-      shown['url'] = u.toString();
-    } catch {
-      // not a URL: shown as it is
-    }
-  }
+  // the whole URL is a credential (tokens in path or query): scheme and host only
+  if ('url' in shown) shown['url'] = typeof shown['url'] === 'string' ? redactedUrl(shown['url']) : '***';
   if ('secret' in shown) shown['secret'] = '***';
   return shown;
 }
@@ -88,20 +109,32 @@ class WebhookTimeout extends Error {
   override name = 'WebhookTimeout';
 }
 
-/** A request that got no answer; `sent`: its body had been handed to the network. */
+/**
+ * A request that got no answer; `sent`: its body had been handed to the network;
+ * `staleSocket`: it went out on a reused keep-alive socket that was reset before any
+ * byte of an answer came back (the server had closed the idle connection).
+ */
 class SendFailure extends Error {
   override name = 'SendFailure';
   constructor(
     readonly reason: Error,
     readonly sent: boolean,
+    readonly staleSocket: boolean,
   ) {
     super(reason.message);
   }
 }
 
-function describeUrl(url: URL): string {
-  return `${url.protocol}//${url.host}${url.pathname}`;
+/** Resets a request meets on a socket the server closed. */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
+/** request-filtering-agent refuses with a plain Error: "DNS lookup <ip>(...) is not allowed. Because, ..." */
+function isAddressRefusal(e: Error): boolean {
+  return /^DNS lookup .* is not allowed\. Because/.test(e.message);
 }
+
+type FilterModule = typeof import('request-filtering-agent');
+type Protocol = 'http:' | 'https:';
 
 export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
@@ -111,21 +144,43 @@ export const webhookPublisher: PublisherModule = {
   canLookUp: false,
   defaultOnUnknown: 'hold',
   createPublisher(options: PublisherOptions): Publisher {
-    const agentOptions = { keepAlive: true, maxSockets: options.concurrency, maxFreeSockets: options.concurrency };
-    const httpAgent = new http.Agent(agentOptions);
-    // TLS and crypto are loaded on first use: a worker that only talks plain HTTP
-    // (or only writes files) does not pay for them.
-    let tls: Promise<{ module: typeof https; agent: https.Agent }> | null = null;
-    const loadTls = () =>
-      (tls ??= import('node:https').then((module) => ({ module: module.default, agent: new module.default.Agent(agentOptions) })));
+    const allowAll = options.allowPrivateNetwork === true;
+    // The agents check the address every connection goes to (request-filtering-agent).
+    // It is loaded on a worker's first webhook publish (it loads node:https with it),
+    // so a worker that only writes files does not pay for it.
+    let filter: Promise<FilterModule> | null = null;
+    const loadFilter = () => (filter ??= import('request-filtering-agent'));
+    const pooled = new Map<string, http.Agent>();
+    /** `fresh`: a one-off connection that is closed after its request */
+    const agentFor = async (protocol: Protocol, allowPrivate: boolean, fresh: boolean): Promise<http.Agent> => {
+      const key = `${protocol}${allowPrivate ? 'open' : 'guarded'}`;
+      const existing = fresh ? undefined : pooled.get(key);
+      if (existing !== undefined) return existing;
+      const f = await loadFilter();
+      const agentOptions = {
+        keepAlive: !fresh,
+        maxSockets: options.concurrency,
+        maxFreeSockets: options.concurrency,
+        timeout: IDLE_SOCKET_MS,
+        allowPrivateIPAddress: allowPrivate,
+        allowMetaIPAddress: allowPrivate,
+      };
+      const agent = protocol === 'https:' ? new f.RequestFilteringHttpsAgent(agentOptions) : new f.RequestFilteringHttpAgent(agentOptions);
+      if (!fresh) pooled.set(key, agent);
+      return agent;
+    };
+    let httpsModule: Promise<typeof https> | null = null;
+    const loadHttps = () => (httpsModule ??= import('node:https').then((m) => m.default));
     let hmac: Promise<typeof import('node:crypto').createHmac> | null = null;
     const loadHmac = () => (hmac ??= import('node:crypto').then((c) => c.createHmac));
 
     const send = async (
       request: PublishRequest,
       settings: WebhookSettings,
+      url: URL,
+      allowPrivate: boolean,
+      fresh: boolean,
     ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> => {
-      const url = new URL(settings.url);
       const body = JSON.stringify({
         id: request.postId,
         channel: request.channel.name,
@@ -143,12 +198,16 @@ export const webhookPublisher: PublisherModule = {
         const createHmac = await loadHmac();
         headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
       }
-      const transport = url.protocol === 'https:' ? await loadTls() : { module: http, agent: httpAgent };
+      const protocol: Protocol = url.protocol === 'https:' ? 'https:' : 'http:';
+      const agent = await agentFor(protocol, allowPrivate, fresh);
+      const transport = protocol === 'https:' ? await loadHttps() : http;
       if (request.signal.aborted) throw new RetryablePublishError(`interrupted (${String(request.signal.reason)})`);
       // A timer and one listener per request, both removed when it settles: composite
       // AbortSignals (AbortSignal.any/timeout) pile up on the worker's long-lived signal.
       return new Promise((resolve, reject) => {
-        const req = transport.module.request(url, { method: 'POST', headers, agent: transport.agent }, (res) => {
+        let answered = false;
+        const req = transport.request(url, { method: 'POST', headers, agent }, (res) => {
+          answered = true;
           const chunks: Buffer[] = [];
           let size = 0;
           res.on('data', (chunk: Buffer) => {
@@ -175,12 +234,23 @@ export const webhookPublisher: PublisherModule = {
         const settle = () => {
           clearTimeout(timer);
           request.signal.removeEventListener('abort', onAbort);
+          if (fresh) agent.destroy();
         };
         let sent = false;
         req.on('finish', () => (sent = true));
+        // bytes of an answer: anything read on the socket since this request got it
+        const onSocket: { socket: Socket | null; readBefore: number } = { socket: null, readBefore: 0 };
+        req.on('socket', (s) => {
+          onSocket.socket = s;
+          onSocket.readBefore = s.bytesRead;
+        });
         const fail = (e: unknown) => {
           settle();
-          reject(new SendFailure(e instanceof Error ? e : new Error(String(e)), sent));
+          const error = e instanceof Error ? e : new Error(String(e));
+          const code = (error as { code?: unknown }).code;
+          const nothingBack = !answered && (onSocket.socket === null || onSocket.socket.bytesRead === onSocket.readBefore);
+          const staleSocket = req.reusedSocket && nothingBack && typeof code === 'string' && RESET_CODES.has(code);
+          reject(new SendFailure(error, sent, staleSocket));
         };
         req.on('error', fail);
         req.end(body);
@@ -197,13 +267,29 @@ export const webhookPublisher: PublisherModule = {
         }
         const tooLong = checkText(request.text, request.channel.settings);
         if (tooLong !== null) throw new PermanentPublishError(`channel ${request.channel.name}: ${tooLong}`);
-        const where = describeUrl(new URL(settings.url));
+        const url = new URL(settings.url);
+        // the URL is a secret: errors and logs name the channel and the host only
+        const where = `channel ${request.channel.name} (${url.host})`;
+        const allowPrivate = allowAll || settings.allow_private_network === true;
         let answer: Awaited<ReturnType<typeof send>>;
         try {
-          answer = await send(request, settings);
+          try {
+            answer = await send(request, settings, url, allowPrivate, false);
+          } catch (e) {
+            // a keep-alive socket the server had closed: nothing reached it, send once
+            // more on a new connection
+            if (!(e instanceof SendFailure && e.staleSocket)) throw e;
+            answer = await send(request, settings, url, allowPrivate, true);
+          }
         } catch (e) {
           if (!(e instanceof SendFailure)) throw e;
           const err = e.reason as Error & { code?: string };
+          if (isAddressRefusal(err)) {
+            throw new PermanentPublishError(
+              `webhook ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
+                'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
+            );
+          }
           const sent = e.sent ? ' after the request was sent' : '';
           let message: string;
           if (err instanceof WebhookTimeout) message = `no answer within ${options.timeoutMs} ms${sent}`;
@@ -229,19 +315,23 @@ export const webhookPublisher: PublisherModule = {
         }
         if (status === 408 || status === 429 || status >= 500) {
           const retryAfter = parseRetryAfter(answer.headers['retry-after']);
-          // 408, 429 and 503 say the request was not processed; any other 5xx (a 502 or
-          // 504 from a gateway, a 500 after the receiver acted) may come after it was
-          const maybeDelivered = status >= 500 && status !== 503;
+          // 408 and 429 say the request was not processed; any 5xx (a 502 or 504 from a
+          // gateway, a 500 after the receiver acted, a 503 from an overloaded app that
+          // did the work) may come after it was, unless the channel trusts its 503s or
+          // a resend is safe there anyway
+          const trusted503 = status === 503 && (settings.trust_503 === true || request.channel.onUnknown === 'retry');
+          const maybeDelivered = status >= 500 && !trusted503;
           throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter, maybeDelivered);
         }
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);
         }
-        throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${answer.body === '' ? '' : `: ${answer.body.slice(0, 200)}`}`);
+        const excerpt = answerExcerpt(answer.body);
+        throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${excerpt === '' ? '' : `: ${excerpt}`}`);
       },
       async close() {
-        httpAgent.destroy();
-        if (tls !== null) (await tls).agent.destroy();
+        for (const agent of pooled.values()) agent.destroy();
+        pooled.clear();
       },
     };
   },

@@ -121,7 +121,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     if (loaded === null) return null;
     let publisher = publishers.get(platform);
     if (publisher === undefined) {
-      publisher = loaded.createPublisher({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency });
+      publisher = loaded.createPublisher({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency, allowPrivateNetwork: config.allowPrivateNetwork });
       publishers.set(platform, publisher);
     }
     return publisher;

@@ -21,9 +21,13 @@ export interface Running {
 
 const live = new Set<ChildProcess>();
 
-/** Environment for a test run: quiet defaults that keep cycles short. */
+/**
+ * Environment for a test run: quiet defaults that keep cycles short. The tests' webhook
+ * receivers listen on 127.0.0.1, which the SSRF guard refuses unless
+ * ALLOW_PRIVATE_NETWORK=true: set here (pass `ALLOW_PRIVATE_NETWORK: 'false'` to test the guard).
+ */
 export function testEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ALLOW_PRIVATE_NETWORK: 'true', ...extra };
   delete env['NODE_OPTIONS'];
   delete env['NODE_TEST_CONTEXT'];
   return env;
