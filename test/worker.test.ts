@@ -365,6 +365,12 @@ for (const dialect of DIALECTS) {
       const main = await f.channel('main', 'retry');
       const texts = Array.from({ length: 12 }, (_, i) => `p${i}`);
       const ids = await f.schedule(main, ...texts);
+      // publishes that take a while and settle out of order, so that slots free one at a time
+      const slow: Behaviour = async (r) => {
+        await delay(1 + (r.postId % 4) * 5);
+        return ok()(r);
+      };
+      for (const text of texts) f.fake.on(text, slow);
       const report = await f.run({ env: { BATCH_SIZE: '3', WORKER_CONCURRENCY: '3' } });
 
       assert.deepEqual(counts(report), { ...none, claimed: 12, published: 12 });
@@ -373,6 +379,7 @@ for (const dialect of DIALECTS) {
       for (const id of ids) assert.equal((await f.post(id)).status, 'published');
       assert.deepEqual(f.fake.publishes.map((r) => r.text).sort(), [...texts].sort(), 'each post sent once');
       assert.ok(f.fake.maxInFlight <= 3, `at most 3 in flight, saw ${f.fake.maxInFlight}`);
+      assert.ok(f.fake.maxInFlight >= 2, `publishes overlap, saw ${f.fake.maxInFlight}`);
       assert.ok(f.faulty.exchanges.every((c) => c.limit <= 3), 'never claims more than BATCH_SIZE');
       assert.equal(await f.real.countDue(), 0);
       assert.equal(f.fake.created.length, 1, 'one publisher per platform');
@@ -706,7 +713,7 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(state(await f.post(d)), { status: 'pending', attempts: 0, unconfirmed: false, externalId: null }, 'no claim after a database error');
       for (const id of [a, b, c]) assert.equal(f.faulty.timesRecorded(id ?? 0), 1);
       assert.ok(f.logged(/no more claims, outcomes kept and written again/), f.logs.join('\n'));
-      assert.ok(f.logged(/Database answers again: 3 outcomes recorded after 1 failed attempts/), f.logs.join('\n'));
+      assert.ok(f.logged(/Database answers again: \d+ outcomes recorded after 1 failed attempts/), f.logs.join('\n'));
     });
 
     it('11. a claim commits and its answer is lost: reconcile hands the unseen posts back at once, no attempt counted, nothing sent', async () => {
@@ -788,6 +795,34 @@ for (const dialect of DIALECTS) {
       assert.equal((await f.post(h)).status, 'unknown');
       for (const id of [a, b, c, h]) assert.equal(f.faulty.timesRecorded(id ?? 0), 1, `post ${id ?? 0} recorded once`);
       assert.ok(!f.logged(/taken away|not recorded, the claim is no longer ours/), f.logs.join('\n'));
+    });
+
+    it('12b. recording commits, another worker claims the retried post, then the answer is lost: the retry was recorded, not taken away', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const [a, r] = await f.schedule(main, 'a', 'r');
+      // RETRY_BASE_MS 0: the retried post is due again at once, and another worker takes it
+      // before this worker asks what became of its outcomes. Its lease never ran out, so
+      // the outcome was recorded; reconcile sees only a newer claim token and (today)
+      // counts it as fenced out, logging that the lease ran out (see the report of h3).
+      f.fake.on('r', retryable('HTTP 503'));
+      f.faulty.failFirst('after-commit', (call) => call.outcomes.some((o) => o.postId === r));
+      f.faulty.afterCommit = async () => {
+        assert.deepEqual(
+          (await f.real.claim('other-worker', 5, 60_000)).map((p) => p.id),
+          [r],
+        );
+      };
+      const report = await f.run();
+
+      assert.equal(f.faulty.faulty().length, 1, 'the fault was injected');
+      assert.equal((await f.post(a)).status, 'published');
+      const pr = await f.post(r);
+      assert.deepEqual([pr.status, pr.workerId, pr.attempts], ['processing', 'other-worker', 2], 'the retry was recorded, then claimed anew');
+      assert.equal(f.faulty.timesRecorded(r ?? 0), 1);
+      // what the worker reports of it: its retry was recorded (the lease never ran out)
+      assert.deepEqual(counts(report), { ...none, claimed: 2, published: 1, retried: 1 });
+      assert.ok(!f.logged(/leases ran out/), f.logs.join('\n'));
     });
 
     // -------------------------------------------------------------------------------
