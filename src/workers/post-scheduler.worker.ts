@@ -39,6 +39,8 @@ export interface WorkerOptions {
    * heartbeat, and stops claiming if the slot was lost (expired and taken)
    */
   readonly holdsSlot?: boolean;
+  /** where publisher modules come from (test/worker.test.ts injects fakes); default: src/publishers/registry.ts */
+  readonly loadPublisherModule?: (platform: string) => Promise<PublisherModule | null>;
 }
 
 export interface WorkerReport {
@@ -114,7 +116,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const publisherFor = async (platform: string): Promise<Publisher | null> => {
     let mod = modules.get(platform);
     if (mod === undefined) {
-      mod = loadPublisherModule(platform);
+      mod = (options.loadPublisherModule ?? loadPublisherModule)(platform);
       modules.set(platform, mod);
     }
     const loaded = await mod;
