@@ -148,6 +148,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   // its claim token: its lease is renewed every third of LEASE_MS while this worker
   // lives, and so is the worker's slot of GLOBAL_MAX_WORKERS.
   const held = new Map<number, number>();
+  /** when each held post's lease was last taken or renewed (a newer token before it ran out came after our outcome) */
+  const renewedAt = new Map<number, number>();
   let renewing = false;
   let slotLost = false;
   const heartbeat = setInterval(() => {
@@ -159,6 +161,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         ? Promise.resolve()
         : store.renewLeases(workerId, posts, leaseMs).then((renewed) => {
             const ok = new Set(renewed);
+            const at = Date.now();
+            for (const id of renewed) renewedAt.set(id, at);
             for (const p of posts) {
               if (!ok.has(p.postId) && held.get(p.postId) === p.token) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
             }
@@ -181,6 +185,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     const ok = new Set(applied);
     for (const o of outcomes) {
       held.delete(o.postId);
+      renewedAt.delete(o.postId);
       if (!ok.has(o.postId)) {
         counts.fencedOut++;
         log.warn(`Post ${o.postId}: outcome ${o.kind} not recorded, the claim is no longer ours (lease expired)`);
@@ -201,9 +206,14 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     for (const o of queued) {
       const row = byId.get(o.postId);
       const ours = row !== undefined && row.token === o.token;
+      // Claimed again since, while our lease was still good: only our outcome (a retry or
+      // release back to pending) can have let the new claim in, so it was recorded.
+      const since = renewedAt.get(o.postId);
+      const claimedAfterUs =
+        row !== undefined && row.token > o.token && (o.kind === 'retry' || o.kind === 'released') && since !== undefined && Date.now() - since < leaseMs;
       if (ours && row.status === 'processing' && row.workerId === workerId) keep.push(o);
       else if (ours && o.kind === 'published' && (row.status === 'pending' || row.status === 'unknown')) keep.push(o);
-      else if (ours && row.status === OUTCOME_STATUS[o.kind]) {
+      else if ((ours && row.status === OUTCOME_STATUS[o.kind]) || claimedAfterUs) {
         recordedUnseen++;
         tally([o], [o.postId]);
       } else tally([o], []);
@@ -299,8 +309,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
           }
           if (posts.length < limit) drained = true;
+          const at = Date.now();
           for (const post of posts) {
             held.set(post.id, post.token);
+            renewedAt.set(post.id, at);
             start(post);
           }
         }
