@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
@@ -64,6 +65,28 @@ describe('webhook publisher', () => {
     assert.equal(first?.idempotencyKey, 'key-42');
     assert.equal(second?.idempotencyKey, 'key-42', 'the same key on a retry');
     assert.equal(first?.signature, 'sha256=' + createHmac('sha256', 'sekret').update(first?.body ?? '').digest('hex'));
+  });
+
+  it('signs as Standard Webhooks specifies, so that its maintained library verifies a delivery and refuses a forgery', async () => {
+    const r = await receiver({ status: 200 });
+    const whsec = `whsec_${Buffer.from('a signing key of 32 random bytes').toString('base64')}`;
+    await publisher.publish(request({ url: r.url, secret: 'sekret' }));
+    await publisher.publish(request({ url: r.url, secret: whsec }));
+    const [plain, standard] = r.deliveries;
+    const headers = (d: typeof plain) => {
+      const h: Record<string, string> = {};
+      for (const name of ['webhook-id', 'webhook-timestamp', 'webhook-signature']) h[name] = String(d?.headers[name] ?? '');
+      return h;
+    };
+    assert.equal(headers(plain)['webhook-id'], 'key-42', 'the message id is the idempotency key, the same on every retry');
+    // any other secret is its UTF-8 bytes: the library's raw format
+    assert.deepEqual(new Webhook('sekret', { format: 'raw' }).verify(plain?.body ?? '', headers(plain)), JSON.parse(plain?.body ?? ''));
+    // a whsec_ secret is used as the specification says
+    assert.deepEqual(new Webhook(whsec).verify(standard?.body ?? '', headers(standard)), JSON.parse(standard?.body ?? ''));
+    assert.throws(() => new Webhook(whsec).verify((standard?.body ?? '').replace('Hello', 'Hullo'), headers(standard)), 'a changed body is refused');
+    const old = { ...headers(standard), 'webhook-timestamp': String(Math.floor(Date.now() / 1000) - 3600) };
+    assert.throws(() => new Webhook(whsec).verify(standard?.body ?? '', old), 'a replay an hour later is refused');
+    assert.equal(plain?.signature, 'sha256=' + createHmac('sha256', 'sekret').update(plain?.body ?? '').digest('hex'), 'the older header stays');
   });
 
   it("fails a text longer than the channel's max_length at once, sending nothing", async () => {

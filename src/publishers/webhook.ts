@@ -18,8 +18,15 @@ import { answerExcerpt, redactedUrl } from './redact.ts';
  * channel's URL.
  *
  * - `Idempotency-Key`: unique per post, the same on every retry of it.
- * - `X-Post-Scheduler-Signature: sha256=<hex>`: HMAC-SHA256 of the body with the
- *   channel's secret, when it has one.
+ * - When the channel has a secret, two signatures:
+ *   - Standard Webhooks (the scheme of Svix, Clerk and others, verified by that
+ *     specification's libraries in any language): `webhook-id` (the idempotency key),
+ *     `webhook-timestamp` (seconds), `webhook-signature: v1,<base64 HMAC-SHA256 of
+ *     "id.timestamp.body">`. A secret `whsec_<base64>` is used as the spec says (its
+ *     decoded bytes); any other secret by its UTF-8 bytes (verify with the library's
+ *     `format: "raw"`). The timestamp lets a receiver refuse replays.
+ *   - `X-Post-Scheduler-Signature: sha256=<hex>`: HMAC-SHA256 of the body alone, kept
+ *     for receivers that already check it.
  * - 2xx: published; `id` and `url` of a JSON answer are stored.
  * - 408, 429, 5xx, timeouts, network errors: retryable (429/503 Retry-After honoured).
  *   408 and 429 say the request was not processed. A timeout or a broken connection
@@ -95,6 +102,24 @@ function redactSettings(settings: Record<string, unknown>): Record<string, unkno
   if ('url' in shown) shown['url'] = typeof shown['url'] === 'string' ? redactedUrl(shown['url']) : '***';
   if ('secret' in shown) shown['secret'] = '***';
   return shown;
+}
+
+/**
+ * The Standard Webhooks headers (https://www.standardwebhooks.com): the message id is the
+ * post's idempotency key (the same on every retry, as the spec asks), signed with the
+ * timestamp of this delivery.
+ */
+export function standardWebhookHeaders(
+  createHmac: typeof import('node:crypto').createHmac,
+  secret: string,
+  id: string,
+  body: string,
+  now = Date.now(),
+): Record<string, string> {
+  const key = secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8');
+  const timestamp = String(Math.floor(now / 1000));
+  const signature = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
+  return { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': `v1,${signature}` };
 }
 
 /** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
@@ -197,6 +222,7 @@ export const webhookPublisher: PublisherModule = {
       if (settings.secret !== undefined) {
         const createHmac = await loadHmac();
         headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
+        Object.assign(headers, standardWebhookHeaders(createHmac, settings.secret, request.idempotencyKey, body));
       }
       const protocol: Protocol = url.protocol === 'https:' ? 'https:' : 'http:';
       const agent = await agentFor(protocol, allowPrivate, fresh);

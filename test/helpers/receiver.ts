@@ -13,6 +13,8 @@ export interface Delivery {
   readonly idempotencyKey: string;
   readonly signature: string | undefined;
   readonly body: string;
+  /** every request header, as Node gives them */
+  readonly headers: http.IncomingHttpHeaders;
 }
 
 export interface Answer {
@@ -53,6 +55,7 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
         idempotencyKey: String(req.headers['idempotency-key']),
         signature: req.headers['x-post-scheduler-signature'] as string | undefined,
         body,
+        headers: req.headers,
       };
       deliveries.push(delivery);
       const answer = respond(delivery);
