@@ -130,6 +130,23 @@ function keepCoordination(store: Store, config: Config, log: Logger, running: Re
   return { state, stop: () => clearInterval(timer) };
 }
 
+/**
+ * Settings the server cannot honour: every worker holds a connection, so a cap above
+ * what the server has free makes workers fail to connect. One warning line.
+ */
+async function warnAboutConnections(store: Store, config: Config, log: Logger): Promise<void> {
+  const limit = await store.connections().catch(() => null);
+  if (limit === null) return;
+  const workers = config.globalMaxWorkers ?? config.maxWorkers;
+  const free = limit.max - limit.used;
+  if (workers + 1 > free) {
+    const what = config.globalMaxWorkers === null ? `MAX_WORKERS (${config.maxWorkers}, per host)` : `GLOBAL_MAX_WORKERS (${config.globalMaxWorkers})`;
+    log.warn(
+      `${what} workers and this dispatcher need more connections than PostgreSQL has free (${free} of max_connections less reserved, ${limit.max}): lower it or raise max_connections`,
+    );
+  }
+}
+
 /** The cycle proper, under the host's cycle lock. */
 async function dispatch(store: Store, options: CycleOptions, log: Logger, started: number): Promise<CycleResult> {
   const running = new Set<string>();
@@ -172,6 +189,7 @@ async function dispatchLocked(
     return earlyResult(started, EXIT.error);
   }
 
+  await warnAboutConnections(store, config, log);
   log.info(`Pending posts: ${pending}`);
   const wanted = workerCount(pending, config);
   let ids = workerIds(wanted);

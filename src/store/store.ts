@@ -29,6 +29,11 @@ export interface Store {
   migrate(): Promise<void>;
   /** a round trip to the database; throws when it cannot be reached */
   ping(): Promise<void>;
+  /**
+   * Connections the server takes from ordinary clients, and how many are open now;
+   * null where there is no such limit (SQLite).
+   */
+  connections(): Promise<{ max: number; used: number } | null>;
   close(): Promise<void>;
 
   addChannel(channel: NewChannel): Promise<Channel>;

@@ -292,6 +292,14 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       });
     },
 
+    async connections() {
+      const [row] = await q<{ max: number; used: number }>(
+        `SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int AS max,
+                (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS used`,
+      );
+      return row ?? null;
+    },
+
     async ping() {
       await q('SELECT 1');
     },

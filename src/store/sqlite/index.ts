@@ -179,6 +179,10 @@ export function openSqliteStore(file: string): Store {
       });
     },
 
+    async connections() {
+      return null;
+    },
+
     async ping() {
       await read(() => stmt('SELECT 1').get());
     },
