@@ -1,10 +1,12 @@
 /**
  * `npm run chaos`: the fault-tolerance proof. Runs chaos/scenario.ts on SQLite and on
  * PostgreSQL (an embedded server it can restart) and prints one table; exits 1 when a
- * post was lost, accepted twice, or sent under a second idempotency key.
+ * post was lost, accepted twice, or sent under a second idempotency key, or when more
+ * worker processes than GLOBAL_MAX_WORKERS were alive at once in any sample (every 50 ms).
  *
- *   npm run chaos -- --posts 2000 --seed 7 --db sqlite,postgres --chaos-ms 10000
+ *   npm run chaos -- --posts 2000 --seed 7 --db sqlite,postgres --chaos-ms 10000 [--json report.json]
  */
+import fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { runChaos, type ChaosReport } from './scenario.ts';
 import { FAULT_NAMES, type FaultName } from './receiver.ts';
@@ -30,7 +32,8 @@ const program = new Command('chaos')
   .option('--rate-500 <f>', 'share of requests answered 500', fraction)
   .option('--rate-429 <f>', 'share answered 429 with Retry-After: 1', fraction)
   .option('--rate-hang <f>', 'share never answered (half of them processed first)', fraction)
-  .option('--rate-reset <f>', 'share whose connection is reset (half of them processed first)', fraction);
+  .option('--rate-reset <f>', 'share whose connection is reset (half of them processed first)', fraction)
+  .option('--json <file>', 'also write the reports (every figure of the table, and more) to this file as JSON');
 
 interface Flags {
   posts: number;
@@ -43,6 +46,7 @@ interface Flags {
   rate429?: number;
   rateHang?: number;
   rateReset?: number;
+  json?: string;
 }
 
 async function main(): Promise<number> {
@@ -63,11 +67,17 @@ async function main(): Promise<number> {
     reports.push(await runChaos({ dialect, posts: flags.posts, seed: flags.seed, chaosMs: flags.chaosMs, killEveryMs: flags.killEveryMs, latencyMs: flags.latencyMs, rates }));
   }
   process.stdout.write(formatReports(reports));
+  if (flags.json !== undefined) fs.writeFileSync(flags.json, JSON.stringify(reports.map((r) => ({ ...r, passed: passed(r), capHeld: capHeld(r) })), null, 2) + '\n');
   return reports.some((r) => !passed(r)) ? 1 : 0;
 }
 
 export function passed(r: ChaosReport): boolean {
-  return r.lost === 0 && r.acceptedDuplicates === 0 && r.keyChanges === 0;
+  return r.lost === 0 && r.acceptedDuplicates === 0 && r.keyChanges === 0 && capHeld(r);
+}
+
+/** GLOBAL_MAX_WORKERS held in every sample of the run (not only at the kills). */
+export function capHeld(r: ChaosReport): boolean {
+  return r.samplesOverCap === 0 && r.mostWorkers <= r.globalMaxWorkers;
 }
 
 export function formatReports(reports: readonly ChaosReport[]): string {
@@ -76,6 +86,7 @@ export function formatReports(reports: readonly ChaosReport[]): string {
     ['published', (r) => String(r.published)],
     ['failed', (r) => String(r.failed)],
     ['unknown (held)', (r) => `${r.unknown} (${r.unknownDelivered} in fact delivered)`],
+    ['false unknowns (never accepted)', (r) => String(r.unknownNeverDelivered)],
     ['lost (must be 0)', (r) => String(r.lost)],
     ['accepted twice (must be 0)', (r) => String(r.acceptedDuplicates)],
     ['duplicate sends, same key', (r) => String(r.duplicateSends)],
@@ -85,6 +96,7 @@ export function formatReports(reports: readonly ChaosReport[]): string {
     ['dispatchers SIGKILLed', (r) => String(r.dispatchersKilled)],
     ['dispatchers SIGTERMed', (r) => String(r.dispatchersStopped)],
     ['most workers at once', (r) => `${r.mostWorkers} (GLOBAL_MAX_WORKERS ${r.globalMaxWorkers})`],
+    ['samples over the cap (must be 0)', (r) => `${r.samplesOverCap} of ${r.workerSamples}`],
     ['database restarts', (r) => (r.dialect === 'sqlite' ? 'n/a' : String(r.databaseRestarts))],
     ['cycles', (r) => String(r.cycles)],
     ['wall time', (r) => `${(r.wallMs / 1000).toFixed(1)} s`],

@@ -13,7 +13,7 @@ import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Post } from '../src/types.ts';
-import { childPids } from '../test/helpers/processes.ts';
+import { childPids, processTable } from '../test/helpers/processes.ts';
 import { startRestartablePostgres, type RestartablePostgres } from '../test/helpers/restartable-postgres.ts';
 import { createRandom } from './random.ts';
 import { startChaosReceiver, type ChaosReceiver, type FaultName } from './receiver.ts';
@@ -45,6 +45,11 @@ export interface ChaosReport {
   readonly unknown: number;
   /** unknown posts the receiver had in fact accepted (what an operator would find) */
   readonly unknownDelivered: number;
+  /**
+   * false unknowns: unknown posts the receiver never accepted (held for an operator
+   * although the platform never had them; `unknown - unknownDelivered`)
+   */
+  readonly unknownNeverDelivered: number;
   /** not final after the run, or recorded published without reaching the receiver */
   readonly lost: number;
   readonly lostIds: number[];
@@ -59,9 +64,16 @@ export interface ChaosReport {
   readonly dispatchersKilled: number;
   /** dispatchers sent SIGTERM (they stop their workers gracefully) */
   readonly dispatchersStopped: number;
-  /** the most workers seen running at once under live dispatchers (GLOBAL_MAX_WORKERS caps it) */
+  /**
+   * the most worker processes seen alive at once (children of live dispatchers, and
+   * orphans of a killed one until they exit; zombies not counted), sampled every
+   * SAMPLE_EVERY_MS for the whole run; GLOBAL_MAX_WORKERS caps it
+   */
   readonly mostWorkers: number;
   readonly globalMaxWorkers: number;
+  /** samples of the worker count taken over the run, and how many of them exceeded GLOBAL_MAX_WORKERS (must be 0) */
+  readonly workerSamples: number;
+  readonly samplesOverCap: number;
   readonly databaseRestarts: number;
   readonly faults: Record<FaultName, number>;
   readonly wallMs: number;
@@ -69,6 +81,8 @@ export interface ChaosReport {
 
 /** Two hosts of MAX_WORKERS=4 share this many worker slots. */
 const GLOBAL_MAX_WORKERS = 6;
+/** How often the live worker processes are counted, for the whole run. */
+const SAMPLE_EVERY_MS = 50;
 
 /** The posts' channels: each policy for unknown outcomes, on an endpoint that fits it. */
 const CHANNELS = [
@@ -87,6 +101,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let receiver: ChaosReceiver | null = null;
   let store: Store | null = null;
   const processes = new Processes();
+  const sampler = sampleWorkers(processes, GLOBAL_MAX_WORKERS, SAMPLE_EVERY_MS, log);
   try {
     let url: string;
     if (options.dialect === 'postgres') {
@@ -133,14 +148,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // SIGKILLed and, on PostgreSQL, the server restarts once.
     const chaosEnds = Date.now() + options.chaosMs;
     const hosts = ['host-a', 'host-b'].map((host) => processes.cronLoop({ ...env, SCHEDULER_HOST: host }, () => Date.now() < chaosEnds));
-    const counts = { workersKilled: 0, dispatchersKilled: 0, dispatchersStopped: 0, databaseRestarts: 0, mostWorkers: 0 };
+    const counts = { workersKilled: 0, dispatchersKilled: 0, dispatchersStopped: 0, databaseRestarts: 0 };
     const stopDispatcherAt = Date.now() + options.chaosMs * 0.3;
     const restartAt = started + options.chaosMs * 0.4;
     const killDispatcherAt = Date.now() + options.chaosMs * 0.6;
     while (Date.now() < chaosEnds) {
       await sleep(options.killEveryMs * (0.5 + random()));
       const workers = processes.workers();
-      counts.mostWorkers = Math.max(counts.mostWorkers, workers.length);
       const victim = workers[Math.floor(random() * workers.length)];
       if (victim !== undefined && kill(victim)) counts.workersKilled++;
       if (counts.dispatchersStopped === 0 && Date.now() >= stopDispatcherAt) {
@@ -176,8 +190,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
 
     const posts = await retrying(() => Promise.all(ids.map(async (id) => (store as Store).getPost(id))));
-    return compare(options, posts, receiver, journal, { ...counts, cycles: processes.cycles, wallMs: Date.now() - started });
+    const sampled = await sampler.stop();
+    return compare(options, posts, receiver, journal, { ...counts, ...sampled, cycles: processes.cycles, wallMs: Date.now() - started });
   } finally {
+    await sampler.stop();
     processes.killAll();
     await store?.close();
     await receiver?.close();
@@ -220,6 +236,8 @@ function compare(
     dispatchersStopped: number;
     databaseRestarts: number;
     mostWorkers: number;
+    workerSamples: number;
+    samplesOverCap: number;
     cycles: number;
     wallMs: number;
   },
@@ -268,6 +286,7 @@ function compare(
     failedReasons,
     unknown,
     unknownDelivered,
+    unknownNeverDelivered: unknown - unknownDelivered,
     lost: lostIds.length,
     lostIds,
     acceptedDuplicates,
@@ -317,6 +336,25 @@ class Processes {
     return pids;
   }
 
+  /**
+   * The worker processes alive now, from one `ps` that does not block the event loop:
+   * children of live dispatchers, and workers seen before whose dispatcher was killed
+   * (orphans still hold their slot until they exit). Zombies (exited, not yet reaped)
+   * are not alive.
+   */
+  async liveWorkers(): Promise<number[]> {
+    const dispatchers = new Set(this.dispatchers());
+    const rows = await processTable('--worker-id');
+    const live: number[] = [];
+    for (const row of rows) {
+      if (row.stat.startsWith('Z')) continue;
+      if (dispatchers.has(row.ppid)) this.seenWorkers.add(row.pid);
+      else if (!this.seenWorkers.has(row.pid)) continue;
+      live.push(row.pid);
+    }
+    return live;
+  }
+
   /** Waits (bounded) until no worker seen so far still runs. */
   async waitForStrays(timeoutMs: number): Promise<void> {
     this.workers();
@@ -328,6 +366,35 @@ class Processes {
     for (const c of this.crons) c.kill('SIGKILL');
     for (const pid of this.seenWorkers) kill(pid);
   }
+}
+
+/**
+ * Counts the live worker processes every `everyMs` until stopped: the most seen at
+ * once, and how many samples exceeded `cap` (the first is logged with its time).
+ */
+function sampleWorkers(processes: Processes, cap: number, everyMs: number, log: (line: string) => void) {
+  const started = Date.now();
+  const figures = { mostWorkers: 0, workerSamples: 0, samplesOverCap: 0 };
+  const state = { stopped: false };
+  const loop = (async () => {
+    while (!state.stopped) {
+      const live = await processes.liveWorkers();
+      figures.workerSamples++;
+      figures.mostWorkers = Math.max(figures.mostWorkers, live.length);
+      if (live.length > cap) {
+        if (figures.samplesOverCap === 0) log(`[chaos] ${live.length} workers alive at once (GLOBAL_MAX_WORKERS ${cap}) at +${Date.now() - started} ms`);
+        figures.samplesOverCap++;
+      }
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    stop: async () => {
+      state.stopped = true;
+      await loop;
+      return { ...figures };
+    },
+  };
 }
 
 function alive(pid: number): boolean {

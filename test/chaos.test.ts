@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatReports, passed } from '../chaos/run.ts';
+import { capHeld, formatReports, passed } from '../chaos/run.ts';
 import { runChaos } from '../chaos/scenario.ts';
 import { DIALECTS } from './helpers/databases.ts';
 
@@ -8,7 +8,8 @@ import { DIALECTS } from './helpers/databases.ts';
  * The small fixed-seed version of `npm run chaos`: SIGKILLed workers and a dispatcher, a
  * dispatcher stopped by SIGTERM, two hosts sharing GLOBAL_MAX_WORKERS, a faulty
  * receiver, and on PostgreSQL a server restart. It fails on any lost post, any
- * post accepted twice, or any post sent under a second idempotency key.
+ * post accepted twice, any post sent under a second idempotency key, or more live
+ * worker processes than GLOBAL_MAX_WORKERS in any sample (every 50 ms, whole run).
  */
 describe('chaos (fixed seed, small)', () => {
   for (const dialect of DIALECTS) {
@@ -19,7 +20,12 @@ describe('chaos (fixed seed, small)', () => {
       assert.ok(report.workersKilled > 0, `workers were killed\n${table}`);
       assert.equal(report.dispatchersKilled, 1, table);
       assert.equal(report.dispatchersStopped, 1, table);
+      // counted every 50 ms over the whole run, not only when something is killed
+      assert.ok(report.workerSamples > 20, `the worker count was sampled through the run\n${table}`);
+      assert.equal(report.samplesOverCap, 0, `never more live workers than GLOBAL_MAX_WORKERS\n${table}`);
       assert.ok(report.mostWorkers <= report.globalMaxWorkers, `two hosts stay within GLOBAL_MAX_WORKERS\n${table}`);
+      assert.ok(capHeld(report), table);
+      assert.equal(report.unknownDelivered + report.unknownNeverDelivered, report.unknown, table);
       if (dialect === 'postgres') assert.equal(report.databaseRestarts, 1, table);
       assert.equal(report.lost, 0, table);
       assert.equal(report.acceptedDuplicates, 0, table);

@@ -368,6 +368,19 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a6'], 3, 60_000), [], 'the cap holds');
     });
 
+    it('lets a worker with a slot claim only while the slot is its own, and extends the slot with the claim', async () => {
+      const { store, channel } = await fresh();
+      await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      assert.deepEqual((await store.exchange('w-no-slot', [], 1, 60_000, { slot: true })).claimed, [], 'no slot: no claim');
+      assert.deepEqual(await store.acquireWorkerSlots('host-a', ['w'], 2, 200), ['w']);
+      assert.equal((await store.exchange('w', [], 1, 60_000, { slot: true })).claimed.length, 1);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(await store.renewWorkerSlots(['w'], 60_000), ['w'], 'the claim extended the slot past its first expiry');
+      await store.releaseWorkerSlots(['w']);
+      assert.deepEqual((await store.exchange('w', [], 1, 60_000, { slot: true })).claimed, [], 'slot gone: no claim');
+      assert.equal((await store.exchange('w', [], 1, 60_000)).claimed.length, 1, 'without a cap a worker claims freely');
+    });
+
     it('fences every write of a claim by a claim token that only goes up, so a retried release cannot land on a newer claim', async () => {
       const { store, channel } = await fresh();
       const [p] = await store.schedulePosts([{ channelId: channel.id, text: 'a', runAt: ago(1000) }]);

@@ -67,7 +67,7 @@ export interface Store {
    * worker does each time publishes settle. A post that the outcomes return to
    * pending is not claimed again by the same call.
    */
-  exchange(workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange>;
+  exchange(workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim?: ClaimOptions): Promise<Exchange>;
   /**
    * recover / recoverUnknown: a post whose lease expired may have been sent. It goes
    * back to pending, unconfirmed, when its channel's policy is retry or check and it had
@@ -136,6 +136,16 @@ export interface Store {
 export interface ChannelChanges {
   readonly onUnknown?: OnUnknown;
   readonly enabled?: boolean;
+}
+
+export interface ClaimOptions {
+  /**
+   * The worker holds a GLOBAL_MAX_WORKERS slot in its name: it claims only while that
+   * slot is still its own and unexpired, and the claim extends the slot as long as the
+   * leases it takes (so no claim outlives the slot, and a worker resumed after its slot
+   * was taken claims nothing).
+   */
+  readonly slot?: boolean;
 }
 
 export interface Exchange {

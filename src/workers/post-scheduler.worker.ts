@@ -287,7 +287,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         let posts: ClaimedPost[];
         try {
           roundTrips++;
-          const result = await store.exchange(workerId, outcomes, limit, leaseMs);
+          const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
           tally(outcomes, result.applied);
           posts = result.claimed;
           if (failedRoundTrips > 0) {

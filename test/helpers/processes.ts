@@ -1,4 +1,4 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -74,6 +74,38 @@ export function processesMatching(needle: string): string[] {
   return out
     .split('\n')
     .filter((line) => line.includes(needle) && !line.includes('ps -eo'));
+}
+
+/** One row of the process table. */
+export interface ProcessRow {
+  readonly pid: number;
+  readonly ppid: number;
+  /** ps STAT: R/S/D running or sleeping, T stopped (SIGSTOP), Z zombie (exited, not yet reaped) */
+  readonly stat: string;
+  readonly args: string;
+}
+
+/**
+ * The processes on the machine whose arguments contain `needle`, read with one `ps`
+ * run without blocking the event loop (a sampler calling it every 50 ms leaves a
+ * receiver in the same process free to answer).
+ */
+export function processTable(needle: string): Promise<ProcessRow[]> {
+  return new Promise((resolve) => {
+    execFile('ps', ['-eo', 'pid=,ppid=,stat=,args='], { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (error, out) => {
+      if (error !== null) {
+        resolve([]);
+        return;
+      }
+      const rows: ProcessRow[] = [];
+      for (const line of out.split('\n')) {
+        const m = /^\s*(\d+)\s+(\d+)\s+(\S+)\s+(.*)$/.exec(line);
+        if (m === null || !(m[4] ?? '').includes(needle)) continue;
+        rows.push({ pid: Number(m[1]), ppid: Number(m[2]), stat: m[3] ?? '', args: m[4] ?? '' });
+      }
+      resolve(rows);
+    });
+  });
 }
 
 /** Pids of the direct children of `pid`. */

@@ -29,14 +29,26 @@ export interface Receiver {
   readonly url: string;
   /** every request received, in arrival order */
   readonly deliveries: Delivery[];
-  /** post id -> how many 2xx answers were written for it */
+  /** post id -> how many 2xx answers were written for it (`idempotent`: for its first key only) */
   readonly accepted: Map<number, number>;
+  /** `idempotent`: post id -> 2xx answers to an Idempotency-Key already accepted (not counted in `accepted`) */
+  readonly replays: Map<number, number>;
   close(): Promise<void>;
 }
 
-export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ status: 200 })): Promise<Receiver> {
+export interface ReceiverOptions {
+  /**
+   * honour Idempotency-Key, as a `retry` channel's receiver must: a 2xx answer to a key
+   * already accepted is a replay (the platform acts once), counted in `replays`
+   */
+  readonly idempotent?: boolean;
+}
+
+export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ status: 200 }), options: ReceiverOptions = {}): Promise<Receiver> {
   const deliveries: Delivery[] = [];
   const accepted = new Map<number, number>();
+  const replays = new Map<number, number>();
+  const acceptedKeys = new Set<string>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -65,7 +77,11 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
         const status = answer.status ?? 200;
         res.writeHead(status, { 'content-type': 'application/json', ...answer.headers });
         res.end(answer.body ?? '{}', () => {
-          if (status >= 200 && status < 300) accepted.set(delivery.postId, (accepted.get(delivery.postId) ?? 0) + 1);
+          if (status < 200 || status >= 300) return;
+          const replay = options.idempotent === true && acceptedKeys.has(delivery.idempotencyKey);
+          acceptedKeys.add(delivery.idempotencyKey);
+          const counts = replay ? replays : accepted;
+          counts.set(delivery.postId, (counts.get(delivery.postId) ?? 0) + 1);
         });
       };
       if ((answer.delayMs ?? 0) > 0) setTimeout(send, answer.delayMs).unref();
@@ -79,6 +95,7 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
     url: `http://127.0.0.1:${port}/hook`,
     deliveries,
     accepted,
+    replays,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

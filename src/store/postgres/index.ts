@@ -18,7 +18,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -164,9 +164,14 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
          AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
               OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
       RETURNING s.id
+    ), slot AS (
+      -- the worker's GLOBAL_MAX_WORKERS slot ($12), extended as long as the leases taken
+      UPDATE worker_slots SET expires_at = now() + $10 * interval '1 millisecond'
+       WHERE $12::boolean AND $9 > 0 AND holder = $1 AND expires_at > now()
+      RETURNING 1
     ), due AS (
       SELECT id FROM post_schedule
-       WHERE ${whereFrom('claim')} AND run_at <= now()
+       WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $12::boolean OR EXISTS (SELECT 1 FROM slot))
        ORDER BY run_at, id
        LIMIT $9
        FOR UPDATE SKIP LOCKED
@@ -191,7 +196,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       ) AS c ON true
      ORDER BY c.run_at, c.id`;
 
-  const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange> => {
+  const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> => {
     // one row even when nothing was claimed: then every column but `applied` is null
     const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
       workerId,
@@ -205,6 +210,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       Math.max(0, limit),
       leaseMs,
       outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
+      claim.slot === true,
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
@@ -387,7 +393,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       return (await exchange(workerId, outcomes, 0, 0)).applied;
     },
 
-    exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
+    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, outcomes, limit, leaseMs, claim),
 
     async renewLeases(workerId, held, leaseMs) {
       if (held.length === 0) return [];

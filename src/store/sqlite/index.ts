@@ -16,7 +16,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type Exchange, type Store } from '../store.ts';
+import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
@@ -127,9 +127,15 @@ export function openSqliteStore(file: string): Store {
   } as const;
 
   /** The claim and the outcomes in one immediate transaction (one commit). */
-  const exchange = (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number): Promise<Exchange> =>
+  const exchange = (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> =>
     immediate(() => {
       const now = Date.now();
+      // a worker with a GLOBAL_MAX_WORKERS slot claims only while the slot is its own,
+      // and the claim extends it as long as the leases it takes
+      if (limit > 0 && claim.slot === true) {
+        const held = stmt('UPDATE worker_slots SET expires_at = ? WHERE holder = ? AND expires_at > ?').run(now + leaseMs, workerId, now).changes;
+        if (held === 0) limit = 0;
+      }
       // The claim first, then the outcomes: a post this call returns to pending is not
       // claimed again by it (as on PostgreSQL, where both see the same snapshot).
       let ids: number[] = [];
@@ -262,7 +268,7 @@ export function openSqliteStore(file: string): Store {
       return (await exchange(workerId, outcomes, 0, 0)).applied;
     },
 
-    exchange: (workerId, outcomes, limit, leaseMs) => exchange(workerId, outcomes, limit, leaseMs),
+    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, outcomes, limit, leaseMs, claim),
 
     async renewLeases(workerId, held, leaseMs) {
       if (held.length === 0) return [];
