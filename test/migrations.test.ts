@@ -100,6 +100,48 @@ describe('migrations: PostgreSQL tables move out of public', () => {
   });
 });
 
+describe("migrations: another application's tables", () => {
+  const dbs: TestDatabase[] = [];
+  after(async () => {
+    await Promise.all(dbs.map((d) => d.drop()));
+  });
+
+  for (const dialect of DIALECTS) {
+    it(`${dialect}: refuses in one line to mix its tables into a database or schema that holds another application's`, async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const target = parseDatabaseUrl(db.url);
+      // a Rails- or Laravel-style application: its own schema_migrations, channels, users
+      const app = [
+        'CREATE TABLE schema_migrations (version varchar(20) PRIMARY KEY)',
+        "INSERT INTO schema_migrations VALUES ('20240101000000')",
+        'CREATE TABLE channels (id integer PRIMARY KEY, title text)',
+        'CREATE TABLE users (id integer PRIMARY KEY)',
+      ];
+      if (target.dialect === 'sqlite') {
+        const raw = new Database(target.path);
+        for (const statement of app) raw.exec(statement);
+        raw.close();
+      } else {
+        const sql = postgres(postgresUrl(), { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
+        await sql.unsafe(`CREATE SCHEMA ${target.schema}`);
+        for (const statement of app) await sql.unsafe(statement);
+        await sql.end({ timeout: 1 });
+      }
+      const store = await openStore(target);
+      try {
+        await assert.rejects(store.migrate(), (e: Error) => {
+          assert.match(e.message, /already holds another application's tables \(channels, schema_migrations, users\) and none of post-scheduler's: give post-scheduler a/);
+          assert.equal(e.message.split('\n').length, 1);
+          return true;
+        });
+      } finally {
+        await store.close();
+      }
+    });
+  }
+});
+
 const ROWS = {
   sqlite: `
     INSERT INTO channels (id, name, platform, settings, created_at) VALUES (1, 'journal', 'file', '{"path":"/tmp/j"}', 0),

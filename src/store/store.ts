@@ -160,6 +160,16 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
+/**
+ * The one-line refusal of a database (a SQLite file, a PostgreSQL schema) that holds
+ * another application's tables and none of post-scheduler's: its tables (`channels`,
+ * `cycles`, `schema_migrations`) would meet the application's.
+ */
+export function foreignTablesMessage(where: string, tables: readonly string[], fix: string): string {
+  const shown = tables.slice(0, 5).join(', ') + (tables.length > 5 ? `, ... (${tables.length})` : '');
+  return `${where} already holds another application's tables (${shown}) and none of post-scheduler's: ${fix}`;
+}
+
 /** The one-line refusal of a database migrated by a newer post-scheduler. */
 export function newerSchemaMessage(found: number, known: number, where: string): string {
   return `the database ${where} has schema version ${found}, newer than this post-scheduler knows (${known}): upgrade post-scheduler (migrations are never undone)`;

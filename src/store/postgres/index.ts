@@ -18,7 +18,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
+import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -242,6 +242,19 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       throw new StoreError(`PostgreSQL at ${where} did not take search_path=${target.schema} (a pooler dropping startup parameters?): ${POOLER_HINT}`);
     }
     if (!first.has) return { version: null };
+    const [mine] = await q<{ n: number }>(
+      "SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'schema_migrations' AND column_name = 'name'",
+    );
+    if ((mine?.n ?? 0) === 0) {
+      const tables = await q<{ tablename: string }>('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename', [target.schema]);
+      throw new StoreError(
+        foreignTablesMessage(
+          `schema ${target.schema} of ${redactUrl(target.url)}`,
+          tables.map((t) => t.tablename),
+          `give post-scheduler a schema of its own (leave ?schema= out for ${DEFAULT_SCHEMA}, or name another)`,
+        ),
+      );
+    }
     const [row] = await q<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
     return { version: row?.v ?? null };
   };
@@ -277,6 +290,19 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       if (version !== null && version > latest) throw new StoreError(newerSchemaMessage(version, latest, where));
       if (version === latest) return;
       const legacy = version === null ? await legacyTables() : [];
+      if (version === null && legacy.length === 0) {
+        // a schema that is some application's (say ?schema=public): never mix our tables into it
+        const foreign = await q<{ tablename: string }>('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename', [target.schema]);
+        if (foreign.length > 0) {
+          throw new StoreError(
+            foreignTablesMessage(
+              `schema ${target.schema} of ${redactUrl(target.url)}`,
+              foreign.map((t) => t.tablename),
+              `give post-scheduler a schema of its own (leave ?schema= out for ${DEFAULT_SCHEMA}, or name another)`,
+            ),
+          );
+        }
+      }
       await tx(async (db) => {
         await db.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`);
         await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);

@@ -16,7 +16,7 @@ import {
   type UnknownRow,
   UNKNOWN_POSTS,
 } from '../rows.ts';
-import { leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
+import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 
@@ -167,10 +167,21 @@ export function openSqliteStore(file: string): Store {
 
     async migrate() {
       const latest = Math.max(...SQLITE_MIGRATIONS.map((m) => m.version));
-      await immediate(() =>
+      await immediate(() => {
+        // A file that is someone else's database: never mix our tables into it.
+        const tables = (stmt("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as { name: string }[]).map(
+          (r) => r.name,
+        );
+        // ours: a schema_migrations with a `name` column (a Rails one has only `version`)
+        const ours =
+          tables.includes('schema_migrations') &&
+          (db.prepare("SELECT count(*) AS n FROM pragma_table_info('schema_migrations') WHERE name = 'name'").get() as { n: number }).n > 0;
+        if (!ours && tables.length > 0) {
+          throw new StoreError(foreignTablesMessage(`the SQLite database ${file}`, tables, 'give post-scheduler a database file of its own (DATABASE_URL=sqlite:PATH)'));
+        }
         db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-          version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`),
-      );
+          version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+      });
       await immediate(() => {
         const applied = new Set(
           (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
