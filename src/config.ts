@@ -271,8 +271,8 @@ export function parseDatabaseUrl(value: string): DatabaseTarget {
       throw new ConfigError('Invalid configuration: DATABASE_URL has no host');
     }
     const schemaName = u.searchParams.get('schema');
-    if (schemaName !== null && !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schemaName)) {
-      throw new ConfigError('Invalid configuration: DATABASE_URL schema must be a plain identifier (letters, digits, _)');
+    if (schemaName !== null && !/^[a-z_][a-z0-9_]{0,62}$/.test(schemaName)) {
+      throw new ConfigError('Invalid configuration: DATABASE_URL schema must be a plain lower-case identifier (a-z, digits, _)');
     }
     u.searchParams.delete('schema');
     return { dialect: 'postgres', url: u.toString(), schema: schemaName ?? DEFAULT_SCHEMA };

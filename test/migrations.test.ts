@@ -35,7 +35,8 @@ describe('migrations: upgrade from version 2', () => {
         assert.deepEqual([processing?.workerId, processing?.attempts, processing?.unconfirmed], ['worker-old', 1, false]);
         assert.equal(await store.countDue(), 1, 'the due index was made again');
         // the new state is accepted by the rebuilt CHECK
-        await store.recordOutcomes('worker-old', [{ kind: 'unknown', postId: 2, token: 1, error: 'outcome unknown: test' }]);
+        // a claim made before the upgrade has claim token 0 (tokens start there and only go up)
+        await store.recordOutcomes('worker-old', [{ kind: 'unknown', postId: 2, token: 0, error: 'outcome unknown: test' }]);
         assert.equal((await store.getPost(2))?.status, 'unknown');
         await store.migrate();
         assert.equal((await store.status(1)).counts.unknown, 1, 'a second migrate is a no-op');

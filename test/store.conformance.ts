@@ -431,6 +431,24 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       );
     });
 
+    it('lands a late publish sent together with a claim, and does not claim that post again', async () => {
+      const { store, channel } = await fresh();
+      const [x] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: ago(1000) }]);
+      const [claimed] = await store.claim('slow', 1, 1);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual((await store.recoverExpired(5)).map((b) => [b.id, b.status]), [[x, 'pending']], 'due again, same token');
+      const result = await store.exchange(
+        'slow',
+        [{ kind: 'published', postId: x ?? 0, token: claimed?.token ?? 0, externalId: 'ext-x', externalUrl: null }],
+        5,
+        60_000,
+      );
+      assert.deepEqual(result.applied, [x]);
+      assert.deepEqual(result.claimed, [], 'the post it just published is not claimed again');
+      const post = await store.getPost(x ?? 0);
+      assert.deepEqual([post?.status, post?.externalId], ['published', 'ext-x']);
+    });
+
     it('tells a worker after a lost answer what it holds and what became of its posts', async () => {
       const { store, channel } = await fresh();
       const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));

@@ -122,6 +122,9 @@ export function standardWebhookHeaders(
   return { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': `v1,${signature}` };
 }
 
+/** A reset on a reused socket later than this after the request was written may follow processing. */
+const STALE_RESET_MS = 500;
+
 /** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
 export function parseRetryAfter(value: string | undefined, now = Date.now()): number | null {
   if (value === undefined || value.trim() === '') return null;
@@ -263,7 +266,11 @@ export const webhookPublisher: PublisherModule = {
           if (fresh) agent.destroy();
         };
         let sent = false;
-        req.on('finish', () => (sent = true));
+        let sentAt = 0;
+        req.on('finish', () => {
+          sent = true;
+          sentAt = Date.now();
+        });
         // bytes of an answer: anything read on the socket since this request got it
         const onSocket: { socket: Socket | null; readBefore: number } = { socket: null, readBefore: 0 };
         req.on('socket', (s) => {
@@ -275,7 +282,10 @@ export const webhookPublisher: PublisherModule = {
           const error = e instanceof Error ? e : new Error(String(e));
           const code = (error as { code?: unknown }).code;
           const nothingBack = !answered && (onSocket.socket === null || onSocket.socket.bytesRead === onSocket.readBefore);
-          const staleSocket = req.reusedSocket && nothingBack && typeof code === 'string' && RESET_CODES.has(code);
+          // A socket the server had closed while idle is reset within a round trip of the
+          // write; a reset that comes later may follow a receiver that acted, then crashed.
+          const soon = !sent || Date.now() - sentAt < STALE_RESET_MS;
+          const staleSocket = req.reusedSocket && nothingBack && soon && typeof code === 'string' && RESET_CODES.has(code);
           reject(new SendFailure(error, sent, staleSocket));
         };
         req.on('error', fail);

@@ -156,12 +156,14 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     if (renewing) return;
     renewing = true;
     const posts = [...held].map(([postId, token]) => ({ postId, token }));
+    // the lease runs from the database's now, which is no earlier than this
+    const sentAt = Date.now();
     const leases =
       posts.length === 0
         ? Promise.resolve()
         : store.renewLeases(workerId, posts, leaseMs).then((renewed) => {
             const ok = new Set(renewed);
-            const at = Date.now();
+            const at = sentAt;
             for (const id of renewed) renewedAt.set(id, at);
             for (const p of posts) {
               if (!ok.has(p.postId) && held.get(p.postId) === p.token) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
@@ -242,6 +244,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let drained = false;
   let firstClaim = true;
   let reconcileNeeded = false as boolean;
+  let exchangeSentAt = 0;
   try {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
@@ -287,6 +290,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         let posts: ClaimedPost[];
         try {
           roundTrips++;
+          exchangeSentAt = Date.now();
           const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
           tally(outcomes, result.applied);
           posts = result.claimed;
@@ -309,10 +313,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
           }
           if (posts.length < limit) drained = true;
-          const at = Date.now();
           for (const post of posts) {
             held.set(post.id, post.token);
-            renewedAt.set(post.id, at);
+            renewedAt.set(post.id, exchangeSentAt);
             start(post);
           }
         }

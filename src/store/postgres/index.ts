@@ -60,6 +60,9 @@ const POOLER_HINT =
  */
 export async function openPostgresStore(target: PostgresTarget, options: PostgresOptions = { timeoutMs: 10_000 }): Promise<Store> {
   const where = `${redactUrl(target.url)} (schema ${target.schema})`;
+  const serverTimeoutMs = Math.max(50, Math.floor(options.timeoutMs * 0.8));
+  /** A migration may rewrite a large table: its own, longer deadline. */
+  const migrateTimeoutMs = Math.max(options.timeoutMs, 15 * 60_000);
   const connect = () =>
     postgres(target.url, {
       max: 1,
@@ -73,6 +76,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         // every call cost more than executing it.
         plan_cache_mode: 'force_generic_plan',
         search_path: target.schema,
+        // The server gives up a little before the client does, so that a statement the
+        // client abandoned cannot commit later behind its back (migrate lifts these).
+        statement_timeout: serverTimeoutMs,
+        lock_timeout: serverTimeoutMs,
       },
     });
   let sql = connect();
@@ -84,27 +91,33 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   };
 
   /**
-   * Runs `work` on the current connection within the deadline. Past it, that
-   * connection is dropped (its socket destroyed, whatever it was waiting for) and the
-   * next call connects afresh.
+   * Runs `work` on a client within `ms`. Past it, that client is dropped (its socket
+   * destroyed, whatever it was waiting for): the server, which gives up earlier
+   * (statement_timeout), has cancelled the statement by then unless it is itself gone.
    */
-  const bounded = async <T>(work: (db: Sql) => Promise<T>): Promise<T> => {
-    const db = sql;
+  const within = async <T>(db: Sql, work: (db: Sql) => Promise<T>, ms: number, onExpired: () => void): Promise<T> => {
     const running = work(db);
     running.catch(() => undefined);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        if (sql === db) sql = connect();
+        onExpired();
         db.end({ timeout: 0 }).catch(() => undefined);
-        reject(new StoreError(`PostgreSQL at ${where} did not answer within ${options.timeoutMs} ms (DB_TIMEOUT_MS)`));
-      }, options.timeoutMs);
+        reject(new StoreError(`PostgreSQL at ${where} did not answer within ${ms} ms (DB_TIMEOUT_MS)`));
+      }, ms);
     });
     try {
       return await Promise.race([running, expired]);
     } finally {
       clearTimeout(timer);
     }
+  };
+  /** `work` on this store's connection; past the deadline the next call connects afresh. */
+  const bounded = <T>(work: (db: Sql) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
+    const db = sql;
+    return within(db, work, ms, () => {
+      if (sql === db) sql = connect();
+    });
   };
 
   try {
@@ -119,7 +132,17 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const run = async <R>(db: Db, text: string, values: unknown[] = []): Promise<R[]> =>
     (await db.unsafe(text, values as never[], { prepare: true })) as unknown as R[];
   const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => bounded((db) => run<R>(db, text, values));
-  const tx = <T>(fn: (db: Db) => Promise<T>): Promise<T> => bounded((db) => db.begin(fn) as Promise<T>);
+  /** a migration's transaction: no server-side timeouts, a deadline of its own */
+  const migrationTx = <T>(fn: (db: Db) => Promise<T>): Promise<T> =>
+    bounded(
+      (db) =>
+        db.begin(async (t) => {
+          await t.unsafe('SET LOCAL statement_timeout = 0');
+          await t.unsafe('SET LOCAL lock_timeout = 0');
+          return fn(t);
+        }) as Promise<T>,
+      migrateTimeoutMs,
+    );
   const holder = makeHolder();
 
   /**
@@ -128,6 +151,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
    *   processing under this worker and claim; a post recovered and claimed by another
    *   worker is left alone. A `published` also lands on a post recovery took back
    *   (pending or unknown) if nobody claimed it since (publishLate).
+   *   The claim skips the posts of these outcomes (a row changed by `claimed` would be
+   *   silently skipped by `done`).
    * - due / claimed: the claim. Locks the due rows picked, FOR UPDATE; rows another claim
    *   holds are skipped, not waited for. Posts `done` returns to pending are not seen by
    *   `due` (same snapshot), so they are never re-claimed by the same call.
@@ -172,6 +197,9 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     ), due AS (
       SELECT id FROM post_schedule
        WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $12::boolean OR EXISTS (SELECT 1 FROM slot))
+         -- never a post this call records an outcome for: the same snapshot still sees a
+         -- post recovery put back as pending, and a claim would hide its late publish
+         AND NOT (id = ANY($2::bigint[]))
        ORDER BY run_at, id
        LIMIT $9
        FOR UPDATE SKIP LOCKED
@@ -228,7 +256,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     const other = connect();
     let otherPid: number | undefined;
     try {
-      const rows = await bounded(() => other.unsafe('SELECT pg_backend_pid() AS pid') as Promise<{ pid: number }[]>);
+      const rows = await within(other, (db) => db.unsafe('SELECT pg_backend_pid() AS pid') as Promise<{ pid: number }[]>, options.timeoutMs, () => undefined);
       otherPid = rows[0]?.pid;
     } finally {
       await other.end({ timeout: 0 }).catch(() => undefined);
@@ -262,16 +290,16 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   /** Tables of an older post-scheduler in `public` (before it had a schema of its own). */
   const legacyTables = async (): Promise<string[]> => {
     if (target.schema !== DEFAULT_SCHEMA) return [];
-    try {
-      const [ours] = await q<{ n: number }>(
-        "SELECT count(*) AS n FROM public.schema_migrations WHERE version = 1 AND name = 'initial'",
-      );
-      if ((ours?.n ?? 0) === 0 || (await q("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = 'post_schedule'")).length === 0) {
-        return [];
-      }
-    } catch {
-      return []; // no such table, or somebody else's schema_migrations
-    }
+    // ours: public.schema_migrations with a `name` column and our first migration, and
+    // public.post_schedule; any error here is a real one (never read as "none")
+    const [found] = await q<{ ours: boolean }>(
+      `SELECT to_regclass('public.post_schedule') IS NOT NULL AND EXISTS (
+                SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name = 'schema_migrations' AND column_name = 'name') AS ours`,
+    );
+    if (found?.ours !== true) return [];
+    const [first] = await q<{ n: number }>("SELECT count(*)::int AS n FROM public.schema_migrations WHERE version = 1 AND name = 'initial'");
+    if ((first?.n ?? 0) === 0) return [];
     const rows = await q<{ tablename: string }>("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1::text[])", [
       LEGACY_TABLES,
     ]);
@@ -303,7 +331,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
           );
         }
       }
-      await tx(async (db) => {
+      await migrationTx(async (db) => {
         await db.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`);
         await db.unsafe(`CREATE SCHEMA IF NOT EXISTS ${target.schema}`);
         // An installation from before the schema of its own: its tables move here, data and all.

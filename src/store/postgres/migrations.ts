@@ -100,12 +100,12 @@ UPDATE channels SET on_unknown = 'check' WHERE platform = 'file';
     name: 'claim tokens and coordination rows',
     sql: `
 -- Goes up by one with every claim and never down (a release gives the attempt back, not
--- the token): every worker update is fenced by it. Existing claims keep their fence.
+-- the token): every worker update is fenced by it. No row is rewritten (a large table
+-- migrates in moments): tokens start at 0 and only go up.
 ALTER TABLE post_schedule ADD COLUMN claim_token bigint NOT NULL DEFAULT 0;
-UPDATE post_schedule SET claim_token = attempts;
--- The time a post was scheduled for: run_at moves with retries, this does not.
+-- The time a post was scheduled for: run_at moves with retries, this does not (NULL for
+-- posts scheduled before it existed: their run_at stands in).
 ALTER TABLE post_schedule ADD COLUMN scheduled_at timestamptz;
-UPDATE post_schedule SET scheduled_at = run_at;
 -- Attempts made before the latest operator retry: MAX_ATTEMPTS counts from here, and
 -- attempts keep counting over the post's life.
 ALTER TABLE post_schedule ADD COLUMN attempts_base integer NOT NULL DEFAULT 0;
@@ -113,6 +113,8 @@ ALTER TABLE post_schedule ADD COLUMN attempts_base integer NOT NULL DEFAULT 0;
 CREATE INDEX post_schedule_worker ON post_schedule (worker_id) WHERE status = 'processing';
 -- Finished posts by age: recent failures for status, and prune.
 CREATE INDEX post_schedule_done ON post_schedule (updated_at) WHERE status IN ('published', 'failed', 'cancelled');
+-- The latest failures, for status, however many posts were published.
+CREATE INDEX post_schedule_failed ON post_schedule (updated_at, id) WHERE status = 'failed';
 
 -- The coordination rows: rows with a holder and an expiry on the database's clock,
 -- renewed while the holder lives. Nothing lives in a database session, so a lost

@@ -112,6 +112,7 @@ export function openSqliteStore(file: string): Store {
                    attempts = attempts + 1, claim_token = claim_token + 1, updated_at = ?
              WHERE id IN (SELECT id FROM post_schedule
                            WHERE ${whereFrom('claim')} AND run_at <= ?
+                             AND id NOT IN (SELECT value FROM json_each(?))
                            ORDER BY run_at, id LIMIT ?)
            RETURNING id`,
     // due posts, read from the partial due index
@@ -139,7 +140,10 @@ export function openSqliteStore(file: string): Store {
       // The claim first, then the outcomes: a post this call returns to pending is not
       // claimed again by it (as on PostgreSQL, where both see the same snapshot).
       let ids: number[] = [];
-      if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, limit) as { id: number }[]).map((r) => r.id);
+      // never a post this call records an outcome for (a late publish of a post recovery
+      // put back must land, not be hidden by a new claim)
+      const recording = JSON.stringify(outcomes.map((o) => o.postId));
+      if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, recording, limit) as { id: number }[]).map((r) => r.id);
       const applied: number[] = [];
       for (const o of outcomes) {
         let changes: number;

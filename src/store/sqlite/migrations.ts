@@ -158,14 +158,15 @@ CREATE TABLE worker_slots (
     sql: `
 -- Goes up by one with every claim and never down: every worker update is fenced by it.
 ALTER TABLE post_schedule ADD COLUMN claim_token INTEGER NOT NULL DEFAULT 0;
-UPDATE post_schedule SET claim_token = attempts;
--- The time a post was scheduled for: run_at moves with retries, this does not.
+-- The time a post was scheduled for: run_at moves with retries, this does not (NULL for
+-- posts scheduled before it existed: their run_at stands in).
 ALTER TABLE post_schedule ADD COLUMN scheduled_at INTEGER;
-UPDATE post_schedule SET scheduled_at = run_at;
 -- Attempts made before the latest operator retry: MAX_ATTEMPTS counts from here.
 ALTER TABLE post_schedule ADD COLUMN attempts_base INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX post_schedule_worker ON post_schedule (worker_id) WHERE status = 'processing';
 CREATE INDEX post_schedule_done ON post_schedule (updated_at) WHERE status IN ('published', 'failed', 'cancelled');
+-- The latest failures, for status, however many posts were published.
+CREATE INDEX post_schedule_failed ON post_schedule (updated_at, id) WHERE status = 'failed';
 -- Worker slots are held by the worker's id, renewed by the worker and its dispatcher.
 DELETE FROM worker_slots;
 CREATE UNIQUE INDEX worker_slots_holder ON worker_slots (holder);
