@@ -108,6 +108,8 @@ export function formatReports(reports: readonly ChaosReport[]): string {
   for (const [label, cell] of rows) out += label.padEnd(width) + reports.map((r) => cell(r).padEnd(col)).join('') + '\n';
   for (const r of reports) {
     for (const [reason, n] of Object.entries(r.failedReasons)) out += `${r.dialect} failed x${n}: ${reason}\n`;
+    const held = Object.entries(r.unknownNeverDeliveredReasons).sort((a, b) => b[1] - a[1]);
+    for (const [reason, n] of held) out += `${r.dialect} unknown, never accepted x${n}: ${reason}\n`;
     if (r.lostIds.length > 0) out += `${r.dialect} lost posts: ${r.lostIds.slice(0, 20).join(', ')}\n`;
   }
   return out;

@@ -50,6 +50,8 @@ export interface ChaosReport {
    * although the platform never had them; `unknown - unknownDelivered`)
    */
   readonly unknownNeverDelivered: number;
+  /** why those were held: the recorded reason, numbers replaced by N */
+  readonly unknownNeverDeliveredReasons: Record<string, number>;
   /** not final after the run, or recorded published without reaching the receiver */
   readonly lost: number;
   readonly lostIds: number[];
@@ -252,6 +254,7 @@ function compare(
   }
   const delivered = (p: Post): number => receiver.accepted.get(p.id) ?? lines.get(p.idempotencyKey) ?? 0;
   const failedReasons: Record<string, number> = {};
+  const falseUnknownReasons: Record<string, number> = {};
   const lostIds: number[] = [];
   let published = 0;
   let failed = 0;
@@ -271,6 +274,14 @@ function compare(
     } else if (p.status === 'unknown') {
       unknown++;
       if (delivered(p) > 0) unknownDelivered++;
+      else {
+        const reason = (p.lastError ?? '')
+          .replace(/worker-\S+/g, 'worker-W')
+          .replace(/\d+/g, 'N')
+          .replace(/channel \S+ \(\S+\)/g, 'channel C')
+          .slice(0, 90);
+        falseUnknownReasons[reason] = (falseUnknownReasons[reason] ?? 0) + 1;
+      }
     } else {
       lostIds.push(p.id);
     }
@@ -287,6 +298,7 @@ function compare(
     unknown,
     unknownDelivered,
     unknownNeverDelivered: unknown - unknownDelivered,
+    unknownNeverDeliveredReasons: falseUnknownReasons,
     lost: lostIds.length,
     lostIds,
     acceptedDuplicates,

@@ -111,7 +111,7 @@ describe('a transaction-mode connection pooler', () => {
 
   it('is detected and refused in one line when it passes them through, before anything is created', async () => {
     if (!available()) return;
-    const url = await startPgbouncer('ignore_startup_parameters = plan_cache_mode,search_path');
+    const url = await startPgbouncer('ignore_startup_parameters = plan_cache_mode,search_path,statement_timeout,lock_timeout');
     for (const command of [['migrate'], ['cron']]) {
       const r = await run(command, testEnv(url), 30_000);
       assert.equal(r.code, 1, r.stdout + r.stderr);

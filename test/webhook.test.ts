@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { PermanentPublishError, RetryablePublishError, type PublishRequest } from '../src/publishers/publisher.ts';
 import { answerExcerpt } from '../src/publishers/redact.ts';
 import { parseRetryAfter, webhookPublisher } from '../src/publishers/webhook.ts';
-import type { Channel } from '../src/types.ts';
+import type { Channel, OnUnknown } from '../src/types.ts';
 import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts';
 
 /** The webhook publisher against a real local HTTP server. */
@@ -207,23 +207,23 @@ describe('webhook publisher', () => {
   });
 });
 
-const hookChannel = (settings: Record<string, unknown>): Channel => ({
+const hookChannel = (settings: Record<string, unknown>, onUnknown: OnUnknown = 'hold'): Channel => ({
   id: 1,
   name: 'hook',
   platform: 'webhook',
-  onUnknown: 'hold',
+  onUnknown,
   settings,
   enabled: true,
   createdAt: new Date(),
 });
 
-const hookRequest = (settings: Record<string, unknown>, postId = 42): PublishRequest => ({
+const hookRequest = (settings: Record<string, unknown>, postId = 42, onUnknown: OnUnknown = 'hold'): PublishRequest => ({
   postId,
   attempt: 1,
   text: 'Hello, world',
   runAt: new Date('2026-11-28T12:00:00.000Z'),
   idempotencyKey: `key-${postId}`,
-  channel: hookChannel(settings),
+  channel: hookChannel(settings, onUnknown),
   signal: new AbortController().signal,
 });
 
@@ -360,7 +360,10 @@ parentPort.on('message', () => parentPort.postMessage({ counts }));
 `;
 
 describe('webhook keep-alive sockets', () => {
-  it('sends a request that met a reset on a reused idle socket once more on a new connection', async () => {
+  // retry: sockets pooled, a stale one resent at once on a new connection (the key makes
+  // a resend safe); hold: every request on a new connection, so no socket is ever stale
+  for (const policy of ['retry', 'hold'] as const) {
+  it(`${policy} channel: a receiver that closes idle keep-alive connections costs no unknown outcome and no second delivery`, async () => {
     const receiver = new Worker(IDLE_CLOSING_RECEIVER, { eval: true });
     const publisher = webhookPublisher.createPublisher({ timeoutMs: 5_000, concurrency: 3, allowPrivateNetwork: true });
     try {
@@ -371,7 +374,7 @@ describe('webhook keep-alive sockets', () => {
       for (let wave = 0; wave < 20; wave++) {
         const ids = [++postId, ++postId, ++postId];
         await Promise.all(
-          ids.map((id) => publisher.publish(hookRequest({ url }, id)).catch((e: unknown) => failures.push(`post ${id}: ${String(e)}`))),
+          ids.map((id) => publisher.publish(hookRequest({ url }, id, policy)).catch((e: unknown) => failures.push(`post ${id}: ${String(e)}`))),
         );
         // Idle past the receiver's 200 ms, with this event loop busy while the receiver
         // closes: its FIN waits unread, as when it is still in flight when the next
@@ -394,6 +397,7 @@ describe('webhook keep-alive sockets', () => {
       await receiver.terminate();
     }
   });
+  }
 
   it('still reports a fresh connection cut after the request was sent as maybe delivered, and does not resend it', async () => {
     let requests = 0;

@@ -35,10 +35,13 @@ import { answerExcerpt, redactedUrl } from './redact.ts';
  *   work was done): the channel's policy decides. Exceptions: a channel with
  *   `trust_503` (its receiver's 503 means "not processed") and a channel whose policy
  *   is `retry` (a resend is safe there) treat a 503 as not delivered.
- * - A keep-alive socket the server closed while it sat idle fails the next request
- *   with a reset before any answer: that request is sent once more on a fresh
- *   connection (Node's `reusedSocket` pattern), not reported as maybe delivered.
- *   Idle sockets are closed after IDLE_SOCKET_MS, below common server idle timeouts.
+ * - Connections: on `retry` channels (a resend is safe) keep-alive sockets are pooled,
+ *   and a request that meets a reset on a reused socket before any answer (the server
+ *   had closed it while idle) is sent once more on a fresh connection (Node's
+ *   `reusedSocket` pattern); idle sockets close after IDLE_SOCKET_MS. On every other
+ *   channel each request goes on a new connection: a pooled socket's reset cannot be
+ *   told apart from a receiver that acted and then reset, and there a resend could
+ *   publish twice.
  * - other 4xx, redirects: permanent. An error keeps at most a short excerpt of the
  *   answer, with credential-looking values replaced (see redact.ts).
  * - SSRF protection: the address a connection goes to is checked when it connects
@@ -307,14 +310,19 @@ export const webhookPublisher: PublisherModule = {
         // the URL is a secret: errors and logs name the channel and the host only
         const where = `channel ${request.channel.name} (${url.host})`;
         const allowPrivate = allowAll || settings.allow_private_network === true;
+        // A reset on a reused keep-alive socket is most often a stale socket (the server
+        // closed it while idle, and nothing reached it), but it can also follow a request
+        // the receiver processed. Only where a resend is safe (`retry`: the receiver
+        // honours the key) are sockets pooled and a stale one resent at once; every other
+        // channel sends each request on a new connection, so a reset there is never a
+        // stale socket and stays what it is, maybe delivered.
+        const pooled = request.channel.onUnknown === 'retry';
         let answer: Awaited<ReturnType<typeof send>>;
         try {
           try {
-            answer = await send(request, settings, url, allowPrivate, false);
+            answer = await send(request, settings, url, allowPrivate, !pooled);
           } catch (e) {
-            // a keep-alive socket the server had closed: nothing reached it, send once
-            // more on a new connection
-            if (!(e instanceof SendFailure && e.staleSocket)) throw e;
+            if (!(pooled && e instanceof SendFailure && e.staleSocket)) throw e;
             answer = await send(request, settings, url, allowPrivate, true);
           }
         } catch (e) {

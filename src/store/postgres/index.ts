@@ -49,8 +49,7 @@ export interface PostgresOptions {
   readonly timeoutMs: number;
 }
 
-const POOLER_HINT =
-  'post-scheduler needs a session of its own (prepared statements, search_path): connect it to PostgreSQL directly, or through a session-mode pool';
+const POOLER_HINT = 'post-scheduler needs a session of its own: connect to PostgreSQL directly or through a session-mode pool';
 
 /**
  * PostgreSQL store over one connection. Claims use FOR UPDATE SKIP LOCKED, so
