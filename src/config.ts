@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import * as v from 'valibot';
+import { parseKey } from './credentials/vault.ts';
 
 /**
  * All configuration is read, defaulted and validated here, and nowhere else reads
@@ -61,6 +62,8 @@ export interface Config {
   readonly allowPrivateNetwork: boolean;
   /** the longest one database round trip may take before the connection is given up */
   readonly dbTimeoutMs: number;
+  /** the key that seals channel credentials at rest (AES-256-GCM); null when not set */
+  readonly secretKey: Buffer | null;
 }
 
 export class ConfigError extends Error {
@@ -88,6 +91,7 @@ export const ENV_DEFAULTS = {
   SCHEDULER_HOST: '',
   ALLOW_PRIVATE_NETWORK: 'false',
   DB_TIMEOUT_MS: '10000',
+  POST_SCHEDULER_SECRET_KEY: '',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -135,6 +139,7 @@ const schema = v.object({
     v.picklist(['true', 'false', '1', '0', 'yes', 'no'], 'ALLOW_PRIVATE_NETWORK must be true or false'),
   ),
   DB_TIMEOUT_MS: integer('DB_TIMEOUT_MS', 100, 600_000),
+  POST_SCHEDULER_SECRET_KEY: v.string(),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -165,13 +170,19 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     const issue = parsed.issues[0];
     const key = issue.path?.[0]?.key;
     const name = typeof key === 'string' ? key : 'configuration';
-    const shown = name in raw && name !== 'DATABASE_URL' ? ` (got "${raw[name] ?? ''}")` : '';
+    const shown = name in raw && name !== 'DATABASE_URL' && name !== 'POST_SCHEDULER_SECRET_KEY' ? ` (got "${raw[name] ?? ''}")` : '';
     throw new ConfigError(`Invalid configuration: ${issue.message}${shown}`);
   }
   const c = parsed.output;
   const broken = crossCheck(c);
   if (broken !== null) throw new ConfigError(`Invalid configuration: ${broken}`);
   const database = parseDatabaseUrl(c.DATABASE_URL);
+  let secretKey: Buffer | null;
+  try {
+    secretKey = parseKey(c.POST_SCHEDULER_SECRET_KEY);
+  } catch (e) {
+    throw new ConfigError(`Invalid configuration: ${(e as Error).message}`);
+  }
   return Object.freeze({
     database,
     databaseLabel: describeDatabase(database),
@@ -192,6 +203,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     host: c.SCHEDULER_HOST === '' ? os.hostname() : c.SCHEDULER_HOST,
     allowPrivateNetwork: ['true', '1', 'yes'].includes(c.ALLOW_PRIVATE_NETWORK),
     dbTimeoutMs: c.DB_TIMEOUT_MS,
+    secretKey,
   });
 }
 
@@ -249,6 +261,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     SCHEDULER_HOST: config.host,
     ALLOW_PRIVATE_NETWORK: String(config.allowPrivateNetwork),
     DB_TIMEOUT_MS: String(config.dbTimeoutMs),
+    POST_SCHEDULER_SECRET_KEY: config.secretKey === null ? '' : config.secretKey.toString('hex'),
   };
 }
 

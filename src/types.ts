@@ -83,6 +83,8 @@ export interface Channel {
   readonly enabled: boolean;
   /** what happens to a post of this channel whose outcome is unknown */
   readonly onUnknown: OnUnknown;
+  /** the channel's credentials, sealed (see credentials/vault.ts); null when it has none */
+  readonly credentials: string | null;
   readonly createdAt: Date;
 }
 
@@ -92,6 +94,8 @@ export interface NewChannel {
   readonly platform: string;
   readonly settings: Record<string, unknown>;
   readonly onUnknown: OnUnknown;
+  /** sealed credentials (see credentials/vault.ts) */
+  readonly credentials?: string | null;
 }
 
 export interface NewPost {

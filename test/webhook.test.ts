@@ -36,6 +36,7 @@ describe('webhook publisher', () => {
     onUnknown,
     settings,
     enabled: true,
+    credentials: null,
     createdAt: new Date(),
   });
 
@@ -46,6 +47,8 @@ describe('webhook publisher', () => {
     runAt: new Date('2026-11-28T12:00:00.000Z'),
     idempotencyKey: 'key-42',
     channel: channel(settings),
+    credentials: null,
+    saveCredentials: async () => undefined,
     signal: new AbortController().signal,
   });
 
@@ -214,6 +217,7 @@ const hookChannel = (settings: Record<string, unknown>, onUnknown: OnUnknown = '
   onUnknown,
   settings,
   enabled: true,
+  credentials: null,
   createdAt: new Date(),
 });
 
@@ -224,6 +228,8 @@ const hookRequest = (settings: Record<string, unknown>, postId = 42, onUnknown: 
   runAt: new Date('2026-11-28T12:00:00.000Z'),
   idempotencyKey: `key-${postId}`,
   channel: hookChannel(settings, onUnknown),
+  credentials: null,
+  saveCredentials: async () => undefined,
   signal: new AbortController().signal,
 });
 

@@ -14,6 +14,16 @@ export interface PublishRequest {
   readonly runAt: Date;
   readonly idempotencyKey: string;
   readonly channel: Channel;
+  /**
+   * the channel's credentials (tokens, passwords), opened from their sealed form; null
+   * when it has none. Never logged, never put in an error message.
+   */
+  readonly credentials: Readonly<Record<string, unknown>> | null;
+  /**
+   * stores refreshed credentials (a new access or refresh token), sealed, so that later
+   * posts and other workers use them
+   */
+  saveCredentials(credentials: Record<string, unknown>): Promise<void>;
   /** aborted when the worker runs out of time or is told to stop */
   readonly signal: AbortSignal;
 }
@@ -52,6 +62,17 @@ export interface PublisherModule {
   readonly platform: string;
   /** validates a channel's settings; throws SettingsError naming the problem */
   parseSettings(settings: Record<string, unknown>): unknown;
+  /**
+   * validates a channel's credentials when it is added; throws SettingsError naming the
+   * missing or malformed field, never its value. Absent: the platform takes none.
+   */
+  parseCredentials?(credentials: Record<string, unknown>): unknown;
+  /**
+   * one cheap authenticated call that proves the credentials work (`channels add`
+   * without --no-verify): the account they belong to, as it may be shown. Throws
+   * CredentialsRejectedError when the network refuses them.
+   */
+  verify?(settings: Record<string, unknown>, credentials: Record<string, unknown> | null, options: PublisherOptions): Promise<{ account: string }>;
   /** why a text breaks the channel's limits (one line), or null: checked when scheduling and before sending */
   checkText(text: string, settings: Record<string, unknown>): string | null;
   /** settings as they may be shown: secrets replaced */
@@ -86,6 +107,15 @@ export class RetryablePublishError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * The network refused the channel's credentials (revoked, expired beyond refresh, wrong
+ * scope): nothing a retry of this post can fix until an operator gives the channel new
+ * credentials.
+ */
+export class CredentialsRejectedError extends Error {
+  override name = 'CredentialsRejectedError';
 }
 
 /** A channel's settings do not fit its platform. */

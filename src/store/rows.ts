@@ -37,6 +37,7 @@ export interface ChannelRow {
   settings: unknown;
   enabled: number | boolean;
   on_unknown: string;
+  credentials: string | null;
   created_at: TimeValue;
 }
 
@@ -55,6 +56,7 @@ export function channelFromRow(row: ChannelRow): Channel {
     settings: parseSettings(row.settings),
     enabled: truthy(row.enabled),
     onUnknown: onUnknownFrom(row.on_unknown),
+    credentials: row.credentials,
     createdAt: required(row.created_at, 'channels.created_at'),
   };
 }
@@ -122,6 +124,7 @@ export interface ClaimRow {
   ch_settings: unknown;
   ch_enabled: number | boolean | null;
   ch_on_unknown: string | null;
+  ch_credentials: string | null;
   ch_created_at: TimeValue;
 }
 
@@ -146,6 +149,7 @@ export function claimedFromRow(row: ClaimRow): ClaimedPost {
             settings: row.ch_settings,
             enabled: row.ch_enabled ?? false,
             on_unknown: row.ch_on_unknown ?? 'hold',
+            credentials: row.ch_credentials,
             created_at: row.ch_created_at,
           }),
   };
@@ -193,7 +197,7 @@ export function cycleFromRow(row: CycleRow): CycleRecord {
 export const CLAIM_COLUMNS = `
   s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
   ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.created_at AS ch_created_at`;
+  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.credentials AS ch_credentials, ch.created_at AS ch_created_at`;
 
 /** The status each outcome kind leads to (the `to` of its transition). */
 export const OUTCOME_STATUS = {

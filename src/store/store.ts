@@ -41,6 +41,8 @@ export interface Store {
   findChannel(name: string): Promise<Channel | null>;
   /** changes a channel's policy or enabled flag; null when there is no such channel */
   updateChannel(name: string, changes: ChannelChanges): Promise<Channel | null>;
+  /** replaces a channel's sealed credentials (refreshed tokens, rekey); false when there is no such channel */
+  saveCredentials(channelId: number, sealed: string | null): Promise<boolean>;
 
   /** inserts posts (content and schedule) in one transaction; returns their ids in order */
   schedulePosts(posts: readonly NewPost[]): Promise<number[]>;

@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
 import type { Publisher, PublisherModule } from '../publishers/publisher.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
+import { makeVault } from '../credentials/vault.ts';
 import { OUTCOME_STATUS } from '../store/rows.ts';
 import type { Store } from '../store/store.ts';
 import type { ClaimedPost, HeldPost, Outcome } from '../types.ts';
@@ -129,6 +130,14 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     return publisher;
   };
 
+  // Credentials are opened per publish and sealed again when a publisher refreshes them
+  // (plain only where there is no key: such a channel was stored plain by its operator).
+  const vault = makeVault(config.secretKey);
+  const openCredentials = (sealed: string) => vault.open(sealed);
+  const saveCredentials = async (channelId: number, fresh: Record<string, unknown>): Promise<void> => {
+    await store.saveCredentials(channelId, vault.keyId === null ? vault.sealPlain(fresh) : vault.seal(fresh));
+  };
+
   // Claimed posts start at once: a worker claims only as many as it has free slots,
   // so every post in `processing` under a live worker is being published.
   let inFlight = 0;
@@ -136,7 +145,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let oldestQueuedAt = 0;
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal }).then((outcome) => {
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials }).then((outcome) => {
       inFlight--;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);

@@ -2,6 +2,7 @@ import { backoffDelay } from '../backoff.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
 import {
+  CredentialsRejectedError,
   PermanentPublishError,
   RetryablePublishError,
   SettingsError,
@@ -33,7 +34,14 @@ export interface PublishDeps {
   publisherFor(platform: string): Promise<Publisher | null>;
   /** aborted when the worker must stop sending */
   readonly signal: AbortSignal;
+  /** opens a channel's sealed credentials (throws CredentialsError naming the problem) */
+  openCredentials(sealed: string): Record<string, unknown>;
+  /** seals and stores a channel's refreshed credentials */
+  saveCredentials(channelId: number, credentials: Record<string, unknown>): Promise<void>;
 }
+
+/** A post whose channel's credentials were refused waits at least this long before it is tried again. */
+const CREDENTIALS_RETRY_MS = 15 * 60 * 1000;
 
 export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise<Outcome> {
   const { config, log } = deps;
@@ -83,6 +91,15 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   // stopped before anything was sent: handed back, attempt not counted
   if (deps.signal.aborted) return { kind: 'released', ...base };
 
+  let credentials: Record<string, unknown> | null = null;
+  if (channel.credentials !== null) {
+    try {
+      credentials = deps.openCredentials(channel.credentials);
+    } catch (e) {
+      // a key problem of this installation, not of the post: it waits for the operator
+      return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, CREDENTIALS_RETRY_MS, false);
+    }
+  }
   const request: PublishRequest = {
     postId: post.id,
     attempt: post.attempt,
@@ -91,6 +108,8 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     runAt: post.scheduledAt,
     idempotencyKey: post.idempotencyKey,
     channel,
+    credentials,
+    saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh),
     signal: deps.signal,
   };
 
@@ -119,6 +138,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
   } catch (e) {
     if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(e.message);
+    if (e instanceof CredentialsRejectedError) {
+      return retryOrGiveUp(`channel ${channel.name}: credentials rejected: ${e.message}`, CREDENTIALS_RETRY_MS, false);
+    }
     // a publisher's unexpected error may come after it sent: treated as maybe delivered
     const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
     const reason = e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`;

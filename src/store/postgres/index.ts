@@ -368,12 +368,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     },
 
     async addChannel(channel: NewChannel) {
-      const [row] = await q<ChannelRow>('INSERT INTO channels (name, platform, settings, on_unknown) VALUES ($1, $2, $3, $4) RETURNING *', [
-        channel.name,
-        channel.platform,
-        channel.settings,
-        channel.onUnknown,
-      ]);
+      const [row] = await q<ChannelRow>(
+        'INSERT INTO channels (name, platform, settings, on_unknown, credentials) VALUES ($1, $2, $3, $4, $5) RETURNING *',
+        [channel.name, channel.platform, channel.settings, channel.onUnknown, channel.credentials ?? null],
+      );
       if (row === undefined) throw new StoreError('insert into channels returned no row');
       return channelFromRow(row);
     },
@@ -394,6 +392,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         [name, changes.onUnknown ?? null, changes.enabled === undefined ? null : String(changes.enabled)],
       );
       return row === undefined ? null : channelFromRow(row);
+    },
+
+    async saveCredentials(channelId, sealed) {
+      return (await q('UPDATE channels SET credentials = $2 WHERE id = $1 RETURNING id', [channelId, sealed])).length > 0;
     },
 
     async schedulePosts(posts: readonly NewPost[]) {

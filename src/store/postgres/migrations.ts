@@ -140,4 +140,14 @@ CREATE TABLE worker_slots (
 );
 `,
   },
+  {
+    version: 5,
+    name: 'sealed credentials',
+    sql: `
+-- A channel's credentials (tokens, passwords, a webhook's URL and secret), sealed with
+-- AES-256-GCM under POST_SCHEDULER_SECRET_KEY (or stored plain when the operator says
+-- so): never in \`settings\`, which may be shown.
+ALTER TABLE channels ADD COLUMN credentials text;
+`,
+  },
 ];

@@ -214,11 +214,12 @@ export function openSqliteStore(file: string): Store {
 
     async addChannel(channel: NewChannel): Promise<Channel> {
       const row = (await immediate(() =>
-        stmt('INSERT INTO channels (name, platform, settings, enabled, on_unknown, created_at) VALUES (?, ?, ?, 1, ?, ?) RETURNING *').get(
+        stmt('INSERT INTO channels (name, platform, settings, enabled, on_unknown, credentials, created_at) VALUES (?, ?, ?, 1, ?, ?, ?) RETURNING *').get(
           channel.name,
           channel.platform,
           JSON.stringify(channel.settings),
           channel.onUnknown,
+          channel.credentials ?? null,
           Date.now(),
         ),
       )) as ChannelRow;
@@ -242,6 +243,10 @@ export function openSqliteStore(file: string): Store {
         ).get(changes.onUnknown ?? null, changes.enabled === undefined ? null : changes.enabled ? 1 : 0, name),
       )) as ChannelRow | undefined;
       return row === undefined ? null : channelFromRow(row);
+    },
+
+    async saveCredentials(channelId, sealed) {
+      return immediate(() => stmt('UPDATE channels SET credentials = ? WHERE id = ?').run(sealed, channelId).changes > 0);
     },
 
     async schedulePosts(posts: readonly NewPost[]) {

@@ -175,4 +175,14 @@ ALTER TABLE cycle_locks ADD COLUMN machine TEXT NOT NULL DEFAULT '';
 ALTER TABLE worker_slots ADD COLUMN machine TEXT NOT NULL DEFAULT '';
 `,
   },
+  {
+    version: 6,
+    name: 'sealed credentials',
+    sql: `
+-- A channel's credentials (tokens, passwords, a webhook's URL and secret), sealed with
+-- AES-256-GCM under POST_SCHEDULER_SECRET_KEY (or stored plain when the operator says
+-- so): never in \`settings\`, which may be shown.
+ALTER TABLE channels ADD COLUMN credentials TEXT;
+`,
+  },
 ];
