@@ -4,9 +4,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
+import { makeVault, parseKey } from '../src/credentials/vault.ts';
 import { openStore } from '../src/store/open.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
-import { CLI, killAll, run, start, testEnv, type RunResult } from './helpers/processes.ts';
+import { CLI, killAll, run, start, TEST_SECRET_KEY, testEnv, type RunResult } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
 
 /**
@@ -26,10 +27,13 @@ describe('channels: credentials, what is shown, file paths', () => {
     dbs.push(db);
     return { db, env: testEnv(db.url, { RETRY_BASE_MS: '0', RETRY_MAX_MS: '0', ...extra }) };
   };
+  /** a channel's settings with its credentials, opened with the tests' key */
   const settingsOf = async (db: TestDatabase, name: string) => {
     const store = await openStore(parseDatabaseUrl(db.url));
     try {
-      return (await store.findChannel(name))?.settings;
+      const channel = await store.findChannel(name);
+      const vault = makeVault(parseKey(TEST_SECRET_KEY));
+      return { ...channel?.settings, ...(channel?.credentials == null ? {} : vault.open(channel.credentials)) };
     } finally {
       await store.close();
     }
@@ -110,9 +114,11 @@ describe('channels: credentials, what is shown, file paths', () => {
     assert.match(cycleOut, new RegExp(`webhook channel hook \\(127\\.0\\.0\\.1:${port}\\): HTTP 400`));
     assert.match(status, /HTTP 400: \{"error":"bad request","token":"\*\*\*"\}/);
     assert.match(statusJson, /HTTP 500/, 'the 500 is held as an unknown outcome, with its reason');
-    assert.match(list, new RegExp(`"url":"http://127\\.0\\.0\\.1:${port}/\\*\\*\\*","secret":"\\*\\*\\*"`));
-    const shown = (JSON.parse(listJson) as { settings: Record<string, unknown> }[])[0]?.settings;
-    assert.deepEqual(shown, { url: `http://127.0.0.1:${port}/***`, secret: '***' });
+    // the URL and the secret are sealed credentials: shown as that, never as values
+    assert.match(list, /hook +webhook +yes +hold +sealed \(key [0-9a-f]{8}\) \{\}/);
+    const shown = (JSON.parse(listJson) as { settings: Record<string, unknown>; credentials: string }[])[0];
+    assert.deepEqual([shown?.settings, shown?.credentials.startsWith('sealed (key ')], [{}, true]);
+    assert.ok(!list.includes(`:${port}`), 'not even the host:port of a sealed URL');
   });
 
   it('stores a file channel path absolute, so a cycle started elsewhere writes the same file', async () => {

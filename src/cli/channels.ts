@@ -4,11 +4,17 @@ import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts'
 import { SettingsError } from '../publishers/publisher.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
-import { checkOneStdin, secretFlag, SECRET_SOURCES } from './secrets.ts';
+import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
+import type { Channel } from '../types.ts';
+import { checkOneStdin, readSecretSource, secretFlag, SECRET_SOURCES } from './secrets.ts';
 
 interface AddFlags {
   name: string;
   platform: string;
+  set?: string[];
+  credentialsFrom?: string;
+  insecurePlaintext?: boolean;
+  verify?: boolean;
   path?: string;
   url?: string;
   urlFrom?: string;
@@ -38,6 +44,58 @@ async function checkPolicy(platform: string, onUnknown: OnUnknown): Promise<void
 
 const CHANNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
+/** Platforms with flags of their own (--path, --url); the networks take --set and --credentials-from. */
+const LOCAL_PLATFORMS: readonly string[] = ['file', 'webhook'];
+
+/** `--set key=value`: a JSON value (true, 42, ["en"]) or else the text as it is. */
+function settingFlag(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function parseSets(sets: readonly string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const item of sets) {
+    const eq = item.indexOf('=');
+    const key = eq < 0 ? '' : item.slice(0, eq);
+    if (!/^[a-z][a-z0-9_]{0,63}$/.test(key)) throw new CliError(`--set takes key=value with a lower-case key (got "${item.slice(0, 40)}")`);
+    const raw = item.slice(eq + 1);
+    let value: unknown = raw;
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (typeof parsed !== 'string') value = parsed;
+    } catch {
+      // plain text
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+/** A channel's credentials as a JSON object from a secret source (never from argv). */
+async function credentialsFrom(source: string): Promise<Record<string, unknown>> {
+  const text = await readSecretSource('--credentials-from', source);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new CliError('--credentials-from: not JSON (give an object such as {"access_token": "..."})');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliError('--credentials-from: give a JSON object');
+  return value as Record<string, unknown>;
+}
+
+/** How a channel's credentials are stored, as `channels list` and `status` show it (never the values). */
+export function credentialsState(channel: Channel, vault: Vault): string {
+  if (channel.credentials === null) {
+    const legacy = 'url' in channel.settings || 'secret' in channel.settings;
+    return legacy ? 'plaintext in settings (run channels rekey)' : 'none';
+  }
+  const d = vault.describe(channel.credentials);
+  if (d.kind === 'plaintext') return 'plaintext (--insecure-plaintext)';
+  if (d.kind === 'unreadable') return 'unreadable';
+  return d.keyId === vault.keyId ? `sealed (key ${d.keyId})` : `sealed with another key ${d.keyId} (run channels rekey)`;
+}
+
 export function registerChannels(program: Command, globals: () => GlobalFlags): void {
   const channels = program.command('channels').description('manage channels (where posts go)');
 
@@ -55,6 +113,10 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--allow-private-network', 'webhook platform: may connect to loopback, private and link-local addresses (off: SSRF protection)')
     .option('--trust-503', "webhook platform: this receiver's 503 means the request was not processed (off: a 503 may be an unknown outcome)")
     .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
+    .option('--set <key=value>', "a platform setting (repeatable), e.g. --set instance=https://mastodon.social", settingFlag)
+    .option('--credentials-from <source>', `the platform's credentials as a JSON object, from ${SECRET_SOURCES}`)
+    .option('--insecure-plaintext', 'store credentials unencrypted when POST_SCHEDULER_SECRET_KEY is not set (not recommended)')
+    .option('--no-verify', 'do not check the credentials with the network before adding the channel')
     .action(async (flags: AddFlags) => {
       const config = configFrom(globals());
       if (!CHANNEL_NAME.test(flags.name)) throw new CliError(`invalid channel name "${flags.name}": use 1-64 letters, digits, . _ -`);
@@ -63,7 +125,10 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       }
       const platform = flags.platform as Platform;
       let settings: Record<string, unknown>;
-      if (platform === 'file') {
+      let credentials: Record<string, unknown> | null = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
+      if (!LOCAL_PLATFORMS.includes(platform)) {
+        settings = parseSets(flags.set ?? []);
+      } else if (platform === 'file') {
         // absolute, so a worker started in another directory writes the same file
         settings = flags.path === undefined ? {} : { path: path.resolve(flags.path) };
       } else {
@@ -73,9 +138,9 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         ]);
         const url = await secretFlag('url', flags.url, flags.urlFrom);
         const secret = await secretFlag('secret', flags.secret, flags.secretFrom);
+        // the URL (tokens live in paths and queries) and the secret are credentials
+        credentials = { ...credentials, ...(url === undefined ? {} : { url }), ...(secret === undefined ? {} : { secret }) };
         settings = {
-          ...(url === undefined ? {} : { url }),
-          ...(secret === undefined ? {} : { secret }),
           ...(flags.maxLength === undefined ? {} : { max_length: parsePositiveInt(flags.maxLength, '--max-length', 1_000_000) }),
           ...(flags.allowPrivateNetwork === true ? { allow_private_network: true } : {}),
           ...(flags.trust503 === true ? { trust_503: true } : {}),
@@ -84,15 +149,41 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       const module = await loadPublisherModule(platform);
       if (module === null) throw new CliError(`unknown platform "${platform}"`);
       try {
-        module.parseSettings(settings);
+        module.parseSettings(platform === 'webhook' ? { ...settings, ...credentials } : settings);
+        if (credentials !== null) {
+          if (module.parseCredentials === undefined) throw new CliError(`platform ${platform} takes no credentials`);
+          module.parseCredentials(credentials);
+        } else if (module.parseCredentials !== undefined && !LOCAL_PLATFORMS.includes(platform)) {
+          throw new CliError(`platform ${platform} needs credentials: --credentials-from ${SECRET_SOURCES}`);
+        }
       } catch (e) {
-        throw new CliError(e instanceof SettingsError ? e.message : String(e));
+        throw new CliError(e instanceof SettingsError || e instanceof CliError ? e.message : String(e));
+      }
+      const vault = makeVault(config.secretKey);
+      let sealed: string | null = null;
+      if (credentials !== null) {
+        if (vault.keyId === null && flags.insecurePlaintext !== true) {
+          throw new CliError('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32, or pass --insecure-plaintext)');
+        }
+        sealed = vault.keyId === null ? vault.sealPlain(credentials) : vault.seal(credentials);
+      }
+      if (module.verify !== undefined && flags.verify !== false) {
+        try {
+          const { account } = await module.verify(settings, credentials, {
+            timeoutMs: config.publishTimeoutMs,
+            concurrency: 1,
+            allowPrivateNetwork: config.allowPrivateNetwork,
+          });
+          print(`Credentials accepted by ${platform} for ${account}`);
+        } catch (e) {
+          throw new CliError(`${platform} did not accept the credentials: ${e instanceof Error ? e.message : String(e)} (--no-verify skips this check)`);
+        }
       }
       const onUnknown = flags.onUnknown === undefined ? module.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
       await checkPolicy(platform, onUnknown);
       await withStore(config, async (store) => {
         if ((await store.findChannel(flags.name)) !== null) throw new CliError(`a channel named "${flags.name}" already exists`);
-        const channel = await store.addChannel({ name: flags.name, platform, settings, onUnknown });
+        const channel = await store.addChannel({ name: flags.name, platform, settings, onUnknown, credentials: sealed });
         print(`Added channel ${channel.name} (${channel.platform}, on unknown outcome: ${channel.onUnknown}), id ${channel.id}`);
       });
     });
@@ -126,12 +217,14 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--json', 'one JSON array')
     .action(async (flags: { json?: boolean }) => {
       const config = configFrom(globals());
+      const vault = makeVault(config.secretKey);
       await withStore(config, async (store) => {
         const list = await store.listChannels();
         const shown = await Promise.all(
           list.map(async (c) => {
             const module = await loadPublisherModule(c.platform);
-            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings) };
+            // never the credentials, sealed or not: only how they are stored
+            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings), credentials: credentialsState(c, vault) };
           }),
         );
         if (flags.json === true) {
@@ -142,12 +235,64 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
           print('No channels. Add one: post-scheduler channels add --name demo --platform file --path ./data/published.jsonl');
           return;
         }
-        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}settings`);
+        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}${'credentials'.padEnd(22)}settings`);
         for (const c of shown) {
           print(
-            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${JSON.stringify(c.settings)}`,
+            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${JSON.stringify(c.settings)}`,
           );
         }
+      });
+    });
+
+  channels
+    .command('rekey')
+    .description('seal every channel\'s credentials with POST_SCHEDULER_SECRET_KEY: after rotating the key, or to encrypt plaintext ones')
+    .option('--old-key-from <source>', `the previous key (to open credentials sealed with it), from ${SECRET_SOURCES}`)
+    .action(async (flags: { oldKeyFrom?: string }) => {
+      const config = configFrom(globals());
+      if (config.secretKey === null) throw new CliError('POST_SCHEDULER_SECRET_KEY is not set: there is no key to seal with');
+      let oldKeys: Buffer[] = [];
+      if (flags.oldKeyFrom !== undefined) {
+        try {
+          const old = parseKey(await readSecretSource('--old-key-from', flags.oldKeyFrom), 'the old key');
+          oldKeys = old === null ? [] : [old];
+        } catch (e) {
+          throw new CliError(e instanceof Error ? e.message : String(e));
+        }
+      }
+      const vault = makeVault(config.secretKey, oldKeys);
+      await withStore(config, async (store) => {
+        let resealed = 0;
+        let current = 0;
+        const failed: string[] = [];
+        for (const channel of await store.listChannels()) {
+          // webhook channels from before sealed credentials keep url and secret in settings
+          const legacy = channel.platform === 'webhook' && channel.credentials === null && ('url' in channel.settings || 'secret' in channel.settings);
+          if (channel.credentials === null && !legacy) continue;
+          const d = channel.credentials === null ? null : vault.describe(channel.credentials);
+          if (d?.kind === 'sealed' && d.keyId === vault.keyId) {
+            current++;
+            continue;
+          }
+          try {
+            let credentials: Record<string, unknown>;
+            let settings = channel.settings;
+            if (channel.credentials !== null) {
+              credentials = vault.open(channel.credentials);
+            } else {
+              const { url, secret, ...rest } = channel.settings;
+              credentials = { ...(url === undefined ? {} : { url }), ...(secret === undefined ? {} : { secret }) };
+              settings = rest;
+            }
+            await store.saveCredentials(channel.id, vault.seal(credentials));
+            if (settings !== channel.settings) await store.replaceSettings(channel.id, settings);
+            resealed++;
+          } catch (e) {
+            failed.push(`${channel.name}: ${e instanceof Error ? e.message : String(e)}`);
+          }
+        }
+        print(`Sealed the credentials of ${resealed} channels with key ${vault.keyId ?? ''}; ${current} already were`);
+        if (failed.length > 0) throw new CliError(`could not open the credentials of ${failed.length} channels (${failed.join('; ')}): give the key that sealed them with --old-key-from`);
       });
     });
 }

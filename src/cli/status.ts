@@ -1,6 +1,14 @@
 import type { Command } from 'commander';
-import type { StatusReport } from '../types.ts';
+import { makeVault } from '../credentials/vault.ts';
+import type { Channel, StatusReport } from '../types.ts';
+import { credentialsState } from './channels.ts';
 import { configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+
+/** Channels whose credentials are not sealed with the current key: what an operator should fix. */
+interface CredentialsReport {
+  readonly key: string | null;
+  readonly attention: readonly { readonly channel: string; readonly state: string }[];
+}
 
 export function registerStatus(program: Command, globals: () => GlobalFlags): void {
   program
@@ -11,17 +19,24 @@ export function registerStatus(program: Command, globals: () => GlobalFlags): vo
     .action(async (flags: { json?: boolean; cycles: string }) => {
       const config = configFrom(globals());
       const cycles = parsePositiveInt(flags.cycles, '--cycles', 1000);
+      const vault = makeVault(config.secretKey);
       await withStore(config, async (store) => {
         const report = await store.status(cycles);
-        if (flags.json === true) print(JSON.stringify({ database: config.databaseLabel, ...report }, null, 2));
-        else printStatus(report, config.databaseLabel);
+        const attention = (await store.listChannels())
+          .map((c: Channel) => ({ channel: c.name, state: credentialsState(c, vault) }))
+          .filter((c) => c.state !== 'none' && !c.state.startsWith('sealed (key'));
+        const credentials: CredentialsReport = { key: vault.keyId, attention };
+        if (flags.json === true) print(JSON.stringify({ database: config.databaseLabel, ...report, credentials }, null, 2));
+        else printStatus(report, config.databaseLabel, credentials);
       });
     });
 }
 
-function printStatus(report: StatusReport, database: string): void {
+function printStatus(report: StatusReport, database: string, credentials: CredentialsReport): void {
   const c = report.counts;
   print(`Database: ${database}`);
+  print(`Credentials: ${credentials.key === null ? 'POST_SCHEDULER_SECRET_KEY is not set (credentials cannot be stored encrypted)' : `sealed with key ${credentials.key}`}`);
+  for (const a of credentials.attention) print(`  channel ${a.channel}: credentials ${a.state}`);
   print();
   print('Posts');
   const rows: [string, number][] = [

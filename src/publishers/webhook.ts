@@ -170,6 +170,7 @@ type Protocol = 'http:' | 'https:';
 export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
   parseSettings,
+  parseCredentials: (credentials) => parseSettings(credentials),
   redactSettings,
   checkText,
   canLookUp: false,
@@ -300,7 +301,9 @@ export const webhookPublisher: PublisherModule = {
       async publish(request: PublishRequest) {
         let settings: WebhookSettings;
         try {
-          settings = parseSettings(request.channel.settings);
+          // the URL and the signing secret are credentials (sealed); a channel added before
+          // they were may still have them in its settings
+          settings = parseSettings({ ...request.channel.settings, ...(request.credentials ?? {}) });
         } catch (e) {
           throw new PermanentPublishError(`channel ${request.channel.name}: ${(e as Error).message}`);
         }

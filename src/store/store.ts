@@ -43,6 +43,8 @@ export interface Store {
   updateChannel(name: string, changes: ChannelChanges): Promise<Channel | null>;
   /** replaces a channel's sealed credentials (refreshed tokens, rekey); false when there is no such channel */
   saveCredentials(channelId: number, sealed: string | null): Promise<boolean>;
+  /** replaces a channel's settings (rekey moves a webhook's legacy url and secret out of them) */
+  replaceSettings(channelId: number, settings: Record<string, unknown>): Promise<boolean>;
 
   /** inserts posts (content and schedule) in one transaction; returns their ids in order */
   schedulePosts(posts: readonly NewPost[]): Promise<number[]>;

@@ -25,9 +25,19 @@ const live = new Set<ChildProcess>();
  * Environment for a test run: quiet defaults that keep cycles short. The tests' webhook
  * receivers listen on 127.0.0.1, which the SSRF guard refuses unless
  * ALLOW_PRIVATE_NETWORK=true: set here (pass `ALLOW_PRIVATE_NETWORK: 'false'` to test the guard).
+ * Credentials are sealed with TEST_SECRET_KEY, as an operator's key would (pass
+ * `POST_SCHEDULER_SECRET_KEY: ''` to test without one).
  */
+export const TEST_SECRET_KEY = Buffer.alloc(32, 7).toString('hex');
+
 export function testEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: databaseUrl, ALLOW_PRIVATE_NETWORK: 'true', ...extra };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: databaseUrl,
+    ALLOW_PRIVATE_NETWORK: 'true',
+    POST_SCHEDULER_SECRET_KEY: TEST_SECRET_KEY,
+    ...extra,
+  };
   delete env['NODE_OPTIONS'];
   delete env['NODE_TEST_CONTEXT'];
   return env;

@@ -394,6 +394,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       return row === undefined ? null : channelFromRow(row);
     },
 
+    async replaceSettings(channelId, settings) {
+      return (await q('UPDATE channels SET settings = $2 WHERE id = $1 RETURNING id', [channelId, settings])).length > 0;
+    },
+
     async saveCredentials(channelId, sealed) {
       return (await q('UPDATE channels SET credentials = $2 WHERE id = $1 RETURNING id', [channelId, sealed])).length > 0;
     },

@@ -245,6 +245,10 @@ export function openSqliteStore(file: string): Store {
       return row === undefined ? null : channelFromRow(row);
     },
 
+    async replaceSettings(channelId, settings) {
+      return immediate(() => stmt('UPDATE channels SET settings = ? WHERE id = ?').run(JSON.stringify(settings), channelId).changes > 0);
+    },
+
     async saveCredentials(channelId, sealed) {
       return immediate(() => stmt('UPDATE channels SET credentials = ? WHERE id = ?').run(sealed, channelId).changes > 0);
     },
