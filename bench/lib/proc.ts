@@ -35,8 +35,16 @@ const PROGRAM_ENV = [
 export function childEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const name of PROGRAM_ENV) delete env[name];
-  // the bench's receivers listen on 127.0.0.1, which the SSRF guard refuses by default
-  return { ...env, DATABASE_URL: databaseUrl, LOG_FORMAT: 'json', ALLOW_PRIVATE_NETWORK: 'true', ...extra };
+  // the bench's receivers listen on 127.0.0.1, which the SSRF guard refuses by default;
+  // a webhook's URL is a credential, sealed with a key (a fixed one: nothing secret here)
+  return {
+    ...env,
+    DATABASE_URL: databaseUrl,
+    LOG_FORMAT: 'json',
+    ALLOW_PRIVATE_NETWORK: 'true',
+    POST_SCHEDULER_SECRET_KEY: Buffer.alloc(32, 9).toString('hex'),
+    ...extra,
+  };
 }
 
 export interface RunResult {
