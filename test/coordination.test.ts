@@ -385,9 +385,13 @@ describe('coordination rows on PostgreSQL: GLOBAL_MAX_WORKERS and the cycle lock
     assert.equal(slots?.n, 0, 'a worker frees its slot when it exits, whatever its dispatcher does');
     // (a dispatcher frozen past TIMEOUT_MS finds its budget spent when it resumes, and says so)
     h.thaw(host1.child.pid ?? 0);
+    // host-2's next cycle gets slots for whatever is left (the frozen dispatcher's workers
+    // may have published all but a few posts, so 1 or 2 workers)
     const after = await h.cron('host-2').done;
-    assert.match(after.stdout, /Spawning 2 workers/, after.stdout);
-    assert.match(after.stdout, /Published \d+ posts/);
+    if (!/Pending posts: 0\n/.test(after.stdout)) {
+      assert.match(after.stdout, /Spawning [12] workers/, after.stdout);
+      assert.doesNotMatch(after.stdout, /slots free/, after.stdout);
+    }
     process.stderr.write(`[coordination] frozen dispatcher: ${busyOutputs.length} host-2 cycles found no free slot while its workers ran\n`);
 
     const first = await host1.done;
