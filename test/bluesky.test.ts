@@ -735,6 +735,14 @@ describe('bluesky publisher', () => {
     assert.ok(!e.message.includes('x'.repeat(40)));
   });
 
+  it('an account the PDS refuses (401 AccountTakedown) on a write: credentials rejected, the post waits', async () => {
+    const server = await pds();
+    server.createFaults.push({ kind: 'status', status: 401, body: { error: 'AccountTakedown', message: 'Account has been taken down' } });
+    const e = await rejects(() => publisher().publish(request(server, fresh())), CredentialsRejectedError);
+    assert.match(e.message, /AccountTakedown: Account has been taken down/);
+    assert.equal(server.count('com.atproto.server.refreshSession'), 0);
+  });
+
   it('no secret in an error that echoes one', async () => {
     const server = await pds();
     const store = fresh();

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as v from 'valibot';
 import { createHttpClient, HttpSendFailure, type HttpClient, type HttpResponse } from './http-client.ts';
 import {
@@ -334,7 +335,7 @@ export const blueskyPublisher: PublisherModule = {
       readonly settings: BlueskySettings;
       readonly creds: BlueskyCredentials;
       readonly request: PublishRequest;
-      /** service + identifier: a cached session belongs to the same account */
+      /** a hash of service, identifier and app password: a cached session belongs to the same account */
       readonly identity: string;
     }
 
@@ -364,12 +365,20 @@ export const blueskyPublisher: PublisherModule = {
         signal: request.signal,
         secrets,
       };
-      return { t, settings, creds, request, identity: `${service.href}\n${creds.identifier}` };
+      // a new app password is a new identity: the sessions of the old one are not reused
+      const identity = createHash('sha256').update(`${service.href}\n${creds.identifier}\n${creds.app_password}`).digest('hex');
+      return { t, settings, creds, request, identity };
+    };
+
+    /** this post's errors never show the session's tokens, even when a PDS echoes them */
+    const hide = (ctx: Context, session: Session): Session => {
+      for (const token of [session.accessJwt, session.refreshJwt]) if (!ctx.t.secrets.includes(token)) ctx.t.secrets.push(token);
+      return session;
     };
 
     const remember = async (ctx: Context, session: Session): Promise<void> => {
       sessions.set(ctx.request.channel.id, { identity: ctx.identity, session });
-      ctx.t.secrets.push(session.accessJwt, session.refreshJwt);
+      hide(ctx, session);
       try {
         await ctx.request.saveCredentials({
           ...ctx.request.credentials,
@@ -389,7 +398,7 @@ export const blueskyPublisher: PublisherModule = {
     /** The session to use: this process's newest, else the stored tokens, else a new one. */
     const currentSession = async (ctx: Context): Promise<Session> => {
       const cached = sessions.get(ctx.request.channel.id);
-      if (cached?.identity === ctx.identity) return cached.session;
+      if (cached?.identity === ctx.identity) return hide(ctx, cached.session);
       const { access_jwt, refresh_jwt, did } = ctx.creds;
       if (access_jwt !== undefined && refresh_jwt !== undefined && did !== undefined) {
         return { accessJwt: access_jwt, refreshJwt: refresh_jwt, did, handle: ctx.creds.handle ?? null };
@@ -405,7 +414,7 @@ export const blueskyPublisher: PublisherModule = {
     const renew = async (ctx: Context, stale: Session | null): Promise<Session> => {
       const id = ctx.request.channel.id;
       const cached = sessions.get(id);
-      if (stale !== null && cached?.identity === ctx.identity && cached.session.accessJwt !== stale.accessJwt) return cached.session;
+      if (stale !== null && cached?.identity === ctx.identity && cached.session.accessJwt !== stale.accessJwt) return hide(ctx, cached.session);
       let running = renewals.get(id);
       if (running === undefined) {
         running = (async () => {
@@ -421,7 +430,7 @@ export const blueskyPublisher: PublisherModule = {
         };
         running.then(clear, clear);
       }
-      return running;
+      return hide(ctx, await running);
     };
 
     /** Runs `call` with the session's access token; renews once when the PDS refuses the token. */
@@ -521,6 +530,10 @@ export const blueskyPublisher: PublisherModule = {
         }
         if (isTokenRefusal(res)) {
           throw new CredentialsRejectedError(`bluesky ${t.where}: the PDS refused a fresh session: ${describe(res, t.secrets)}`);
+        }
+        if (res.status === 401) {
+          // the account, not this post (AccountTakedown, ...): the post waits for an operator
+          throw new CredentialsRejectedError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`);
         }
         if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false);
         const { error, message } = xrpcError(res);
