@@ -1,0 +1,803 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { after, describe, it } from 'node:test';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { blueskyPublisher, rateLimitDelay } from '../src/publishers/bluesky.ts';
+import { buildFacets, checkPostText, decodeTid, findSpans, graphemeCount, recordKeyFor, TID_SYNTAX } from '../src/publishers/bluesky-text.ts';
+import type { HttpResponse } from '../src/publishers/http-client.ts';
+import {
+  CredentialsRejectedError,
+  PermanentPublishError,
+  RetryablePublishError,
+  SettingsError,
+  type Publisher,
+  type PublishRequest,
+} from '../src/publishers/publisher.ts';
+import { loadPublisherModule } from '../src/publishers/registry.ts';
+import type { Channel, ClaimedPost, OnUnknown } from '../src/types.ts';
+import { publishPost } from '../src/workers/publish-post.ts';
+
+/**
+ * The bluesky publisher against a local PDS on 127.0.0.1 that speaks the XRPC
+ * endpoints it uses as the lexicons and the reference PDS define them: sessions with
+ * tokens that expire on command, createRecord that refuses a second record at a key
+ * (the reference PDS answers 500 InternalServerError there), getRecord,
+ * resolveHandle.
+ */
+
+const APP_PASSWORD = 'abcd-efgh-ijkl-mnop';
+const DID = 'did:plc:alice7n2fbcxq4ydkm3abc';
+const HANDLE = 'alice.test';
+const POST = 'app.bsky.feed.post';
+
+interface Call {
+  readonly method: string;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly authorization: string | undefined;
+  readonly contentType: string | undefined;
+  readonly body: unknown;
+}
+
+interface StoredRecord {
+  readonly uri: string;
+  readonly cid: string;
+  readonly value: Record<string, unknown>;
+}
+
+/** What the next createRecord does instead of its usual answer. */
+type CreateFault =
+  | { readonly kind: 'cut-after-write' }
+  | { readonly kind: 'status'; readonly status: number; readonly body: unknown; readonly headers?: Record<string, string> };
+
+interface Pds {
+  readonly url: string;
+  readonly host: string;
+  readonly calls: Call[];
+  readonly records: Map<string, StoredRecord>;
+  /** every token it ever issued (none may appear in an error) */
+  readonly issued: string[];
+  /** handle -> DID for resolveHandle */
+  readonly handles: Map<string, string>;
+  /** faults for the next createRecord calls, in order */
+  readonly createFaults: CreateFault[];
+  /** every access token issued so far answers ExpiredToken from now on */
+  expireAccessTokens(): void;
+  /** every refresh token issued so far answers ExpiredToken from now on */
+  expireRefreshTokens(): void;
+  count(nsid: string): number;
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+
+async function startPds(): Promise<Pds> {
+  const calls: Call[] = [];
+  const records = new Map<string, StoredRecord>();
+  const issued: string[] = [];
+  const handles = new Map<string, string>([[HANDLE, DID]]);
+  const createFaults: CreateFault[] = [];
+  /** token -> expired */
+  const access = new Map<string, boolean>();
+  const refresh = new Map<string, boolean>();
+  let n = 0;
+
+  const issue = () => {
+    n++;
+    const accessJwt = `eyJhbGciOi.access${n}.${randomBytes(12).toString('hex')}`;
+    const refreshJwt = `eyJhbGciOi.refresh${n}.${randomBytes(12).toString('hex')}`;
+    access.set(accessJwt, false);
+    refresh.set(refreshJwt, false);
+    issued.push(accessJwt, refreshJwt);
+    return { accessJwt, refreshJwt, handle: HANDLE, did: DID, active: true };
+  };
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://pds');
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body: unknown = null;
+      if (raw !== '') {
+        try {
+          body = JSON.parse(raw);
+        } catch {
+          body = raw;
+        }
+      }
+      calls.push({
+        method: req.method ?? '',
+        path: url.pathname,
+        query: url.searchParams,
+        authorization: req.headers.authorization,
+        contentType: req.headers['content-type'],
+        body,
+      });
+      const answer = (status: number, json: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
+        res.end(JSON.stringify(json));
+      };
+      const xrpcError = (status: number, error: string, message: string) => answer(status, { error, message });
+      const bearer = (): string | null => {
+        const h = req.headers.authorization;
+        return h?.startsWith('Bearer ') === true ? h.slice('Bearer '.length) : null;
+      };
+      const post = (): boolean => {
+        if (req.method !== 'POST') {
+          xrpcError(405, 'MethodNotImplemented', 'Method Not Implemented');
+          return false;
+        }
+        return true;
+      };
+      const get = (): boolean => {
+        if (req.method !== 'GET') {
+          xrpcError(405, 'MethodNotImplemented', 'Method Not Implemented');
+          return false;
+        }
+        return true;
+      };
+      const json = (): Json | null => {
+        if (req.headers['content-type']?.startsWith('application/json') !== true || typeof body !== 'object' || body === null) {
+          xrpcError(400, 'InvalidRequest', 'Request encoding (Content-Type) required but not provided');
+          return null;
+        }
+        return body as Json;
+      };
+
+      switch (url.pathname) {
+        case '/xrpc/com.atproto.server.createSession': {
+          if (!post()) return;
+          const input = json();
+          if (input === null) return;
+          if (typeof input['identifier'] !== 'string' || typeof input['password'] !== 'string') {
+            xrpcError(400, 'InvalidRequest', 'Input must have the property "identifier"');
+            return;
+          }
+          const who = input['identifier'];
+          if ((who !== HANDLE && who !== DID) || input['password'] !== APP_PASSWORD) {
+            xrpcError(401, 'AuthenticationRequired', 'Invalid identifier or password');
+            return;
+          }
+          answer(200, issue());
+          return;
+        }
+        case '/xrpc/com.atproto.server.refreshSession': {
+          if (!post()) return;
+          const token = bearer();
+          if (token === null) {
+            xrpcError(401, 'AuthenticationRequired', 'Authentication Required');
+            return;
+          }
+          const expired = refresh.get(token);
+          if (expired === undefined) {
+            xrpcError(400, 'InvalidToken', 'Token could not be verified');
+            return;
+          }
+          if (expired) {
+            xrpcError(400, 'ExpiredToken', 'Token has expired');
+            return;
+          }
+          // the PDS rotates: the old refresh token is spent
+          refresh.set(token, true);
+          answer(200, issue());
+          return;
+        }
+        case '/xrpc/com.atproto.repo.createRecord': {
+          if (!post()) return;
+          const token = bearer();
+          if (token === null) {
+            xrpcError(401, 'AuthenticationRequired', 'Authentication Required');
+            return;
+          }
+          const expired = access.get(token);
+          if (expired === undefined) {
+            xrpcError(400, 'InvalidToken', 'Malformed token');
+            return;
+          }
+          if (expired) {
+            xrpcError(400, 'ExpiredToken', 'Token has expired');
+            return;
+          }
+          const input = json();
+          if (input === null) return;
+          const { repo, collection, rkey, record } = input;
+          if (repo !== DID) {
+            xrpcError(401, 'AuthenticationRequired', 'Authentication Required');
+            return;
+          }
+          if (collection !== POST || typeof record !== 'object' || record === null || (record as Json)['$type'] !== POST) {
+            xrpcError(400, 'InvalidRequest', 'Invalid app.bsky.feed.post record: Record/$type must be app.bsky.feed.post');
+            return;
+          }
+          if (typeof rkey !== 'string' || !TID_SYNTAX.test(rkey)) {
+            xrpcError(400, 'InvalidRequest', 'Invalid record key for app.bsky.feed.post: must be a valid TID');
+            return;
+          }
+          const fault = createFaults.shift();
+          if (fault?.kind === 'status') {
+            answer(fault.status, fault.body, fault.headers);
+            return;
+          }
+          if (records.has(rkey)) {
+            // the reference PDS: its MST refuses the key ("There is already a value at
+            // key"), a plain error the XRPC server answers as a 500 without details
+            xrpcError(500, 'InternalServerError', 'Internal Server Error');
+            return;
+          }
+          const uri = `at://${DID}/${POST}/${rkey}`;
+          const cid = `bafyrei${randomBytes(16).toString('hex')}`;
+          records.set(rkey, { uri, cid, value: record as Json });
+          if (fault?.kind === 'cut-after-write') {
+            // written, then the connection is cut before any answer
+            req.socket.destroy();
+            return;
+          }
+          answer(200, { uri, cid, commit: { cid: `bafyrei${randomBytes(8).toString('hex')}`, rev: '3l25zusnsfctk' }, validationStatus: 'valid' });
+          return;
+        }
+        case '/xrpc/com.atproto.repo.getRecord': {
+          if (!get()) return;
+          const repo = url.searchParams.get('repo');
+          const collection = url.searchParams.get('collection');
+          const rkey = url.searchParams.get('rkey');
+          if (repo === null || collection === null || rkey === null) {
+            xrpcError(400, 'InvalidRequest', 'Params must have the property "rkey"');
+            return;
+          }
+          const found = repo === DID && collection === POST ? records.get(rkey) : undefined;
+          if (found === undefined) {
+            xrpcError(400, 'RecordNotFound', `Could not locate record: at://${repo}/${collection}/${rkey}`);
+            return;
+          }
+          answer(200, found);
+          return;
+        }
+        case '/xrpc/com.atproto.identity.resolveHandle': {
+          if (!get()) return;
+          const did = handles.get(url.searchParams.get('handle') ?? '');
+          if (did === undefined) {
+            xrpcError(400, 'HandleNotFound', 'Unable to resolve handle');
+            return;
+          }
+          answer(200, { did });
+          return;
+        }
+        default:
+          xrpcError(404, 'XRPCNotSupported', 'XRPCNotSupported');
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    host: `127.0.0.1:${port}`,
+    calls,
+    records,
+    issued,
+    handles,
+    createFaults,
+    expireAccessTokens: () => {
+      for (const k of access.keys()) access.set(k, true);
+    },
+    expireRefreshTokens: () => {
+      for (const k of refresh.keys()) refresh.set(k, true);
+    },
+    count: (nsid) => calls.filter((c) => c.path === `/xrpc/${nsid}`).length,
+    close: async () => {
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+describe('bluesky publisher', () => {
+  const servers: Pds[] = [];
+  const publishers: Publisher[] = [];
+  /** every error message and log line the tests saw: none may hold a secret */
+  const shown: string[] = [];
+  after(async () => {
+    for (const p of publishers) await p.close();
+    for (const s of servers) await s.close();
+    const secrets = [APP_PASSWORD, ...servers.flatMap((s) => s.issued)];
+    for (const text of shown) {
+      for (const secret of secrets) assert.ok(!text.includes(secret), `a secret appeared in: ${text}`);
+    }
+  });
+
+  async function pds(): Promise<Pds> {
+    const s = await startPds();
+    servers.push(s);
+    return s;
+  }
+
+  /** the local PDS is on 127.0.0.1: channels opt in (the SSRF guard is tested on its own) */
+  function publisher(allowPrivateNetwork = false): Publisher {
+    const p = blueskyPublisher.createPublisher({ timeoutMs: 2_000, concurrency: 2, allowPrivateNetwork });
+    publishers.push(p);
+    return p;
+  }
+
+  const channel = (settings: Record<string, unknown>, onUnknown: OnUnknown = 'check', id = 7): Channel => ({
+    id,
+    name: 'sky',
+    platform: 'bluesky',
+    onUnknown,
+    settings,
+    enabled: true,
+    credentials: 'sealed',
+    createdAt: new Date(),
+  });
+
+  /** A request whose saveCredentials stores into `store.credentials` (as the worker seals and stores them). */
+  function request(
+    server: Pds,
+    store: { credentials: Record<string, unknown> },
+    overrides: Partial<Omit<PublishRequest, 'saveCredentials'>> & { settings?: Record<string, unknown>; channelId?: number } = {},
+  ): PublishRequest & { saved: Record<string, unknown>[] } {
+    const saved: Record<string, unknown>[] = [];
+    const { settings, channelId, ...rest } = overrides;
+    return {
+      postId: 42,
+      attempt: 1,
+      text: 'Hello from the scheduler',
+      runAt: new Date('2020-01-02T03:04:05.000Z'),
+      idempotencyKey: 'c5a1e3d4-0000-4000-8000-000000000042',
+      channel: channel(settings ?? { service: server.url, allow_private_network: true }, 'check', channelId ?? 7),
+      credentials: { ...store.credentials },
+      signal: new AbortController().signal,
+      saved,
+      saveCredentials: async (fresh) => {
+        saved.push(fresh);
+        store.credentials = { ...fresh };
+      },
+      ...rest,
+    };
+  }
+
+  /** runs `fn`, which must throw an error of `type`; its message is kept for the secret check */
+  async function rejects<E extends Error>(fn: () => Promise<unknown>, type: new (...args: never[]) => E): Promise<E> {
+    try {
+      await fn();
+    } catch (e) {
+      assert.ok(e instanceof type, `expected ${type.name}, got ${String(e)}`);
+      shown.push(e.message);
+      return e;
+    }
+    assert.fail(`expected ${type.name}, nothing was thrown`);
+  }
+
+  const fresh = () => ({ credentials: { identifier: HANDLE, app_password: APP_PASSWORD } as Record<string, unknown> });
+
+  it('is registered as platform bluesky, defaults to check, and can look up', async () => {
+    const module = await loadPublisherModule('bluesky');
+    assert.equal(module, blueskyPublisher);
+    assert.equal(blueskyPublisher.canLookUp, true);
+    assert.equal(blueskyPublisher.defaultOnUnknown, 'check');
+  });
+
+  it('first publish: creates a session, saves its tokens, writes the record at the key derived from the idempotency key', async () => {
+    const server = await pds();
+    const store = fresh();
+    const req = request(server, store, { settings: { service: server.url, allow_private_network: true, langs: ['en', 'pt-BR'] } });
+    const result = await publisher().publish(req);
+
+    const rkey = recordKeyFor(req.idempotencyKey);
+    assert.deepEqual(result, { externalId: `at://${DID}/${POST}/${rkey}`, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}` });
+
+    assert.deepEqual(
+      server.calls.map((c) => `${c.method} ${c.path}`),
+      ['POST /xrpc/com.atproto.server.createSession', 'POST /xrpc/com.atproto.repo.createRecord'],
+    );
+    const [session, create] = server.calls;
+    assert.deepEqual(session!.body, { identifier: HANDLE, password: APP_PASSWORD });
+    assert.match(session!.contentType ?? '', /^application\/json/);
+    assert.equal(session!.authorization, undefined);
+
+    // the tokens went to saveCredentials, with what the channel had
+    assert.equal(req.saved.length, 1);
+    const saved = req.saved[0]!;
+    assert.equal(saved['identifier'], HANDLE);
+    assert.equal(saved['app_password'], APP_PASSWORD);
+    assert.equal(saved['did'], DID);
+    assert.equal(saved['access_jwt'], server.issued[0]);
+    assert.equal(saved['refresh_jwt'], server.issued[1]);
+
+    assert.equal(create!.authorization, `Bearer ${server.issued[0]!}`);
+    const body = create!.body as Json;
+    assert.equal(body['repo'], DID);
+    assert.equal(body['collection'], POST);
+    assert.equal(body['rkey'], rkey);
+    const record = body['record'] as Json;
+    assert.equal(record['$type'], POST);
+    assert.equal(record['text'], req.text);
+    assert.deepEqual(record['langs'], ['en', 'pt-BR']);
+    assert.equal(record['facets'], undefined);
+    // createdAt is when it is written, not the time it was scheduled for
+    assert.equal(typeof record['createdAt'], 'string');
+    assert.equal(new Date(record['createdAt'] as string).toISOString(), record['createdAt']);
+    assert.notEqual(record['createdAt'], req.runAt.toISOString());
+    assert.equal(server.records.size, 1);
+  });
+
+  it('uses the stored tokens without a new session', async () => {
+    const server = await pds();
+    const store = fresh();
+    await publisher().publish(request(server, store));
+    // another worker (a new publisher) with the stored credentials
+    const req = request(server, store, { idempotencyKey: 'second-post' });
+    await publisher().publish(req);
+    assert.equal(server.count('com.atproto.server.createSession'), 1);
+    assert.equal(server.count('com.atproto.server.refreshSession'), 0);
+    assert.equal(req.saved.length, 0);
+    assert.equal(server.records.size, 2);
+  });
+
+  it('an expired access token is refreshed once, the new tokens saved, and the record written with them', async () => {
+    const server = await pds();
+    const store = fresh();
+    await publisher().publish(request(server, store));
+    const oldRefresh = store.credentials['refresh_jwt'] as string;
+    server.expireAccessTokens();
+
+    const req = request(server, store, { idempotencyKey: 'after-expiry' });
+    const result = await publisher().publish(req);
+    assert.ok(result.externalId?.startsWith(`at://${DID}/${POST}/`));
+
+    const refreshes = server.calls.filter((c) => c.path === '/xrpc/com.atproto.server.refreshSession');
+    assert.equal(refreshes.length, 1);
+    assert.equal(refreshes[0]!.authorization, `Bearer ${oldRefresh}`);
+    assert.equal(refreshes[0]!.body, null);
+    assert.equal(server.count('com.atproto.server.createSession'), 1);
+    assert.equal(req.saved.length, 1);
+    const [newAccess, newRefresh] = server.issued.slice(-2);
+    assert.equal(req.saved[0]!['access_jwt'], newAccess);
+    assert.equal(req.saved[0]!['refresh_jwt'], newRefresh);
+    assert.equal(req.saved[0]!['app_password'], APP_PASSWORD);
+    const creates = server.calls.filter((c) => c.path === '/xrpc/com.atproto.repo.createRecord');
+    assert.equal(creates.at(-1)!.authorization, `Bearer ${newAccess!}`);
+    assert.equal(server.records.size, 2);
+  });
+
+  it('posts of one worker that meet one expired token share a single refresh', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    await p.publish(request(server, store));
+    server.expireAccessTokens();
+    // claimed together: both carry the same (now expired) tokens
+    const a = request(server, store, { idempotencyKey: 'together-a' });
+    const b = request(server, store, { idempotencyKey: 'together-b' });
+    await Promise.all([p.publish(a), p.publish(b)]);
+    assert.equal(server.count('com.atproto.server.refreshSession'), 1);
+    assert.equal(server.count('com.atproto.server.createSession'), 1);
+    assert.equal(server.records.size, 3);
+  });
+
+  it('an expired refresh token too: a new session from the app password, saved', async () => {
+    const server = await pds();
+    const store = fresh();
+    await publisher().publish(request(server, store));
+    server.expireAccessTokens();
+    server.expireRefreshTokens();
+
+    const req = request(server, store, { idempotencyKey: 'after-both-expired' });
+    await publisher().publish(req);
+    assert.deepEqual(
+      server.calls.slice(2).map((c) => c.path.replace('/xrpc/', '')),
+      ['com.atproto.repo.createRecord', 'com.atproto.server.refreshSession', 'com.atproto.server.createSession', 'com.atproto.repo.createRecord'],
+    );
+    assert.equal(req.saved.length, 1);
+    const [newAccess, newRefresh] = server.issued.slice(-2);
+    assert.equal(req.saved[0]!['access_jwt'], newAccess);
+    assert.equal(req.saved[0]!['refresh_jwt'], newRefresh);
+    assert.equal(server.records.size, 2);
+  });
+
+  it('a wrong app password: CredentialsRejectedError with the PDS reason, never the password', async () => {
+    const server = await pds();
+    const store = { credentials: { identifier: HANDLE, app_password: 'wrong-pass-word-9999' } as Record<string, unknown> };
+    const req = request(server, store);
+    const e = await rejects(() => publisher().publish(req), CredentialsRejectedError);
+    assert.match(e.message, /channel sky/);
+    assert.ok(e.message.includes(server.host), e.message);
+    assert.match(e.message, /Invalid identifier or password/);
+    assert.ok(!e.message.includes('wrong-pass-word-9999'));
+    assert.equal(server.count('com.atproto.repo.createRecord'), 0);
+    assert.equal(req.saved.length, 0);
+
+    // `channels add` verification says the same
+    const v = await rejects(
+      () => blueskyPublisher.verify!({ service: server.url, allow_private_network: true }, store.credentials, { timeoutMs: 2_000, concurrency: 1 }),
+      CredentialsRejectedError,
+    );
+    assert.ok(!v.message.includes('wrong-pass-word-9999'));
+  });
+
+  it('missing credentials are refused before anything is sent', async () => {
+    const server = await pds();
+    await rejects(() => publisher().publish({ ...request(server, fresh()), credentials: null }), CredentialsRejectedError);
+    const e = await rejects(() => publisher().publish(request(server, { credentials: { identifier: HANDLE } })), CredentialsRejectedError);
+    assert.match(e.message, /app_password/);
+    assert.equal(server.calls.length, 0);
+  });
+
+  it('verify answers with the account handle', async () => {
+    const server = await pds();
+    const account = await blueskyPublisher.verify!({ service: server.url, allow_private_network: true }, fresh().credentials, { timeoutMs: 2_000, concurrency: 1 });
+    assert.deepEqual(account, { account: `@${HANDLE}` });
+  });
+
+  it('a repeat with the same idempotency key creates no second record and succeeds with the first one', async () => {
+    const server = await pds();
+    const store = fresh();
+    const first = await publisher().publish(request(server, store));
+    const again = await publisher().publish(request(server, store, { attempt: 2 }));
+    assert.deepEqual(again, first);
+    assert.equal(server.records.size, 1);
+    const creates = server.calls.filter((c) => c.path === '/xrpc/com.atproto.repo.createRecord');
+    assert.equal(creates.length, 2);
+    assert.equal((creates[0]!.body as Json)['rkey'], (creates[1]!.body as Json)['rkey']);
+  });
+
+  it('a connection cut after sending: maybe delivered; the lookup finds the record, and the check policy publishes once', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    server.createFaults.push({ kind: 'cut-after-write' });
+    const req = request(server, store);
+    const e = await rejects(() => p.publish(req), RetryablePublishError);
+    assert.equal(e.maybeDelivered, true);
+    assert.match(e.message, /channel sky/);
+    assert.equal(server.records.size, 1);
+
+    const found = await p.lookup!(req);
+    const rkey = recordKeyFor(req.idempotencyKey);
+    assert.deepEqual(found, { externalId: `at://${DID}/${POST}/${rkey}`, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}` });
+    const get = server.calls.at(-1)!;
+    assert.equal(get.method, 'GET');
+    assert.equal(get.path, '/xrpc/com.atproto.repo.getRecord');
+    assert.deepEqual(Object.fromEntries(get.query), { repo: DID, collection: POST, rkey });
+
+    // nothing at another key: null (RecordNotFound)
+    assert.equal(await p.lookup!(request(server, store, { idempotencyKey: 'never-sent' })), null);
+  });
+
+  it('through the worker rules: a cut on a check channel, then the next attempt finds it and sends nothing', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    const lines: string[] = [];
+    const log = createLogger('WORKER test', 'text', (line) => lines.push(line));
+    const config = loadConfig({}, { MAX_ATTEMPTS: '5' });
+    const ch: Channel = { ...channel({ service: server.url, allow_private_network: true }, 'check'), credentials: 'sealed' };
+    const post = (attempt: number, unconfirmed: boolean): ClaimedPost => ({
+      id: 42,
+      runAt: new Date('2020-01-02T03:04:05.000Z'),
+      scheduledAt: new Date('2020-01-02T03:04:05.000Z'),
+      attempt,
+      attemptsBase: 0,
+      token: attempt,
+      idempotencyKey: 'worker-rules-key',
+      unconfirmed,
+      text: 'Through the worker',
+      channel: ch,
+    });
+    const deps = {
+      config,
+      log,
+      publisherFor: async () => p,
+      signal: new AbortController().signal,
+      openCredentials: () => ({ ...store.credentials }),
+      saveCredentials: async (_id: number, c: Record<string, unknown>) => {
+        store.credentials = { ...c };
+      },
+    };
+    server.createFaults.push({ kind: 'cut-after-write' });
+    const first = await publishPost(post(1, false), deps);
+    assert.equal(first.kind, 'retry');
+    assert.equal(first.kind === 'retry' && first.unconfirmed, true);
+    const second = await publishPost(post(2, true), deps);
+    assert.equal(second.kind, 'published');
+    const rkey = recordKeyFor('worker-rules-key');
+    assert.equal(second.kind === 'published' && second.externalId, `at://${DID}/${POST}/${rkey}`);
+    assert.equal(server.count('com.atproto.repo.createRecord'), 1);
+    assert.equal(server.records.size, 1);
+    shown.push(...lines);
+    if (first.kind === 'retry') shown.push(first.error);
+  });
+
+  it('facets on UTF-8 byte offsets: emoji and accented text before a link, a mention and a hashtag', async () => {
+    const server = await pds();
+    server.handles.set('bob.test', 'did:plc:bob2222222222222222222');
+    const text = 'Olá, café 👋🏽 — veja https://example.com/path?q=1, fale com @bob.test e @ghost.test #lançamento!';
+    const req = request(server, fresh(), { text });
+    await publisher().publish(req);
+
+    const resolves = server.calls.filter((c) => c.path === '/xrpc/com.atproto.identity.resolveHandle');
+    assert.deepEqual(
+      resolves.map((c) => [c.method, c.query.get('handle')]),
+      [
+        ['GET', 'bob.test'],
+        ['GET', 'ghost.test'],
+      ],
+    );
+    const create = server.calls.find((c) => c.path === '/xrpc/com.atproto.repo.createRecord')!;
+    const facets = ((create.body as Json)['record'] as Json)['facets'];
+    const bytes = Buffer.from(text, 'utf8');
+    const at = (s: string) => {
+      const start = bytes.indexOf(Buffer.from(s, 'utf8'));
+      assert.ok(start >= 0);
+      return { byteStart: start, byteEnd: start + Buffer.byteLength(s) };
+    };
+    assert.deepEqual(facets, [
+      { index: at('https://example.com/path?q=1'), features: [{ $type: 'app.bsky.richtext.facet#link', uri: 'https://example.com/path?q=1' }] },
+      { index: at('@bob.test'), features: [{ $type: 'app.bsky.richtext.facet#mention', did: 'did:plc:bob2222222222222222222' }] },
+      // @ghost.test does not resolve: no facet
+      { index: at('#lançamento'), features: [{ $type: 'app.bsky.richtext.facet#tag', tag: 'lançamento' }] },
+    ]);
+    // UTF-16 indices would be wrong: the bytes are further along
+    const link = (facets as { index: { byteStart: number } }[])[0]!.index.byteStart;
+    assert.notEqual(link, text.indexOf('https://'));
+    assert.equal(bytes.subarray(link, link + 8).toString('utf8'), 'https://');
+  });
+
+  it('finds links, mentions and tags as a person reads them', async () => {
+    const spans = (text: string) => findSpans(text).map((s) => [s.kind, s.value]);
+    assert.deepEqual(spans('(see https://a.example/x_(y)) and https://b.example/z.'), [
+      ['link', 'https://a.example/x_(y)'],
+      ['link', 'https://b.example/z'],
+    ]);
+    assert.deepEqual(spans('mail me@example.com or @alice.test. #1 #️⃣ #ok_tag, x#no'), [
+      ['mention', 'alice.test'],
+      ['tag', 'ok_tag'],
+    ]);
+    assert.deepEqual(spans('@nodot @trailing-.test @123.45'), []);
+    // a mention is looked up once per handle
+    let lookups = 0;
+    const facets = await buildFacets('@Bob.test and @bob.test', async () => {
+      lookups++;
+      return 'did:plc:bob';
+    });
+    assert.equal(facets.length, 2);
+    assert.equal(lookups, 1);
+  });
+
+  it('checkText: 300 graphemes (an emoji with a skin tone is one) and 3000 bytes', async () => {
+    const thumbs = '👍🏽';
+    assert.equal(graphemeCount(thumbs), 1);
+    assert.equal(thumbs.length, 4); // UTF-16 units
+    assert.equal(blueskyPublisher.checkText(thumbs.repeat(300), {}), null);
+    assert.match(blueskyPublisher.checkText(thumbs.repeat(301), {}) ?? '', /301 characters \(graphemes\).*at most 300/);
+    assert.equal(blueskyPublisher.checkText('é'.repeat(300), {}), null);
+    assert.match(blueskyPublisher.checkText('a'.repeat(301), {}) ?? '', /at most 300/);
+    // 130 family emoji: 130 graphemes, 3250 bytes
+    const family = '👨‍👩‍👧‍👦'.repeat(130);
+    assert.equal(graphemeCount(family), 130);
+    assert.match(checkPostText(family) ?? '', /3250 bytes.*at most 3000/);
+
+    // a text too long fails at once, nothing sent
+    const server = await pds();
+    const e = await rejects(() => publisher().publish(request(server, fresh(), { text: thumbs.repeat(301) })), PermanentPublishError);
+    assert.match(e.message, /channel sky/);
+    assert.equal(server.calls.length, 0);
+  });
+
+  it('429: retried after ratelimit-reset, not delivered', async () => {
+    const server = await pds();
+    const store = fresh();
+    const resetAt = Math.floor(Date.now() / 1000) + 3600;
+    server.createFaults.push({
+      kind: 'status',
+      status: 429,
+      body: { error: 'RateLimitExceeded', message: 'Rate Limit Exceeded' },
+      headers: { 'ratelimit-limit': '5000', 'ratelimit-remaining': '0', 'ratelimit-reset': String(resetAt), 'ratelimit-policy': '5000;w=3600' },
+    });
+    const e = await rejects(() => publisher().publish(request(server, store)), RetryablePublishError);
+    assert.equal(e.maybeDelivered, false);
+    assert.ok(e.retryAfterMs !== null && e.retryAfterMs > 60_000 && e.retryAfterMs <= 3_600_000, String(e.retryAfterMs));
+    assert.match(e.message, /HTTP 429 RateLimitExceeded/);
+    assert.equal(server.records.size, 0);
+
+    const response = (headers: Record<string, string>) => ({ status: 429, headers, body: Buffer.alloc(0), truncated: false, text: () => '', json: () => null }) as HttpResponse;
+    assert.equal(rateLimitDelay(response({ 'ratelimit-reset': '1000' }), 990_000), 10_000);
+    assert.equal(rateLimitDelay(response({ 'ratelimit-reset': '1000' }), 2_000_000), 0);
+    assert.equal(rateLimitDelay(response({ 'retry-after': '30' }), 0), 30_000);
+    assert.equal(rateLimitDelay(response({}), 0), null);
+  });
+
+  it('500: maybe delivered after a look-up that finds nothing', async () => {
+    const server = await pds();
+    server.createFaults.push({ kind: 'status', status: 500, body: { error: 'InternalServerError', message: 'Internal Server Error' } });
+    const e = await rejects(() => publisher().publish(request(server, fresh())), RetryablePublishError);
+    assert.equal(e.maybeDelivered, true);
+    assert.match(e.message, /HTTP 500/);
+    assert.equal(server.calls.at(-1)!.path, '/xrpc/com.atproto.repo.getRecord');
+  });
+
+  it('400 InvalidRequest: permanent, with a redacted excerpt', async () => {
+    const server = await pds();
+    const store = fresh();
+    server.createFaults.push({
+      kind: 'status',
+      status: 400,
+      body: { error: 'InvalidRequest', message: `Invalid app.bsky.feed.post record; token=${'x'.repeat(40)}` },
+    });
+    const e = await rejects(() => publisher().publish(request(server, store)), PermanentPublishError);
+    assert.match(e.message, /^bluesky channel sky \(127\.0\.0\.1:\d+\): com\.atproto\.repo\.createRecord: HTTP 400 InvalidRequest: Invalid app\.bsky\.feed\.post record/);
+    assert.ok(!e.message.includes('x'.repeat(40)));
+  });
+
+  it('an account the PDS refuses (401 AccountTakedown) on a write: credentials rejected, the post waits', async () => {
+    const server = await pds();
+    server.createFaults.push({ kind: 'status', status: 401, body: { error: 'AccountTakedown', message: 'Account has been taken down' } });
+    const e = await rejects(() => publisher().publish(request(server, fresh())), CredentialsRejectedError);
+    assert.match(e.message, /AccountTakedown: Account has been taken down/);
+    assert.equal(server.count('com.atproto.server.refreshSession'), 0);
+  });
+
+  it('no secret in an error that echoes one', async () => {
+    const server = await pds();
+    const store = fresh();
+    await publisher().publish(request(server, store));
+    const token = store.credentials['access_jwt'] as string;
+    // a PDS (or a proxy) that echoes the token and the password back
+    server.createFaults.push({ kind: 'status', status: 403, body: { error: 'Forbidden', message: `no: ${token} ${APP_PASSWORD}` } });
+    const e = await rejects(() => publisher().publish(request(server, store, { idempotencyKey: 'echo' })), PermanentPublishError);
+    assert.ok(!e.message.includes(token));
+    assert.ok(!e.message.includes(APP_PASSWORD));
+  });
+
+  it('SSRF: a PDS on a loopback address is refused unless the channel opts in, naming channel and host', async () => {
+    const server = await pds();
+    const e = await rejects(
+      () => publisher().publish(request(server, fresh(), { settings: { service: server.url.replace('http:', 'https:') } })),
+      PermanentPublishError,
+    );
+    assert.match(e.message, /channel sky \(127\.0\.0\.1:\d+\)/);
+    assert.match(e.message, /allow_private_network/);
+    assert.equal(server.calls.length, 0);
+  });
+
+  it('settings and credentials are validated, naming the field, never its value', () => {
+    const parse = (s: Record<string, unknown>) => () => blueskyPublisher.parseSettings(s);
+    assert.throws(parse({}), (e: unknown) => e instanceof SettingsError && /needs a service/.test(e.message));
+    assert.throws(parse({ service: 'ftp://pds.example' }), SettingsError);
+    assert.throws(parse({ service: 'http://pds.example' }), /https:\/\/ URL/);
+    assert.doesNotThrow(parse({ service: 'http://10.0.0.5:2583', allow_private_network: true }));
+    assert.doesNotThrow(parse({ service: 'https://bsky.social', langs: ['en', 'ja', 'pt-BR'] }));
+    assert.throws(parse({ service: 'https://bsky.social', langs: ['en', 'ja', 'pt', 'de'] }), /at most 3/);
+    assert.throws(parse({ service: 'https://bsky.social', langs: ['not a tag'] }), /BCP-47/);
+    assert.throws(parse({ service: 'https://user:pw@bsky.social' }), /user or password/);
+    const creds = (c: Record<string, unknown>) => () => blueskyPublisher.parseCredentials!(c);
+    assert.doesNotThrow(creds({ identifier: HANDLE, app_password: APP_PASSWORD }));
+    assert.throws(creds({ identifier: HANDLE }), (e: unknown) => e instanceof SettingsError && /app_password/.test(e.message));
+    assert.throws(creds({ app_password: APP_PASSWORD }), (e: unknown) => e instanceof SettingsError && /identifier/.test(e.message) && !e.message.includes(APP_PASSWORD));
+  });
+
+  it('record keys: valid TIDs, the same for the same key, apart from clock-made TIDs', () => {
+    const a = recordKeyFor('c5a1e3d4-0000-4000-8000-000000000042');
+    assert.match(a, TID_SYNTAX);
+    assert.equal(a.length, 13);
+    assert.equal(recordKeyFor('c5a1e3d4-0000-4000-8000-000000000042'), a);
+    const keys = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const k = recordKeyFor(`key-${i}`);
+      assert.match(k, TID_SYNTAX);
+      keys.add(k);
+      const { micros } = decodeTid(k);
+      // 2000-01-01 .. 2009-01-01: before any PDS made a TID from its clock
+      assert.ok(micros >= 946_684_800_000_000n && micros < 1_230_768_000_000_000n, k);
+    }
+    assert.equal(keys.size, 2000);
+    // the spec's example decodes as a 2023 timestamp
+    assert.ok(decodeTid('3jzfcijpj2z2a').micros > 1_600_000_000_000_000n);
+  });
+});
