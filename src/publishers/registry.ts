@@ -4,6 +4,7 @@ import type { PublisherModule } from './publisher.ts';
 const MODULES: Record<string, () => Promise<PublisherModule>> = {
   file: async () => (await import('./file.ts')).filePublisher,
   webhook: async () => (await import('./webhook.ts')).webhookPublisher,
+  mastodon: async () => (await import('./mastodon.ts')).mastodonPublisher,
   bluesky: async () => (await import('./bluesky.ts')).blueskyPublisher,
 };
 
