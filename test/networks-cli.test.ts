@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, afterEach, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { makeVault, parseKey } from '../src/credentials/vault.ts';
+import { openStore } from '../src/store/open.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { startMastodon, TOKEN } from './helpers/fake-mastodon.ts';
+import { APP_PASSWORD, HANDLE, startPds } from './helpers/fake-pds.ts';
+import { killAll, run, TEST_SECRET_KEY, testEnv } from './helpers/processes.ts';
+
+/**
+ * The networks end to end, as an operator runs them: `channels add` with credentials
+ * from the environment (checked with the network, sealed), `schedule`, `cron` with real
+ * worker processes, against local servers that speak Mastodon's and the AT Protocol's
+ * APIs. The credentials are in no output and nowhere in the database file.
+ */
+describe('network channels through the CLI (SQLite, real processes)', () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    killAll();
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  after(() => killAll());
+
+  const databaseBytes = (db: TestDatabase): string => {
+    const target = parseDatabaseUrl(db.url);
+    if (target.dialect !== 'sqlite') throw new Error('sqlite expected');
+    return ['', '-wal']
+      .map((suffix) => target.path + suffix)
+      .filter((f) => fs.existsSync(f))
+      .map((f) => fs.readFileSync(f).toString('latin1'))
+      .join('');
+  };
+
+  async function fresh(): Promise<TestDatabase> {
+    const db = await createTestDatabase('sqlite');
+    cleanups.push(() => db.drop());
+    return db;
+  }
+
+  it('mastodon: adds a channel whose token the instance accepts, publishes through it, and keeps the token sealed', async () => {
+    const db = await fresh();
+    const masto = await startMastodon();
+    cleanups.push(() => masto.close());
+    const env = testEnv(db.url, { MASTO: JSON.stringify({ access_token: TOKEN }) });
+    const outputs: string[] = [];
+    const add = await run(
+      ['channels', 'add', '--name', 'masto', '--platform', 'mastodon', '--set', `instance=${masto.url}`, '--set', 'allow_private_network=true',
+        '--set', 'visibility=unlisted', '--credentials-from', 'env:MASTO'],
+      env,
+    );
+    outputs.push(add.stdout, add.stderr);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.match(add.stdout, /Credentials accepted by mastodon for @/);
+    const wrong = await run(
+      ['channels', 'add', '--name', 'bad', '--platform', 'mastodon', '--set', `instance=${masto.url}`, '--set', 'allow_private_network=true', '--credentials-from', 'env:BAD'],
+      { ...env, BAD: JSON.stringify({ access_token: 'not-the-token' }) },
+    );
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /mastodon did not accept the credentials: .* \(--no-verify skips this check\)/);
+    assert.equal((await run(['schedule', '--channel', 'masto', '--text', 'Hello from the scheduler https://example.com/a'], env)).code, 0);
+    const cycle = await run(['cron'], env, 60_000);
+    outputs.push(cycle.stdout, cycle.stderr, (await run(['status', '--json'], env)).stdout, (await run(['channels', 'list', '--json'], env)).stdout);
+    assert.equal(cycle.code, 0, cycle.stdout);
+    assert.equal(masto.statuses.length, 1);
+    assert.equal(masto.statuses[0]?.visibility, 'unlisted');
+    const store = await openStore(parseDatabaseUrl(db.url));
+    try {
+      const [post] = (await store.status(1)).counts.published === 1 ? [await store.getPost(1)] : [];
+      assert.equal(post?.externalId, masto.statuses[0]?.id);
+      assert.equal(post?.externalUrl, masto.statuses[0]?.url);
+    } finally {
+      await store.close();
+    }
+    assert.ok(!databaseBytes(db).includes(TOKEN), 'the token is not in the database file');
+    for (const out of outputs) assert.ok(!out.includes(TOKEN), 'the token is in no output');
+  });
+
+  it('bluesky: signs in with an app password, stores the session it got sealed, and publishes at a record key chosen before sending', async () => {
+    const db = await fresh();
+    const pds = await startPds();
+    cleanups.push(() => pds.close());
+    const env = testEnv(db.url, { BSKY: JSON.stringify({ identifier: HANDLE, app_password: APP_PASSWORD }) });
+    const outputs: string[] = [];
+    const add = await run(
+      ['channels', 'add', '--name', 'sky', '--platform', 'bluesky', '--set', `service=${pds.url}`, '--set', 'allow_private_network=true',
+        '--credentials-from', 'env:BSKY'],
+      env,
+    );
+    outputs.push(add.stdout, add.stderr);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.match(add.stdout, new RegExp(`Credentials accepted by bluesky for @${HANDLE.replace('.', '\\.')}`));
+    assert.equal((await run(['schedule', '--channel', 'sky', '--text', 'Hello 👋🏽 @alice.test see https://example.com/x'], env)).code, 0);
+    const cycle = await run(['cron'], env, 60_000);
+    outputs.push(cycle.stdout, cycle.stderr, (await run(['status', '--json'], env)).stdout, (await run(['channels', 'list', '--json'], env)).stdout);
+    assert.equal(cycle.code, 0, cycle.stdout);
+    assert.equal(pds.records.size, 1, cycle.stdout);
+    assert.equal(pds.count('com.atproto.repo.createRecord'), 1, 'one write');
+    const store = await openStore(parseDatabaseUrl(db.url));
+    try {
+      const post = await store.getPost(1);
+      assert.equal(post?.status, 'published');
+      assert.match(post?.externalId ?? '', /^at:\/\/did:plc:[a-z0-9]+\/app\.bsky\.feed\.post\/[2-7a-z]{13}$/);
+      const channel = await store.findChannel('sky');
+      const opened = makeVault(parseKey(TEST_SECRET_KEY)).open(channel?.credentials ?? '');
+      assert.equal(typeof opened['access_jwt'], 'string', 'the session the worker got was stored back, sealed');
+    } finally {
+      await store.close();
+    }
+    const bytes = databaseBytes(db);
+    for (const secret of [APP_PASSWORD, ...pds.issued]) {
+      assert.ok(!bytes.includes(secret), 'no password or token in the database file');
+      for (const out of outputs) assert.ok(!out.includes(secret), 'no password or token in any output');
+    }
+  });
+});
