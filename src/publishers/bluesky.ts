@@ -11,6 +11,7 @@ import {
   type PublisherOptions,
   type PublishRequest,
   type PublishResult,
+  parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { buildFacets, checkPostText, recordKeyFor } from './bluesky-text.ts';
@@ -89,9 +90,7 @@ function isLanguageTag(tag: string): boolean {
 }
 
 function parseSettings(settings: Record<string, unknown>): BlueskySettings {
-  const parsed = v.safeParse(settingsSchema, settings);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  const s = parsed.output;
+  const s = parseWith(settingsSchema, settings);
   if (new URL(s.service).protocol === 'http:' && s.allow_private_network !== true) {
     throw new SettingsError('bluesky service must be an https:// URL (http:// only for a PDS on a private network, with allow_private_network)');
   }
@@ -113,10 +112,7 @@ const credentialsSchema = v.object(
 type BlueskyCredentials = v.InferOutput<typeof credentialsSchema>;
 
 function parseCredentials(credentials: Record<string, unknown>): BlueskyCredentials {
-  // valibot's messages name the field, never its value
-  const parsed = v.safeParse(credentialsSchema, credentials);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  return parsed.output;
+  return parseWith(credentialsSchema, credentials);
 }
 
 interface Session {

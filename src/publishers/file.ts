@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as v from 'valibot';
-import { PermanentPublishError, SettingsError, type Publisher, type PublisherModule, type PublishRequest } from './publisher.ts';
+import { parseWith, PermanentPublishError, type Publisher, type PublisherModule, type PublishRequest } from './publisher.ts';
 
 /**
  * `file`: appends each published post as one JSON line to the channel's file.
@@ -22,9 +22,7 @@ const settingsSchema = v.object({
 }, 'file channel needs a path');
 
 function parseSettings(settings: Record<string, unknown>): { path: string } {
-  const parsed = v.safeParse(settingsSchema, settings);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  return parsed.output;
+  return parseWith(settingsSchema, settings);
 }
 
 export const filePublisher: PublisherModule = {

@@ -9,6 +9,7 @@ import {
   type PublisherModule,
   type PublisherOptions,
   type PublishRequest,
+  parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 
@@ -123,15 +124,11 @@ const credentialsSchema = v.object(
 type MastodonCredentials = v.InferOutput<typeof credentialsSchema>;
 
 function parseSettings(settings: Record<string, unknown>): MastodonSettings {
-  const parsed = v.safeParse(settingsSchema, settings);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  return parsed.output;
+  return parseWith(settingsSchema, settings);
 }
 
 function parseCredentials(credentials: Record<string, unknown>): MastodonCredentials {
-  const parsed = v.safeParse(credentialsSchema, credentials);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  return parsed.output;
+  return parseWith(credentialsSchema, credentials);
 }
 
 const graphemes = new Intl.Segmenter('und', { granularity: 'grapheme' });

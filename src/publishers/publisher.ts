@@ -1,3 +1,4 @@
+import * as v from 'valibot';
 import type { Channel, OnUnknown } from '../types.ts';
 
 /**
@@ -121,4 +122,14 @@ export class CredentialsRejectedError extends Error {
 /** A channel's settings do not fit its platform. */
 export class SettingsError extends Error {
   override name = 'SettingsError';
+}
+
+/**
+ * A channel's settings or credentials through a platform's schema: the value, or a
+ * SettingsError with the schema's first message (which names a field, never its value).
+ */
+export function parseWith<S extends v.GenericSchema>(schema: S, value: unknown): v.InferOutput<S> {
+  const parsed = v.safeParse(schema, value);
+  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
+  return parsed.output;
 }

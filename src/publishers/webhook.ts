@@ -3,9 +3,9 @@ import type https from 'node:https';
 import type { Socket } from 'node:net';
 import * as v from 'valibot';
 import {
+  parseWith,
   PermanentPublishError,
   RetryablePublishError,
-  SettingsError,
   type Publisher,
   type PublisherModule,
   type PublisherOptions,
@@ -87,9 +87,7 @@ const MAX_BODY_BYTES = 64 * 1024;
 const IDLE_SOCKET_MS = 1_000;
 
 function parseSettings(settings: Record<string, unknown>): WebhookSettings {
-  const parsed = v.safeParse(settingsSchema, settings);
-  if (!parsed.success) throw new SettingsError(parsed.issues[0].message);
-  return parsed.output;
+  return parseWith(settingsSchema, settings);
 }
 
 /** Why this text cannot go to a channel with these settings, or null when it can. */
