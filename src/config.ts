@@ -64,6 +64,8 @@ export interface Config {
   readonly dbTimeoutMs: number;
   /** the key that seals channel credentials at rest (AES-256-GCM); null when not set */
   readonly secretKey: Buffer | null;
+  /** the previous key during a rotation: still opens what it sealed (see channels rekey) */
+  readonly oldSecretKey: Buffer | null;
 }
 
 export class ConfigError extends Error {
@@ -92,6 +94,7 @@ export const ENV_DEFAULTS = {
   ALLOW_PRIVATE_NETWORK: 'false',
   DB_TIMEOUT_MS: '10000',
   POST_SCHEDULER_SECRET_KEY: '',
+  POST_SCHEDULER_OLD_SECRET_KEY: '',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -140,6 +143,7 @@ const schema = v.object({
   ),
   DB_TIMEOUT_MS: integer('DB_TIMEOUT_MS', 100, 600_000),
   POST_SCHEDULER_SECRET_KEY: v.string(),
+  POST_SCHEDULER_OLD_SECRET_KEY: v.string(),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -170,7 +174,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     const issue = parsed.issues[0];
     const key = issue.path?.[0]?.key;
     const name = typeof key === 'string' ? key : 'configuration';
-    const shown = name in raw && name !== 'DATABASE_URL' && name !== 'POST_SCHEDULER_SECRET_KEY' ? ` (got "${raw[name] ?? ''}")` : '';
+    const shown = name in raw && name !== 'DATABASE_URL' && !name.startsWith('POST_SCHEDULER_') ? ` (got "${raw[name] ?? ''}")` : '';
     throw new ConfigError(`Invalid configuration: ${issue.message}${shown}`);
   }
   const c = parsed.output;
@@ -178,8 +182,10 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
   if (broken !== null) throw new ConfigError(`Invalid configuration: ${broken}`);
   const database = parseDatabaseUrl(c.DATABASE_URL);
   let secretKey: Buffer | null;
+  let oldSecretKey: Buffer | null;
   try {
     secretKey = parseKey(c.POST_SCHEDULER_SECRET_KEY);
+    oldSecretKey = parseKey(c.POST_SCHEDULER_OLD_SECRET_KEY, 'POST_SCHEDULER_OLD_SECRET_KEY');
   } catch (e) {
     throw new ConfigError(`Invalid configuration: ${(e as Error).message}`);
   }
@@ -204,6 +210,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     allowPrivateNetwork: ['true', '1', 'yes'].includes(c.ALLOW_PRIVATE_NETWORK),
     dbTimeoutMs: c.DB_TIMEOUT_MS,
     secretKey,
+    oldSecretKey,
   });
 }
 
@@ -262,6 +269,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     ALLOW_PRIVATE_NETWORK: String(config.allowPrivateNetwork),
     DB_TIMEOUT_MS: String(config.dbTimeoutMs),
     POST_SCHEDULER_SECRET_KEY: config.secretKey === null ? '' : config.secretKey.toString('hex'),
+    POST_SCHEDULER_OLD_SECRET_KEY: config.oldSecretKey === null ? '' : config.oldSecretKey.toString('hex'),
   };
 }
 

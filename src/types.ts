@@ -85,6 +85,8 @@ export interface Channel {
   readonly onUnknown: OnUnknown;
   /** the channel's credentials, sealed (see credentials/vault.ts); null when it has none */
   readonly credentials: string | null;
+  /** why the channel needs an operator (credentials refused or unreadable); null when it does not */
+  readonly attention: string | null;
   readonly createdAt: Date;
 }
 
@@ -169,6 +171,8 @@ export type Outcome =
       readonly delayMs: number;
       /** this attempt may have been delivered: the post stays unconfirmed */
       readonly unconfirmed: boolean;
+      /** the attempt does not count against MAX_ATTEMPTS (the channel, not the post, must be fixed) */
+      readonly uncounted?: boolean;
     }
   | {
       readonly kind: 'failed';

@@ -54,6 +54,7 @@ describe('bluesky publisher', () => {
     settings,
     enabled: true,
     credentials: 'sealed',
+    attention: null,
     createdAt: new Date(),
   });
 
@@ -320,6 +321,7 @@ describe('bluesky publisher', () => {
       saveCredentials: async (_id: number, c: Record<string, unknown>) => {
         store.credentials = { ...c };
       },
+      setAttention: async () => undefined,
     };
     server.createFaults.push({ kind: 'cut-after-write' });
     const first = await publishPost(post(1, false), deps);

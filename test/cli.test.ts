@@ -220,7 +220,7 @@ describe('cli input errors', () => {
     ['a bad id to mark-published', ['mark-published', '7', 'x'], env, /post id must be a whole number/],
     ['an unknown --on-unknown policy', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'maybe'], env, /invalid --on-unknown "maybe": use one of retry, check, hold/],
     ['--on-unknown check on a platform that cannot look up', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'check'], env, /--on-unknown check needs a platform that can look up what it published; webhook cannot/],
-    ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable or --enable/],
+    ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable, --enable or --credentials-from/],
     ['channels update with --disable and --enable', ['channels', 'update', '--name', 'x', '--disable', '--enable'], env, /give --disable or --enable, not both/],
     ['a bad cron expression', ['daemon', '--cron', 'every minute'], env, /invalid schedule "every minute"/],
     ['PUBLISH_TIMEOUT_MS above WORKER_TIMEOUT_MS', ['cron'], { ...env, PUBLISH_TIMEOUT_MS: '60000' }, /^post-scheduler: Invalid configuration: PUBLISH_TIMEOUT_MS \(60000\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],

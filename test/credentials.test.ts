@@ -36,6 +36,9 @@ describe('the credentials vault', () => {
     data[0] = (data[0] ?? 0) ^ 1;
     parts[4] = data.toString('base64url');
     assert.throws(() => makeVault(key).open(parts.join('.')), /fail their integrity check/);
+    const short = sealed.split('.');
+    short[3] = Buffer.from(short[3] ?? '', 'base64url').subarray(0, 4).toString('base64url');
+    assert.throws(() => makeVault(key).open(short.join('.')), /fail their integrity check/, 'a shortened tag is refused');
     assert.throws(() => makeVault(null).seal({ a: 1 }), /POST_SCHEDULER_SECRET_KEY is not set/);
   });
 

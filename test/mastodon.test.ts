@@ -33,6 +33,7 @@ describe('mastodon publisher', () => {
     settings,
     enabled: true,
     credentials: 'sealed',
+    attention: null,
     createdAt: new Date(),
   });
   const request = (

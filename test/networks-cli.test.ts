@@ -33,6 +33,19 @@ describe('network channels through the CLI (SQLite, real processes)', () => {
       .join('');
   };
 
+  /** makes every pending post due now (as if its wait had passed), on the test's database */
+  async function dueNow(db: TestDatabase): Promise<void> {
+    const target = parseDatabaseUrl(db.url);
+    if (target.dialect !== 'sqlite') throw new Error('sqlite expected');
+    const { default: Database } = await import('better-sqlite3');
+    const raw = new Database(target.path);
+    try {
+      raw.prepare("UPDATE post_schedule SET run_at = 0 WHERE status = 'pending'").run();
+    } finally {
+      raw.close();
+    }
+  }
+
   async function fresh(): Promise<TestDatabase> {
     const db = await createTestDatabase('sqlite');
     cleanups.push(() => db.drop());
@@ -46,7 +59,7 @@ describe('network channels through the CLI (SQLite, real processes)', () => {
     const env = testEnv(db.url, { MASTO: JSON.stringify({ access_token: TOKEN }) });
     const outputs: string[] = [];
     const add = await run(
-      ['channels', 'add', '--name', 'masto', '--platform', 'mastodon', '--set', `instance=${masto.url}`, '--set', 'allow_private_network=true',
+      ['channels', 'add', '--name', 'masto', '--platform', 'mastodon', '--set', `instance=${masto.url}`, '--allow-private-network',
         '--set', 'visibility=unlisted', '--credentials-from', 'env:MASTO'],
       env,
     );
@@ -113,5 +126,51 @@ describe('network channels through the CLI (SQLite, real processes)', () => {
       assert.ok(!bytes.includes(secret), 'no password or token in the database file');
       for (const out of outputs) assert.ok(!out.includes(secret), 'no password or token in any output');
     }
+  });
+
+  it('refuses a token given as a setting, and settings of another platform, in one line', async () => {
+    const db = await fresh();
+    const env = testEnv(db.url, { MASTO: JSON.stringify({ access_token: TOKEN }) });
+    const base = ['channels', 'add', '--name', 'm', '--platform', 'mastodon', '--set', 'instance=https://mastodon.example', '--credentials-from', 'env:MASTO', '--no-verify'];
+    const leaked = await run([...base, '--set', `access_token=${TOKEN}`], env);
+    assert.equal(leaked.code, 1);
+    assert.match(leaked.stderr, /unknown setting "access_token" for platform mastodon \(credentials go in --credentials-from\)/);
+    assert.ok(!leaked.stderr.includes(TOKEN));
+    const misplaced = await run([...base, '--max-length', '10'], env);
+    assert.match(misplaced.stderr, /--max-length is not a setting of platform mastodon/);
+    assert.equal((await run(['channels', 'list', '--json'], env)).stdout.includes(TOKEN), false);
+  });
+
+  it('a channel whose token the network refuses needs attention: its posts wait without using attempts, until new credentials', async () => {
+    const db = await fresh();
+    const masto = await startMastodon();
+    cleanups.push(() => masto.close());
+    const env = testEnv(db.url, { MASTO: JSON.stringify({ access_token: 'revoked-token' }), GOOD: JSON.stringify({ access_token: TOKEN }) });
+    const add = await run(
+      ['channels', 'add', '--name', 'masto', '--platform', 'mastodon', '--set', `instance=${masto.url}`, '--allow-private-network', '--credentials-from', 'env:MASTO', '--no-verify'],
+      env,
+    );
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal((await run(['schedule', '--channel', 'masto', '--text', 'waits'], env)).code, 0);
+    for (let i = 0; i < 2; i++) {
+      const cycle = await run(['cron'], { ...env, RETRY_BASE_MS: '0' }, 60_000);
+      assert.match(cycle.stdout, /waits for an operator: channel masto: credentials rejected/, cycle.stdout);
+      await dueNow(db);
+    }
+    const status = await run(['status'], env);
+    assert.match(status.stdout, /channel masto needs attention, its posts wait: channel masto: credentials rejected/);
+    const store = await openStore(parseDatabaseUrl(db.url));
+    try {
+      const post = await store.getPost(1);
+      assert.deepEqual([post?.status, post?.attempts], ['pending', 0], 'two refusals, no attempt used');
+    } finally {
+      await store.close();
+    }
+    const update = await run(['channels', 'update', '--name', 'masto', '--credentials-from', 'env:GOOD'], env);
+    assert.equal(update.code, 0, update.stderr);
+    assert.match(update.stdout, /Credentials accepted by mastodon/);
+    assert.doesNotMatch((await run(['status'], env)).stdout, /needs attention/);
+    assert.equal((await run(['cron'], env, 60_000)).code, 0);
+    assert.equal(masto.statuses.length, 1, 'published with the new token');
   });
 });

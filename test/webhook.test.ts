@@ -37,6 +37,7 @@ describe('webhook publisher', () => {
     settings,
     enabled: true,
     credentials: null,
+    attention: null,
     createdAt: new Date(),
   });
 
@@ -218,6 +219,7 @@ const hookChannel = (settings: Record<string, unknown>, onUnknown: OnUnknown = '
   settings,
   enabled: true,
   credentials: null,
+  attention: null,
   createdAt: new Date(),
 });
 

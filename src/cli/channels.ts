@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
 import { SettingsError } from '../publishers/publisher.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
+import type { Config } from '../config.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
 import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
 import type { Channel } from '../types.ts';
@@ -84,12 +85,52 @@ async function credentialsFrom(source: string): Promise<Record<string, unknown>>
   return value as Record<string, unknown>;
 }
 
+/** One authenticated call with the network (channels add / update), as one line either way. */
+async function verifyWith(platform: string, settings: Record<string, unknown>, credentials: Record<string, unknown> | null, config: Config): Promise<void> {
+  const module = await loadPublisherModule(platform);
+  if (module?.verify === undefined) return;
+  try {
+    const { account } = await module.verify(settings, credentials, {
+      timeoutMs: config.publishTimeoutMs,
+      concurrency: 1,
+      allowPrivateNetwork: config.allowPrivateNetwork,
+    });
+    print(`Credentials accepted by ${platform} for ${account}`);
+  } catch (e) {
+    throw new CliError(`${platform} did not accept the credentials: ${e instanceof Error ? e.message : String(e)} (--no-verify skips this check)`);
+  }
+}
+
+/** Checks credentials against the platform's schema and the network, and seals them (plain only when asked). */
+async function sealChecked(
+  platform: string,
+  settings: Record<string, unknown>,
+  credentials: Record<string, unknown>,
+  config: Config,
+  flags: { insecurePlaintext?: boolean; verify?: boolean },
+): Promise<string> {
+  const module = await loadPublisherModule(platform);
+  if (module?.parseCredentials === undefined) throw new CliError(`platform ${platform} takes no credentials`);
+  try {
+    module.parseCredentials(credentials);
+  } catch (e) {
+    throw new CliError(e instanceof Error ? e.message : String(e));
+  }
+  const vault = makeVault(config.secretKey);
+  if (vault.keyId === null && flags.insecurePlaintext !== true) {
+    throw new CliError('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32, or pass --insecure-plaintext)');
+  }
+  if (flags.verify !== false) await verifyWith(platform, settings, credentials, config);
+  return vault.keyId === null ? vault.sealPlain(credentials) : vault.seal(credentials);
+}
+
 /** How a channel's credentials are stored, as `channels list` and `status` show it (never the values). */
 export function credentialsState(channel: Channel, vault: Vault): string {
   if (channel.credentials === null) {
     const legacy = 'url' in channel.settings || 'secret' in channel.settings;
     return legacy ? 'plaintext in settings (run channels rekey)' : 'none';
   }
+  if (channel.platform === 'webhook' && ('url' in channel.settings || 'secret' in channel.settings)) return 'partly plaintext in settings (run channels rekey)';
   const d = vault.describe(channel.credentials);
   if (d.kind === 'plaintext') return 'plaintext (--insecure-plaintext)';
   if (d.kind === 'unreadable') return 'unreadable';
@@ -125,17 +166,27 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       }
       const platform = flags.platform as Platform;
       let settings: Record<string, unknown>;
+      checkOneStdin([
+        ['--credentials-from', flags.credentialsFrom],
+        ['--url-from', flags.urlFrom],
+        ['--secret-from', flags.secretFrom],
+      ]);
+      const webhookOnly: [string, unknown][] = [
+        ['--url', flags.url ?? flags.urlFrom],
+        ['--secret', flags.secret ?? flags.secretFrom],
+        ['--max-length', flags.maxLength],
+        ['--trust-503', flags.trust503],
+      ];
+      const misplaced = (platform === 'webhook' ? [] : webhookOnly).concat(platform === 'file' ? [] : [['--path', flags.path]]).find(([, given]) => given !== undefined);
+      if (misplaced !== undefined) throw new CliError(`${misplaced[0]} is not a setting of platform ${platform}`);
+      if (flags.set !== undefined && LOCAL_PLATFORMS.includes(platform)) throw new CliError(`--set is for the networks' settings; platform ${platform} has flags of its own`);
       let credentials: Record<string, unknown> | null = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
       if (!LOCAL_PLATFORMS.includes(platform)) {
-        settings = parseSets(flags.set ?? []);
+        settings = { ...parseSets(flags.set ?? []), ...(flags.allowPrivateNetwork === true ? { allow_private_network: true } : {}) };
       } else if (platform === 'file') {
         // absolute, so a worker started in another directory writes the same file
         settings = flags.path === undefined ? {} : { path: path.resolve(flags.path) };
       } else {
-        checkOneStdin([
-          ['--url-from', flags.urlFrom],
-          ['--secret-from', flags.secretFrom],
-        ]);
         const url = await secretFlag('url', flags.url, flags.urlFrom);
         const secret = await secretFlag('secret', flags.secret, flags.secretFrom);
         // the URL (tokens live in paths and queries) and the secret are credentials
@@ -149,38 +200,26 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       const module = await loadPublisherModule(platform);
       if (module === null) throw new CliError(`unknown platform "${platform}"`);
       try {
-        module.parseSettings(platform === 'webhook' ? { ...settings, ...credentials } : settings);
-        if (credentials !== null) {
-          if (module.parseCredentials === undefined) throw new CliError(`platform ${platform} takes no credentials`);
-          module.parseCredentials(credentials);
-        } else if (module.parseCredentials !== undefined && !LOCAL_PLATFORMS.includes(platform)) {
+        if (!LOCAL_PLATFORMS.includes(platform)) {
+          // what the platform's schema keeps is what is stored: a key it does not know
+          // (a token given with --set, say) is refused, never kept in the shown settings
+          const known = module.parseSettings(settings) as Record<string, unknown>;
+          const unknownKey = Object.keys(settings).find((k) => !(k in known));
+          if (unknownKey !== undefined) throw new CliError(`unknown setting "${unknownKey}" for platform ${platform} (credentials go in --credentials-from)`);
+          settings = known;
+        } else {
+          module.parseSettings(platform === 'webhook' ? { ...settings, ...credentials } : settings);
+        }
+        if (credentials === null && module.parseCredentials !== undefined && !LOCAL_PLATFORMS.includes(platform)) {
           throw new CliError(`platform ${platform} needs credentials: --credentials-from ${SECRET_SOURCES}`);
         }
       } catch (e) {
         throw new CliError(e instanceof SettingsError || e instanceof CliError ? e.message : String(e));
       }
-      const vault = makeVault(config.secretKey);
-      let sealed: string | null = null;
-      if (credentials !== null) {
-        if (vault.keyId === null && flags.insecurePlaintext !== true) {
-          throw new CliError('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32, or pass --insecure-plaintext)');
-        }
-        sealed = vault.keyId === null ? vault.sealPlain(credentials) : vault.seal(credentials);
-      }
-      if (module.verify !== undefined && flags.verify !== false) {
-        try {
-          const { account } = await module.verify(settings, credentials, {
-            timeoutMs: config.publishTimeoutMs,
-            concurrency: 1,
-            allowPrivateNetwork: config.allowPrivateNetwork,
-          });
-          print(`Credentials accepted by ${platform} for ${account}`);
-        } catch (e) {
-          throw new CliError(`${platform} did not accept the credentials: ${e instanceof Error ? e.message : String(e)} (--no-verify skips this check)`);
-        }
-      }
       const onUnknown = flags.onUnknown === undefined ? module.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
       await checkPolicy(platform, onUnknown);
+      const sealed = credentials === null ? null : await sealChecked(platform, settings, credentials, config, flags);
+      if (credentials === null && module.verify !== undefined && flags.verify !== false) await verifyWith(platform, settings, null, config);
       await withStore(config, async (store) => {
         if ((await store.findChannel(flags.name)) !== null) throw new CliError(`a channel named "${flags.name}" already exists`);
         const channel = await store.addChannel({ name: flags.name, platform, settings, onUnknown, credentials: sealed });
@@ -190,26 +229,40 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
 
   channels
     .command('update')
-    .description("change a channel's unknown-outcome policy, or disable / enable it")
+    .description("change a channel's unknown-outcome policy, disable / enable it, or give it new credentials")
     .requiredOption('--name <name>', 'the channel')
     .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
     .option('--disable', 'its due posts fail with "channel disabled" until enabled again')
     .option('--enable', 'publish its posts again')
-    .action(async (flags: { name: string; onUnknown?: string; disable?: boolean; enable?: boolean }) => {
-      const config = configFrom(globals());
-      if (flags.disable === true && flags.enable === true) throw new CliError('give --disable or --enable, not both');
-      const onUnknown = flags.onUnknown === undefined ? undefined : onUnknownFlag(flags.onUnknown);
-      const enabled = flags.disable === true ? false : flags.enable === true ? true : undefined;
-      if (onUnknown === undefined && enabled === undefined) throw new CliError('nothing to change: give --on-unknown, --disable or --enable');
-      await withStore(config, async (store) => {
-        const existing = await store.findChannel(flags.name);
-        if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
-        if (onUnknown !== undefined) await checkPolicy(existing.platform, onUnknown);
-        const channel = await store.updateChannel(flags.name, { ...(onUnknown === undefined ? {} : { onUnknown }), ...(enabled === undefined ? {} : { enabled }) });
-        if (channel === null) throw new CliError(`no channel named "${flags.name}"`);
-        print(`Channel ${channel.name}: on unknown outcome ${channel.onUnknown}, ${channel.enabled ? 'enabled' : 'disabled'}`);
-      });
-    });
+    .option('--credentials-from <source>', `new credentials (a JSON object) from ${SECRET_SOURCES}: checked with the network, sealed; clears "needs attention"`)
+    .option('--insecure-plaintext', 'store them unencrypted when POST_SCHEDULER_SECRET_KEY is not set')
+    .option('--no-verify', 'do not check the credentials with the network')
+    .action(
+      async (flags: { name: string; onUnknown?: string; disable?: boolean; enable?: boolean; credentialsFrom?: string; insecurePlaintext?: boolean; verify?: boolean }) => {
+        const config = configFrom(globals());
+        if (flags.disable === true && flags.enable === true) throw new CliError('give --disable or --enable, not both');
+        const onUnknown = flags.onUnknown === undefined ? undefined : onUnknownFlag(flags.onUnknown);
+        const enabled = flags.disable === true ? false : flags.enable === true ? true : undefined;
+        if (onUnknown === undefined && enabled === undefined && flags.credentialsFrom === undefined) {
+          throw new CliError('nothing to change: give --on-unknown, --disable, --enable or --credentials-from');
+        }
+        const fresh = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
+        await withStore(config, async (store) => {
+          const existing = await store.findChannel(flags.name);
+          if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
+          if (onUnknown !== undefined) await checkPolicy(existing.platform, onUnknown);
+          if (fresh !== null) {
+            const sealed = await sealChecked(existing.platform, existing.settings, fresh, config, flags);
+            await store.saveCredentials(existing.id, sealed);
+            print(`Channel ${existing.name}: new credentials stored`);
+          }
+          if (onUnknown === undefined && enabled === undefined) return;
+          const channel = await store.updateChannel(flags.name, { ...(onUnknown === undefined ? {} : { onUnknown }), ...(enabled === undefined ? {} : { enabled }) });
+          if (channel === null) throw new CliError(`no channel named "${flags.name}"`);
+          print(`Channel ${channel.name}: on unknown outcome ${channel.onUnknown}, ${channel.enabled ? 'enabled' : 'disabled'}`);
+        });
+      },
+    );
 
   channels
     .command('list')
@@ -251,7 +304,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .action(async (flags: { oldKeyFrom?: string }) => {
       const config = configFrom(globals());
       if (config.secretKey === null) throw new CliError('POST_SCHEDULER_SECRET_KEY is not set: there is no key to seal with');
-      let oldKeys: Buffer[] = [];
+      let oldKeys: Buffer[] = config.oldSecretKey === null ? [] : [config.oldSecretKey];
       if (flags.oldKeyFrom !== undefined) {
         try {
           const old = parseKey(await readSecretSource('--old-key-from', flags.oldKeyFrom), 'the old key');
@@ -267,25 +320,24 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         const failed: string[] = [];
         for (const channel of await store.listChannels()) {
           // webhook channels from before sealed credentials keep url and secret in settings
-          const legacy = channel.platform === 'webhook' && channel.credentials === null && ('url' in channel.settings || 'secret' in channel.settings);
+          // (also one whose earlier rekey stopped between its two writes)
+          const legacy = channel.platform === 'webhook' && ('url' in channel.settings || 'secret' in channel.settings);
           if (channel.credentials === null && !legacy) continue;
           const d = channel.credentials === null ? null : vault.describe(channel.credentials);
-          if (d?.kind === 'sealed' && d.keyId === vault.keyId) {
+          if (d?.kind === 'sealed' && d.keyId === vault.keyId && !legacy) {
             current++;
             continue;
           }
           try {
-            let credentials: Record<string, unknown>;
-            let settings = channel.settings;
-            if (channel.credentials !== null) {
-              credentials = vault.open(channel.credentials);
-            } else {
-              const { url, secret, ...rest } = channel.settings;
-              credentials = { ...(url === undefined ? {} : { url }), ...(secret === undefined ? {} : { secret }) };
-              settings = rest;
+            const credentials: Record<string, unknown> = channel.credentials === null ? {} : vault.open(channel.credentials);
+            const { url, secret, ...rest } = channel.settings;
+            if (legacy) {
+              credentials['url'] ??= url;
+              if (secret !== undefined) credentials['secret'] ??= secret;
             }
+            // sealed first: the settings lose the URL only once the credentials hold it
             await store.saveCredentials(channel.id, vault.seal(credentials));
-            if (settings !== channel.settings) await store.replaceSettings(channel.id, settings);
+            if (legacy) await store.replaceSettings(channel.id, rest);
             resealed++;
           } catch (e) {
             failed.push(`${channel.name}: ${e instanceof Error ? e.message : String(e)}`);

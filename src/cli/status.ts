@@ -8,6 +8,8 @@ import { configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from
 interface CredentialsReport {
   readonly key: string | null;
   readonly attention: readonly { readonly channel: string; readonly state: string }[];
+  /** channels whose credentials the network refused or the key cannot open: their posts wait */
+  readonly needsOperator: readonly { readonly channel: string; readonly reason: string }[];
 }
 
 export function registerStatus(program: Command, globals: () => GlobalFlags): void {
@@ -22,10 +24,12 @@ export function registerStatus(program: Command, globals: () => GlobalFlags): vo
       const vault = makeVault(config.secretKey);
       await withStore(config, async (store) => {
         const report = await store.status(cycles);
-        const attention = (await store.listChannels())
+        const channels = await store.listChannels();
+        const attention = channels
           .map((c: Channel) => ({ channel: c.name, state: credentialsState(c, vault) }))
           .filter((c) => c.state !== 'none' && !c.state.startsWith('sealed (key'));
-        const credentials: CredentialsReport = { key: vault.keyId, attention };
+        const needsOperator = channels.flatMap((c) => (c.attention === null ? [] : [{ channel: c.name, reason: c.attention }]));
+        const credentials: CredentialsReport = { key: vault.keyId, attention, needsOperator };
         if (flags.json === true) print(JSON.stringify({ database: config.databaseLabel, ...report, credentials }, null, 2));
         else printStatus(report, config.databaseLabel, credentials);
       });
@@ -37,6 +41,7 @@ function printStatus(report: StatusReport, database: string, credentials: Creden
   print(`Database: ${database}`);
   print(`Credentials: ${credentials.key === null ? 'POST_SCHEDULER_SECRET_KEY is not set (credentials cannot be stored encrypted)' : `sealed with key ${credentials.key}`}`);
   for (const a of credentials.attention) print(`  channel ${a.channel}: credentials ${a.state}`);
+  for (const n of credentials.needsOperator) print(`  channel ${n.channel} needs attention, its posts wait: ${n.reason}`);
   print();
   print('Posts');
   const rows: [string, number][] = [

@@ -80,8 +80,13 @@ export function makeVault(key: Buffer | null, oldKeys: readonly Buffer[] = []): 
         throw new CredentialsError(`credentials are sealed with key ${id} and ${have} (rotating keys? see channels rekey)`);
       }
       try {
-        const decipher = createDecipheriv('aes-256-gcm', k, unb64(iv));
-        decipher.setAuthTag(unb64(tag));
+        const ivBytes = unb64(iv);
+        const tagBytes = unb64(tag);
+        // a full 16-byte tag and the 12-byte IV this vault writes: a shortened tag would
+        // weaken the integrity check
+        if (ivBytes.length !== 12 || tagBytes.length !== 16) throw new Error('bad lengths');
+        const decipher = createDecipheriv('aes-256-gcm', k, ivBytes, { authTagLength: 16 });
+        decipher.setAuthTag(tagBytes);
         return parseObject(Buffer.concat([decipher.update(unb64(data)), decipher.final()]).toString('utf8'));
       } catch {
         throw new CredentialsError(`credentials sealed with key ${id} fail their integrity check (altered in the database?)`);

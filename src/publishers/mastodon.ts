@@ -369,7 +369,10 @@ export const mastodonPublisher: PublisherModule = {
         if (status === 408) throw new RetryablePublishError(`mastodon ${where}: HTTP 408`, retryAfterMs(answer.headers), false);
         if (status >= 500) {
           // it may have posted; a resend with the same Idempotency-Key is safe
-          throw new RetryablePublishError(`mastodon ${where}: HTTP ${status}`, retryAfterMs(answer.headers), true);
+          // X-RateLimit-Reset comes on every answer and names the end of the rate window
+          // (hours away): after a 5xx that may have posted, the resend must come while
+          // Mastodon still remembers the key, so only an explicit Retry-After counts here
+          throw new RetryablePublishError(`mastodon ${where}: HTTP ${status}`, retryAfterMs({ 'retry-after': answer.headers['retry-after'] }), true);
         }
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`mastodon ${where}: HTTP ${status} redirect (redirects are not followed; check the instance URL)`);

@@ -76,6 +76,12 @@ const settingsSchema = v.object({
 
 type WebhookSettings = v.InferOutput<typeof settingsSchema>;
 
+/** A webhook's credentials: its URL (tokens live in paths and queries) and signing secret, nothing else. */
+const credentialsSchema = v.strictObject(
+  { url: settingsSchema.entries.url, secret: settingsSchema.entries.secret },
+  'webhook credentials are a url and an optional secret, nothing else',
+);
+
 /** The most of an answer's body that is read; the rest is discarded. */
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -168,7 +174,7 @@ type Protocol = 'http:' | 'https:';
 export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
   parseSettings,
-  parseCredentials: (credentials) => parseSettings(credentials),
+  parseCredentials: (credentials) => parseWith(credentialsSchema, credentials),
   redactSettings,
   checkText,
   canLookUp: false,
@@ -301,7 +307,12 @@ export const webhookPublisher: PublisherModule = {
         try {
           // the URL and the signing secret are credentials (sealed); a channel added before
           // they were may still have them in its settings
-          settings = parseSettings({ ...request.channel.settings, ...(request.credentials ?? {}) });
+          const { url: sealedUrl, secret: sealedSecret } = request.credentials ?? {};
+          settings = parseSettings({
+            ...request.channel.settings,
+            ...(sealedUrl === undefined ? {} : { url: sealedUrl }),
+            ...(sealedSecret === undefined ? {} : { secret: sealedSecret }),
+          });
         } catch (e) {
           throw new PermanentPublishError(`channel ${request.channel.name}: ${(e as Error).message}`);
         }

@@ -38,6 +38,7 @@ export interface ChannelRow {
   enabled: number | boolean;
   on_unknown: string;
   credentials: string | null;
+  attention: string | null;
   created_at: TimeValue;
 }
 
@@ -57,6 +58,7 @@ export function channelFromRow(row: ChannelRow): Channel {
     enabled: truthy(row.enabled),
     onUnknown: onUnknownFrom(row.on_unknown),
     credentials: row.credentials,
+    attention: row.attention,
     createdAt: required(row.created_at, 'channels.created_at'),
   };
 }
@@ -125,6 +127,7 @@ export interface ClaimRow {
   ch_enabled: number | boolean | null;
   ch_on_unknown: string | null;
   ch_credentials: string | null;
+  ch_attention: string | null;
   ch_created_at: TimeValue;
 }
 
@@ -150,6 +153,7 @@ export function claimedFromRow(row: ClaimRow): ClaimedPost {
             enabled: row.ch_enabled ?? false,
             on_unknown: row.ch_on_unknown ?? 'hold',
             credentials: row.ch_credentials,
+            attention: row.ch_attention,
             created_at: row.ch_created_at,
           }),
   };
@@ -197,7 +201,7 @@ export function cycleFromRow(row: CycleRow): CycleRecord {
 export const CLAIM_COLUMNS = `
   s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
   ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
-  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.credentials AS ch_credentials, ch.created_at AS ch_created_at`;
+  ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.credentials AS ch_credentials, ch.attention AS ch_attention, ch.created_at AS ch_created_at`;
 
 /** The status each outcome kind leads to (the `to` of its transition). */
 export const OUTCOME_STATUS = {

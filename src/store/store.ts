@@ -41,8 +41,15 @@ export interface Store {
   findChannel(name: string): Promise<Channel | null>;
   /** changes a channel's policy or enabled flag; null when there is no such channel */
   updateChannel(name: string, changes: ChannelChanges): Promise<Channel | null>;
-  /** replaces a channel's sealed credentials (refreshed tokens, rekey); false when there is no such channel */
-  saveCredentials(channelId: number, sealed: string | null): Promise<boolean>;
+  /**
+   * replaces a channel's sealed credentials (refreshed tokens, rekey, new ones); with
+   * `expected`, only while they are still that value (a worker's refresh never undoes a
+   * rekey or another worker's refresh). New credentials clear the channel's attention.
+   * False when nothing was written.
+   */
+  saveCredentials(channelId: number, sealed: string | null, expected?: string | null): Promise<boolean>;
+  /** marks (reason) or clears (null) that a channel needs an operator */
+  setAttention(channelId: number, reason: string | null): Promise<void>;
   /** replaces a channel's settings (rekey moves a webhook's legacy url and secret out of them) */
   replaceSettings(channelId: number, settings: Record<string, unknown>): Promise<boolean>;
 

@@ -132,11 +132,16 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
 
   // Credentials are opened per publish and sealed again when a publisher refreshes them
   // (plain only where there is no key: such a channel was stored plain by its operator).
-  const vault = makeVault(config.secretKey);
+  // During a key rotation the previous key still opens what it sealed. A refresh is
+  // written only over the credentials it started from: never over a rekey or another
+  // worker's refresh.
+  const vault = makeVault(config.secretKey, config.oldSecretKey === null ? [] : [config.oldSecretKey]);
   const openCredentials = (sealed: string) => vault.open(sealed);
-  const saveCredentials = async (channelId: number, fresh: Record<string, unknown>): Promise<void> => {
-    await store.saveCredentials(channelId, vault.keyId === null ? vault.sealPlain(fresh) : vault.seal(fresh));
+  const saveCredentials = async (channelId: number, fresh: Record<string, unknown>, previous: string | null): Promise<void> => {
+    const sealed = vault.keyId === null ? vault.sealPlain(fresh) : vault.seal(fresh);
+    if (!(await store.saveCredentials(channelId, sealed, previous))) log.warn(`Channel ${channelId}: refreshed credentials not stored, they changed meanwhile`);
   };
+  const setAttention = (channelId: number, reason: string | null) => store.setAttention(channelId, reason);
 
   // Claimed posts start at once: a worker claims only as many as it has free slots,
   // so every post in `processing` under a live worker is being published.
@@ -145,7 +150,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let oldestQueuedAt = 0;
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials }).then((outcome) => {
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention }).then((outcome) => {
       inFlight--;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);

@@ -36,12 +36,21 @@ export interface PublishDeps {
   readonly signal: AbortSignal;
   /** opens a channel's sealed credentials (throws CredentialsError naming the problem) */
   openCredentials(sealed: string): Record<string, unknown>;
-  /** seals and stores a channel's refreshed credentials */
-  saveCredentials(channelId: number, credentials: Record<string, unknown>): Promise<void>;
+  /** seals and stores a channel's refreshed credentials, unless they changed since `previous` was read */
+  saveCredentials(channelId: number, credentials: Record<string, unknown>, previous: string | null): Promise<void>;
+  /** marks (reason) or clears (null) that a channel needs an operator */
+  setAttention(channelId: number, reason: string | null): Promise<void>;
 }
 
 /** A post whose channel's credentials were refused waits at least this long before it is tried again. */
 const CREDENTIALS_RETRY_MS = 15 * 60 * 1000;
+
+/**
+ * On a `retry` channel a post that may have been delivered is sent again within this,
+ * whatever a server's Retry-After says: inside the windows in which networks remember an
+ * idempotency key (Mastodon: about an hour), so the resend is recognised as a repeat.
+ */
+const MAYBE_OUT_RETRY_MAX_MS = 50 * 60 * 1000;
 
 export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise<Outcome> {
   const { config, log } = deps;
@@ -73,9 +82,20 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       return fail(`gave up after ${used} attempts: ${reason}`);
     }
     // the server's Retry-After is honoured up to a day, so no post is parked for years
-    const delayMs = Math.max(backoffDelay(used, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
+    let delayMs = Math.max(backoffDelay(used, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
+    if (unconfirmed && channel?.onUnknown === 'retry') delayMs = Math.min(delayMs, MAYBE_OUT_RETRY_MAX_MS);
     log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${used}/${config.maxAttempts}): ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
+  };
+
+  /**
+   * The channel, not the post, must be fixed (credentials refused or unreadable): the
+   * channel is marked for an operator, and the post waits without using up an attempt.
+   */
+  const waitForOperator = async (reason: string): Promise<Outcome> => {
+    log.warn(`Post ${post.id} waits for an operator: ${reason}`);
+    if (channel !== null) await deps.setAttention(channel.id, reason).catch(() => undefined);
+    return { kind: 'retry', ...base, error: reason, delayMs: CREDENTIALS_RETRY_MS, unconfirmed: mayBeOut, uncounted: true };
   };
 
   if (channel === null) return fail('its channel no longer exists');
@@ -97,7 +117,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       credentials = deps.openCredentials(channel.credentials);
     } catch (e) {
       // a key problem of this installation, not of the post: it waits for the operator
-      return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, CREDENTIALS_RETRY_MS, false);
+      return waitForOperator(`channel ${channel.name}: ${errorMessage(e)}`);
     }
   }
   const request: PublishRequest = {
@@ -109,7 +129,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     idempotencyKey: post.idempotencyKey,
     channel,
     credentials,
-    saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh),
+    saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh, channel.credentials),
     signal: deps.signal,
   };
 
@@ -135,12 +155,11 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
 
   try {
     const result = await publisher.publish(request);
+    if (channel.attention !== null) await deps.setAttention(channel.id, null).catch(() => undefined);
     return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
   } catch (e) {
     if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(e.message);
-    if (e instanceof CredentialsRejectedError) {
-      return retryOrGiveUp(`channel ${channel.name}: credentials rejected: ${e.message}`, CREDENTIALS_RETRY_MS, false);
-    }
+    if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: credentials rejected: ${e.message}`);
     // a publisher's unexpected error may come after it sent: treated as maybe delivered
     const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
     const reason = e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`;

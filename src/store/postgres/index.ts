@@ -159,14 +159,14 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
    */
   const EXCHANGE = `
     WITH v AS (
-      SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent,
+      SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent, uncounted = 1 AS uncounted,
              CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
                        WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
                        WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
                        WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
                        WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
-        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[])
-             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent)
+        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[])
+             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted)
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -180,7 +180,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
                                 ELSE s.unconfirmed OR v.maybe_sent END,
              worker_id = CASE WHEN v.status = 'pending' THEN NULL ELSE s.worker_id END,
              locked_at = CASE WHEN v.status = 'pending' THEN NULL ELSE s.locked_at END,
-             attempts = CASE WHEN v.kind = 'released' THEN s.attempts - 1 ELSE s.attempts END,
+             attempts = CASE WHEN v.kind = 'released' OR v.uncounted THEN s.attempts - 1 ELSE s.attempts END,
              lease_expires_at = NULL,
              updated_at = now()
         FROM v
@@ -238,6 +238,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       leaseMs,
       outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
       claim.slot === true,
+      outcomes.map((o) => (o.kind === 'retry' && o.uncounted === true ? 1 : 0)),
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
@@ -398,8 +399,16 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       return (await q('UPDATE channels SET settings = $2 WHERE id = $1 RETURNING id', [channelId, settings])).length > 0;
     },
 
-    async saveCredentials(channelId, sealed) {
-      return (await q('UPDATE channels SET credentials = $2 WHERE id = $1 RETURNING id', [channelId, sealed])).length > 0;
+    async saveCredentials(channelId, sealed, expected) {
+      const rows =
+        expected === undefined
+          ? await q('UPDATE channels SET credentials = $2, attention = NULL WHERE id = $1 RETURNING id', [channelId, sealed])
+          : await q('UPDATE channels SET credentials = $2 WHERE id = $1 AND credentials IS NOT DISTINCT FROM $3 RETURNING id', [channelId, sealed, expected]);
+      return rows.length > 0;
+    },
+
+    async setAttention(channelId, reason) {
+      await q('UPDATE channels SET attention = $2 WHERE id = $1 AND attention IS DISTINCT FROM $2', [channelId, reason]);
     },
 
     async schedulePosts(posts: readonly NewPost[]) {

@@ -148,6 +148,10 @@ CREATE TABLE worker_slots (
 -- AES-256-GCM under POST_SCHEDULER_SECRET_KEY (or stored plain when the operator says
 -- so): never in \`settings\`, which may be shown.
 ALTER TABLE channels ADD COLUMN credentials text;
+-- Why the channel needs an operator (its credentials were refused by the network, or
+-- cannot be opened with the key): its posts wait, without using up their attempts,
+-- until a publish succeeds again or the channel gets new credentials.
+ALTER TABLE channels ADD COLUMN attention text;
 `,
   },
 ];

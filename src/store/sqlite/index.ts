@@ -95,7 +95,7 @@ export function openSqliteStore(file: string): Store {
     published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
                        unconfirmed = 0, lease_expires_at = NULL, updated_at = ?
                  WHERE id = ? AND claim_token = ? AND (${whereFrom('publish')} AND worker_id = ? OR ${whereFrom('publishLate')})`,
-    retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?,
+    retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?, attempts = attempts - ?,
                    unconfirmed = MAX(unconfirmed, ?), worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
              WHERE id = ? AND ${whereFrom('retryLater')} AND ${fence}`,
     failed: `UPDATE post_schedule SET status = '${TRANSITIONS.fail.to}', last_error = ?, lease_expires_at = NULL, updated_at = ?
@@ -150,7 +150,7 @@ export function openSqliteStore(file: string): Store {
         if (o.kind === 'published') {
           changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, o.token, workerId).changes;
         } else if (o.kind === 'retry') {
-          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.token).changes;
+          changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.uncounted === true ? 1 : 0, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.token).changes;
         } else if (o.kind === 'failed') {
           changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.token).changes;
         } else if (o.kind === 'unknown') {
@@ -249,8 +249,16 @@ export function openSqliteStore(file: string): Store {
       return immediate(() => stmt('UPDATE channels SET settings = ? WHERE id = ?').run(JSON.stringify(settings), channelId).changes > 0);
     },
 
-    async saveCredentials(channelId, sealed) {
-      return immediate(() => stmt('UPDATE channels SET credentials = ? WHERE id = ?').run(sealed, channelId).changes > 0);
+    async saveCredentials(channelId, sealed, expected) {
+      return immediate(() =>
+        expected === undefined
+          ? stmt('UPDATE channels SET credentials = ?, attention = NULL WHERE id = ?').run(sealed, channelId).changes > 0
+          : stmt('UPDATE channels SET credentials = ? WHERE id = ? AND credentials IS ?').run(sealed, channelId, expected).changes > 0,
+      );
+    },
+
+    async setAttention(channelId, reason) {
+      await immediate(() => stmt('UPDATE channels SET attention = ? WHERE id = ? AND attention IS NOT ?').run(reason, channelId, reason));
     },
 
     async schedulePosts(posts: readonly NewPost[]) {

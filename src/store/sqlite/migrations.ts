@@ -183,6 +183,10 @@ ALTER TABLE worker_slots ADD COLUMN machine TEXT NOT NULL DEFAULT '';
 -- AES-256-GCM under POST_SCHEDULER_SECRET_KEY (or stored plain when the operator says
 -- so): never in \`settings\`, which may be shown.
 ALTER TABLE channels ADD COLUMN credentials TEXT;
+-- Why the channel needs an operator (its credentials were refused by the network, or
+-- cannot be opened with the key): its posts wait, without using up their attempts,
+-- until a publish succeeds again or the channel gets new credentials.
+ALTER TABLE channels ADD COLUMN attention TEXT;
 `,
   },
 ];
