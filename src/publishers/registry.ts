@@ -7,6 +7,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   mastodon: async () => (await import('./mastodon.ts')).mastodonPublisher,
   bluesky: async () => (await import('./bluesky.ts')).blueskyPublisher,
   telegram: async () => (await import('./telegram.ts')).telegramPublisher,
+  discord: async () => (await import('./discord.ts')).discordPublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
