@@ -6,6 +6,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   webhook: async () => (await import('./webhook.ts')).webhookPublisher,
   mastodon: async () => (await import('./mastodon.ts')).mastodonPublisher,
   bluesky: async () => (await import('./bluesky.ts')).blueskyPublisher,
+  slack: async () => (await import('./slack.ts')).slackPublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
