@@ -8,6 +8,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   bluesky: async () => (await import('./bluesky.ts')).blueskyPublisher,
   telegram: async () => (await import('./telegram.ts')).telegramPublisher,
   discord: async () => (await import('./discord.ts')).discordPublisher,
+  slack: async () => (await import('./slack.ts')).slackPublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
