@@ -6,7 +6,10 @@ import { makeVault, parseKey } from '../src/credentials/vault.ts';
 import { openStore } from '../src/store/open.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { startMastodon, TOKEN } from './helpers/fake-mastodon.ts';
+import { startDiscord, WEBHOOK_TOKEN } from './helpers/fake-discord.ts';
 import { APP_PASSWORD, HANDLE, startPds } from './helpers/fake-pds.ts';
+import { GENERAL, startSlack, TOKEN as SLACK_TOKEN } from './helpers/fake-slack.ts';
+import { BOT_TOKEN, CHANNEL, startTelegram } from './helpers/fake-telegram.ts';
 import { killAll, run, TEST_SECRET_KEY, testEnv } from './helpers/processes.ts';
 
 /**
@@ -173,4 +176,57 @@ describe('network channels through the CLI (SQLite, real processes)', () => {
     assert.equal((await run(['cron'], env, 60_000)).code, 0);
     assert.equal(masto.statuses.length, 1, 'published with the new token');
   });
+
+  // Telegram, Discord and Slack through the same operator path: add (checked with the
+  // network, sealed), schedule, cron; what the fake received, and no secret anywhere.
+  const simpleNetworks = [
+    {
+      platform: 'telegram',
+      secret: BOT_TOKEN,
+      start: async () => {
+        const t = await startTelegram();
+        return { close: () => t.close(), sets: [`api_url=${t.url}`, `chat_id=${CHANNEL}`], credentials: { bot_token: BOT_TOKEN }, sent: () => t.messages.length };
+      },
+    },
+    {
+      platform: 'discord',
+      secret: WEBHOOK_TOKEN,
+      start: async () => {
+        const d = await startDiscord();
+        return { close: () => d.close(), sets: [], credentials: { webhook_url: d.webhookUrl }, sent: () => d.messages.length };
+      },
+    },
+    {
+      platform: 'slack',
+      secret: SLACK_TOKEN,
+      start: async () => {
+        const sl = await startSlack();
+        return { close: () => sl.close(), sets: [`api_url=${sl.url}`, `channel=${GENERAL}`], credentials: { bot_token: SLACK_TOKEN }, sent: () => sl.messages.length };
+      },
+    },
+  ] as const;
+
+  for (const network of simpleNetworks) {
+    it(`${network.platform}: adds a checked channel, publishes through it, keeps its secret sealed`, async () => {
+      const db = await fresh();
+      const fake = await network.start();
+      cleanups.push(() => fake.close());
+      const env = testEnv(db.url, { CREDS: JSON.stringify(fake.credentials) });
+      const outputs: string[] = [];
+      const add = await run(
+        ['channels', 'add', '--name', 'n', '--platform', network.platform, ...fake.sets.flatMap((x) => ['--set', x]), '--allow-private-network', '--credentials-from', 'env:CREDS'],
+        env,
+      );
+      outputs.push(add.stdout, add.stderr);
+      assert.equal(add.code, 0, add.stdout + add.stderr);
+      assert.match(add.stdout, new RegExp(`Credentials accepted by ${network.platform}`));
+      assert.equal((await run(['schedule', '--channel', 'n', '--text', `hello ${network.platform}`], env)).code, 0);
+      const cycle = await run(['cron'], env, 60_000);
+      outputs.push(cycle.stdout, cycle.stderr, (await run(['status', '--json'], env)).stdout, (await run(['channels', 'list', '--json'], env)).stdout);
+      assert.equal(cycle.code, 0, cycle.stdout);
+      assert.equal(fake.sent(), 1);
+      assert.ok(!databaseBytes(db).includes(network.secret), 'the secret is not in the database file');
+      for (const out of outputs) assert.ok(!out.includes(network.secret), 'the secret is in no output');
+    });
+  }
 });
