@@ -10,6 +10,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   discord: async () => (await import('./discord.ts')).discordPublisher,
   slack: async () => (await import('./slack.ts')).slackPublisher,
   x: async () => (await import('./x.ts')).xPublisher,
+  linkedin: async () => (await import('./linkedin.ts')).linkedinPublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
