@@ -11,6 +11,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   slack: async () => (await import('./slack.ts')).slackPublisher,
   x: async () => (await import('./x.ts')).xPublisher,
   linkedin: async () => (await import('./linkedin.ts')).linkedinPublisher,
+  facebook: async () => (await import('./facebook.ts')).facebookPublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
