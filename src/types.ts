@@ -71,8 +71,8 @@ export const POST_STATUSES: readonly PostStatus[] = [
 export type OnUnknown = 'retry' | 'check' | 'hold';
 export const ON_UNKNOWN: readonly OnUnknown[] = ['retry', 'check', 'hold'];
 
-export type Platform = 'file' | 'webhook' | 'mastodon' | 'bluesky' | 'telegram' | 'discord' | 'slack';
-export const PLATFORMS: readonly Platform[] = ['file', 'webhook', 'mastodon', 'bluesky', 'telegram', 'discord', 'slack'];
+export type Platform = 'file' | 'webhook' | 'mastodon' | 'bluesky' | 'telegram' | 'discord' | 'slack' | 'module';
+export const PLATFORMS: readonly Platform[] = ['file', 'webhook', 'mastodon', 'bluesky', 'telegram', 'discord', 'slack', 'module'];
 
 export interface Channel {
   readonly id: number;

@@ -9,6 +9,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   telegram: async () => (await import('./telegram.ts')).telegramPublisher,
   discord: async () => (await import('./discord.ts')).discordPublisher,
   slack: async () => (await import('./slack.ts')).slackPublisher,
+  module: async () => (await import('./module.ts')).modulePublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);
