@@ -66,6 +66,11 @@ export interface Config {
   readonly secretKey: Buffer | null;
   /** the previous key during a rotation: still opens what it sealed (see channels rekey) */
   readonly oldSecretKey: Buffer | null;
+  /**
+   * the folder whose ES modules `module` channels may load (absolute, as given: each use
+   * resolves it with realpath); null when not set: module channels are refused
+   */
+  readonly moduleDir: string | null;
 }
 
 export class ConfigError extends Error {
@@ -95,6 +100,8 @@ export const ENV_DEFAULTS = {
   DB_TIMEOUT_MS: '10000',
   POST_SCHEDULER_SECRET_KEY: '',
   POST_SCHEDULER_OLD_SECRET_KEY: '',
+  // empty: no module channels (loading code is a privilege the operator grants)
+  MODULE_DIR: '',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -144,6 +151,7 @@ const schema = v.object({
   DB_TIMEOUT_MS: integer('DB_TIMEOUT_MS', 100, 600_000),
   POST_SCHEDULER_SECRET_KEY: v.string(),
   POST_SCHEDULER_OLD_SECRET_KEY: v.string(),
+  MODULE_DIR: v.pipe(v.string(), v.trim()),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -211,6 +219,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     dbTimeoutMs: c.DB_TIMEOUT_MS,
     secretKey,
     oldSecretKey,
+    moduleDir: c.MODULE_DIR === '' ? null : path.resolve(c.MODULE_DIR),
   });
 }
 
@@ -270,6 +279,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     DB_TIMEOUT_MS: String(config.dbTimeoutMs),
     POST_SCHEDULER_SECRET_KEY: config.secretKey === null ? '' : config.secretKey.toString('hex'),
     POST_SCHEDULER_OLD_SECRET_KEY: config.oldSecretKey === null ? '' : config.oldSecretKey.toString('hex'),
+    MODULE_DIR: config.moduleDir ?? '',
   };
 }
 

@@ -71,8 +71,8 @@ export const POST_STATUSES: readonly PostStatus[] = [
 export type OnUnknown = 'retry' | 'check' | 'hold';
 export const ON_UNKNOWN: readonly OnUnknown[] = ['retry', 'check', 'hold'];
 
-export type Platform = 'file' | 'webhook' | 'mastodon' | 'bluesky' | 'telegram' | 'discord' | 'slack' | 'x' | 'linkedin' | 'facebook';
-export const PLATFORMS: readonly Platform[] = ['file', 'webhook', 'mastodon', 'bluesky', 'telegram', 'discord', 'slack', 'x', 'linkedin', 'facebook'];
+export type Platform = 'file' | 'webhook' | 'mastodon' | 'bluesky' | 'telegram' | 'discord' | 'slack' | 'x' | 'linkedin' | 'facebook' | 'module';
+export const PLATFORMS: readonly Platform[] = ['file', 'webhook', 'mastodon', 'bluesky', 'telegram', 'discord', 'slack', 'x', 'linkedin', 'facebook', 'module'];
 
 export interface Channel {
   readonly id: number;

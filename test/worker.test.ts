@@ -383,7 +383,7 @@ for (const dialect of DIALECTS) {
       assert.ok(f.faulty.exchanges.every((c) => c.limit <= 3), 'never claims more than BATCH_SIZE');
       assert.equal(await f.real.countDue(), 0);
       assert.equal(f.fake.created.length, 1, 'one publisher per platform');
-      assert.deepEqual(f.fake.created[0], { timeoutMs: 2000, concurrency: 3, allowPrivateNetwork: false });
+      assert.deepEqual(f.fake.created[0], { timeoutMs: 2000, concurrency: 3, allowPrivateNetwork: false, moduleDir: null });
       assert.equal(f.fake.closed, 1, 'publishers are closed when the worker ends');
       assert.ok(f.logged(/Published 12 posts successfully/), f.logs.join('\n'));
     });

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadPublisherModule, KNOWN_PLATFORMS } from '../publishers/registry.ts';
 import { SettingsError } from '../publishers/publisher.ts';
+import { loadChannelModule, resolveModulePath, userPolicy } from '../publishers/module.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import type { Config } from '../config.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
@@ -25,6 +26,7 @@ interface AddFlags {
   maxLength?: string;
   allowPrivateNetwork?: boolean;
   trust503?: boolean;
+  module?: string;
 }
 
 const ON_UNKNOWN_HELP = `what to do with a post whose outcome is unknown: ${ON_UNKNOWN.join(', ')} (default: the platform's safe one; see README)`;
@@ -36,17 +38,30 @@ function onUnknownFlag(value: string): OnUnknown {
   return value as OnUnknown;
 }
 
-async function checkPolicy(platform: string, onUnknown: OnUnknown): Promise<void> {
-  const module = await loadPublisherModule(platform);
-  if (onUnknown === 'check' && module !== null && !module.canLookUp) {
+/** A module channel's policy is its user module's: loaded (from inside MODULE_DIR only) to see it. */
+async function policyOf(platform: string, settings: Record<string, unknown>, config: Config): Promise<{ defaultOnUnknown: OnUnknown; canLookUp: boolean } | null> {
+  if (platform === 'module') {
+    try {
+      return userPolicy(await loadChannelModule(settings, config.moduleDir));
+    } catch (e) {
+      throw new CliError(e instanceof Error ? e.message : String(e));
+    }
+  }
+  return loadPublisherModule(platform);
+}
+
+async function checkPolicy(platform: string, settings: Record<string, unknown>, config: Config, onUnknown: OnUnknown): Promise<void> {
+  if (onUnknown !== 'check') return;
+  const module = await policyOf(platform, settings, config);
+  if (module !== null && !module.canLookUp) {
     throw new CliError(`--on-unknown check needs a platform that can look up what it published; ${platform} cannot (use retry or hold)`);
   }
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-/** Platforms with flags of their own (--path, --url); the networks take --set and --credentials-from. */
-const LOCAL_PLATFORMS: readonly string[] = ['file', 'webhook'];
+/** Platforms with flags of their own (--path, --url, --module); the networks take --set and --credentials-from. */
+const LOCAL_PLATFORMS: readonly string[] = ['file', 'webhook', 'module'];
 
 /** `--set key=value`: a JSON value (true, 42, ["en"]) or else the text as it is. */
 function settingFlag(value: string, previous: string[] = []): string[] {
@@ -153,6 +168,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--max-length <n>', 'webhook platform: the longest text the receiving platform takes; longer posts are refused')
     .option('--allow-private-network', 'webhook platform: may connect to loopback, private and link-local addresses (off: SSRF protection)')
     .option('--trust-503', "webhook platform: this receiver's 503 means the request was not processed (off: a 503 may be an unknown outcome)")
+    .option('--module <file>', 'module platform: your ES module (.js or .mjs) inside MODULE_DIR, stored as its absolute real path')
     .option('--on-unknown <policy>', ON_UNKNOWN_HELP)
     .option('--set <key=value>', "a platform setting (repeatable), e.g. --set instance=https://mastodon.social", settingFlag)
     .option('--credentials-from <source>', `the platform's credentials as a JSON object, from ${SECRET_SOURCES}`)
@@ -177,7 +193,8 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         ['--max-length', flags.maxLength],
         ['--trust-503', flags.trust503],
       ];
-      const misplaced = (platform === 'webhook' ? [] : webhookOnly).concat(platform === 'file' ? [] : [['--path', flags.path]]).find(([, given]) => given !== undefined);
+      const misplaced = (platform === 'webhook' ? [] : webhookOnly).concat(platform === 'file' ? [] : [['--path', flags.path]])
+        .concat(platform === 'module' ? [] : [['--module', flags.module]]).find(([, given]) => given !== undefined);
       if (misplaced !== undefined) throw new CliError(`${misplaced[0]} is not a setting of platform ${platform}`);
       if (flags.set !== undefined && LOCAL_PLATFORMS.includes(platform)) throw new CliError(`--set is for the networks' settings; platform ${platform} has flags of its own`);
       let credentials: Record<string, unknown> | null = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
@@ -186,6 +203,16 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       } else if (platform === 'file') {
         // absolute, so a worker started in another directory writes the same file
         settings = flags.path === undefined ? {} : { path: path.resolve(flags.path) };
+      } else if (platform === 'module') {
+        // Loading code is a privilege: only a file inside the operator's MODULE_DIR, fixed
+        // here as its real path (symlinks resolved). No HTTP API may ever create or change
+        // a module channel: this command line is the only way in.
+        if (flags.module === undefined) throw new CliError('platform module needs --module FILE (a .js or .mjs file inside MODULE_DIR)');
+        try {
+          settings = { module_path: await resolveModulePath(flags.module, config.moduleDir) };
+        } catch (e) {
+          throw new CliError(e instanceof Error ? e.message : String(e));
+        }
       } else {
         const url = await secretFlag('url', flags.url, flags.urlFrom);
         const secret = await secretFlag('secret', flags.secret, flags.secretFrom);
@@ -216,8 +243,9 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       } catch (e) {
         throw new CliError(e instanceof SettingsError || e instanceof CliError ? e.message : String(e));
       }
-      const onUnknown = flags.onUnknown === undefined ? module.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
-      await checkPolicy(platform, onUnknown);
+      const policy = (await policyOf(platform, settings, config)) ?? module;
+      const onUnknown = flags.onUnknown === undefined ? policy.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
+      await checkPolicy(platform, settings, config, onUnknown);
       const sealed = credentials === null ? null : await sealChecked(platform, settings, credentials, config, flags);
       if (credentials === null && module.verify !== undefined && flags.verify !== false) await verifyWith(platform, settings, null, config);
       await withStore(config, async (store) => {
@@ -250,7 +278,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         await withStore(config, async (store) => {
           const existing = await store.findChannel(flags.name);
           if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
-          if (onUnknown !== undefined) await checkPolicy(existing.platform, onUnknown);
+          if (onUnknown !== undefined) await checkPolicy(existing.platform, existing.settings, config, onUnknown);
           if (fresh !== null) {
             const sealed = await sealChecked(existing.platform, existing.settings, fresh, config, flags);
             await store.saveCredentials(existing.id, sealed);

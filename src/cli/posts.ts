@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import fs from 'node:fs';
 import { describeDue, parseWhen, WhenError } from '../when.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
+import { loadChannelModule } from '../publishers/module.ts';
 import type { Store } from '../store/store.ts';
 import type { Channel } from '../types.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
@@ -117,7 +118,7 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
       const text = await postText(flags);
       await withStore(config, async (store) => {
         const channel = await findChannel(store, flags.channel);
-        const problem = (await loadPublisherModule(channel.platform))?.checkText(text, channel.settings) ?? null;
+        const problem = await textProblem(channel, text, config.moduleDir);
         if (problem !== null) throw new CliError(`--text does not fit channel ${channel.name}: ${problem}`);
         const [id] = await store.schedulePosts([{ channelId: channel.id, text, runAt }]);
         // stdout: only the id, for scripts; the human line goes to stderr
@@ -201,4 +202,15 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
         print(`Cancelled post ${n}`);
       });
     });
+}
+
+/** Why a text breaks a channel's limits, or null; a module channel asks its user module (loaded from inside MODULE_DIR only). */
+async function textProblem(channel: Channel, text: string, moduleDir: string | null): Promise<string | null> {
+  if (channel.platform !== 'module') return (await loadPublisherModule(channel.platform))?.checkText(text, channel.settings) ?? null;
+  try {
+    const user = await loadChannelModule(channel.settings, moduleDir);
+    return user.checkText?.(text, channel.settings) ?? null;
+  } catch (e) {
+    throw new CliError(`channel ${channel.name}: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }

@@ -57,6 +57,11 @@ export interface PublisherOptions {
    * unless a channel opts in alone (SSRF protection)
    */
   readonly allowPrivateNetwork?: boolean;
+  /**
+   * the folder `module` channels may load their code from (config MODULE_DIR); absent
+   * or null: module channels are refused
+   */
+  readonly moduleDir?: string | null;
 }
 
 export interface PublisherModule {

@@ -12,6 +12,7 @@ const MODULES: Record<string, () => Promise<PublisherModule>> = {
   x: async () => (await import('./x.ts')).xPublisher,
   linkedin: async () => (await import('./linkedin.ts')).linkedinPublisher,
   facebook: async () => (await import('./facebook.ts')).facebookPublisher,
+  module: async () => (await import('./module.ts')).modulePublisher,
 };
 
 export const KNOWN_PLATFORMS = Object.keys(MODULES);

@@ -124,7 +124,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     if (loaded === null) return null;
     let publisher = publishers.get(platform);
     if (publisher === undefined) {
-      publisher = loaded.createPublisher({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency, allowPrivateNetwork: config.allowPrivateNetwork });
+      publisher = loaded.createPublisher({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency, allowPrivateNetwork: config.allowPrivateNetwork, moduleDir: config.moduleDir });
       publishers.set(platform, publisher);
     }
     return publisher;
