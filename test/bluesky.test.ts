@@ -485,7 +485,7 @@ describe('bluesky publisher', () => {
       PermanentPublishError,
     );
     assert.match(e.message, /channel sky \(127\.0\.0\.1:\d+\)/);
-    assert.match(e.message, /allow_private_network/);
+    assert.match(e.message, /channels add --allow-private-network/);
     assert.equal(server.calls.length, 0);
   });
 

@@ -288,7 +288,7 @@ describe('telegram publisher', () => {
     assert.match(problem({ chat_id: '@ab' }) ?? '', /@mychannel/);
     assert.equal(problem({ chat_id: CHANNEL, api_url: 'http://bots.example.com' }), 'telegram api_url must be https:// (http:// only with allow_private_network)');
     assert.equal(problem({ chat_id: CHANNEL, api_url: 'http://127.0.0.1:8081', allow_private_network: true }), null);
-    assert.match(problem({ chat_id: CHANNEL, api_url: 'https://api.telegram.org/?x=1' }) ?? '', /no query/);
+    assert.match(problem({ chat_id: CHANNEL, api_url: 'https://api.telegram.org/?x=1' }) ?? '', /must not carry a query/);
     assert.match(problem({ chat_id: CHANNEL, parse_mode: 'Markdown' }) ?? '', /MarkdownV2 or HTML/);
     assert.match(problem({ chat_id: CHANNEL, disable_web_page_preview: 'yes' }) ?? '', /true or false/);
 

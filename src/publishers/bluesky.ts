@@ -16,6 +16,7 @@ import {
 import { answerExcerpt } from './redact.ts';
 import { buildFacets, checkPostText, recordKeyFor } from './bluesky-text.ts';
 import { parseRetryAfter } from './webhook.ts';
+import { addressRefused } from './network.ts';
 
 /**
  * `bluesky`: publishes `app.bsky.feed.post` records on an AT Protocol PDS (any: the
@@ -249,12 +250,7 @@ async function xrpc(
     });
   } catch (e) {
     if (e instanceof HttpSendFailure) {
-      if (e.addressRefused) {
-        throw new PermanentPublishError(
-          `bluesky ${t.where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-            'allow it for this channel with the setting allow_private_network, or for all with ALLOW_PRIVATE_NETWORK=true',
-        );
-      }
+      if (e.addressRefused) throw addressRefused('bluesky', t.where);
       const after = e.sent ? ' after the request was sent' : '';
       const why = shown(e.message, t.secrets);
       throw new NoAnswer(`bluesky ${t.where}: ${nsid}: ${why}${after}`, e.sent);

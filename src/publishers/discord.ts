@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { sendFailure } from './network.ts';
 
 /**
  * `discord`: posts a message to a Discord channel through one of its webhooks
@@ -238,18 +239,6 @@ function apiError(answer: HttpResponse, webhook: Webhook): string {
   return answerExcerpt(scrub(answer.text(), webhook));
 }
 
-/** the request's outcome, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number, webhook: Webhook): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `discord ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : scrub(e.message, webhook);
-  return new RetryablePublishError(`discord ${where}: ${what}${sent}`, null, e.sent);
-}
 
 function objectOf(json: unknown): Record<string, unknown> {
   return typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : {};
@@ -301,7 +290,7 @@ export const discordPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs, webhook);
+        const failure = sendFailure('discord', e, where, options.timeoutMs, (text) => scrub(text, webhook));
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       const { status } = answer;
@@ -373,7 +362,7 @@ export const discordPublisher: PublisherModule = {
             allowPrivateNetwork: settings.allow_private_network === true,
           });
         } catch (e) {
-          if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs, webhook);
+          if (e instanceof HttpSendFailure) throw sendFailure('discord', e, where, options.timeoutMs, (text) => scrub(text, webhook));
           throw e;
         }
 

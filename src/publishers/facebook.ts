@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { apiUrlProblem, sendFailure } from './network.ts';
 
 /**
  * `facebook`: publishes a text post on a Facebook Page with a Page access token through
@@ -66,14 +67,6 @@ const GRAPH_VERSION = /^v\d{1,3}\.\d{1,2}$/;
 /** a post id as the feed edge answers it: <page id>_<post id> */
 const POST_ID = /^\d{1,32}_\d{1,32}$/;
 
-function apiUrlProblem(value: string): string | null {
-  if (!URL.canParse(value)) return 'facebook api_url must be a URL like https://graph.facebook.com';
-  const u = new URL(value);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'facebook api_url must be an https:// URL';
-  if (u.username !== '' || u.password !== '') return 'facebook api_url must not carry a user name or password';
-  if (u.search !== '' || u.hash !== '') return 'facebook api_url must not carry a query or a fragment';
-  return null;
-}
 
 const settingsSchema = v.pipe(
   v.object(
@@ -88,7 +81,7 @@ const settingsSchema = v.pipe(
       api_url: v.optional(
         v.pipe(
           v.string('facebook api_url must be a URL like https://graph.facebook.com'),
-          v.check((s) => apiUrlProblem(s) === null, (issue) => apiUrlProblem(issue.input) ?? 'facebook api_url is invalid'),
+          v.check((s) => apiUrlProblem('facebook', s, DEFAULT_API_URL) === null, (issue) => apiUrlProblem('facebook', issue.input, DEFAULT_API_URL) ?? 'facebook api_url is invalid'),
         ),
       ),
       allow_private_network: v.optional(v.boolean('facebook allow_private_network must be true or false')),
@@ -217,18 +210,6 @@ function refusesToken(code: number | null): boolean {
   return code === 190 || code === 102 || code === 10 || (code !== null && code >= 200 && code <= 299);
 }
 
-/** the request's outcome, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `facebook ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : e.message;
-  return new RetryablePublishError(`facebook ${where}: ${what}${sent}`, null, e.sent);
-}
 
 /** A failed answer of the feed edge, classified. */
 function postError(answer: HttpResponse, where: string, token: string): Error {
@@ -290,7 +271,7 @@ export const facebookPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs);
+        const failure = sendFailure('facebook', e, where, options.timeoutMs);
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       if (answer.status !== 200) {
@@ -355,7 +336,7 @@ export const facebookPublisher: PublisherModule = {
             allowPrivateNetwork: settings.allow_private_network === true,
           });
         } catch (e) {
-          if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs);
+          if (e instanceof HttpSendFailure) throw sendFailure('facebook', e, where, options.timeoutMs);
           throw e;
         }
 

@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { apiUrlProblem, retryAfterMs, sendFailure } from './network.ts';
 
 /**
  * `linkedin`: a text post for a member or an organization through LinkedIn's versioned
@@ -67,14 +68,6 @@ const AUTHOR = /^urn:li:(?:person|organization):[A-Za-z0-9_-]{1,100}$/;
 /** what x-restli-id holds after a create: a share or ugcPost URN */
 const POST_URN = /^urn:li:[A-Za-z]{1,40}:[A-Za-z0-9_-]{1,100}$/;
 
-function apiUrlProblem(value: string): string | null {
-  if (!URL.canParse(value)) return 'linkedin api_url must be a URL like https://api.linkedin.com';
-  const u = new URL(value);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'linkedin api_url must be an https:// URL';
-  if (u.username !== '' || u.password !== '') return 'linkedin api_url must not carry a user name or password';
-  if (u.search !== '' || u.hash !== '') return 'linkedin api_url must not carry a query or a fragment';
-  return null;
-}
 
 const settingsSchema = v.pipe(
   v.object(
@@ -93,7 +86,7 @@ const settingsSchema = v.pipe(
       api_url: v.optional(
         v.pipe(
           v.string('linkedin api_url must be a URL like https://api.linkedin.com'),
-          v.check((s) => apiUrlProblem(s) === null, (issue) => apiUrlProblem(issue.input) ?? 'linkedin api_url is invalid'),
+          v.check((s) => apiUrlProblem('linkedin', s, DEFAULT_API_URL) === null, (issue) => apiUrlProblem('linkedin', issue.input, DEFAULT_API_URL) ?? 'linkedin api_url is invalid'),
         ),
       ),
       allow_private_network: v.optional(v.boolean('linkedin allow_private_network must be true or false')),
@@ -176,15 +169,6 @@ function apiPath(apiUrl: URL, path: string): URL {
   return new URL(`${apiUrl.href.replace(/\/+$/, '')}${path}`);
 }
 
-/** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
-function retryAfterMs(headers: HttpResponse['headers'], now = Date.now()): number | null {
-  const retryAfter = headers['retry-after'];
-  if (typeof retryAfter !== 'string' || retryAfter.trim() === '') return null;
-  const value = retryAfter.trim();
-  if (/^\d+$/.test(value)) return Number(value) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? null : Math.max(0, at - now);
-}
 
 /** The API's `message` (or the body) as a short one-line excerpt, without the token. */
 function apiError(answer: HttpResponse, token: string): string {
@@ -194,18 +178,6 @@ function apiError(answer: HttpResponse, token: string): string {
   return answerExcerpt(token === '' ? error : error.split(token).join('***'));
 }
 
-/** the request's outcome, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `linkedin ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : e.message;
-  return new RetryablePublishError(`linkedin ${where}: ${what}${sent}`, null, e.sent);
-}
 
 const withExcerpt = (excerpt: string) => (excerpt === '' ? '' : `: ${excerpt}`);
 
@@ -238,7 +210,7 @@ export const linkedinPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs);
+        const failure = sendFailure('linkedin', e, where, options.timeoutMs);
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       const { status } = answer;
@@ -313,7 +285,7 @@ export const linkedinPublisher: PublisherModule = {
             allowPrivateNetwork: settings.allow_private_network === true,
           });
         } catch (e) {
-          if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs);
+          if (e instanceof HttpSendFailure) throw sendFailure('linkedin', e, where, options.timeoutMs);
           throw e;
         }
 

@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { sendFailure } from './network.ts';
 
 /**
  * `mastodon`: publishes a status on any Mastodon instance through its REST API
@@ -224,18 +225,6 @@ function apiError(answer: HttpResponse, token: string): string {
 /** A 403 whose error is about the token, its scopes or the account's login, not about the post. */
 const CREDENTIALS_403 = /token|scope|authori[sz]|authenticat|login|sign[ -]?in|account|e-?mail|suspend|disabled|approv/i;
 
-/** the request's outcome, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `mastodon ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : e.message;
-  return new RetryablePublishError(`mastodon ${where}: ${what}${sent}`, null, e.sent);
-}
 
 export const mastodonPublisher: PublisherModule = {
   platform: 'mastodon',
@@ -266,7 +255,7 @@ export const mastodonPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs);
+        const failure = sendFailure('mastodon', e, where, options.timeoutMs);
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       const { status } = answer;
@@ -339,7 +328,7 @@ export const mastodonPublisher: PublisherModule = {
             allowPrivateNetwork: settings.allow_private_network === true,
           });
         } catch (e) {
-          if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs);
+          if (e instanceof HttpSendFailure) throw sendFailure('mastodon', e, where, options.timeoutMs);
           throw e;
         }
 

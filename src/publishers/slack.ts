@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { apiUrlProblem, retryAfterMs, sendFailure } from './network.ts';
 
 /**
  * `slack`: posts a message to a Slack conversation with a bot token through the Web API
@@ -67,14 +68,6 @@ export const MAX_TEXT_CHARACTERS = 40_000;
 const CHANNEL_ID = /^[CGD][A-Z0-9]{2,}$/;
 const CHANNEL_NAME = /^#[\p{Ll}\p{Lo}\p{N}_-][\p{Ll}\p{Lo}\p{N}._-]{0,79}$/u;
 
-function apiUrlProblem(value: string): string | null {
-  if (!URL.canParse(value)) return 'slack api_url must be a URL like https://slack.com/api';
-  const u = new URL(value);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'slack api_url must be an https:// URL';
-  if (u.username !== '' || u.password !== '') return 'slack api_url must not carry a user name or password';
-  if (u.search !== '' || u.hash !== '') return 'slack api_url must not carry a query or a fragment';
-  return null;
-}
 
 const settingsSchema = v.pipe(
   v.object(
@@ -89,7 +82,7 @@ const settingsSchema = v.pipe(
       api_url: v.optional(
         v.pipe(
           v.string('slack api_url must be a URL like https://slack.com/api'),
-          v.check((s) => apiUrlProblem(s) === null, (issue) => apiUrlProblem(issue.input) ?? 'slack api_url is invalid'),
+          v.check((s) => apiUrlProblem('slack', s, DEFAULT_API_URL) === null, (issue) => apiUrlProblem('slack', issue.input, DEFAULT_API_URL) ?? 'slack api_url is invalid'),
         ),
       ),
       unfurl_links: v.optional(v.boolean('slack unfurl_links must be true or false')),
@@ -147,15 +140,6 @@ function methodUrl(apiUrl: URL, method: string): URL {
   return new URL(`${apiUrl.href.replace(/\/+$/, '')}/${method}`);
 }
 
-/** Retry-After as milliseconds: seconds (what Slack sends) or an HTTP date; null when absent or unreadable. */
-function retryAfterMs(headers: HttpResponse['headers'], now = Date.now()): number | null {
-  const retryAfter = headers['retry-after'];
-  if (typeof retryAfter !== 'string' || retryAfter.trim() === '') return null;
-  const value = retryAfter.trim();
-  if (/^\d+$/.test(value)) return Number(value) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? null : Math.max(0, at - now);
-}
 
 /** The errors that say the token cannot post here: an operator must give the channel another. */
 const TOKEN_ERRORS = new Set([
@@ -222,18 +206,6 @@ function bodyExcerpt(answer: HttpResponse, token: string): string {
   return answerExcerpt(token === '' ? text : text.split(token).join('***'));
 }
 
-/** the request's outcome, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `slack ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : e.message;
-  return new RetryablePublishError(`slack ${where}: ${what}${sent}`, null, e.sent);
-}
 
 /** The error of an `ok: false` answer of chat.postMessage, classified. */
 function postError(fields: Record<string, unknown>, answer: HttpResponse, where: string, channel: string, token: string): Error {
@@ -304,7 +276,7 @@ export const slackPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs);
+        const failure = sendFailure('slack', e, where, options.timeoutMs);
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       if (answer.status === 429) throw new Error(`slack ${where}: auth.test is rate limited (HTTP 429); try again later`);
@@ -373,7 +345,7 @@ export const slackPublisher: PublisherModule = {
             allowPrivateNetwork: settings.allow_private_network === true,
           });
         } catch (e) {
-          if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs);
+          if (e instanceof HttpSendFailure) throw sendFailure('slack', e, where, options.timeoutMs);
           throw e;
         }
 

@@ -12,6 +12,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { apiUrlProblem, sendFailure } from './network.ts';
 
 /**
  * `telegram`: sends a text message to a chat (a channel, usually) through the Telegram
@@ -61,14 +62,6 @@ type ParseMode = (typeof PARSE_MODES)[number];
 const CHAT_USERNAME = /^@[A-Za-z][A-Za-z0-9_]{4,31}$/;
 const CHAT_NUMBER = /^-?[1-9]\d{0,19}$/;
 
-function apiUrlProblem(value: string): string | null {
-  if (!URL.canParse(value)) return 'telegram api_url must be a URL like https://api.telegram.org';
-  const u = new URL(value);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'telegram api_url must be an https:// URL';
-  if (u.username !== '' || u.password !== '') return 'telegram api_url must not carry a user name or password';
-  if (u.search !== '' || u.hash !== '') return 'telegram api_url must have no query or fragment';
-  return null;
-}
 
 const CHAT_ID_MESSAGE = 'telegram chat_id must be a channel username like @mychannel or a numeric chat id like -1001234567890';
 
@@ -86,7 +79,7 @@ const settingsSchema = v.pipe(
       api_url: v.optional(
         v.pipe(
           v.string('telegram api_url must be an https:// URL'),
-          v.check((s) => apiUrlProblem(s) === null, (issue) => apiUrlProblem(issue.input) ?? 'telegram api_url is invalid'),
+          v.check((s) => apiUrlProblem('telegram', s, DEFAULT_API_URL) === null, (issue) => apiUrlProblem('telegram', issue.input, DEFAULT_API_URL) ?? 'telegram api_url is invalid'),
         ),
       ),
       parse_mode: v.optional(v.picklist(PARSE_MODES, 'telegram parse_mode must be MarkdownV2 or HTML (or absent, for plain text)')),
@@ -222,18 +215,6 @@ function apiFailure(answer: HttpResponse, token: string): ApiFailure {
   };
 }
 
-/** the request's outcome when no answer came, for publish and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, timeoutMs: number, token: string): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `telegram ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const what = e.timedOut ? `no answer within ${timeoutMs} ms` : scrub(e.message, token);
-  return new RetryablePublishError(`telegram ${where}: ${what}${sent}`, null, e.sent);
-}
 
 /** {api_url}/bot<token>/<method>, a path prefix of api_url kept */
 function methodUrl(apiUrl: string, token: string, method: string): URL {
@@ -280,7 +261,7 @@ export const telegramPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, options.timeoutMs, token);
+        const failure = sendFailure('telegram', e, where, options.timeoutMs, (text) => scrub(text, token));
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       const json = record(answer.json());
@@ -324,7 +305,7 @@ export const telegramPublisher: PublisherModule = {
           allowPrivateNetwork: settings.allow_private_network === true,
         });
       } catch (e) {
-        if (e instanceof HttpSendFailure) throw sendFailure(e, where, options.timeoutMs, token);
+        if (e instanceof HttpSendFailure) throw sendFailure('telegram', e, where, options.timeoutMs, (text) => scrub(text, token));
         throw e;
       }
 

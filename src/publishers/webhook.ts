@@ -12,6 +12,7 @@ import {
   type PublishRequest,
 } from './publisher.ts';
 import { answerExcerpt, redactedUrl } from './redact.ts';
+import { addressRefused, parseRetryAfter } from './network.ts';
 
 /**
  * `webhook`: POSTs the post as JSON {id, channel, text, run_at, attempt} to the
@@ -132,13 +133,7 @@ export function standardWebhookHeaders(
 /** A reset on a reused socket later than this after the request was written may follow processing. */
 const STALE_RESET_MS = 500;
 
-/** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): number | null {
-  if (value === undefined || value.trim() === '') return null;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? null : Math.max(0, at - now);
-}
+export { parseRetryAfter } from './network.ts';
 
 class WebhookTimeout extends Error {
   override name = 'WebhookTimeout';
@@ -340,12 +335,7 @@ export const webhookPublisher: PublisherModule = {
         } catch (e) {
           if (!(e instanceof SendFailure)) throw e;
           const err = e.reason as Error & { code?: string };
-          if (isAddressRefusal(err)) {
-            throw new PermanentPublishError(
-              `webhook ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-                'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-            );
-          }
+          if (isAddressRefusal(err)) throw addressRefused('webhook', where);
           const sent = e.sent ? ' after the request was sent' : '';
           let message: string;
           if (err instanceof WebhookTimeout) message = `no answer within ${options.timeoutMs} ms${sent}`;

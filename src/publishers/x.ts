@@ -13,6 +13,7 @@ import {
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
+import { apiUrlProblem, sendFailure } from './network.ts';
 
 /**
  * `x`: publishes a post on X through the API v2 "create post" endpoint with an OAuth 2.0
@@ -69,14 +70,6 @@ export const CHARACTERS_PER_URL = 23;
 /** an access token that expires within this is refreshed before sending */
 export const REFRESH_MARGIN_MS = 60_000;
 
-function apiUrlProblem(value: string): string | null {
-  if (!URL.canParse(value)) return 'x api_url must be a URL like https://api.x.com';
-  const u = new URL(value);
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return 'x api_url must be an https:// URL';
-  if (u.username !== '' || u.password !== '') return 'x api_url must not carry a user name or password';
-  if (u.search !== '' || u.hash !== '') return 'x api_url must not carry a query or a fragment';
-  return null;
-}
 
 const settingsSchema = v.pipe(
   v.object(
@@ -84,7 +77,7 @@ const settingsSchema = v.pipe(
       api_url: v.optional(
         v.pipe(
           v.string('x api_url must be a URL like https://api.x.com'),
-          v.check((s) => apiUrlProblem(s) === null, (issue) => apiUrlProblem(issue.input) ?? 'x api_url is invalid'),
+          v.check((s) => apiUrlProblem('x', s, DEFAULT_API_URL) === null, (issue) => apiUrlProblem('x', issue.input, DEFAULT_API_URL) ?? 'x api_url is invalid'),
         ),
       ),
       allow_private_network: v.optional(v.boolean('x allow_private_network must be true or false')),
@@ -283,18 +276,6 @@ function rateLimitWaitMs(headers: HttpResponse['headers'], now = Date.now()): nu
   return retryAfter !== undefined && /^\d{1,9}$/.test(retryAfter) ? Number(retryAfter) * 1000 : null;
 }
 
-/** the request's outcome, for publish, refresh and verify alike */
-function sendFailure(e: HttpSendFailure, where: string, what: string, timeoutMs: number, secrets: readonly string[]): Error {
-  if (e.addressRefused) {
-    return new PermanentPublishError(
-      `x ${where}: refused to connect to a loopback, private or link-local address (SSRF protection); ` +
-        'allow it for this channel with `channels add --allow-private-network`, or for all with ALLOW_PRIVATE_NETWORK=true',
-    );
-  }
-  const sent = e.sent ? ' after the request was sent' : '';
-  const reason = e.timedOut ? `no answer within ${timeoutMs} ms` : scrub(e.message, secrets);
-  return new RetryablePublishError(`x ${where}: ${what}: ${reason}${sent}`, null, e.sent);
-}
 
 // --- tokens --------------------------------------------------------------------------
 
@@ -345,7 +326,7 @@ async function refreshTokens(t: TokenContext, c: XCredentials): Promise<XCredent
   } catch (e) {
     if (!(e instanceof HttpSendFailure)) throw e;
     // the post itself was not sent, whatever became of the refresh
-    const failure = sendFailure(e, t.where, 'token refresh', t.timeoutMs, t.secrets);
+    const failure = sendFailure('x', e, t.where, t.timeoutMs, (text) => scrub(text, t.secrets), 'token refresh');
     throw failure instanceof RetryablePublishError ? new RetryablePublishError(failure.message, null, false) : failure;
   }
   const { status } = answer;
@@ -415,7 +396,7 @@ export const xPublisher: PublisherModule = {
         });
       } catch (e) {
         if (!(e instanceof HttpSendFailure)) throw e;
-        const failure = sendFailure(e, where, 'users/me', options.timeoutMs, secrets);
+        const failure = sendFailure('x', e, where, options.timeoutMs, (text) => scrub(text, secrets), 'users/me');
         throw e.addressRefused ? new SettingsError(failure.message) : failure;
       }
       const { status } = answer;
@@ -546,7 +527,7 @@ export const xPublisher: PublisherModule = {
               allowPrivateNetwork: t.allowPrivate,
             });
           } catch (e) {
-            if (e instanceof HttpSendFailure) throw sendFailure(e, where, 'create post', options.timeoutMs, t.secrets);
+            if (e instanceof HttpSendFailure) throw sendFailure('x', e, where, options.timeoutMs, (text) => scrub(text, t.secrets), 'create post');
             throw e;
           }
         };
