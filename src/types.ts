@@ -100,10 +100,46 @@ export interface NewChannel {
   readonly credentials?: string | null;
 }
 
+/**
+ * An image a post carries: where it is read from when the post is published (an
+ * absolute file path, fixed when it was scheduled, or an http(s) URL) and its alt text
+ * (the description read to those who cannot see it; may be empty).
+ */
+export interface PostImage {
+  readonly source: string;
+  readonly alt: string;
+}
+
+/**
+ * One part of a post's content. A post has one part, or several: a thread, whose parts
+ * are published in order, each replying to the one before.
+ */
+export interface PostPart {
+  readonly text: string;
+  readonly images: readonly PostImage[];
+}
+
+/** What the platform made of one published part of a post. */
+export interface PublishedPart {
+  readonly externalId: string | null;
+  readonly externalUrl: string | null;
+  /**
+   * what a reply to this part needs beyond its id (Bluesky: its record's `uri` and
+   * `cid`); absent when the id is enough
+   */
+  readonly replyRef?: Readonly<Record<string, string>>;
+}
+
 export interface NewPost {
   readonly channelId: number;
+  /** the first part's text */
   readonly text: string;
   readonly runAt: Date;
+  /**
+   * the whole content when it is more than one text: images, or a thread (parts[0].text
+   * is `text`); absent: one part, `text`, without images
+   */
+  readonly parts?: readonly PostPart[];
 }
 
 export interface Post {

@@ -49,6 +49,9 @@ describe('x publisher', () => {
     text: overrides.text ?? 'Hello, X',
     runAt: new Date('2026-12-01T12:00:00.000Z'),
     idempotencyKey: 'key-42',
+    images: [],
+    part: { index: 0, count: 1 },
+    replyTo: null,
     channel: channel({ api_url: s.url, allow_private_network: true }),
     credentials: overrides.credentials === undefined ? credentialsOf(s) : overrides.credentials,
     saveCredentials: async (fresh) => {

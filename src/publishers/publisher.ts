@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import type { Channel, OnUnknown } from '../types.ts';
+import type { Channel, OnUnknown, PublishedPart } from '../types.ts';
 
 /**
  * A publisher sends one post to its channel's platform. One module per platform
@@ -10,9 +10,26 @@ export interface PublishRequest {
   readonly postId: number;
   /** this attempt's number over the post's life (an operator's retry keeps counting) */
   readonly attempt: number;
+  /** this part's text (a post of one part: the post's text) */
   readonly text: string;
+  /**
+   * this part's images, read and checked against the module's `media` limits (count,
+   * bytes, type) before the call; empty for text only
+   */
+  readonly images: readonly LoadedImage[];
+  /** which part of the post this request sends: index 0 of count 1 for a post of one part */
+  readonly part: { readonly index: number; readonly count: number };
+  /**
+   * for a part after the first (a thread): the thread's first part and the part this one
+   * replies to, as they were published; null for the first part
+   */
+  readonly replyTo: { readonly root: PublishedPart; readonly parent: PublishedPart } | null;
   /** the time the post was scheduled for (retries move its run_at, not this) */
   readonly runAt: Date;
+  /**
+   * this part's idempotency key, the same on every attempt: the post's key for the first
+   * part, `<post key>.<index>` for a later one
+   */
   readonly idempotencyKey: string;
   readonly channel: Channel;
   /**
@@ -29,9 +46,28 @@ export interface PublishRequest {
   readonly signal: AbortSignal;
 }
 
-export interface PublishResult {
-  readonly externalId: string | null;
-  readonly externalUrl: string | null;
+/** What the platform made of the part: its id and URL, and what a reply to it needs. */
+export type PublishResult = PublishedPart;
+
+/** An image as a publisher gets it: read, its type known from its first bytes. */
+export interface LoadedImage {
+  readonly bytes: Buffer;
+  /** image/jpeg, image/png, image/gif or image/webp */
+  readonly mimeType: string;
+  readonly alt: string;
+  /** a name for the file the platform may show or need (never a URL's query) */
+  readonly filename: string;
+}
+
+/** The images a platform takes with one part of a post, as its documentation says. */
+export interface MediaLimits {
+  readonly maxImages: number;
+  /** the most bytes of one image */
+  readonly maxBytes: number;
+  /** the most characters of one image's alt text */
+  readonly maxAltLength: number;
+  /** the MIME types it takes */
+  readonly types: readonly string[];
 }
 
 export interface Publisher {
@@ -81,6 +117,13 @@ export interface PublisherModule {
   verify?(settings: Record<string, unknown>, credentials: Record<string, unknown> | null, options: PublisherOptions): Promise<{ account: string }>;
   /** why a text breaks the channel's limits (one line), or null: checked when scheduling and before sending */
   checkText(text: string, settings: Record<string, unknown>): string | null;
+  /**
+   * the images one part may carry; absent or null: text only (a post with images is
+   * refused when it is scheduled)
+   */
+  readonly media?: MediaLimits | null;
+  /** whether it publishes threads (parts replying to the one before); absent or false: posts of one part only */
+  readonly threads?: boolean;
   /** settings as they may be shown: secrets replaced */
   redactSettings(settings: Record<string, unknown>): Record<string, unknown>;
   createPublisher(options: PublisherOptions): Publisher;

@@ -127,6 +127,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     // the time it was scheduled for: what the platform is told, whatever retries did to run_at
     runAt: post.scheduledAt,
     idempotencyKey: post.idempotencyKey,
+    images: [],
+    part: { index: 0, count: 1 },
+    replyTo: null,
     channel,
     credentials,
     saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh, channel.credentials),
