@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import * as v from 'valibot';
-import { createHttpClient, HttpSendFailure, type HttpClient, type HttpResponse } from './http-client.ts';
+import { createHttpClient, HttpSendFailure, multipartBody, type HttpClient, type HttpResponse } from './http-client.ts';
 import {
   CredentialsRejectedError,
   PermanentPublishError,
   RetryablePublishError,
   SettingsError,
+  type LoadedImage,
+  type MediaLimits,
   type Publisher,
   type PublisherModule,
   type PublisherOptions,
@@ -20,13 +22,35 @@ import { apiUrlProblem, sendFailure } from './network.ts';
  * user access token (https://docs.x.com/x-api/posts/create-post).
  *
  * - `POST {api_url}/2/tweets` with `Authorization: Bearer <access_token>` and a JSON body
- *   `{ text }`. A 201 `{ data: { id, text } }` is published: the external id is `data.id`,
- *   the URL `https://x.com/i/web/status/<id>`. A 2xx without an id is an unknown outcome.
- * - Tokens (OAuth 2.0 authorization code flow with PKCE and `offline.access`): the
+ *   `{ text, media?: { media_ids }, reply?: { in_reply_to_tweet_id } }`. A 201
+ *   `{ data: { id, text } }` is published: the external id is `data.id`, the URL
+ *   `https://x.com/i/web/status/<id>`. A 2xx without an id is an unknown outcome. A post
+ *   with images may have no text (the body then has none).
+ * - Images (X_MEDIA: up to 4, JPEG, PNG or WebP, 5 MB each, alt text up to 1000
+ *   characters), each before the post, in order: `POST {api_url}/2/media/upload`
+ *   (https://docs.x.com/x-api/media/upload-media), a multipart/form-data body with the
+ *   raw bytes as `media`, `media_category=tweet_image` and `media_type`; the answer's
+ *   `data.id` is the media id. An image with alt text then gets `POST
+ *   {api_url}/2/media/metadata` with `{ id, metadata: { alt_text: { text } } }`. The
+ *   token needs the `media.write` scope. A media call publishes nothing, so none of its
+ *   failures is an unknown outcome: 400 (and other 4xx) fails the post naming the image,
+ *   413 too (the image is too big), 403 refuses the credentials (no `media.write`), 401
+ *   refreshes as below, 429 waits as for posts, 5xx and a cut or timeout are retried
+ *   (not delivered). A retry uploads the images again (media ids are not kept).
+ * - Threads: a part after the first replies to the part before it,
+ *   `reply.in_reply_to_tweet_id` = the id this module returned for it (`replyTo.parent`).
+ *   A 403 about a deleted or invisible post to reply to fails the post (it does not
+ *   refuse the credentials). Each part is one call of publish; a thread is no safer
+ *   than its parts: a part whose create call was cut (or answered 5xx) is an unknown
+ *   outcome, and under `hold` (the default) the post stops there, its earlier parts
+ *   published, until an operator finds out whether that part is on X.
+ * - Tokens (OAuth 2.0 authorization code flow with PKCE and `offline.access`; scopes
+ *   `tweet.write`, `users.read`, `tweet.read`, and `media.write` for images): the
  *   credentials are `{ access_token, refresh_token?, client_id, client_secret?,
  *   expires_at? }`. An access token lives about two hours. Before sending, a token that
- *   expires within REFRESH_MARGIN_MS is refreshed; a 401 leads to one refresh and one
- *   resend (a 401 means nothing was posted), never more. A refresh is
+ *   expires within REFRESH_MARGIN_MS is refreshed; a 401 (of a media call or of the post)
+ *   leads to one refresh and one resend of that call (a 401 means nothing was done),
+ *   never more than one refresh per part. A refresh is
  *   `POST {api_url}/2/oauth2/token` with a form body `grant_type=refresh_token`,
  *   `refresh_token`, `client_id`, and HTTP Basic `client_id:client_secret` for a
  *   confidential client. X rotates the refresh token on every refresh (the old one stops
@@ -69,6 +93,20 @@ export const MAX_WEIGHTED_LENGTH = 280;
 export const CHARACTERS_PER_URL = 23;
 /** an access token that expires within this is refreshed before sending */
 export const REFRESH_MARGIN_MS = 60_000;
+
+/**
+ * The images one post takes (docs.x.com, media "Media types & size restrictions" and
+ * best practices): up to 4 photos of at most 5 MB; alt text up to 1000 characters
+ * (`POST /2/media/metadata`). The one-request upload takes `media_category=tweet_image`
+ * for JPEG, PNG and WebP; a GIF is media_category `tweet_gif`, which needs the chunked
+ * upload (INIT/APPEND/FINALIZE and processing), so GIFs are not offered.
+ */
+export const X_MEDIA: MediaLimits = {
+  maxImages: 4,
+  maxBytes: 5 * 1024 * 1024,
+  maxAltLength: 1000,
+  types: ['image/jpeg', 'image/png', 'image/webp'],
+};
 
 
 const settingsSchema = v.pipe(
@@ -232,12 +270,16 @@ function fieldsOf(answer: HttpResponse): Record<string, unknown> {
   return typeof json === 'object' && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : {};
 }
 
-/** A v2 problem's `detail` (or `title`, the first of `errors`, or the body), without secrets. */
+/**
+ * A v2 problem's first `errors[].message` (X puts the specific reason there, beside a
+ * generic `detail` such as "One or more parameters to your request was invalid."), else
+ * its `detail`, `title` or the body, without secrets.
+ */
 function problem(answer: HttpResponse, secrets: readonly string[]): string {
   const fields = fieldsOf(answer);
   const errors = fields['errors'];
   const first = Array.isArray(errors) && typeof errors[0] === 'object' && errors[0] !== null ? (errors[0] as Record<string, unknown>) : {};
-  for (const candidate of [fields['detail'], first['message'], first['detail'], fields['title'], fields['error_description'], fields['error']]) {
+  for (const candidate of [first['message'], first['detail'], fields['detail'], fields['title'], fields['error_description'], fields['error']]) {
     if (typeof candidate === 'string' && candidate.trim() !== '') return scrub(candidate, secrets);
   }
   return scrub(answer.text(), secrets);
@@ -358,6 +400,75 @@ async function refreshTokens(t: TokenContext, c: XCredentials): Promise<XCredent
   return fresh;
 }
 
+// --- media ---------------------------------------------------------------------------
+
+/** an API call as publish makes it (the token, and one refresh on a 401, are its business) */
+type ApiCall = (path: string, contentType: string, body: Buffer | string, doing: string, delivers: boolean) => Promise<HttpResponse>;
+
+/** `data.<field>` of an answer as a string, or null */
+function dataField(answer: HttpResponse, field: string): string | null {
+  const data = fieldsOf(answer)['data'];
+  const value = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)[field] : undefined;
+  return typeof value === 'string' ? value : null;
+}
+
+/** X's 403 for a reply to a post that was deleted or is not visible */
+const GONE_PARENT = /deleted|not visible|reply/i;
+
+/** Why these images cannot go with one post (the core checks them first; this is the last guard). */
+function mediaProblem(images: readonly LoadedImage[]): string | null {
+  if (images.length > X_MEDIA.maxImages) return `${images.length} images; X takes at most ${X_MEDIA.maxImages} with one post`;
+  for (const [index, image] of images.entries()) {
+    const name = imageName(image, index);
+    if (!X_MEDIA.types.includes(image.mimeType)) return `${name} is ${image.mimeType}; X's simple upload takes ${X_MEDIA.types.join(', ')}`;
+    if (image.bytes.length > X_MEDIA.maxBytes) return `${name} is ${image.bytes.length} bytes; X takes at most ${X_MEDIA.maxBytes}`;
+    if (Array.from(image.alt).length > X_MEDIA.maxAltLength) return `${name} has an alt text over ${X_MEDIA.maxAltLength} characters`;
+  }
+  return null;
+}
+
+function imageName(image: LoadedImage, index: number): string {
+  return `image ${index + 1} (${image.filename})`;
+}
+
+/** The error of a media call's answer that is not a success (nothing was posted). */
+function mediaFailure(answer: HttpResponse, where: string, secrets: readonly string[], what: string): Error {
+  const { status } = answer;
+  const detail = problem(answer, secrets);
+  const said = detail === '' ? '' : `: ${detail}`;
+  if (status === 401) return new CredentialsRejectedError(`x ${where} refused the access token for ${what} even after a refresh (HTTP 401${said}); give the channel new tokens`);
+  if (status === 403) return new CredentialsRejectedError(`x ${where}: X does not permit this app to upload media (HTTP 403${said}); the token needs the media.write scope`);
+  if (status === 413) return new PermanentPublishError(`x ${where}: ${what}: the image is too big for X (HTTP 413)`);
+  if (status === 429) return new RetryablePublishError(`x ${where}: ${what}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+  if (status >= 500) return new RetryablePublishError(`x ${where}: ${what}: HTTP ${status}${said}`, null, false);
+  if (status >= 300 && status < 400) return new PermanentPublishError(`x ${where}: ${what}: HTTP ${status} redirect (redirects are not followed; check api_url)`);
+  return new PermanentPublishError(`x ${where}: X refused ${what} (HTTP ${status}${said})`);
+}
+
+/**
+ * Uploads one image (`POST /2/media/upload`, multipart: the raw bytes as `media`,
+ * `media_category=tweet_image`, `media_type`), then gives it its alt text
+ * (`POST /2/media/metadata`) when it has one: the media id.
+ */
+async function uploadImage(call: ApiCall, where: string, t: TokenContext, image: LoadedImage, index: number): Promise<string> {
+  const name = imageName(image, index);
+  const { body, contentType } = multipartBody({ media_category: 'tweet_image', media_type: image.mimeType }, [
+    { name: 'media', filename: image.filename, contentType: image.mimeType, data: image.bytes },
+  ]);
+  const uploaded = await call('/2/media/upload', contentType, body, `media upload of ${name}`, false);
+  if (uploaded.status < 200 || uploaded.status >= 300) throw mediaFailure(uploaded, where, t.secrets, `the upload of ${name}`);
+  const id = dataField(uploaded, 'id');
+  if (id === null || !/^\d{1,30}$/.test(id)) {
+    throw new RetryablePublishError(`x ${where}: the upload of ${name} answered HTTP ${uploaded.status} without a media id (${scrub(uploaded.text(), t.secrets) || 'empty answer'})`, null, false);
+  }
+  if (image.alt !== '') {
+    const metadata = JSON.stringify({ id, metadata: { alt_text: { text: image.alt } } });
+    const described = await call('/2/media/metadata', 'application/json', metadata, `alt text of ${name}`, false);
+    if (described.status < 200 || described.status >= 300) throw mediaFailure(described, where, t.secrets, `the alt text of ${name}`);
+  }
+  return id;
+}
+
 function digest(value: string): string {
   return createHash('sha256').update(value).digest('hex');
 }
@@ -371,6 +482,8 @@ export const xPublisher: PublisherModule = {
   parseCredentials,
   redactSettings,
   checkText: (text) => checkText(text),
+  media: X_MEDIA,
+  threads: true,
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
@@ -495,8 +608,11 @@ export const xPublisher: PublisherModule = {
         } catch (e) {
           throw new CredentialsRejectedError(`x ${where}: ${(e as Error).message}`);
         }
-        const refused = checkText(request.text);
+        // a post with images may have no text (X takes media alone)
+        const refused = request.images.length > 0 && request.text.trim() === '' ? null : checkText(request.text);
         if (refused !== null) throw new PermanentPublishError(`x ${where}: ${refused}`);
+        const media = mediaProblem(request.images);
+        if (media !== null) throw new PermanentPublishError(`x ${where}: ${media}`);
 
         const t: TokenContext = {
           client,
@@ -516,36 +632,54 @@ export const xPublisher: PublisherModule = {
           await store(t, request, creds);
         }
 
-        const send = async (token: string): Promise<HttpResponse> => {
-          try {
-            return await client.request({
-              method: 'POST',
-              url: apiPath(apiUrl, '/2/tweets'),
-              headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', accept: 'application/json' },
-              body: JSON.stringify({ text: request.text }),
-              signal: request.signal,
-              allowPrivateNetwork: t.allowPrivate,
-            });
-          } catch (e) {
-            if (e instanceof HttpSendFailure) throw sendFailure('x', e, where, options.timeoutMs, (text) => scrub(text, t.secrets), 'create post');
-            throw e;
+        /** one API call with the current token; a 401 leads to one refresh per publish, and the call is made again */
+        const call = async (path: string, contentType: string, body: Buffer | string, doing: string, delivers: boolean): Promise<HttpResponse> => {
+          const once = async (token: string): Promise<HttpResponse> => {
+            try {
+              return await client.request({
+                method: 'POST',
+                url: apiPath(apiUrl, path),
+                headers: { authorization: `Bearer ${token}`, 'content-type': contentType, accept: 'application/json' },
+                body,
+                signal: request.signal,
+                allowPrivateNetwork: t.allowPrivate,
+              });
+            } catch (e) {
+              if (!(e instanceof HttpSendFailure)) throw e;
+              const failure = sendFailure('x', e, where, options.timeoutMs, (text) => scrub(text, t.secrets), doing);
+              // a media call that was cut published nothing: only the create call may have
+              throw failure instanceof RetryablePublishError && !delivers ? new RetryablePublishError(failure.message, null, false) : failure;
+            }
+          };
+          let answer = await once(creds.access_token);
+          if (answer.status === 401 && !refreshedNow) {
+            // the token expired early or was revoked: one refresh, one resend (a 401 did nothing)
+            creds = await refreshOnce(t, channel.id, creds);
+            refreshedNow = true;
+            await store(t, request, creds);
+            answer = await once(creds.access_token);
           }
+          return answer;
         };
 
-        let answer = await send(creds.access_token);
-        if (answer.status === 401 && !refreshedNow) {
-          // the token expired early or was revoked: one refresh, one resend (a 401 posted nothing)
-          creds = await refreshOnce(t, channel.id, creds);
-          await store(t, request, creds);
-          answer = await send(creds.access_token);
+        const mediaIds: string[] = [];
+        for (const [index, image] of request.images.entries()) mediaIds.push(await uploadImage(call, where, t, image, index));
+
+        const body: Record<string, unknown> = {};
+        if (request.text.trim() !== '' || mediaIds.length === 0) body['text'] = request.text;
+        if (mediaIds.length > 0) body['media'] = { media_ids: mediaIds };
+        if (request.replyTo !== null) {
+          const parent = request.replyTo.parent.externalId;
+          if (parent === null || !/^\d{1,30}$/.test(parent)) throw new PermanentPublishError(`x ${where}: part ${request.part.index + 1} replies to a part without an X post id`);
+          body['reply'] = { in_reply_to_tweet_id: parent };
         }
+        const answer = await call('/2/tweets', 'application/json', JSON.stringify(body), 'create post', true);
 
         const { status } = answer;
         const detail = () => problem(answer, t.secrets);
         if (status >= 200 && status < 300) {
-          const data = fieldsOf(answer)['data'];
-          const id = typeof data === 'object' && data !== null ? (data as Record<string, unknown>)['id'] : undefined;
-          if (typeof id !== 'string' || !/^\d{1,30}$/.test(id)) {
+          const id = dataField(answer, 'id');
+          if (id === null || !/^\d{1,30}$/.test(id)) {
             // X took the request and answered something else: it may have posted
             throw new RetryablePublishError(`x ${where}: HTTP ${status} without a post id (${scrub(answer.text(), t.secrets) || 'empty answer'})`, null, true);
           }
@@ -554,6 +688,9 @@ export const xPublisher: PublisherModule = {
         if (status === 401) throw new CredentialsRejectedError(`x ${where} refused the access token even after a refresh (HTTP 401: ${detail()}); give the channel new tokens`);
         if (status === 403) {
           if (DUPLICATE.test(detail())) throw new PermanentPublishError(`x ${where}: X refused a duplicate of an earlier post (HTTP 403: ${detail()})`);
+          if (request.replyTo !== null && GONE_PARENT.test(detail())) {
+            throw new PermanentPublishError(`x ${where}: part ${request.part.index + 1} cannot reply to the part before it (HTTP 403: ${detail()})`);
+          }
           throw new CredentialsRejectedError(`x ${where}: X does not permit this account or app to post (HTTP 403: ${detail()})`);
         }
         if (status === 429) throw new RetryablePublishError(`x ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
