@@ -1,10 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { CredentialsRejectedError, PermanentPublishError, RetryablePublishError, SettingsError, type Publisher, type PublishRequest } from '../src/publishers/publisher.ts';
+import { CredentialsRejectedError, PermanentPublishError, RetryablePublishError, SettingsError, type LoadedImage, type Publisher, type PublishRequest } from '../src/publishers/publisher.ts';
 import { loadPublisherModule } from '../src/publishers/registry.ts';
-import { MAX_MESSAGE_LENGTH, telegramLength, telegramPublisher } from '../src/publishers/telegram.ts';
-import type { Channel } from '../src/types.ts';
+import { checkCaption, MAX_MESSAGE_LENGTH, telegramLength, telegramPublisher } from '../src/publishers/telegram.ts';
+import type { Channel, PublishedPart } from '../src/types.ts';
 import { BOT_TOKEN, CHANNEL, CHANNEL_ID, GROUP_ID, type FakeTelegram, startTelegram } from './helpers/fake-telegram.ts';
+
+/** images as the core hands them over */
+const PNG = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('png \r\n--x\r\n\u0000\u00ff', 'latin1')]);
+const JPEG = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.from('jpeg', 'latin1')]);
+const png = (filename = 'chart.png', alt = 'a chart'): LoadedImage => ({ bytes: PNG, mimeType: 'image/png', alt, filename });
+const jpeg = (filename = 'photo.jpg', alt = ''): LoadedImage => ({ bytes: JPEG, mimeType: 'image/jpeg', alt, filename });
 
 const SECRET_PART = BOT_TOKEN.slice(BOT_TOKEN.indexOf(':') + 1);
 
@@ -38,15 +44,25 @@ describe('telegram publisher', () => {
     attention: null,
     createdAt: new Date(),
   });
-  const request = (settings: Record<string, unknown>, overrides: { text?: string; token?: string | null; signal?: AbortSignal } = {}): PublishRequest => ({
+  const request = (
+    settings: Record<string, unknown>,
+    overrides: {
+      text?: string;
+      token?: string | null;
+      signal?: AbortSignal;
+      images?: LoadedImage[];
+      part?: { index: number; count: number };
+      replyTo?: { root: PublishedPart; parent: PublishedPart } | null;
+    } = {},
+  ): PublishRequest => ({
     postId: 42,
     attempt: 1,
     text: overrides.text ?? 'Hello, Telegram',
     runAt: new Date('2026-12-01T12:00:00.000Z'),
-    idempotencyKey: 'key-42',
-    images: [],
-    part: { index: 0, count: 1 },
-    replyTo: null,
+    idempotencyKey: overrides.part === undefined || overrides.part.index === 0 ? 'key-42' : `key-42.${overrides.part.index}`,
+    images: overrides.images ?? [],
+    part: overrides.part ?? { index: 0, count: 1 },
+    replyTo: overrides.replyTo ?? null,
     channel: channel(settings),
     credentials: overrides.token === null ? null : { bot_token: overrides.token ?? BOT_TOKEN },
     saveCredentials: async () => undefined,
@@ -72,6 +88,10 @@ describe('telegram publisher', () => {
     assert.equal(module, telegramPublisher);
     assert.equal(telegramPublisher.defaultOnUnknown, 'hold');
     assert.equal(telegramPublisher.canLookUp, false);
+    assert.equal(telegramPublisher.threads, true);
+    assert.equal(telegramPublisher.media?.maxImages, 10);
+    assert.equal(telegramPublisher.media.maxBytes, 10 * 1024 * 1024);
+    assert.deepEqual(telegramPublisher.media.types, ['image/jpeg', 'image/png', 'image/webp']);
   });
 
   it('POSTs sendMessage with the token in the path and a JSON body; returns chat:message and the t.me link', async () => {
@@ -313,4 +333,168 @@ describe('telegram publisher', () => {
     assert.match(credentials({ bot_token: 12 }) ?? '', /bot_token/);
     assert.deepEqual(telegramPublisher.redactSettings({ chat_id: CHANNEL, parse_mode: 'HTML' }), { chat_id: CHANNEL, parse_mode: 'HTML' });
   });
+  // --- images ------------------------------------------------------------------------
+
+  it('one image: sendPhoto, multipart with the file and the text as caption (alt text is not sent)', async () => {
+    const s = await telegram();
+    const result = await publisher().publish(request(local(s, { parse_mode: 'HTML' }), { text: '<b>Chart</b> of the week', images: [png('week "12".png', 'bars going up')] }));
+    const [sent] = s.requests;
+    assert.equal(sent?.method, 'POST');
+    assert.equal(sent?.path, `/bot${BOT_TOKEN}/sendPhoto`);
+    assert.match(sent?.headers['content-type'] ?? '', /^multipart\/form-data; boundary=/);
+    const form = sent?.multipart;
+    assert.ok(form !== null && form !== undefined, 'a multipart body a standard parser reads');
+    assert.deepEqual([...form.keys()].sort(), ['caption', 'chat_id', 'parse_mode', 'photo'], 'no alt text, no link preview options');
+    assert.equal(form.get('chat_id'), CHANNEL);
+    assert.equal(form.get('caption'), '<b>Chart</b> of the week');
+    assert.equal(form.get('parse_mode'), 'HTML');
+    const file = form.get('photo');
+    assert.ok(file instanceof File);
+    assert.equal(file.name, 'week "12".png');
+    assert.equal(file.type, 'image/png');
+    assert.deepEqual(Buffer.from(await file.arrayBuffer()), PNG);
+    const [message] = s.messages;
+    assert.equal(message?.caption, '<b>Chart</b> of the week');
+    assert.deepEqual(message?.photo?.bytes, PNG);
+    assert.deepEqual(result, { externalId: `${CHANNEL_ID}:${message?.message_id}`, externalUrl: `https://t.me/${CHANNEL.slice(1)}/${message?.message_id}` });
+  });
+
+  it('several images: sendMediaGroup with attach:// names, the caption on the first; the first message stands for the album', async () => {
+    const s = await telegram();
+    const result = await publisher().publish(request(local(s, { parse_mode: 'MarkdownV2' }), { text: 'Three *views*', images: [jpeg('a.jpg'), png('b.png'), jpeg('c.jpg')] }));
+    const [sent] = s.requests;
+    assert.equal(sent?.path, `/bot${BOT_TOKEN}/sendMediaGroup`);
+    const form = sent?.multipart;
+    assert.ok(form !== null && form !== undefined);
+    assert.deepEqual([...form.keys()].sort(), ['chat_id', 'media', 'photo0', 'photo1', 'photo2']);
+    assert.deepEqual(jsonField(form, 'media'), [
+      { type: 'photo', media: 'attach://photo0', caption: 'Three *views*', parse_mode: 'MarkdownV2' },
+      { type: 'photo', media: 'attach://photo1' },
+      { type: 'photo', media: 'attach://photo2' },
+    ]);
+    assert.deepEqual(
+      s.messages.map((m) => [m.photo?.filename, m.caption]),
+      [
+        ['a.jpg', 'Three *views*'],
+        ['b.png', undefined],
+        ['c.jpg', undefined],
+      ],
+    );
+    assert.deepEqual(s.messages[1]?.photo?.bytes, PNG);
+    assert.ok(s.messages.every((m) => m.media_group_id !== undefined && m.media_group_id === s.messages[0]?.media_group_id), 'one album');
+    assert.equal(result.externalId, `${CHANNEL_ID}:${s.messages[0]?.message_id}`);
+  });
+
+  it('images without text are sent without a caption', async () => {
+    const s = await telegram();
+    await publisher().publish(request(local(s), { text: '', images: [jpeg()] }));
+    assert.deepEqual([...(s.requests[0]?.multipart?.keys() ?? [])].sort(), ['chat_id', 'photo']);
+    assert.equal(s.messages[0]?.caption, undefined);
+  });
+
+  it('a text over 1024 characters with images is refused before anything is sent (a caption takes 1024)', async () => {
+    const s = await telegram();
+    assert.equal(checkCaption('a'.repeat(1024), {}), null);
+    assert.match(checkCaption('a'.repeat(1025), {}) ?? '', /1025 characters as Telegram counts them; with images it is their caption, which takes at most 1024/);
+    assert.equal(checkCaption(`<b>${'a'.repeat(1024)}</b>`, { parse_mode: 'HTML' }), null, 'counted after entities parsing');
+    assert.equal(telegramPublisher.checkText('a'.repeat(1025), {}), null, 'as a message without images it is fine');
+    const e = await rejection(publisher().publish(request(local(s), { text: 'a'.repeat(1025), images: [png()] })));
+    assert.ok(e instanceof PermanentPublishError, String(e));
+    assert.match(e.message, /caption, which takes at most 1024/);
+    const gif = await rejection(publisher().publish(request(local(s), { images: [{ bytes: Buffer.from('GIF89a'), mimeType: 'image/gif', alt: '', filename: 'a.gif' }] })));
+    assert.match(gif.message, /image 1 \(a\.gif\) is image\/gif/);
+    assert.equal(s.requests.length, 0);
+  });
+
+  it('photo errors: 413 and 400 are permanent, 429 waits retry_after, 5xx and a cut after sending are maybe delivered', async () => {
+    const s = await telegram();
+    const p = publisher();
+    s.overrides.push({ kind: 'answer', status: 413, body: '{"ok":false,"error_code":413,"description":"Request Entity Too Large"}' });
+    const big = await rejection(p.publish(request(local(s), { images: [png()] })));
+    assert.ok(big instanceof PermanentPublishError, String(big));
+    assert.match(big.message, /HTTP 413: Request Entity Too Large/);
+    s.overrides.push({ kind: 'answer', status: 400, body: '{"ok":false,"error_code":400,"description":"Bad Request: IMAGE_PROCESS_FAILED"}' });
+    const bad = await rejection(p.publish(request(local(s), { images: [png(), jpeg()] })));
+    assert.ok(bad instanceof PermanentPublishError, String(bad));
+    assert.match(bad.message, /IMAGE_PROCESS_FAILED/);
+    s.overrides.push({ kind: 'answer', status: 429, body: '{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}' });
+    const limited = await rejection(p.publish(request(local(s), { images: [png(), jpeg()] })));
+    assert.ok(limited instanceof RetryablePublishError, String(limited));
+    assert.equal(limited.retryAfterMs, 7_000);
+    assert.equal(limited.maybeDelivered, false);
+    s.overrides.push({ kind: 'answer', status: 502, body: '<html>Bad Gateway</html>' });
+    const down = await rejection(p.publish(request(local(s), { images: [png()] })));
+    assert.ok(down instanceof RetryablePublishError, String(down));
+    assert.equal(down.maybeDelivered, true);
+    assert.equal(s.messages.length, 0);
+    s.overrides.push({ kind: 'cut-after-send' });
+    const cut = await rejection(p.publish(request(local(s), { images: [png(), jpeg()] })));
+    assert.ok(cut instanceof RetryablePublishError, String(cut));
+    assert.equal(cut.maybeDelivered, true);
+    assert.equal(s.messages.length, 2, 'Telegram sent the album');
+  });
+
+  // --- threads -----------------------------------------------------------------------
+
+  it('a thread of 3 parts: each replies to the one before with reply_parameters, whatever the method', async () => {
+    const s = await telegram();
+    const p = publisher();
+    const parts: { text: string; images: LoadedImage[] }[] = [
+      { text: '1/3 text', images: [] },
+      { text: '2/3 one photo', images: [png()] },
+      { text: '3/3 an album', images: [jpeg('x.jpg'), jpeg('y.jpg')] },
+    ];
+    const published: PublishedPart[] = [];
+    for (const [index, part] of parts.entries()) {
+      const root = published[0];
+      const parent = published.at(-1);
+      const replyTo = root === undefined || parent === undefined ? null : { root, parent };
+      published.push(await p.publish(request(local(s), { ...part, part: { index, count: 3 }, replyTo })));
+    }
+    const [first, second, third] = s.requests;
+    assert.equal(first?.body?.['reply_parameters'], undefined);
+    const idOf = (part: PublishedPart | undefined) => Number(part?.externalId?.split(':').at(-1));
+    assert.equal(second?.path, `/bot${BOT_TOKEN}/sendPhoto`);
+    assert.deepEqual(jsonField(second?.multipart, 'reply_parameters'), { message_id: idOf(published[0]) });
+    assert.equal(third?.path, `/bot${BOT_TOKEN}/sendMediaGroup`);
+    assert.deepEqual(jsonField(third?.multipart, 'reply_parameters'), { message_id: idOf(published[1]) });
+    assert.deepEqual(
+      s.messages.map((m) => [m.message_id, m.reply_to]),
+      [
+        [idOf(published[0]), null],
+        [idOf(published[1]), idOf(published[0])],
+        [idOf(published[2]), idOf(published[1])],
+        [idOf(published[2]) + 1, idOf(published[1])],
+      ],
+      'the chain, as Telegram holds it (both photos of the album reply)',
+    );
+    // a text part replying: JSON reply_parameters
+    const [root, , album] = published;
+    assert.ok(root !== undefined && album !== undefined);
+    const fourth = await p.publish(request(local(s), { text: 'PS', part: { index: 3, count: 4 }, replyTo: { root, parent: album } }));
+    assert.deepEqual(s.requests.at(-1)?.body?.['reply_parameters'], { message_id: idOf(published[2]) });
+    assert.equal(s.messages.at(-1)?.reply_to, idOf(published[2]));
+    assert.notEqual(fourth.externalId, null);
+  });
+
+  it('a reply to a message Telegram does not have fails the post (400, permanent)', async () => {
+    const s = await telegram();
+    const gone: PublishedPart = { externalId: `${CHANNEL_ID}:99999`, externalUrl: null };
+    const e = await rejection(publisher().publish(request(local(s), { part: { index: 1, count: 2 }, replyTo: { root: gone, parent: gone } })));
+    assert.ok(e instanceof PermanentPublishError, String(e));
+    assert.match(e.message, /HTTP 400: Bad Request: message to be replied not found/);
+    const album = await rejection(publisher().publish(request(local(s), { images: [png(), jpeg()], part: { index: 1, count: 2 }, replyTo: { root: gone, parent: gone } })));
+    assert.match(album.message, /message to be replied not found/);
+    const noId = await rejection(publisher().publish(request(local(s), { part: { index: 1, count: 2 }, replyTo: { root: gone, parent: { externalId: null, externalUrl: null } } })));
+    assert.ok(noId instanceof PermanentPublishError, String(noId));
+    assert.match(noId.message, /part 2 replies to a part without a Telegram message id/);
+    assert.equal(s.messages.length, 0);
+  });
 });
+
+/** a multipart field holding JSON, parsed */
+function jsonField(form: FormData | null | undefined, name: string): unknown {
+  const value = form?.get(name);
+  assert.equal(typeof value, 'string', `${name} is a text field`);
+  return JSON.parse(value as string) as unknown;
+}

@@ -1,10 +1,12 @@
 import * as v from 'valibot';
-import { createHttpClient, HttpSendFailure, type HttpClient, type HttpResponse } from './http-client.ts';
+import { createHttpClient, HttpSendFailure, multipartBody, type HttpClient, type HttpResponse } from './http-client.ts';
 import {
   CredentialsRejectedError,
   PermanentPublishError,
   RetryablePublishError,
   SettingsError,
+  type LoadedImage,
+  type MediaLimits,
   type Publisher,
   type PublisherModule,
   type PublisherOptions,
@@ -15,8 +17,9 @@ import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, sendFailure } from './network.ts';
 
 /**
- * `telegram`: sends a text message to a chat (a channel, usually) through the Telegram
- * Bot API's `sendMessage` (https://core.telegram.org/bots/api#sendmessage).
+ * `telegram`: sends a message to a chat (a channel, usually) through the Telegram Bot
+ * API: text with `sendMessage` (https://core.telegram.org/bots/api#sendmessage), images
+ * with `sendPhoto` or `sendMediaGroup`, threads as replies.
  *
  * - `POST {api_url}/bot<token>/sendMessage` with a JSON body: `chat_id`, `text`, and from
  *   the channel's settings `parse_mode` (MarkdownV2 or HTML) and
@@ -24,10 +27,26 @@ import { apiUrlProblem, sendFailure } from './network.ts';
  *   `disable_web_page_preview`). `api_url` defaults to https://api.telegram.org; a
  *   local Bot API server is another https:// URL (http:// only with
  *   `allow_private_network`).
+ * - Images (TELEGRAM_MEDIA: JPEG, PNG or WebP, at most 10 MB each, up to 10): one is
+ *   sent with `sendPhoto` (https://core.telegram.org/bots/api#sendphoto), several as an
+ *   album with `sendMediaGroup` (#sendmediagroup), both multipart/form-data: `chat_id`,
+ *   the file (`photo`; for an album `photo0`..`photoN`, named in the JSON `media` array
+ *   of InputMediaPhoto as `attach://photoN`). The text is the caption (of the first
+ *   photo of an album, with `parse_mode`), at most 1024 characters as telegramLength
+ *   counts them (checkCaption; checkText sees no images, so a longer text with images
+ *   fails when it is due, before anything is sent), and may be empty. The Bot API has
+ *   no alt text: an image's alt text is not sent. An album answers its messages; the
+ *   first one is the part's external id and URL.
+ * - Threads: a part after the first replies to the part before it with
+ *   `reply_parameters: { message_id }`, the message id of `replyTo.parent` (the last
+ *   field of its external id), in the same chat. A parent Telegram no longer has (400
+ *   "message to be replied not found") fails the post. Each part is one call of
+ *   publish: a part cut after sending is an unknown outcome, and under `hold` (the
+ *   default) the post stops there, its earlier parts sent, until an operator decides.
  * - Every answer is `{ ok, result }` or `{ ok: false, error_code, description,
  *   parameters? }`:
- *   - ok: the sent Message; its `message_id` and `chat.id` make the external id
- *     `<chat id>:<message id>`, and a chat with a username (a public channel) gives
+ *   - ok: the sent Message (of an album: the first); its `message_id` and `chat.id`
+ *     make the external id `<chat id>:<message id>`, and a chat with a username (a public channel) gives
  *     `https://t.me/<username>/<message id>`. An ok answer without them (or one that is
  *     not JSON) is an unknown outcome (maybe delivered).
  *   - 401 (a token Telegram does not know) and 404 (the path of a malformed token): the
@@ -35,8 +54,9 @@ import { apiUrlProblem, sendFailure } from './network.ts';
  *     blocked): refused too, as only an operator can fix it (add the bot as an admin).
  *     The post waits for an operator instead of burning its attempts.
  *   - 429: flood control, not processed; retried after `parameters.retry_after` seconds.
- *   - 400 (chat not found, text too long, entities that do not parse...) and any other
- *     4xx: permanent, with a short excerpt of `description`; a group that became a
+ *   - 400 (chat not found, text too long, entities that do not parse, a photo Telegram
+ *     cannot process, a reply to a message it does not have...), 413 (a file too big)
+ *     and any other 4xx: permanent, with a short excerpt of `description`; a group that became a
  *     supergroup names its new chat id (`parameters.migrate_to_chat_id`).
  *   - 5xx: maybe delivered. Redirects are not followed (permanent: fix api_url).
  * - Telegram has no idempotency key and no way to find a message by one: a resend after
@@ -54,6 +74,22 @@ import { apiUrlProblem, sendFailure } from './network.ts';
 export const DEFAULT_API_URL = 'https://api.telegram.org';
 /** sendMessage's limit: 1-4096 characters after entities parsing */
 export const MAX_MESSAGE_LENGTH = 4096;
+/** a photo's (or an album's) caption: 0-1024 characters after entities parsing */
+export const MAX_CAPTION_LENGTH = 1024;
+
+/**
+ * The photos one message takes (core.telegram.org/bots/api, sendPhoto and
+ * sendMediaGroup): an album of 2-10, or one; each at most 10 MB. JPEG, PNG and WebP are
+ * sent as photos (Telegram re-encodes them); a GIF would be an animation, which an
+ * album cannot hold, so GIFs are not offered. The Bot API has no alt text: alt text is
+ * not sent, and any length is taken.
+ */
+export const TELEGRAM_MEDIA: MediaLimits = {
+  maxImages: 10,
+  maxBytes: 10 * 1024 * 1024,
+  maxAltLength: Number.MAX_SAFE_INTEGER,
+  types: ['image/jpeg', 'image/png', 'image/webp'],
+};
 
 const PARSE_MODES = ['MarkdownV2', 'HTML'] as const;
 type ParseMode = (typeof PARSE_MODES)[number];
@@ -161,6 +197,88 @@ function checkText(text: string, settings: Record<string, unknown>): string | nu
   return `text is ${length} characters as Telegram counts them (${counted}); a message takes at most ${MAX_MESSAGE_LENGTH}`;
 }
 
+/**
+ * Why this text cannot be the caption of a part's images, or null when it can: a
+ * caption may be empty, and takes at most MAX_CAPTION_LENGTH characters counted as
+ * telegramLength counts them. checkText sees the text alone, so a text too long for a
+ * caption passes it when scheduled and fails here, before anything is sent.
+ */
+export function checkCaption(text: string, settings: Record<string, unknown>): string | null {
+  const mode = settings['parse_mode'];
+  const parseMode = mode === 'HTML' || mode === 'MarkdownV2' ? mode : undefined;
+  const length = telegramLength(text, parseMode);
+  if (length <= MAX_CAPTION_LENGTH) return null;
+  return `text is ${length} characters as Telegram counts them; with images it is their caption, which takes at most ${MAX_CAPTION_LENGTH}`;
+}
+
+function imageName(image: LoadedImage, index: number): string {
+  return `image ${index + 1} (${image.filename})`;
+}
+
+/** Why these images cannot go with one message (the core checks them first; this is the last guard). */
+function mediaProblem(images: readonly LoadedImage[]): string | null {
+  if (images.length > TELEGRAM_MEDIA.maxImages) return `${images.length} images; an album takes at most ${TELEGRAM_MEDIA.maxImages}`;
+  for (const [index, image] of images.entries()) {
+    if (!TELEGRAM_MEDIA.types.includes(image.mimeType)) return `${imageName(image, index)} is ${image.mimeType}; Telegram photos are ${TELEGRAM_MEDIA.types.join(', ')}`;
+    if (image.bytes.length > TELEGRAM_MEDIA.maxBytes) return `${imageName(image, index)} is ${image.bytes.length} bytes; a Telegram photo takes at most ${TELEGRAM_MEDIA.maxBytes}`;
+  }
+  return null;
+}
+
+/** The message id a reply names: the last field of `<chat id>:<message id>`, as this module makes it. */
+function repliedMessageId(externalId: string | null): number | null {
+  const match = externalId === null ? null : /:(\d{1,15})$/.exec(externalId);
+  return match?.[1] === undefined ? null : Number(match[1]);
+}
+
+/** One Bot API call: its method and body. */
+interface Outgoing {
+  readonly method: 'sendMessage' | 'sendPhoto' | 'sendMediaGroup';
+  readonly contentType: string;
+  readonly body: Buffer | string;
+}
+
+/**
+ * The call that sends a part: sendMessage (JSON) without images, sendPhoto with one,
+ * sendMediaGroup with several (multipart: the files, `attach://` names in `media`, the
+ * caption on the first), with `reply_parameters` naming the part it replies to.
+ */
+function outgoing(request: PublishRequest, settings: TelegramSettings, where: string): Outgoing {
+  let reply: { message_id: number } | null = null;
+  if (request.replyTo !== null) {
+    const messageId = repliedMessageId(request.replyTo.parent.externalId);
+    if (messageId === null) throw new PermanentPublishError(`telegram ${where}: part ${request.part.index + 1} replies to a part without a Telegram message id`);
+    reply = { message_id: messageId };
+  }
+  const images = request.images;
+  if (images.length === 0) {
+    const body: Record<string, unknown> = { chat_id: settings.chat_id, text: request.text };
+    if (settings.parse_mode !== undefined) body['parse_mode'] = settings.parse_mode;
+    if (settings.disable_web_page_preview === true) body['link_preview_options'] = { is_disabled: true };
+    if (reply !== null) body['reply_parameters'] = reply;
+    return { method: 'sendMessage', contentType: 'application/json', body: JSON.stringify(body) };
+  }
+  const caption: Record<string, string> = {};
+  if (request.text.trim() !== '') {
+    caption['caption'] = request.text;
+    if (settings.parse_mode !== undefined) caption['parse_mode'] = settings.parse_mode;
+  }
+  const fields: Record<string, string> = { chat_id: settings.chat_id };
+  const file = (name: string, image: LoadedImage) => ({ name, filename: image.filename, contentType: image.mimeType, data: image.bytes });
+  if (images.length === 1 && images[0] !== undefined) {
+    Object.assign(fields, caption);
+    if (reply !== null) fields['reply_parameters'] = JSON.stringify(reply);
+    const { body, contentType } = multipartBody(fields, [file('photo', images[0])]);
+    return { method: 'sendPhoto', contentType, body };
+  }
+  // alt text has no place in the Bot API: it is not sent
+  const media = images.map((_, index) => ({ type: 'photo', media: `attach://photo${index}`, ...(index === 0 ? caption : {}) }));
+  fields['media'] = JSON.stringify(media);
+  if (reply !== null) fields['reply_parameters'] = JSON.stringify(reply);
+  const { body, contentType } = multipartBody(fields, images.map((image, index) => file(`photo${index}`, image)));
+  return { method: 'sendMediaGroup', contentType, body };
+}
+
 function redactSettings(settings: Record<string, unknown>): Record<string, unknown> {
   // chat, API URL, formatting: nothing secret (the token is a credential, never a setting)
   return { ...settings };
@@ -241,6 +359,8 @@ export const telegramPublisher: PublisherModule = {
   // Telegram has no idempotency key and no look-up: a resend after an unknown outcome can post twice
   canLookUp: false,
   defaultOnUnknown: 'hold',
+  media: TELEGRAM_MEDIA,
+  threads: true,
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -291,16 +411,14 @@ export const telegramPublisher: PublisherModule = {
     });
 
     const send = async (request: PublishRequest, settings: TelegramSettings, token: string, where: string) => {
-      const body: Record<string, unknown> = { chat_id: settings.chat_id, text: request.text };
-      if (settings.parse_mode !== undefined) body['parse_mode'] = settings.parse_mode;
-      if (settings.disable_web_page_preview === true) body['link_preview_options'] = { is_disabled: true };
+      const call = outgoing(request, settings, where);
       let answer: HttpResponse;
       try {
         answer = await client.request({
           method: 'POST',
-          url: methodUrl(settings.api_url ?? DEFAULT_API_URL, token, 'sendMessage'),
-          headers: { 'content-type': 'application/json', accept: 'application/json' },
-          body: JSON.stringify(body),
+          url: methodUrl(settings.api_url ?? DEFAULT_API_URL, token, call.method),
+          headers: { 'content-type': call.contentType, accept: 'application/json' },
+          body: call.body,
           signal: request.signal,
           allowPrivateNetwork: settings.allow_private_network === true,
         });
@@ -312,7 +430,9 @@ export const telegramPublisher: PublisherModule = {
       const { status } = answer;
       const json = record(answer.json());
       if (status >= 200 && status < 300 && json['ok'] === true) {
-        const message = record(json['result']);
+        // sendMediaGroup answers the album's messages, in order: the first one stands for it
+        const result = json['result'];
+        const message = record(Array.isArray(result) ? result[0] : result);
         const messageId = message['message_id'];
         const chat = record(message['chat']);
         const chatId = chat['id'];
@@ -369,8 +489,10 @@ export const telegramPublisher: PublisherModule = {
         } catch (e) {
           throw new CredentialsRejectedError(`telegram ${where}: ${(e as Error).message}`);
         }
-        const tooLong = checkText(request.text, channel.settings);
+        const tooLong = request.images.length === 0 ? checkText(request.text, channel.settings) : checkCaption(request.text, channel.settings);
         if (tooLong !== null) throw new PermanentPublishError(`telegram ${where}: ${tooLong}`);
+        const media = mediaProblem(request.images);
+        if (media !== null) throw new PermanentPublishError(`telegram ${where}: ${media}`);
         try {
           return await send(request, settings, token, where);
         } catch (e) {
