@@ -11,7 +11,7 @@ import {
   type PublisherOptions,
   type PublishRequest,
 } from './publisher.ts';
-import { answerExcerpt, redactedUrl } from './redact.ts';
+import { answerExcerpt, redactedUrl, urlSecrets, withoutSecrets } from './redact.ts';
 import { addressRefused, parseRetryAfter } from './network.ts';
 
 /**
@@ -44,7 +44,8 @@ import { addressRefused, parseRetryAfter } from './network.ts';
  *   told apart from a receiver that acted and then reset, and there a resend could
  *   publish twice.
  * - other 4xx, redirects: permanent. An error keeps at most a short excerpt of the
- *   answer, with credential-looking values replaced (see redact.ts).
+ *   answer, without the URL's parts and the secret (a receiver may echo them) and with
+ *   credential-looking values replaced (see redact.ts).
  * - SSRF protection: the address a connection goes to is checked when it connects
  *   (after DNS, so a name that resolves to a private address is caught too). Loopback,
  *   private, link-local (169.254.169.254 included), unique-local and unspecified
@@ -372,7 +373,8 @@ export const webhookPublisher: PublisherModule = {
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);
         }
-        const excerpt = answerExcerpt(answer.body);
+        // a receiver may echo the URL's tokens or the signing secret back
+        const excerpt = answerExcerpt(withoutSecrets(answer.body, [...urlSecrets(settings.url), ...(settings.secret === undefined ? [] : [settings.secret])]));
         throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${excerpt === '' ? '' : `: ${excerpt}`}`);
       },
       async close() {
