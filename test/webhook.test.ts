@@ -304,6 +304,19 @@ describe('webhook errors show neither the URL nor credentials', () => {
     });
   }
 
+  it("leaves out the URL's tokens and the signing secret when a receiver echoes them, however short", async () => {
+    // too short for answerExcerpt's patterns: only knowing them hides them (8 characters and more)
+    const [pathToken, queryToken, secret] = ['p4thT0k3n', 'q5eryT0k3n', 'hm4cS3cr3t'];
+    const r = await startReceiver(() => ({ status: 400, body: `no hook ${pathToken} for ${queryToken} signed with ${secret} at ${r.url}/${pathToken}?t=${queryToken}` }));
+    receivers.push(r);
+    await assert.rejects(publisher.publish(hookRequest({ url: `${r.url}/${pathToken}?t=${queryToken}`, secret })), (e: unknown) => {
+      assert.ok(e instanceof PermanentPublishError);
+      assert.match(e.message, /HTTP 400: no hook/);
+      assert.doesNotMatch(e.message, /T0k|S3cr3t/);
+      return true;
+    });
+  });
+
   it('a refused connection names the host only', async () => {
     const r = await startReceiver();
     const url = new URL(r.url);

@@ -63,7 +63,10 @@ const CHANNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Platforms with flags of their own (--path, --url, --module); the networks take --set and --credentials-from. */
 const LOCAL_PLATFORMS: readonly string[] = ['file', 'webhook', 'module'];
 
-/** `--set key=value`: a JSON value (true, 42, ["en"]) or else the text as it is. */
+/**
+ * `--set key=value`: a JSON value (true, 42, ["en"], "123" for digits that must stay
+ * text, as a Facebook page id) or else the text as it is.
+ */
 function settingFlag(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
@@ -77,8 +80,7 @@ function parseSets(sets: readonly string[]): Record<string, unknown> {
     const raw = item.slice(eq + 1);
     let value: unknown = raw;
     try {
-      const parsed: unknown = JSON.parse(raw);
-      if (typeof parsed !== 'string') value = parsed;
+      value = JSON.parse(raw) as unknown;
     } catch {
       // plain text
     }

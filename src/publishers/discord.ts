@@ -11,7 +11,7 @@ import {
   type PublishRequest,
   parseWith,
 } from './publisher.ts';
-import { answerExcerpt } from './redact.ts';
+import { answerExcerpt, withoutSecrets } from './redact.ts';
 import { sendFailure } from './network.ts';
 
 /**
@@ -155,15 +155,11 @@ interface Webhook {
 function webhookOf(credentials: DiscordCredentials): Webhook {
   const url = new URL(credentials.webhook_url);
   const token = WEBHOOK_PATH.exec(url.pathname)?.[2] ?? '';
-  // longest first, so a URL is replaced whole before its token is
-  const secrets = [credentials.webhook_url, url.href, url.pathname, token].filter((s) => s.length >= 8).sort((a, b) => b.length - a.length);
-  return { url, host: url.host, secrets };
+  return { url, host: url.host, secrets: [credentials.webhook_url, url.href, url.pathname, token] };
 }
 
 function scrub(text: string, webhook: Webhook): string {
-  let out = text;
-  for (const secret of webhook.secrets) out = out.split(secret).join('***');
-  return out;
+  return withoutSecrets(text, webhook.secrets);
 }
 
 /** seconds (maybe fractional) as milliseconds; null when not a non-negative number */

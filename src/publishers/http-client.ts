@@ -1,10 +1,11 @@
 import http from 'node:http';
 import type https from 'node:https';
+import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 
 /**
- * A small HTTP client for the network adapters (Mastodon, Bluesky, ...), factored from
- * what the webhook publisher does:
+ * A small HTTP client for the publishers that speak HTTP (the webhook, Mastodon,
+ * Bluesky, ...):
  *
  * - SSRF protection: every connection goes through request-filtering-agent, which checks
  *   the address it connects to after DNS (a name that resolves to a private address is
@@ -13,13 +14,20 @@ import { randomBytes } from 'node:crypto';
  *   ALLOW_PRIVATE_NETWORK) or the request (the channel's `allow_private_network`) opts
  *   in. A refusal is an HttpSendFailure with `addressRefused` (nothing was sent).
  * - Keep-alive agents (one per protocol and guard), at most `concurrency` sockets per
- *   host; an idle socket closes after IDLE_SOCKET_MS. A request that fails is never sent
- *   again here, not even after a reset on a reused socket: the callers' networks have
- *   idempotency keys or record keys, and their outcome rules decide about a resend.
+ *   host; an idle socket closes after IDLE_SOCKET_MS. A request may instead ask for a
+ *   fresh connection of its own (`connection: 'fresh'`), closed after it: a reset there
+ *   is never a stale pooled socket.
+ * - A request that fails is not sent again here, not even after a reset on a reused
+ *   socket (the callers' outcome rules decide about a resend), unless it asks for it
+ *   (`resendStaleSocket`, for requests whose resend is safe): then one that met a reset
+ *   on a reused keep-alive socket before any byte of an answer, within STALE_RESET_MS of
+ *   being written (the server had closed the idle connection; Node's `reusedSocket`
+ *   pattern), is sent once more on a fresh connection.
  * - Every request has a timer (`timeoutMs`, covering the whole exchange up to the last
  *   byte of the answer) and one abort listener on the caller's signal; both are removed
  *   when the request settles (composite signals would pile up on a worker's long-lived one).
- * - At most MAX_BODY_BYTES of an answer are read; the rest is discarded (`truncated`).
+ * - At most MAX_BODY_BYTES (or the request's maxBodyBytes) of an answer are read; the
+ *   rest is discarded (`truncated`).
  * - Redirects are not followed.
  * - `HttpSendFailure.sent` tells an unknown outcome: the request had been handed to the
  *   network when it failed (timed out, was cut, was aborted), so it may have arrived.
@@ -44,6 +52,16 @@ export interface HttpRequest {
   readonly signal: AbortSignal;
   /** this channel opted in to private/loopback targets (settings.allow_private_network) */
   readonly allowPrivateNetwork?: boolean;
+  /** 'pooled' (default): a keep-alive socket of the client's pool; 'fresh': a new connection, closed after this request */
+  readonly connection?: 'pooled' | 'fresh';
+  /**
+   * a pooled request that met a reset on a reused socket before any answer (a stale
+   * socket: nothing reached the server) is sent once more on a fresh connection. Only
+   * where a resend is safe: a late reset can also follow a request the server processed.
+   */
+  readonly resendStaleSocket?: boolean;
+  /** the most of the answer's body that is read (default MAX_BODY_BYTES) */
+  readonly maxBodyBytes?: number;
 }
 
 export interface HttpResponse {
@@ -76,12 +94,24 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export const IDLE_SOCKET_MS = 1_000;
 
 /**
+ * A reset on a reused socket within this of the request being written is a socket the
+ * server had closed while idle (reset within a round trip); a later one may follow a
+ * server that acted, then crashed.
+ */
+export const STALE_RESET_MS = 500;
+
+/** Resets a request meets on a socket the server closed. */
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
+/**
  * A request that got no (complete) answer.
  * - `sent`: the request had been handed to the network (maybe delivered);
  * - `addressRefused`: the SSRF guard refused the address (nothing was sent);
  * - `timedOut`: no complete answer within the client's timeoutMs;
  * - `aborted`: the caller's signal aborted it;
- * - `code`: the system error code (ECONNREFUSED, ECONNRESET, ...) when there is one.
+ * - `code`: the system error code (ECONNREFUSED, ECONNRESET, ...) when there is one;
+ * - `staleSocket`: it went out on a reused keep-alive socket that was reset soon, before
+ *   any byte of an answer came back (the server had closed the idle connection).
  * The message never holds a header or a body.
  */
 export class HttpSendFailure extends Error {
@@ -91,9 +121,10 @@ export class HttpSendFailure extends Error {
   readonly addressRefused: boolean;
   readonly aborted: boolean;
   readonly code: string | undefined;
+  readonly staleSocket: boolean;
   constructor(
     message: string,
-    details: { sent: boolean; timedOut?: boolean; addressRefused?: boolean; aborted?: boolean; code?: string | undefined },
+    details: { sent: boolean; timedOut?: boolean; addressRefused?: boolean; aborted?: boolean; code?: string | undefined; staleSocket?: boolean },
     options?: { cause?: unknown },
   ) {
     super(message, options);
@@ -102,6 +133,7 @@ export class HttpSendFailure extends Error {
     this.addressRefused = details.addressRefused ?? false;
     this.aborted = details.aborted ?? false;
     this.code = details.code;
+    this.staleSocket = details.staleSocket ?? false;
   }
 }
 
@@ -126,24 +158,28 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const loadFilter = () => (filter ??= import('request-filtering-agent'));
   let httpsModule: Promise<typeof https> | null = null;
   const loadHttps = () => (httpsModule ??= import('node:https').then((m) => m.default));
+  /** the pooled keep-alive agents, by protocol and guard */
   const agents = new Map<string, Promise<http.Agent>>();
   let closed = false;
 
-  const agentFor = (protocol: Protocol, allowPrivate: boolean): Promise<http.Agent> => {
+  /** `fresh`: a one-off agent without keep-alive, destroyed by the caller after its request */
+  const newAgent = async (protocol: Protocol, allowPrivate: boolean, fresh: boolean): Promise<http.Agent> => {
+    const f = await loadFilter();
+    const agentOptions = {
+      keepAlive: !fresh,
+      maxSockets: options.concurrency,
+      maxFreeSockets: options.concurrency,
+      timeout: IDLE_SOCKET_MS,
+      allowPrivateIPAddress: allowPrivate,
+      allowMetaIPAddress: allowPrivate,
+    };
+    return protocol === 'https:' ? new f.RequestFilteringHttpsAgent(agentOptions) : new f.RequestFilteringHttpAgent(agentOptions);
+  };
+  const pooledAgent = (protocol: Protocol, allowPrivate: boolean): Promise<http.Agent> => {
     const key = `${protocol}${allowPrivate ? 'open' : 'guarded'}`;
     let agent = agents.get(key);
     if (agent === undefined) {
-      agent = loadFilter().then((f) => {
-        const agentOptions = {
-          keepAlive: true,
-          maxSockets: options.concurrency,
-          maxFreeSockets: options.concurrency,
-          timeout: IDLE_SOCKET_MS,
-          allowPrivateIPAddress: allowPrivate,
-          allowMetaIPAddress: allowPrivate,
-        };
-        return protocol === 'https:' ? new f.RequestFilteringHttpsAgent(agentOptions) : new f.RequestFilteringHttpAgent(agentOptions);
-      });
+      agent = newAgent(protocol, allowPrivate, false);
       agents.set(key, agent);
     }
     return agent;
@@ -151,100 +187,130 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
 
   const interrupted = (signal: AbortSignal) => `interrupted (${String(signal.reason)})`;
 
+  /** one exchange on one agent; `fresh`: the agent is this request's own, destroyed when it settles */
+  const exchange = async (req: HttpRequest, protocol: Protocol, agent: http.Agent, fresh: boolean): Promise<HttpResponse> => {
+    const transport = protocol === 'https:' ? await loadHttps() : http;
+    if (req.signal.aborted) {
+      if (fresh) agent.destroy();
+      throw new HttpSendFailure(interrupted(req.signal), { sent: false, aborted: true });
+    }
+    const headers: Record<string, string> = { 'user-agent': 'post-scheduler', ...req.headers };
+    if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
+    const maxBody = req.maxBodyBytes ?? MAX_BODY_BYTES;
+
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      let sent = false;
+      let sentAt = 0;
+      let answered = false;
+      const request = transport.request(req.url, { method: req.method, headers, agent }, (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        let truncated = false;
+        res.on('data', (chunk: Buffer) => {
+          if (truncated) return;
+          if (size + chunk.length > maxBody) {
+            chunks.push(chunk.subarray(0, maxBody - size));
+            size = maxBody;
+            truncated = true;
+            // the rest is not read: this socket is not reused
+            res.destroy();
+            done();
+            return;
+          }
+          size += chunk.length;
+          chunks.push(chunk);
+        });
+        const done = () => {
+          if (settled) return;
+          settle();
+          const body = Buffer.concat(chunks);
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body,
+            truncated,
+            text: () => body.toString('utf8'),
+            json: () => {
+              try {
+                return JSON.parse(body.toString('utf8')) as unknown;
+              } catch {
+                return null;
+              }
+            },
+          });
+        };
+        res.on('end', done);
+        // a close before 'end' is an answer cut short (unless it was cut here, on purpose)
+        res.on('close', () => (res.complete || truncated ? done() : fail(new CutAnswer('the connection closed before the whole answer came'))));
+        res.on('error', (e) => (truncated ? done() : fail(e)));
+      });
+      // why this side ended the request: whichever event reports it first (the request's
+      // error, or the answer's close), the failure says so
+      let endedBy: { readonly timedOut: boolean; readonly message: string } | null = null;
+      const end = (timedOut: boolean, message: string) => {
+        endedBy = { timedOut, message };
+        request.destroy(new Error(message));
+      };
+      const timer = setTimeout(() => end(true, `no answer within ${options.timeoutMs} ms`), options.timeoutMs);
+      const onAbort = () => end(false, interrupted(req.signal));
+      req.signal.addEventListener('abort', onAbort, { once: true });
+      const settle = () => {
+        settled = true;
+        clearTimeout(timer);
+        req.signal.removeEventListener('abort', onAbort);
+        if (fresh) agent.destroy();
+      };
+      // 'finish': the whole request was handed to the socket; before that (connecting,
+      // refused, DNS) nothing can have reached the server
+      request.on('finish', () => {
+        sent = true;
+        sentAt = Date.now();
+      });
+      // bytes of an answer: anything read on the socket since this request got it
+      const onSocket: { socket: Socket | null; readBefore: number } = { socket: null, readBefore: 0 };
+      request.on('socket', (socket) => {
+        onSocket.socket = socket;
+        onSocket.readBefore = socket.bytesRead;
+      });
+      const fail = (e: unknown) => {
+        if (settled) return;
+        settle();
+        const error = e instanceof Error ? e : new Error(String(e));
+        const code = (error as { code?: unknown }).code;
+        const nothingBack = !answered && (onSocket.socket === null || onSocket.socket.bytesRead === onSocket.readBefore);
+        const soon = !sent || Date.now() - sentAt < STALE_RESET_MS;
+        const staleSocket = request.reusedSocket && nothingBack && soon && typeof code === 'string' && RESET_CODES.has(code);
+        const details = { sent, code: typeof code === 'string' ? code : undefined, staleSocket };
+        const ended = endedBy;
+        if (ended !== null) {
+          reject(new HttpSendFailure(ended.message, { sent, timedOut: ended.timedOut, aborted: !ended.timedOut }, { cause: error }));
+        } else if (isAddressRefusal(error)) {
+          reject(new HttpSendFailure('refused to connect to a loopback, private or link-local address (SSRF protection)', { ...details, sent: false, addressRefused: true }, { cause: error }));
+        } else {
+          reject(new HttpSendFailure(`${details.code ?? error.name}: ${error.message}`, details, { cause: error }));
+        }
+      };
+      request.on('error', fail);
+      if (req.body === undefined) request.end();
+      else request.end(req.body);
+    });
+  };
+
   return {
     async request(req: HttpRequest): Promise<HttpResponse> {
       if (closed) throw new Error('HTTP client is closed');
       const protocol = req.url.protocol;
       if (protocol !== 'http:' && protocol !== 'https:') throw new TypeError(`not an http(s) URL (${protocol})`);
       const allowPrivate = options.allowPrivateNetwork === true || req.allowPrivateNetwork === true;
-      const agent = await agentFor(protocol, allowPrivate);
-      const transport = protocol === 'https:' ? await loadHttps() : http;
-      if (req.signal.aborted) throw new HttpSendFailure(interrupted(req.signal), { sent: false, aborted: true });
-      const headers: Record<string, string> = { 'user-agent': 'post-scheduler', ...req.headers };
-      if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
-
-      return new Promise<HttpResponse>((resolve, reject) => {
-        let settled = false;
-        let sent = false;
-        const request = transport.request(req.url, { method: req.method, headers, agent }, (res) => {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          let truncated = false;
-          res.on('data', (chunk: Buffer) => {
-            if (truncated) return;
-            if (size + chunk.length > MAX_BODY_BYTES) {
-              chunks.push(chunk.subarray(0, MAX_BODY_BYTES - size));
-              size = MAX_BODY_BYTES;
-              truncated = true;
-              // the rest is not read: this socket is not reused
-              res.destroy();
-              done();
-              return;
-            }
-            size += chunk.length;
-            chunks.push(chunk);
-          });
-          const done = () => {
-            if (settled) return;
-            settle();
-            const body = Buffer.concat(chunks);
-            resolve({
-              status: res.statusCode ?? 0,
-              headers: res.headers,
-              body,
-              truncated,
-              text: () => body.toString('utf8'),
-              json: () => {
-                try {
-                  return JSON.parse(body.toString('utf8')) as unknown;
-                } catch {
-                  return null;
-                }
-              },
-            });
-          };
-          res.on('end', done);
-          // a close before 'end' is an answer cut short (unless it was cut here, on purpose)
-          res.on('close', () => (res.complete || truncated ? done() : fail(new CutAnswer('the connection closed before the whole answer came'))));
-          res.on('error', (e) => (truncated ? done() : fail(e)));
-        });
-        // why this side ended the request: whichever event reports it first (the request's
-        // error, or the answer's close), the failure says so
-        let endedBy: { readonly timedOut: boolean; readonly message: string } | null = null;
-        const end = (timedOut: boolean, message: string) => {
-          endedBy = { timedOut, message };
-          request.destroy(new Error(message));
-        };
-        const timer = setTimeout(() => end(true, `no answer within ${options.timeoutMs} ms`), options.timeoutMs);
-        const onAbort = () => end(false, interrupted(req.signal));
-        req.signal.addEventListener('abort', onAbort, { once: true });
-        const settle = () => {
-          settled = true;
-          clearTimeout(timer);
-          req.signal.removeEventListener('abort', onAbort);
-        };
-        // 'finish': the whole request was handed to the socket; before that (connecting,
-        // refused, DNS) nothing can have reached the server
-        request.on('finish', () => (sent = true));
-        const fail = (e: unknown) => {
-          if (settled) return;
-          settle();
-          const error = e instanceof Error ? e : new Error(String(e));
-          const code = (error as { code?: unknown }).code;
-          const details = { sent, code: typeof code === 'string' ? code : undefined };
-          const ended = endedBy;
-          if (ended !== null) {
-            reject(new HttpSendFailure(ended.message, { sent, timedOut: ended.timedOut, aborted: !ended.timedOut }, { cause: error }));
-          } else if (isAddressRefusal(error)) {
-            reject(new HttpSendFailure('refused to connect to a loopback, private or link-local address (SSRF protection)', { ...details, sent: false, addressRefused: true }, { cause: error }));
-          } else {
-            reject(new HttpSendFailure(`${details.code ?? error.name}: ${error.message}`, details, { cause: error }));
-          }
-        };
-        request.on('error', fail);
-        if (req.body === undefined) request.end();
-        else request.end(req.body);
-      });
+      if (req.connection === 'fresh') return exchange(req, protocol, await newAgent(protocol, allowPrivate, true), true);
+      try {
+        return await exchange(req, protocol, await pooledAgent(protocol, allowPrivate), false);
+      } catch (e) {
+        if (!(req.resendStaleSocket === true && e instanceof HttpSendFailure && e.staleSocket)) throw e;
+        return exchange(req, protocol, await newAgent(protocol, allowPrivate, true), true);
+      }
     },
     async close() {
       closed = true;

@@ -46,3 +46,40 @@ export function redactedUrl(value: string): string {
     return '***';
   }
 }
+
+/** Secrets shorter than this are not replaced in text: they would mangle common words. */
+export const MIN_SCRUBBED_LENGTH = 8;
+
+/**
+ * The text with every known secret (a token, a password, a URL or the parts of one that
+ * carry a token) replaced by ***, longest first so a URL goes whole before its token.
+ * What a server echoes back is scrubbed with this before it is cut into an excerpt: a
+ * short secret is not caught by answerExcerpt's patterns.
+ */
+export function withoutSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  const known = secrets.filter((s) => s.length >= MIN_SCRUBBED_LENGTH).sort((a, b) => b.length - a.length);
+  for (const secret of known) out = out.split(secret).join('***');
+  return out;
+}
+
+/**
+ * The parts of a URL that may carry a credential, to scrub from what a server answers:
+ * the URL itself, its path and query, every path segment and query value, its user name
+ * and password (the scheme and host are shown, so they are not secrets).
+ */
+export function urlSecrets(value: string): string[] {
+  if (!URL.canParse(value)) return [value];
+  const u = new URL(value);
+  const decoded = (s: string) => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  };
+  const parts = [value, u.href, u.pathname + u.search, u.pathname, u.search.slice(1), u.username, u.password, decoded(u.username), decoded(u.password)];
+  for (const segment of u.pathname.split('/')) parts.push(segment, decoded(segment));
+  for (const [, v] of u.searchParams) parts.push(v, encodeURIComponent(v));
+  return [...new Set(parts.filter((p) => p !== ''))];
+}

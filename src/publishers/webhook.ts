@@ -1,7 +1,5 @@
-import http from 'node:http';
-import type https from 'node:https';
-import type { Socket } from 'node:net';
 import * as v from 'valibot';
+import { createHttpClient, HttpSendFailure, type HttpResponse } from './http-client.ts';
 import {
   parseWith,
   PermanentPublishError,
@@ -11,8 +9,8 @@ import {
   type PublisherOptions,
   type PublishRequest,
 } from './publisher.ts';
-import { answerExcerpt, redactedUrl } from './redact.ts';
-import { addressRefused, parseRetryAfter } from './network.ts';
+import { answerExcerpt, redactedUrl, urlSecrets, withoutSecrets } from './redact.ts';
+import { retryAfterMs, sendFailure } from './network.ts';
 
 /**
  * `webhook`: POSTs the post as JSON {id, channel, text, run_at, attempt} to the
@@ -36,15 +34,17 @@ import { addressRefused, parseRetryAfter } from './network.ts';
  *   work was done): the channel's policy decides. Exceptions: a channel with
  *   `trust_503` (its receiver's 503 means "not processed") and a channel whose policy
  *   is `retry` (a resend is safe there) treat a 503 as not delivered.
- * - Connections: on `retry` channels (a resend is safe) keep-alive sockets are pooled,
- *   and a request that meets a reset on a reused socket before any answer (the server
- *   had closed it while idle) is sent once more on a fresh connection (Node's
- *   `reusedSocket` pattern); idle sockets close after IDLE_SOCKET_MS. On every other
- *   channel each request goes on a new connection: a pooled socket's reset cannot be
- *   told apart from a receiver that acted and then reset, and there a resend could
- *   publish twice.
+ * - Connections (through the shared HTTP client, http-client.ts): on `retry` channels
+ *   (a resend is safe) keep-alive sockets are pooled, and a request that meets a reset
+ *   on a reused socket before any answer (the server had closed it while idle) is sent
+ *   once more on a fresh connection (Node's `reusedSocket` pattern); idle sockets close
+ *   after IDLE_SOCKET_MS. On every other channel each request goes on a new connection:
+ *   a pooled socket's reset cannot be told apart from a receiver that acted and then
+ *   reset, and there a resend could publish twice. An answer cut before its end is an
+ *   unknown outcome, as a broken connection is.
  * - other 4xx, redirects: permanent. An error keeps at most a short excerpt of the
- *   answer, with credential-looking values replaced (see redact.ts).
+ *   answer, without the URL's parts and the secret (a receiver may echo them) and with
+ *   credential-looking values replaced (see redact.ts).
  * - SSRF protection: the address a connection goes to is checked when it connects
  *   (after DNS, so a name that resolves to a private address is caught too). Loopback,
  *   private, link-local (169.254.169.254 included), unique-local and unspecified
@@ -86,13 +86,6 @@ const credentialsSchema = v.strictObject(
 /** The most of an answer's body that is read; the rest is discarded. */
 const MAX_BODY_BYTES = 64 * 1024;
 
-/**
- * How long a keep-alive socket may sit idle in the pool: below common server idle
- * timeouts (Node 5 s, many proxies 5-60 s), so few requests meet a socket the server
- * already closed. Node's agent also honours a server's `Keep-Alive: timeout=N` hint.
- */
-const IDLE_SOCKET_MS = 1_000;
-
 function parseSettings(settings: Record<string, unknown>): WebhookSettings {
   return parseWith(settingsSchema, settings);
 }
@@ -130,41 +123,7 @@ export function standardWebhookHeaders(
   return { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': `v1,${signature}` };
 }
 
-/** A reset on a reused socket later than this after the request was written may follow processing. */
-const STALE_RESET_MS = 500;
-
 export { parseRetryAfter } from './network.ts';
-
-class WebhookTimeout extends Error {
-  override name = 'WebhookTimeout';
-}
-
-/**
- * A request that got no answer; `sent`: its body had been handed to the network;
- * `staleSocket`: it went out on a reused keep-alive socket that was reset before any
- * byte of an answer came back (the server had closed the idle connection).
- */
-class SendFailure extends Error {
-  override name = 'SendFailure';
-  constructor(
-    readonly reason: Error,
-    readonly sent: boolean,
-    readonly staleSocket: boolean,
-  ) {
-    super(reason.message);
-  }
-}
-
-/** Resets a request meets on a socket the server closed. */
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
-
-/** request-filtering-agent refuses with a plain Error: "DNS lookup <ip>(...) is not allowed. Because, ..." */
-function isAddressRefusal(e: Error): boolean {
-  return /^DNS lookup .* is not allowed\. Because/.test(e.message);
-}
-
-type FilterModule = typeof import('request-filtering-agent');
-type Protocol = 'http:' | 'https:';
 
 export const webhookPublisher: PublisherModule = {
   platform: 'webhook',
@@ -175,126 +134,11 @@ export const webhookPublisher: PublisherModule = {
   canLookUp: false,
   defaultOnUnknown: 'hold',
   createPublisher(options: PublisherOptions): Publisher {
-    const allowAll = options.allowPrivateNetwork === true;
-    // The agents check the address every connection goes to (request-filtering-agent).
-    // It is loaded on a worker's first webhook publish (it loads node:https with it),
-    // so a worker that only writes files does not pay for it.
-    let filter: Promise<FilterModule> | null = null;
-    const loadFilter = () => (filter ??= import('request-filtering-agent'));
-    const pooled = new Map<string, http.Agent>();
-    /** `fresh`: a one-off connection that is closed after its request */
-    const agentFor = async (protocol: Protocol, allowPrivate: boolean, fresh: boolean): Promise<http.Agent> => {
-      const key = `${protocol}${allowPrivate ? 'open' : 'guarded'}`;
-      const existing = fresh ? undefined : pooled.get(key);
-      if (existing !== undefined) return existing;
-      const f = await loadFilter();
-      const agentOptions = {
-        keepAlive: !fresh,
-        maxSockets: options.concurrency,
-        maxFreeSockets: options.concurrency,
-        timeout: IDLE_SOCKET_MS,
-        allowPrivateIPAddress: allowPrivate,
-        allowMetaIPAddress: allowPrivate,
-      };
-      const agent = protocol === 'https:' ? new f.RequestFilteringHttpsAgent(agentOptions) : new f.RequestFilteringHttpAgent(agentOptions);
-      if (!fresh) pooled.set(key, agent);
-      return agent;
-    };
-    let httpsModule: Promise<typeof https> | null = null;
-    const loadHttps = () => (httpsModule ??= import('node:https').then((m) => m.default));
+    // request-filtering-agent is loaded on the client's first request, so a worker that
+    // only writes files does not pay for it
+    const client = createHttpClient({ timeoutMs: options.timeoutMs, concurrency: options.concurrency, allowPrivateNetwork: options.allowPrivateNetwork === true });
     let hmac: Promise<typeof import('node:crypto').createHmac> | null = null;
     const loadHmac = () => (hmac ??= import('node:crypto').then((c) => c.createHmac));
-
-    const send = async (
-      request: PublishRequest,
-      settings: WebhookSettings,
-      url: URL,
-      allowPrivate: boolean,
-      fresh: boolean,
-    ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> => {
-      const body = JSON.stringify({
-        id: request.postId,
-        channel: request.channel.name,
-        text: request.text,
-        run_at: request.runAt.toISOString(),
-        attempt: request.attempt,
-      });
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        'content-length': String(Buffer.byteLength(body)),
-        'idempotency-key': request.idempotencyKey,
-        'user-agent': 'post-scheduler',
-      };
-      if (settings.secret !== undefined) {
-        const createHmac = await loadHmac();
-        headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
-        Object.assign(headers, standardWebhookHeaders(createHmac, settings.secret, request.idempotencyKey, body));
-      }
-      const protocol: Protocol = url.protocol === 'https:' ? 'https:' : 'http:';
-      const agent = await agentFor(protocol, allowPrivate, fresh);
-      const transport = protocol === 'https:' ? await loadHttps() : http;
-      if (request.signal.aborted) throw new RetryablePublishError(`interrupted (${String(request.signal.reason)})`);
-      // A timer and one listener per request, both removed when it settles: composite
-      // AbortSignals (AbortSignal.any/timeout) pile up on the worker's long-lived signal.
-      return new Promise((resolve, reject) => {
-        let answered = false;
-        const req = transport.request(url, { method: 'POST', headers, agent }, (res) => {
-          answered = true;
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (chunk: Buffer) => {
-            if (size >= MAX_BODY_BYTES) return;
-            size += chunk.length;
-            chunks.push(chunk);
-            if (size >= MAX_BODY_BYTES) res.destroy();
-          });
-          const done = () => {
-            settle();
-            resolve({
-              status: res.statusCode ?? 0,
-              headers: res.headers,
-              body: Buffer.concat(chunks).subarray(0, MAX_BODY_BYTES).toString('utf8'),
-            });
-          };
-          res.on('end', done);
-          res.on('close', done);
-          res.on('error', (e) => (size >= MAX_BODY_BYTES ? done() : fail(e)));
-        });
-        const timer = setTimeout(() => req.destroy(new WebhookTimeout()), options.timeoutMs);
-        const onAbort = () => req.destroy(new RetryablePublishError(`interrupted (${String(request.signal.reason)})`));
-        request.signal.addEventListener('abort', onAbort, { once: true });
-        const settle = () => {
-          clearTimeout(timer);
-          request.signal.removeEventListener('abort', onAbort);
-          if (fresh) agent.destroy();
-        };
-        let sent = false;
-        let sentAt = 0;
-        req.on('finish', () => {
-          sent = true;
-          sentAt = Date.now();
-        });
-        // bytes of an answer: anything read on the socket since this request got it
-        const onSocket: { socket: Socket | null; readBefore: number } = { socket: null, readBefore: 0 };
-        req.on('socket', (s) => {
-          onSocket.socket = s;
-          onSocket.readBefore = s.bytesRead;
-        });
-        const fail = (e: unknown) => {
-          settle();
-          const error = e instanceof Error ? e : new Error(String(e));
-          const code = (error as { code?: unknown }).code;
-          const nothingBack = !answered && (onSocket.socket === null || onSocket.socket.bytesRead === onSocket.readBefore);
-          // A socket the server had closed while idle is reset within a round trip of the
-          // write; a reset that comes later may follow a receiver that acted, then crashed.
-          const soon = !sent || Date.now() - sentAt < STALE_RESET_MS;
-          const staleSocket = req.reusedSocket && nothingBack && soon && typeof code === 'string' && RESET_CODES.has(code);
-          reject(new SendFailure(error, sent, staleSocket));
-        };
-        req.on('error', fail);
-        req.end(body);
-      });
-    };
 
     return {
       async publish(request: PublishRequest) {
@@ -314,9 +158,23 @@ export const webhookPublisher: PublisherModule = {
         const tooLong = checkText(request.text, request.channel.settings);
         if (tooLong !== null) throw new PermanentPublishError(`channel ${request.channel.name}: ${tooLong}`);
         const url = new URL(settings.url);
-        // the URL is a secret: errors and logs name the channel and the host only
+        // the URL is a secret: errors and logs name the channel and the host only, and
+        // what a receiver echoes back loses the URL's parts and the signing secret
         const where = `channel ${request.channel.name} (${url.host})`;
-        const allowPrivate = allowAll || settings.allow_private_network === true;
+        const secrets = [...urlSecrets(settings.url), ...(settings.secret === undefined ? [] : [settings.secret])];
+        const body = JSON.stringify({
+          id: request.postId,
+          channel: request.channel.name,
+          text: request.text,
+          run_at: request.runAt.toISOString(),
+          attempt: request.attempt,
+        });
+        const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': request.idempotencyKey };
+        if (settings.secret !== undefined) {
+          const createHmac = await loadHmac();
+          headers['x-post-scheduler-signature'] = 'sha256=' + createHmac('sha256', settings.secret).update(body).digest('hex');
+          Object.assign(headers, standardWebhookHeaders(createHmac, settings.secret, request.idempotencyKey, body));
+        }
         // A reset on a reused keep-alive socket is most often a stale socket (the server
         // closed it while idle, and nothing reached it), but it can also follow a request
         // the receiver processed. Only where a resend is safe (`retry`: the receiver
@@ -324,43 +182,38 @@ export const webhookPublisher: PublisherModule = {
         // channel sends each request on a new connection, so a reset there is never a
         // stale socket and stays what it is, maybe delivered.
         const pooled = request.channel.onUnknown === 'retry';
-        let answer: Awaited<ReturnType<typeof send>>;
+        let answer: HttpResponse;
         try {
-          try {
-            answer = await send(request, settings, url, allowPrivate, !pooled);
-          } catch (e) {
-            if (!(pooled && e instanceof SendFailure && e.staleSocket)) throw e;
-            answer = await send(request, settings, url, allowPrivate, true);
-          }
+          answer = await client.request({
+            method: 'POST',
+            url,
+            headers,
+            body,
+            signal: request.signal,
+            allowPrivateNetwork: settings.allow_private_network === true,
+            connection: pooled ? 'pooled' : 'fresh',
+            resendStaleSocket: pooled,
+            maxBodyBytes: MAX_BODY_BYTES,
+          });
         } catch (e) {
-          if (!(e instanceof SendFailure)) throw e;
-          const err = e.reason as Error & { code?: string };
-          if (isAddressRefusal(err)) throw addressRefused('webhook', where);
-          const sent = e.sent ? ' after the request was sent' : '';
-          let message: string;
-          if (err instanceof WebhookTimeout) message = `no answer within ${options.timeoutMs} ms${sent}`;
-          else if (err instanceof RetryablePublishError) message = `${err.message}${sent}`;
-          else message = `${err.code ?? err.name}: ${err.message}${sent}`;
-          throw new RetryablePublishError(`webhook ${where}: ${message}`, null, e.sent);
+          if (e instanceof HttpSendFailure) throw sendFailure('webhook', e, where, options.timeoutMs, (text) => withoutSecrets(text, secrets));
+          throw e;
         }
         const { status } = answer;
         if (status >= 200 && status < 300) {
           let externalId: string | null = null;
           let externalUrl: string | null = null;
-          try {
-            const json: unknown = JSON.parse(answer.body);
-            if (typeof json === 'object' && json !== null) {
-              const o = json as Record<string, unknown>;
-              if (typeof o['id'] === 'string' || typeof o['id'] === 'number') externalId = String(o['id']).slice(0, 500);
-              if (typeof o['url'] === 'string') externalUrl = o['url'].slice(0, 2000);
-            }
-          } catch {
-            // a 2xx without a JSON body is still published
+          // a 2xx without a JSON body is still published
+          const json = answer.json();
+          if (typeof json === 'object' && json !== null) {
+            const o = json as Record<string, unknown>;
+            if (typeof o['id'] === 'string' || typeof o['id'] === 'number') externalId = String(o['id']).slice(0, 500);
+            if (typeof o['url'] === 'string') externalUrl = o['url'].slice(0, 2000);
           }
           return { externalId, externalUrl };
         }
         if (status === 408 || status === 429 || status >= 500) {
-          const retryAfter = parseRetryAfter(answer.headers['retry-after']);
+          const retryAfter = retryAfterMs(answer.headers);
           // 408 and 429 say the request was not processed; any 5xx (a 502 or 504 from a
           // gateway, a 500 after the receiver acted, a 503 from an overloaded app that
           // did the work) may come after it was, unless the channel trusts its 503s or
@@ -372,13 +225,10 @@ export const webhookPublisher: PublisherModule = {
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);
         }
-        const excerpt = answerExcerpt(answer.body);
+        const excerpt = answerExcerpt(withoutSecrets(answer.text(), secrets));
         throw new PermanentPublishError(`webhook ${where}: HTTP ${status}${excerpt === '' ? '' : `: ${excerpt}`}`);
       },
-      async close() {
-        for (const agent of pooled.values()) agent.destroy();
-        pooled.clear();
-      },
+      close: () => client.close(),
     };
   },
 };
