@@ -5,6 +5,7 @@ import { createLogger } from '../src/log.ts';
 import { blueskyPublisher, rateLimitDelay } from '../src/publishers/bluesky.ts';
 import { buildFacets, checkPostText, decodeTid, findSpans, graphemeCount, recordKeyFor, TID_SYNTAX } from '../src/publishers/bluesky-text.ts';
 import type { HttpResponse } from '../src/publishers/http-client.ts';
+import { imageSize } from '../src/publishers/image-size.ts';
 import {
   CredentialsRejectedError,
   PermanentPublishError,
@@ -570,8 +571,8 @@ describe('bluesky publisher', () => {
     assert.deepEqual(record['embed'], {
       $type: 'app.bsky.embed.images',
       images: [
-        { image: { $type: 'blob', ref: { $link: pngBlob!.cid }, mimeType: 'image/png', size: PNG.length }, alt: 'A red dot on white' },
-        { image: { $type: 'blob', ref: { $link: gifBlob!.cid }, mimeType: 'image/gif', size: GIF.length }, alt: '' },
+        { image: { $type: 'blob', ref: { $link: pngBlob!.cid }, mimeType: 'image/png', size: PNG.length }, alt: 'A red dot on white', aspectRatio: { width: 1, height: 1 } },
+        { image: { $type: 'blob', ref: { $link: gifBlob!.cid }, mimeType: 'image/gif', size: GIF.length }, alt: '', aspectRatio: { width: 1, height: 1 } },
       ],
     });
     assert.equal(record['reply'], undefined);
@@ -685,5 +686,30 @@ describe('bluesky publisher', () => {
       ['com.atproto.repo.uploadBlob', 'com.atproto.server.refreshSession', 'com.atproto.repo.uploadBlob', 'com.atproto.repo.createRecord'],
     );
     assert.equal(server.records.size, 1);
+  });
+
+  it("aspect ratio: width and height from a PNG, GIF, JPEG or WebP header; none from what is not one", async () => {
+    const be16 = (n: number) => [n >> 8, n & 0xff];
+    const le16 = (n: number) => [n & 0xff, n >> 8];
+    const le24 = (n: number) => [n & 0xff, (n >> 8) & 0xff, n >> 16];
+    const ascii = (s: string) => [...Buffer.from(s, 'latin1')];
+    const png640x480 = Buffer.from([0x89, ...ascii('PNG\r\n\x1a\n'), 0, 0, 0, 13, ...ascii('IHDR'), 0, 0, ...be16(640), 0, 0, ...be16(480), 8, 6, 0, 0, 0]);
+    const gif3x2 = Buffer.from([...ascii('GIF89a'), ...le16(3), ...le16(2), 0, 0, 0]);
+    // SOI, an APP0 segment (skipped), then SOF2 (progressive): height 1080, width 1920
+    const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, ...ascii('JFIF\0'), 1, 1, 0, 0, 1, 0, 1, 0, 0, 0xff, 0xc2, 0, 17, 8, ...be16(1080), ...be16(1920), 3]);
+    const vp8x = Buffer.from([...ascii('RIFF'), 0, 0, 0, 0, ...ascii('WEBPVP8X'), 10, 0, 0, 0, 0, 0, 0, 0, ...le24(799), ...le24(599), 0, 0]);
+    // VP8L: a signature byte, then 14 bits width-1 and 14 bits height-1
+    const bits = 99 | (49 << 14);
+    const vp8l = Buffer.from([...ascii('RIFF'), 0, 0, 0, 0, ...ascii('WEBPVP8L'), 5, 0, 0, 0, 0x2f, bits & 0xff, (bits >> 8) & 0xff, (bits >> 16) & 0xff, (bits >>> 24) & 0xff, 0, 0, 0, 0, 0]);
+    assert.deepEqual(
+      [png640x480, gif3x2, jpeg, vp8x, vp8l, PNG, Buffer.from('not an image at all, just text'), png640x480.subarray(0, 20)].map(imageSize),
+      [{ width: 640, height: 480 }, { width: 3, height: 2 }, { width: 1920, height: 1080 }, { width: 800, height: 600 }, { width: 100, height: 50 }, { width: 1, height: 1 }, null, null],
+    );
+    // in the record: none when the header does not tell
+    const server = await pds();
+    await publisher().publish(request(server, fresh(), { images: [png('wide', 'wide.png', png640x480), { bytes: Buffer.from('????'), mimeType: 'image/jpeg', alt: 'odd', filename: 'odd.jpg' }] }));
+    const images = ((createBodies(server)[0]!['record'] as Json)['embed'] as Json)['images'] as Json[];
+    assert.deepEqual(images[0]!['aspectRatio'], { width: 640, height: 480 });
+    assert.equal('aspectRatio' in images[1]!, false);
   });
 });

@@ -19,6 +19,7 @@ import { answerExcerpt } from './redact.ts';
 import { buildFacets, checkPostText, recordKeyFor } from './bluesky-text.ts';
 import { parseRetryAfter } from './webhook.ts';
 import { addressRefused } from './network.ts';
+import { imageSize } from './image-size.ts';
 
 /**
  * `bluesky`: publishes `app.bsky.feed.post` records on an AT Protocol PDS (any: the
@@ -46,8 +47,9 @@ import { addressRefused } from './network.ts';
  * - Images (BLUESKY_MEDIA: up to 4, each at most 1,000,000 bytes): each is uploaded with
  *   com.atproto.repo.uploadBlob (the raw bytes, `Content-Type` the image's type) and the
  *   blob ref it answers goes into the record's `embed`
- *   ({$type: app.bsky.embed.images, images: [{image, alt}]}, alt always present, empty
- *   when there is none). Blobs are addressed by their content, so an attempt that
+ *   ({$type: app.bsky.embed.images, images: [{image, alt, aspectRatio}]}, alt always
+ *   present, empty when there is none; aspectRatio the width and height read from the
+ *   image's header, see image-size.ts, left out when it cannot be read). Blobs are addressed by their content, so an attempt that
  *   uploads them again gets the same refs, and an uploaded blob no record uses is removed
  *   by the PDS. An upload failure is never "maybe delivered" (no record was written);
  *   413 (over the PDS's upload limit) and other 4xx fail the post naming the image, as
@@ -103,6 +105,12 @@ function strongRef(part: { readonly replyRef?: Readonly<Record<string, string>> 
 /** `image 2 of 3 (photo.png)` */
 function describeImage(image: LoadedImage, index: number, count: number): string {
   return `image ${index + 1} of ${count} (${image.filename})`;
+}
+
+/** One app.bsky.embed.images#image: the blob, its alt text, and its aspect ratio when its header tells it. */
+function embedded(blob: unknown, image: LoadedImage | undefined): Record<string, unknown> {
+  const size = image === undefined ? null : imageSize(image.bytes);
+  return { image: blob, alt: image?.alt ?? '', ...(size === null ? {} : { aspectRatio: { width: size.width, height: size.height } }) };
 }
 
 /** What a post's `uri` and `cid` answer (createRecord, getRecord) says, with the uri asked for as the fallback. */
@@ -605,7 +613,7 @@ export const blueskyPublisher: PublisherModule = {
             ...(reply === null ? {} : { reply }),
             ...(blobs.length === 0
               ? {}
-              : { embed: { $type: 'app.bsky.embed.images', images: blobs.map((image, index) => ({ image, alt: request.images[index]?.alt ?? '' })) } }),
+              : { embed: { $type: 'app.bsky.embed.images', images: blobs.map((blob, index) => embedded(blob, request.images[index])) } }),
           };
           answer = await authorized(ctx, async (session) => {
             try {

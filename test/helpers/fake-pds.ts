@@ -387,6 +387,11 @@ function lexiconProblem(record: Json): string | null {
       if (!isObject(blob) || blob['$type'] !== 'blob' || !isObject(blob['ref']) || typeof blob['ref']['$link'] !== 'string' || typeof blob['mimeType'] !== 'string' || typeof blob['size'] !== 'number') {
         return `Record/embed/images/${i}/image should be a blob ref`;
       }
+      const ratio = image['aspectRatio'];
+      if (ratio !== undefined) {
+        const positive = (n: unknown) => typeof n === 'number' && Number.isInteger(n) && n >= 1;
+        if (!isObject(ratio) || !positive(ratio['width']) || !positive(ratio['height'])) return `Record/embed/images/${i}/aspectRatio/width must be an integer of at least 1`;
+      }
     }
   }
   const reply = record['reply'];
