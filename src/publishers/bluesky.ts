@@ -49,9 +49,9 @@ import { imageSize } from './image-size.ts';
  *   blob ref it answers goes into the record's `embed`
  *   ({$type: app.bsky.embed.images, images: [{image, alt, aspectRatio}]}, alt always
  *   present, empty when there is none; aspectRatio the width and height read from the
- *   image's header, see image-size.ts, left out when it cannot be read). Blobs are addressed by their content, so an attempt that
- *   uploads them again gets the same refs, and an uploaded blob no record uses is removed
- *   by the PDS. An upload failure is never "maybe delivered" (no record was written);
+ *   image's header, see image-size.ts, left out when it cannot be read). Blobs are
+ *   addressed by their content, so an attempt that uploads them again gets the same
+ *   refs, and an uploaded blob no record uses is removed by the PDS. An upload failure is never "maybe delivered" (no record was written);
  *   413 (over the PDS's upload limit) and other 4xx fail the post naming the image, as
  *   does BlobTooLarge from createRecord (over the lexicon's 1,000,000 bytes). A token
  *   refused at an upload is renewed as for the record.
