@@ -403,6 +403,17 @@ describe('mastodon publisher', () => {
     assert.equal(s.media[0]?.statusId, result.externalId);
   });
 
+  it('a part of images alone may have no text; text alone may not be blank', async () => {
+    const s = await mastodon();
+    const p = publisher();
+    await p.publish(request(local(s), { text: '', images: [png('dot')] }));
+    assert.deepEqual(s.requests.at(-1)?.body, { status: '', media_ids: [s.media[0]?.id] });
+    assert.equal(s.statuses.length, 1);
+    const blank = await rejection(p.publish(request(local(s), { text: ' ', key: 'key-43' })));
+    assert.ok(blank instanceof PermanentPublishError, String(blank));
+    assert.match(blank.message, /text is empty/);
+  });
+
   it('a media still processing is polled (202, then 206, then 200) before the status is sent', async () => {
     const s = await mastodon();
     s.mediaProcessing = 1;

@@ -58,7 +58,9 @@ import { uploadImages } from './mastodon-media.ts';
  *   delivered" (no status was sent yet); a 422 or 413 of an upload fails the post,
  *   naming the image. The token needs `write:media` besides `write:statuses`.
  *   Instances configured below the defaults: the channel settings `image_size_limit`
- *   (bytes) and `description_limit` (characters), checked before anything is sent.
+ *   (bytes) and `description_limit` (characters), checked before anything is sent. A
+ *   part of images alone may have an empty text (checkText, which knows no images,
+ *   still calls a blank text empty).
  * - Threads: a later part is a status with `in_reply_to_id` = the id of the part before
  *   (`replyTo.parent.externalId`), with its own Idempotency-Key (`<post key>.<index>`),
  *   so a resend of one part cannot double it either.
@@ -321,7 +323,9 @@ export const mastodonPublisher: PublisherModule = {
         } catch (e) {
           throw new CredentialsRejectedError(`mastodon ${where}: ${(e as Error).message}`);
         }
-        const tooLong = checkText(request.text, channel.settings);
+        // a status of images alone may have no text (Mastodon needs text or media)
+        const imagesOnly = request.images.length > 0 && request.text.trim() === '';
+        const tooLong = imagesOnly ? null : checkText(request.text, channel.settings);
         if (tooLong !== null) throw new PermanentPublishError(`mastodon ${where}: ${tooLong}`);
         if (request.images.length > MASTODON_MEDIA.maxImages) {
           throw new PermanentPublishError(`mastodon ${where}: ${request.images.length} images; a status takes at most ${MASTODON_MEDIA.maxImages}`);

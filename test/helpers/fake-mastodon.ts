@@ -257,7 +257,8 @@ export async function startMastodon(): Promise<FakeMastodon> {
     if (override?.kind === 'hang') return 'hang';
     if (!authorized) return error(401, 'The access token is invalid');
     const text = typeof body?.['status'] === 'string' ? body['status'] : '';
-    if (body === null || text.trim() === '') return error(422, "Validation failed: Text can't be blank");
+    const attaches = Array.isArray(body?.['media_ids']) && (body['media_ids'] as unknown[]).length > 0;
+    if (body === null || (text.trim() === '' && !attaches)) return error(422, "Validation failed: Text can't be blank");
     const spoiler = typeof body['spoiler_text'] === 'string' ? body['spoiler_text'] : '';
     if (mastodonLength(text, spoiler) > INSTANCE_MAX) return error(422, `Validation failed: Text character limit of ${INSTANCE_MAX} exceeded`);
     const visibility = body['visibility'];
