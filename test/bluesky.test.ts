@@ -5,11 +5,27 @@ import { createLogger } from '../src/log.ts';
 import { blueskyPublisher, rateLimitDelay } from '../src/publishers/bluesky.ts';
 import { buildFacets, checkPostText, decodeTid, findSpans, graphemeCount, recordKeyFor, TID_SYNTAX } from '../src/publishers/bluesky-text.ts';
 import type { HttpResponse } from '../src/publishers/http-client.ts';
-import { CredentialsRejectedError, PermanentPublishError, RetryablePublishError, SettingsError, type Publisher, type PublishRequest } from '../src/publishers/publisher.ts';
+import { imageSize } from '../src/publishers/image-size.ts';
+import {
+  CredentialsRejectedError,
+  PermanentPublishError,
+  RetryablePublishError,
+  SettingsError,
+  type LoadedImage,
+  type Publisher,
+  type PublishRequest,
+  type PublishResult,
+} from '../src/publishers/publisher.ts';
 import { loadPublisherModule } from '../src/publishers/registry.ts';
 import type { Channel, ClaimedPost, OnUnknown } from '../src/types.ts';
 import { publishPost } from '../src/workers/publish-post.ts';
 import { APP_PASSWORD, DID, HANDLE, POST, startPds, type Json, type Pds } from './helpers/fake-pds.ts';
+
+/** a 1x1 PNG and a 1x1 GIF: real image bytes */
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64');
+const GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7', 'base64');
+const png = (alt: string, filename = 'a.png', bytes = PNG): LoadedImage => ({ bytes, mimeType: 'image/png', alt, filename });
+const gif = (alt: string, filename = 'b.gif'): LoadedImage => ({ bytes: GIF, mimeType: 'image/gif', alt, filename });
 
 /**
  * The bluesky publisher against a local PDS on 127.0.0.1 that speaks the XRPC
@@ -101,11 +117,13 @@ describe('bluesky publisher', () => {
 
   const fresh = () => ({ credentials: { identifier: HANDLE, app_password: APP_PASSWORD } as Record<string, unknown> });
 
-  it('is registered as platform bluesky, defaults to check, and can look up', async () => {
+  it('is registered as platform bluesky, defaults to check, can look up, takes images and threads', async () => {
     const module = await loadPublisherModule('bluesky');
     assert.equal(module, blueskyPublisher);
     assert.equal(blueskyPublisher.canLookUp, true);
     assert.equal(blueskyPublisher.defaultOnUnknown, 'check');
+    assert.equal(blueskyPublisher.threads, true);
+    assert.deepEqual(blueskyPublisher.media, { maxImages: 4, maxBytes: 1_000_000, maxAltLength: 2000, types: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'] });
   });
 
   it('first publish: creates a session, saves its tokens, writes the record at the key derived from the idempotency key', async () => {
@@ -115,7 +133,9 @@ describe('bluesky publisher', () => {
     const result = await publisher().publish(req);
 
     const rkey = recordKeyFor(req.idempotencyKey);
-    assert.deepEqual(result, { externalId: `at://${DID}/${POST}/${rkey}`, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}` });
+    const uri = `at://${DID}/${POST}/${rkey}`;
+    // replyRef: what a reply to it needs, the record's uri and the cid the PDS answered
+    assert.deepEqual(result, { externalId: uri, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}`, replyRef: { uri, cid: server.records.get(rkey)?.cid } });
 
     assert.deepEqual(
       server.calls.map((c) => `${c.method} ${c.path}`),
@@ -285,7 +305,8 @@ describe('bluesky publisher', () => {
 
     const found = await p.lookup!(req);
     const rkey = recordKeyFor(req.idempotencyKey);
-    assert.deepEqual(found, { externalId: `at://${DID}/${POST}/${rkey}`, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}` });
+    const uri = `at://${DID}/${POST}/${rkey}`;
+    assert.deepEqual(found, { externalId: uri, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}`, replyRef: { uri, cid: server.records.get(rkey)?.cid } });
     const get = server.calls.at(-1)!;
     assert.equal(get.method, 'GET');
     assert.equal(get.path, '/xrpc/com.atproto.repo.getRecord');
@@ -525,5 +546,170 @@ describe('bluesky publisher', () => {
     assert.equal(keys.size, 2000);
     // the spec's example decodes as a 2023 timestamp
     assert.ok(decodeTid('3jzfcijpj2z2a').micros > 1_600_000_000_000_000n);
+  });
+
+  const createBodies = (server: Pds) => server.calls.filter((c) => c.path === '/xrpc/com.atproto.repo.createRecord').map((c) => c.body as Json);
+
+  it('images: each uploaded with uploadBlob (raw bytes, their type), then embedded in the record with their alt text', async () => {
+    const server = await pds();
+    const req = request(server, fresh(), { images: [png('A red dot on white'), gif('')] });
+    const result = await publisher().publish(req);
+    assert.deepEqual(
+      server.calls.map((c) => `${c.method} ${c.path.replace('/xrpc/', '')}`),
+      ['POST com.atproto.server.createSession', 'POST com.atproto.repo.uploadBlob', 'POST com.atproto.repo.uploadBlob', 'POST com.atproto.repo.createRecord'],
+    );
+    const uploads = server.calls.filter((c) => c.path === '/xrpc/com.atproto.repo.uploadBlob');
+    assert.deepEqual(
+      uploads.map((c) => [c.authorization, c.contentType, c.bytes.toString('base64'), [...c.query.keys()]]),
+      [
+        [`Bearer ${server.issued[0]!}`, 'image/png', PNG.toString('base64'), []],
+        [`Bearer ${server.issued[0]!}`, 'image/gif', GIF.toString('base64'), []],
+      ],
+    );
+    const [pngBlob, gifBlob] = [...server.blobs.values()];
+    const record = createBodies(server)[0]!['record'] as Json;
+    assert.deepEqual(record['embed'], {
+      $type: 'app.bsky.embed.images',
+      images: [
+        { image: { $type: 'blob', ref: { $link: pngBlob!.cid }, mimeType: 'image/png', size: PNG.length }, alt: 'A red dot on white', aspectRatio: { width: 1, height: 1 } },
+        { image: { $type: 'blob', ref: { $link: gifBlob!.cid }, mimeType: 'image/gif', size: GIF.length }, alt: '', aspectRatio: { width: 1, height: 1 } },
+      ],
+    });
+    assert.equal(record['reply'], undefined);
+    const rkey = recordKeyFor(req.idempotencyKey);
+    assert.equal(result.replyRef?.['cid'], server.records.get(rkey)?.cid);
+  });
+
+  /** the parts of a thread as the core sends them: each replying to the first and to the one before */
+  function part(server: Pds, store: { credentials: Record<string, unknown> }, published: PublishResult[], index: number, count: number) {
+    const root = published[0];
+    const parent = published[index - 1];
+    return request(server, store, {
+      text: `${index + 1}/${count} of a thread`,
+      idempotencyKey: index === 0 ? 'post-9' : `post-9.${index}`,
+      part: { index, count },
+      replyTo: index === 0 || root === undefined || parent === undefined ? null : { root, parent },
+    });
+  }
+
+  it('a 3-part thread: each record replies to the root and to the part before (uri and cid), at its own derived key', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    const published: PublishResult[] = [];
+    for (let index = 0; index < 3; index++) published.push(await p.publish(part(server, store, published, index, 3)));
+    const refs = published.map((r) => r.replyRef);
+    const rkeys = ['post-9', 'post-9.1', 'post-9.2'].map(recordKeyFor);
+    assert.deepEqual(
+      refs,
+      rkeys.map((rkey) => ({ uri: `at://${DID}/${POST}/${rkey}`, cid: server.records.get(rkey)?.cid })),
+    );
+    const replies = rkeys.map((rkey) => server.records.get(rkey)?.value['reply']);
+    assert.deepEqual(replies, [undefined, { root: refs[0], parent: refs[0] }, { root: refs[0], parent: refs[1] }]);
+    assert.deepEqual(
+      createBodies(server).map((b) => b['rkey']),
+      rkeys,
+    );
+  });
+
+  it('a cut after part 2 was sent: the lookup of part 2 finds it (uri and cid); part 2 again makes no second record; part 3 replies to it', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    const published: PublishResult[] = [await p.publish(part(server, store, [], 0, 3))];
+    server.createFaults.push({ kind: 'cut-after-write' });
+    const second = part(server, store, published, 1, 3);
+    const cut = await rejects(() => p.publish(second), RetryablePublishError);
+    assert.equal(cut.maybeDelivered, true);
+    assert.equal(server.records.size, 2);
+
+    const rkey = recordKeyFor('post-9.1');
+    const uri = `at://${DID}/${POST}/${rkey}`;
+    const found = await p.lookup!(second);
+    assert.deepEqual(found, { externalId: uri, externalUrl: `https://bsky.app/profile/${DID}/post/${rkey}`, replyRef: { uri, cid: server.records.get(rkey)?.cid } });
+
+    // the retry policy instead: the same key again; the PDS refuses the key, the record is found
+    const again = await p.publish(part(server, store, published, 1, 3));
+    assert.deepEqual(again, found);
+    assert.equal(server.records.size, 2, 'no second part 2');
+
+    published.push(again);
+    const third = await p.publish(part(server, store, published, 2, 3));
+    assert.deepEqual(server.records.get(recordKeyFor('post-9.2'))?.value['reply'], { root: published[0]!.replyRef, parent: found.replyRef });
+    assert.equal(third.replyRef?.['uri'], `at://${DID}/${POST}/${recordKeyFor('post-9.2')}`);
+  });
+
+  it('a part replying to a part without uri and cid fails before anything is sent', async () => {
+    const server = await pds();
+    const bare = { externalId: `at://${DID}/${POST}/3jzfcijpj2z2a`, externalUrl: null };
+    const e = await rejects(() => publisher().publish(request(server, fresh(), { part: { index: 1, count: 2 }, replyTo: { root: bare, parent: bare } })), PermanentPublishError);
+    assert.match(e.message, /part 2 of 2 replies to a part without its record's uri and cid/);
+    assert.equal(server.calls.length, 0);
+  });
+
+  it("blob errors: over the PDS's upload limit (413) or the lexicon's 1,000,000 bytes (400 BlobTooLarge) fail the post naming the image", async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    server.uploadLimit = 100;
+    const big = png('big', 'big.png', Buffer.concat([PNG, Buffer.alloc(200)]));
+    const e413 = await rejects(() => p.publish(request(server, store, { images: [png('ok'), big] })), PermanentPublishError);
+    assert.match(e413.message, /image 2 of 2 \(big\.png\): com\.atproto\.repo\.uploadBlob: HTTP 413 PayloadTooLarge: request entity too large/);
+    assert.equal(server.count('com.atproto.repo.createRecord'), 0);
+
+    server.uploadLimit = 5 * 1024 * 1024;
+    const huge = png('huge', 'huge.png', Buffer.concat([PNG, Buffer.alloc(1_000_001 - PNG.length)]));
+    const e400 = await rejects(() => p.publish(request(server, store, { idempotencyKey: 'huge', images: [png('ok'), huge] })), PermanentPublishError);
+    assert.match(e400.message, /image 2 of 2 \(huge\.png\) too large for Bluesky \(at most 1000000 bytes\): com\.atproto\.repo\.createRecord: HTTP 400 BlobTooLarge: This file is too large/);
+    assert.equal(server.records.size, 0);
+  });
+
+  it('blob upload: a 5xx or a cut is retried and never maybe delivered; an expired token is refreshed first', async () => {
+    const server = await pds();
+    const store = fresh();
+    const p = publisher();
+    server.uploadFaults.push({ kind: 'status', status: 502, body: { error: 'UpstreamFailure', message: 'Upstream Failure' } });
+    const busy = await rejects(() => p.publish(request(server, store, { images: [png('dot')] })), RetryablePublishError);
+    assert.equal(busy.maybeDelivered, false);
+    assert.match(busy.message, /image 1 of 1 \(a\.png\): com\.atproto\.repo\.uploadBlob: HTTP 502/);
+
+    server.uploadFaults.push({ kind: 'cut-after-write' });
+    const cut = await rejects(() => p.publish(request(server, store, { images: [png('dot')] })), RetryablePublishError);
+    assert.equal(cut.maybeDelivered, false, 'no record was written');
+    assert.equal(server.records.size, 0);
+
+    server.expireAccessTokens();
+    const result = await publisher().publish(request(server, store, { images: [png('dot')] }));
+    assert.ok(result.replyRef !== undefined, 'the published record has a replyRef');
+    assert.deepEqual(
+      server.calls.slice(-4).map((c) => c.path.replace('/xrpc/', '')),
+      ['com.atproto.repo.uploadBlob', 'com.atproto.server.refreshSession', 'com.atproto.repo.uploadBlob', 'com.atproto.repo.createRecord'],
+    );
+    assert.equal(server.records.size, 1);
+  });
+
+  it("aspect ratio: width and height from a PNG, GIF, JPEG or WebP header; none from what is not one", async () => {
+    const be16 = (n: number) => [n >> 8, n & 0xff];
+    const le16 = (n: number) => [n & 0xff, n >> 8];
+    const le24 = (n: number) => [n & 0xff, (n >> 8) & 0xff, n >> 16];
+    const ascii = (s: string) => [...Buffer.from(s, 'latin1')];
+    const png640x480 = Buffer.from([0x89, ...ascii('PNG\r\n\x1a\n'), 0, 0, 0, 13, ...ascii('IHDR'), 0, 0, ...be16(640), 0, 0, ...be16(480), 8, 6, 0, 0, 0]);
+    const gif3x2 = Buffer.from([...ascii('GIF89a'), ...le16(3), ...le16(2), 0, 0, 0]);
+    // SOI, an APP0 segment (skipped), then SOF2 (progressive): height 1080, width 1920
+    const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, ...ascii('JFIF\0'), 1, 1, 0, 0, 1, 0, 1, 0, 0, 0xff, 0xc2, 0, 17, 8, ...be16(1080), ...be16(1920), 3]);
+    const vp8x = Buffer.from([...ascii('RIFF'), 0, 0, 0, 0, ...ascii('WEBPVP8X'), 10, 0, 0, 0, 0, 0, 0, 0, ...le24(799), ...le24(599), 0, 0]);
+    // VP8L: a signature byte, then 14 bits width-1 and 14 bits height-1
+    const bits = 99 | (49 << 14);
+    const vp8l = Buffer.from([...ascii('RIFF'), 0, 0, 0, 0, ...ascii('WEBPVP8L'), 5, 0, 0, 0, 0x2f, bits & 0xff, (bits >> 8) & 0xff, (bits >> 16) & 0xff, (bits >>> 24) & 0xff, 0, 0, 0, 0, 0]);
+    assert.deepEqual(
+      [png640x480, gif3x2, jpeg, vp8x, vp8l, PNG, Buffer.from('not an image at all, just text'), png640x480.subarray(0, 20)].map(imageSize),
+      [{ width: 640, height: 480 }, { width: 3, height: 2 }, { width: 1920, height: 1080 }, { width: 800, height: 600 }, { width: 100, height: 50 }, { width: 1, height: 1 }, null, null],
+    );
+    // in the record: none when the header does not tell
+    const server = await pds();
+    await publisher().publish(request(server, fresh(), { images: [png('wide', 'wide.png', png640x480), { bytes: Buffer.from('????'), mimeType: 'image/jpeg', alt: 'odd', filename: 'odd.jpg' }] }));
+    const images = ((createBodies(server)[0]!['record'] as Json)['embed'] as Json)['images'] as Json[];
+    assert.deepEqual(images[0]!['aspectRatio'], { width: 640, height: 480 });
+    assert.equal('aspectRatio' in images[1]!, false);
   });
 });

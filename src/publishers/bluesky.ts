@@ -7,6 +7,8 @@ import {
   RetryablePublishError,
   SettingsError,
   type Publisher,
+  type LoadedImage,
+  type MediaLimits,
   type PublisherModule,
   type PublisherOptions,
   type PublishRequest,
@@ -17,6 +19,7 @@ import { answerExcerpt } from './redact.ts';
 import { buildFacets, checkPostText, recordKeyFor } from './bluesky-text.ts';
 import { parseRetryAfter } from './webhook.ts';
 import { addressRefused } from './network.ts';
+import { imageSize } from './image-size.ts';
 
 /**
  * `bluesky`: publishes `app.bsky.feed.post` records on an AT Protocol PDS (any: the
@@ -38,6 +41,27 @@ import { addressRefused } from './network.ts';
  *   the key is looked up at once: a record there means the post is out.
  * - Lookup (the `check` policy): com.atproto.repo.getRecord at that key: the record, or
  *   RecordNotFound. So a new bluesky channel defaults to `check`.
+ * - What a part returns: the record's `at://` uri (external id), its bsky.app URL, and
+ *   `replyRef` {uri, cid} (the strong ref a reply needs) from createRecord's answer, or
+ *   from getRecord's when the record was found at its key (a repeat, a lookup).
+ * - Images (BLUESKY_MEDIA: up to 4, each at most 1,000,000 bytes): each is uploaded with
+ *   com.atproto.repo.uploadBlob (the raw bytes, `Content-Type` the image's type) and the
+ *   blob ref it answers goes into the record's `embed`
+ *   ({$type: app.bsky.embed.images, images: [{image, alt, aspectRatio}]}, alt always
+ *   present, empty when there is none; aspectRatio the width and height read from the
+ *   image's header, see image-size.ts, left out when it cannot be read). Blobs are
+ *   addressed by their content, so an attempt that uploads them again gets the same
+ *   refs, and an uploaded blob no record uses is removed by the PDS. An upload failure is never "maybe delivered" (no record was written);
+ *   413 (over the PDS's upload limit) and other 4xx fail the post naming the image, as
+ *   does BlobTooLarge from createRecord (over the lexicon's 1,000,000 bytes). A token
+ *   refused at an upload is renewed as for the record.
+ * - Threads: a later part's record carries `reply: {root, parent}`, the strong refs of
+ *   the thread's first part and of the part before (replyTo.root / replyTo.parent
+ *   `replyRef`); its record key derives from the part's own idempotency key
+ *   (`<post key>.<index>`), so a repeat of one part cannot double it and the lookup of a
+ *   part finds it.
+ * - verify creates a session to prove the app password and discards it (the channel's
+ *   first post creates its own): one extra session per `channels add`, harmless.
  * - createdAt is when the record is written (now), as the lexicon defines it; the
  *   scheduled time is not claimed as the creation time.
  * - Facets (links, @mentions resolved to DIDs with com.atproto.identity.resolveHandle,
@@ -51,6 +75,56 @@ import { addressRefused } from './network.ts';
  */
 
 const POST_COLLECTION = 'app.bsky.feed.post';
+
+/**
+ * The images of one post: app.bsky.embed.images takes 4, each blob at most 1,000,000
+ * bytes (the lexicon's `maxSize`; a PDS refuses a larger one with BlobTooLarge when the
+ * record is written). The lexicon sets no limit on `alt` (required, may be empty); 2000
+ * characters is the Bluesky app's own limit. Types: the still images the app shows.
+ */
+export const BLUESKY_MEDIA: MediaLimits = {
+  maxImages: 4,
+  maxBytes: 1_000_000,
+  maxAltLength: 2000,
+  types: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'],
+};
+
+/** A com.atproto.repo.strongRef: a record's `uri` and the `cid` of the version meant. */
+interface StrongRef {
+  readonly uri: string;
+  readonly cid: string;
+}
+
+/** The strong ref a published part's replyRef holds, or null. */
+function strongRef(part: { readonly replyRef?: Readonly<Record<string, string>> }): StrongRef | null {
+  const uri = part.replyRef?.['uri'];
+  const cid = part.replyRef?.['cid'];
+  return typeof uri === 'string' && uri.startsWith('at://') && typeof cid === 'string' && cid !== '' ? { uri, cid } : null;
+}
+
+/** `image 2 of 3 (photo.png)` */
+function describeImage(image: LoadedImage, index: number, count: number): string {
+  return `image ${index + 1} of ${count} (${image.filename})`;
+}
+
+/** One app.bsky.embed.images#image: the blob, its alt text, and its aspect ratio when its header tells it. */
+function embedded(blob: unknown, image: LoadedImage | undefined): Record<string, unknown> {
+  const size = image === undefined ? null : imageSize(image.bytes);
+  return { image: blob, alt: image?.alt ?? '', ...(size === null ? {} : { aspectRatio: { width: size.width, height: size.height } }) };
+}
+
+/** What a post's `uri` and `cid` answer (createRecord, getRecord) says, with the uri asked for as the fallback. */
+function published(res: HttpResponse, did: string, rkey: string): PublishResult {
+  let uri = `at://${did}/${POST_COLLECTION}/${rkey}`;
+  let cid: string | null = null;
+  const body = res.json();
+  if (typeof body === 'object' && body !== null) {
+    const o = body as Record<string, unknown>;
+    if (typeof o['uri'] === 'string' && o['uri'].startsWith('at://')) uri = o['uri'];
+    if (typeof o['cid'] === 'string' && o['cid'] !== '') cid = o['cid'];
+  }
+  return { externalId: uri, externalUrl: postUrl(did, rkey), ...(cid === null ? {} : { replyRef: { uri, cid } }) };
+}
 
 const settingsSchema = v.object(
   {
@@ -230,12 +304,15 @@ async function xrpc(
   t: Target,
   method: 'GET' | 'POST',
   nsid: string,
-  options: { params?: Record<string, string>; body?: unknown; token?: string } = {},
+  options: { params?: Record<string, string>; body?: unknown; raw?: { readonly bytes: Buffer; readonly contentType: string }; token?: string } = {},
 ): Promise<HttpResponse> {
   const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'post-scheduler' };
   if (options.token !== undefined) headers['authorization'] = `Bearer ${options.token}`;
-  let body: string | undefined;
-  if (options.body !== undefined) {
+  let body: string | Buffer | undefined;
+  if (options.raw !== undefined) {
+    body = options.raw.bytes;
+    headers['content-type'] = options.raw.contentType;
+  } else if (options.body !== undefined) {
     body = JSON.stringify(options.body);
     headers['content-type'] = 'application/json';
   }
@@ -280,6 +357,8 @@ export const blueskyPublisher: PublisherModule = {
   checkText: (text) => checkPostText(text),
   // nothing in the settings is a secret (the credentials live apart, sealed)
   redactSettings: (settings) => ({ ...settings }),
+  media: BLUESKY_MEDIA,
+  threads: true,
   canLookUp: true,
   defaultOnUnknown: 'check',
 
@@ -449,16 +528,8 @@ export const blueskyPublisher: PublisherModule = {
     const getRecord = async (ctx: Context, did: string, rkey: string): Promise<PublishResult | null> => {
       const nsid = 'com.atproto.repo.getRecord';
       const res = await xrpc(ctx.t, 'GET', nsid, { params: { repo: did, collection: POST_COLLECTION, rkey } });
-      if (res.status === 200) {
-        let uri = `at://${did}/${POST_COLLECTION}/${rkey}`;
-        try {
-          const body = res.json() as { uri?: unknown };
-          if (typeof body.uri === 'string' && body.uri.startsWith('at://')) uri = body.uri;
-        } catch {
-          // the record is there; its uri is known anyway
-        }
-        return { externalId: uri, externalUrl: postUrl(did, rkey) };
-      }
+      // the record is there; its uri is known anyway, its cid (for replies) from the answer
+      if (res.status === 200) return published(res, did, rkey);
       if (res.status === 400 || res.status === 404) {
         const { error } = xrpcError(res);
         if (error === 'RecordNotFound' || (res.status === 404 && error === null)) return null;
@@ -479,23 +550,70 @@ export const blueskyPublisher: PublisherModule = {
       }
     };
 
+    /**
+     * One image as a blob (com.atproto.repo.uploadBlob: the raw bytes with their type):
+     * the blob ref the record embeds. Nothing is published yet, so no failure here is
+     * "maybe delivered"; a refused size or type fails the post, naming the image.
+     */
+    const uploadBlob = async (ctx: Context, image: LoadedImage, index: number, count: number): Promise<unknown> => {
+      const nsid = 'com.atproto.repo.uploadBlob';
+      const what = `${describeImage(image, index, count)}: ${nsid}`;
+      const { res } = await authorized(ctx, (session) => xrpc(ctx.t, 'POST', nsid, { token: session.accessJwt, raw: { bytes: image.bytes, contentType: image.mimeType } }));
+      const { t } = ctx;
+      if (res.status === 200) {
+        const body = res.json();
+        const blob = typeof body === 'object' && body !== null ? (body as Record<string, unknown>)['blob'] : undefined;
+        if (typeof blob !== 'object' || blob === null || (blob as Record<string, unknown>)['ref'] === undefined) {
+          throw new RetryablePublishError(`bluesky ${t.where}: ${what}: an answer without a blob ref`);
+        }
+        return blob;
+      }
+      if (isTokenRefusal(res)) throw new CredentialsRejectedError(`bluesky ${t.where}: the PDS refused a fresh session: ${describe(res, t.secrets)}`);
+      if (res.status === 401) throw new CredentialsRejectedError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`);
+      if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false);
+      if (res.status >= 500 || res.status === 408) throw new RetryablePublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`, null, false);
+      // 413 PayloadTooLarge (over the PDS's upload limit), 400 (a type or size refused), ...
+      throw new PermanentPublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`);
+    };
+
     return {
       async publish(request: PublishRequest): Promise<PublishResult> {
         const ctx = open(request);
         const { t } = ctx;
         const tooLong = checkPostText(request.text);
         if (tooLong !== null) throw new PermanentPublishError(`channel ${request.channel.name}: ${tooLong}`);
+        if (request.images.length > BLUESKY_MEDIA.maxImages) {
+          throw new PermanentPublishError(`bluesky ${t.where}: ${request.images.length} images; a post takes at most ${BLUESKY_MEDIA.maxImages}`);
+        }
+        let reply: { root: StrongRef; parent: StrongRef } | null = null;
+        if (request.replyTo !== null) {
+          const root = strongRef(request.replyTo.root);
+          const parent = strongRef(request.replyTo.parent);
+          if (root === null || parent === null) {
+            throw new PermanentPublishError(
+              `bluesky ${t.where}: part ${request.part.index + 1} of ${request.part.count} replies to a part without its record's uri and cid`,
+            );
+          }
+          reply = { root, parent };
+        }
         const rkey = recordKeyFor(request.idempotencyKey);
         const nsid = 'com.atproto.repo.createRecord';
         let answer: { res: HttpResponse; session: Session };
         try {
           const facets = await buildFacets(request.text, (handle) => resolveHandle(ctx, handle));
+          // blobs are addressed by their content: an attempt that uploads them again gets the same refs
+          const blobs: unknown[] = [];
+          for (const [index, image] of request.images.entries()) blobs.push(await uploadBlob(ctx, image, index, request.images.length));
           const record = {
             $type: POST_COLLECTION,
             text: request.text,
             createdAt: new Date().toISOString(),
             ...(ctx.settings.langs === undefined || ctx.settings.langs.length === 0 ? {} : { langs: ctx.settings.langs }),
             ...(facets.length === 0 ? {} : { facets }),
+            ...(reply === null ? {} : { reply }),
+            ...(blobs.length === 0
+              ? {}
+              : { embed: { $type: 'app.bsky.embed.images', images: blobs.map((blob, index) => embedded(blob, request.images[index])) } }),
           };
           answer = await authorized(ctx, async (session) => {
             try {
@@ -511,14 +629,15 @@ export const blueskyPublisher: PublisherModule = {
         }
         const { res, session } = answer;
         if (res.status === 200) {
-          let uri = `at://${session.did}/${POST_COLLECTION}/${rkey}`;
+          // 200 is the record written; its uri is the one asked for, its cid what a reply needs
+          const written = published(res, session.did, rkey);
+          if (written.replyRef !== undefined) return written;
           try {
-            const body = res.json() as { uri?: unknown };
-            if (typeof body.uri === 'string' && body.uri.startsWith('at://')) uri = body.uri;
+            return (await getRecord(ctx, session.did, rkey)) ?? written;
           } catch {
-            // 200 is the record written; its uri is the one asked for
+            // published all the same; only a reply to it would miss its cid
+            return written;
           }
-          return { externalId: uri, externalUrl: postUrl(session.did, rkey) };
         }
         if (isTokenRefusal(res)) {
           throw new CredentialsRejectedError(`bluesky ${t.where}: the PDS refused a fresh session: ${describe(res, t.secrets)}`);
@@ -541,6 +660,12 @@ export const blueskyPublisher: PublisherModule = {
           if (res.status >= 500) throw new RetryablePublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`, null, true);
         }
         if (res.status === 408) throw new RetryablePublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`, null, false);
+        if (error === 'BlobTooLarge') {
+          // the PDS's message gives sizes, not which image: name those over the lexicon's limit
+          const over = request.images.flatMap((image, index) => (image.bytes.length > BLUESKY_MEDIA.maxBytes ? [describeImage(image, index, request.images.length)] : []));
+          const which = over.length === 0 ? 'an image' : over.join(', ');
+          throw new PermanentPublishError(`bluesky ${t.where}: ${which} too large for Bluesky (at most ${BLUESKY_MEDIA.maxBytes} bytes): ${nsid}: ${describe(res, t.secrets)}`);
+        }
         throw new PermanentPublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`);
       },
 

@@ -7,22 +7,26 @@ import {
   SettingsError,
   type Publisher,
   type PublisherModule,
+  type MediaLimits,
   type PublisherOptions,
   type PublishRequest,
   parseWith,
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { sendFailure } from './network.ts';
+import { apiError, credentialsRefusal, retryAfterMs, SCOPE_ERROR } from './mastodon-api.ts';
+import { uploadImages } from './mastodon-media.ts';
 
 /**
  * `mastodon`: publishes a status on any Mastodon instance through its REST API
  * (https://docs.joinmastodon.org/methods/statuses/#create).
  *
  * - `POST {instance}/api/v1/statuses` with `Authorization: Bearer <access_token>` and a
- *   JSON body: `status`, and from the channel's settings `visibility`, `language`,
- *   `spoiler_text` (a content warning; the status is then marked `sensitive`).
- * - `Idempotency-Key`: the post's key, the same on every retry. Mastodon keeps a key for
- *   about an hour (per account) and answers a repeat within that time with the status
+ *   JSON body: `status`, `media_ids` (images), `in_reply_to_id` (a thread's later part),
+ *   and from the channel's settings `visibility`, `language`, `spoiler_text` (a content
+ *   warning; the status is then marked `sensitive`).
+ * - `Idempotency-Key`: the part's key (the post's key for a post of one part), the same
+ *   on every retry. Mastodon keeps a key for about an hour (per account) and answers a repeat within that time with the status
  *   the first request created, so a resend after an unknown outcome cannot post twice:
  *   new Mastodon channels default to `--on-unknown retry`. A resend more than an hour
  *   after a request that did arrive can post a second time (the key has expired); the
@@ -42,6 +46,28 @@ import { sendFailure } from './network.ts';
  *   - redirects are not followed: permanent (fix the instance URL).
  * - No answer: a request that was sent (timed out, cut) is maybe delivered; one that
  *   never left (refused connection, DNS) is a plain retry.
+ * - Images (up to 4 a status; see MASTODON_MEDIA for the default limits): each is
+ *   uploaded first with `POST /api/v2/media` (multipart `file`, `description` = its alt
+ *   text) and, when the instance answers 202 (still processing), polled with
+ *   `GET /api/v1/media/:id` until it is processed, within the publisher's timeout; the
+ *   status then carries their `media_ids` in order (details in mastodon-media.ts). An
+ *   upload is not idempotent: an attempt that fails after uploading (or a resend after an
+ *   unknown outcome) uploads the images again, and the earlier uploads stay unattached
+ *   until the instance removes them: harmless, never a second status. A processing that
+ *   does not end in time, or any failure of an upload, is retried and never "maybe
+ *   delivered" (no status was sent yet); a 422 or 413 of an upload fails the post,
+ *   naming the image. The token needs `write:media` besides `write:statuses`.
+ *   Instances configured below the defaults: the channel settings `image_size_limit`
+ *   (bytes) and `description_limit` (characters), checked before anything is sent. A
+ *   part of images alone may have an empty text (checkText, which knows no images,
+ *   still calls a blank text empty).
+ * - Threads: a later part is a status with `in_reply_to_id` = the id of the part before
+ *   (`replyTo.parent.externalId`), with its own Idempotency-Key (`<post key>.<index>`),
+ *   so a resend of one part cannot double it either.
+ * - verify: `GET /api/v1/accounts/verify_credentials` needs `read:accounts` (or
+ *   `profile`, Mastodon 4.3+). A token of write scopes only gets a 403 "outside the
+ *   authorized scopes" there: the instance knew the token (an unknown one is a 401), so
+ *   it is accepted, shown without the account's name.
  * - SSRF protection (as for webhooks): loopback, private and link-local addresses are
  *   refused unless the channel has `allow_private_network` (or the config
  *   ALLOW_PRIVATE_NETWORK is true). The instance must be https://; http:// is taken only
@@ -62,6 +88,20 @@ const VISIBILITIES = ['public', 'unlisted', 'private', 'direct'] as const;
 export const DEFAULT_MAX_CHARACTERS = 500;
 /** every URL counts this many characters (the instance's `characters_reserved_per_url`) */
 export const CHARACTERS_PER_URL = 23;
+
+/**
+ * The images of one status as a default Mastodon instance takes them (its
+ * /api/v2/instance `configuration`): 4 attachments (`statuses.max_media_attachments`),
+ * 16 MiB an image (`media_attachments.image_size_limit`, 16777216), alt text of 1500
+ * characters (`media_attachments.description_limit`), and the still-image types every
+ * instance lists in `supported_mime_types`.
+ */
+export const MASTODON_MEDIA: MediaLimits = {
+  maxImages: 4,
+  maxBytes: 16 * 1024 * 1024,
+  maxAltLength: 1500,
+  types: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'],
+};
 
 function instanceProblem(value: string): string | null {
   if (!URL.canParse(value)) return 'mastodon instance must be a URL like https://mastodon.social';
@@ -96,6 +136,20 @@ const settingsSchema = v.pipe(
           v.number('mastodon max_characters must be a number'),
           v.integer('mastodon max_characters must be a whole number'),
           v.minValue(1, 'mastodon max_characters must be at least 1'),
+        ),
+      ),
+      image_size_limit: v.optional(
+        v.pipe(
+          v.number('mastodon image_size_limit must be a number (bytes)'),
+          v.integer('mastodon image_size_limit must be a whole number of bytes'),
+          v.minValue(1, 'mastodon image_size_limit must be at least 1 byte'),
+        ),
+      ),
+      description_limit: v.optional(
+        v.pipe(
+          v.number('mastodon description_limit must be a number'),
+          v.integer('mastodon description_limit must be a whole number'),
+          v.minValue(0, 'mastodon description_limit must not be negative'),
         ),
       ),
       allow_private_network: v.optional(v.boolean('mastodon allow_private_network must be true or false')),
@@ -167,64 +221,24 @@ function checkText(text: string, settings: Record<string, unknown>): string | nu
   return `text is ${length} characters as Mastodon counts them (${counted}); the channel takes at most ${max}`;
 }
 
+/**
+ * Why an image cannot go to this channel, by its own limits (`image_size_limit`,
+ * `description_limit`, for an instance configured below the defaults), or null.
+ */
+function imageProblem(bytes: number, alt: string, settings: MastodonSettings): string | null {
+  const maxBytes = settings.image_size_limit ?? MASTODON_MEDIA.maxBytes;
+  if (bytes > maxBytes) return `is ${bytes} bytes; the instance takes at most ${maxBytes} (image_size_limit)`;
+  // Mastodon counts a description's characters (code points)
+  const altLength = Array.from(alt).length;
+  const maxAlt = settings.description_limit ?? MASTODON_MEDIA.maxAltLength;
+  if (altLength > maxAlt) return `has alt text of ${altLength} characters; the instance takes at most ${maxAlt} (description_limit)`;
+  return null;
+}
+
 function redactSettings(settings: Record<string, unknown>): Record<string, unknown> {
   // instance, visibility, language, content warning, limits: nothing secret
   return { ...settings };
 }
-
-/** Retry-After as milliseconds: seconds or an HTTP date; null when absent or unreadable. */
-function retryAfterMs(headers: HttpResponse['headers'], now = Date.now()): number | null {
-  const reset = headers['x-ratelimit-reset'];
-  if (typeof reset === 'string' && reset.trim() !== '') {
-    const value = reset.trim();
-    // Mastodon sends an ISO time; some servers send Unix seconds
-    const at = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value);
-    if (!Number.isNaN(at)) return Math.max(0, at - now);
-  }
-  const retryAfter = headers['retry-after'];
-  if (typeof retryAfter === 'string' && retryAfter.trim() !== '') {
-    const value = retryAfter.trim();
-    if (/^\d+$/.test(value)) return Number(value) * 1000;
-    const at = Date.parse(value);
-    if (!Number.isNaN(at)) return Math.max(0, at - now);
-  }
-  return null;
-}
-
-/**
- * Mastodon's own error sentences about tokens, shown as they are (the redaction of an
- * excerpt would hide the word after "token", which is all these say).
- */
-const KNOWN_ERRORS = new Set(
-  [
-    'The access token is invalid',
-    'The access token was revoked',
-    'The access token expired',
-    'This action is outside the authorized scopes',
-    'This method requires an authenticated user',
-    'This API requires an authenticated user',
-    'This action requires authentication',
-    'Your login is currently disabled',
-    'Your login is missing a confirmed e-mail address',
-    'Your login is currently pending approval',
-    'Your account is currently disabled',
-    'Not authorized',
-  ].map((m) => m.toLowerCase()),
-);
-
-/** The API's `error` (or the body) as a short one-line excerpt, without the token. */
-function apiError(answer: HttpResponse, token: string): string {
-  const json = answer.json();
-  const field = typeof json === 'object' && json !== null ? (json as Record<string, unknown>)['error'] : undefined;
-  const error = typeof field === 'string' ? field : answer.text();
-  if (KNOWN_ERRORS.has(error.trim().toLowerCase())) return error.trim();
-  // the token itself first (whatever its shape), then whatever looks like a credential
-  return answerExcerpt(token === '' ? error : error.split(token).join('***'));
-}
-
-/** A 403 whose error is about the token, its scopes or the account's login, not about the post. */
-const CREDENTIALS_403 = /token|scope|authori[sz]|authenticat|login|sign[ -]?in|account|e-?mail|suspend|disabled|approv/i;
-
 
 export const mastodonPublisher: PublisherModule = {
   platform: 'mastodon',
@@ -232,6 +246,8 @@ export const mastodonPublisher: PublisherModule = {
   parseCredentials,
   redactSettings,
   checkText,
+  media: MASTODON_MEDIA,
+  threads: true,
   canLookUp: false,
   // Mastodon honours Idempotency-Key: a resend with the same key cannot post twice
   defaultOnUnknown: 'retry',
@@ -266,9 +282,14 @@ export const mastodonPublisher: PublisherModule = {
         if (typeof username !== 'string' || username === '') throw new Error(`mastodon ${where}: verify_credentials answered without a username`);
         return { account: `@${username}@${instance.host}` };
       }
-      if (status === 401 || (status === 403 && CREDENTIALS_403.test(error())) || (status === 422 && /authenticated user/i.test(error()))) {
-        throw new CredentialsRejectedError(`mastodon ${where} refused the access token (HTTP ${status}: ${error()})`);
+      if (status === 403 && SCOPE_ERROR.test(error())) {
+        // a token of write scopes only (write:statuses, write:media): verify_credentials
+        // needs read:accounts (or `profile`, Mastodon 4.3+); the instance knew the token
+        // (an unknown one is a 401), so it is accepted without the account's name
+        return { account: `a token of ${instance.host} without read:accounts or profile (the account's name cannot be read)` };
       }
+      const refused = credentialsRefusal(answer, token, where);
+      if (refused !== null) throw refused;
       throw new Error(`mastodon ${where}: verify_credentials answered HTTP ${status}: ${error()}`);
     } finally {
       await client.close();
@@ -302,10 +323,45 @@ export const mastodonPublisher: PublisherModule = {
         } catch (e) {
           throw new CredentialsRejectedError(`mastodon ${where}: ${(e as Error).message}`);
         }
-        const tooLong = checkText(request.text, channel.settings);
+        // a status of images alone may have no text (Mastodon needs text or media)
+        const imagesOnly = request.images.length > 0 && request.text.trim() === '';
+        const tooLong = imagesOnly ? null : checkText(request.text, channel.settings);
         if (tooLong !== null) throw new PermanentPublishError(`mastodon ${where}: ${tooLong}`);
+        if (request.images.length > MASTODON_MEDIA.maxImages) {
+          throw new PermanentPublishError(`mastodon ${where}: ${request.images.length} images; a status takes at most ${MASTODON_MEDIA.maxImages}`);
+        }
+        for (const [index, image] of request.images.entries()) {
+          const problem = imageProblem(image.bytes.length, image.alt, settings);
+          if (problem !== null) throw new PermanentPublishError(`mastodon ${where}: image ${index + 1} of ${request.images.length} (${image.filename}) ${problem}`);
+        }
+        let inReplyTo: string | null = null;
+        if (request.replyTo !== null) {
+          inReplyTo = request.replyTo.parent.externalId;
+          if (inReplyTo === null || inReplyTo === '') {
+            throw new PermanentPublishError(`mastodon ${where}: part ${request.part.index + 1} of ${request.part.count} replies to a part without a status id`);
+          }
+        }
+
+        // the images first (each attempt uploads them again: see mastodon-media.ts)
+        const mediaIds =
+          request.images.length === 0
+            ? []
+            : await uploadImages(
+                {
+                  client,
+                  instance,
+                  token,
+                  where,
+                  allowPrivateNetwork: settings.allow_private_network === true,
+                  signal: request.signal,
+                  timeoutMs: options.timeoutMs,
+                },
+                request.images,
+              );
 
         const body: Record<string, unknown> = { status: request.text };
+        if (mediaIds.length > 0) body['media_ids'] = mediaIds;
+        if (inReplyTo !== null) body['in_reply_to_id'] = inReplyTo;
         if (settings.visibility !== undefined) body['visibility'] = settings.visibility;
         if (settings.language !== undefined) body['language'] = settings.language;
         if (settings.spoiler_text !== undefined) {
@@ -345,13 +401,8 @@ export const mastodonPublisher: PublisherModule = {
           const url = typeof o['url'] === 'string' ? o['url'] : typeof o['uri'] === 'string' ? o['uri'] : null;
           return { externalId: String(id).slice(0, 500), externalUrl: url === null ? null : url.slice(0, 2000) };
         }
-        if (status === 401) throw new CredentialsRejectedError(`mastodon ${where} refused the access token (HTTP 401: ${error()})`);
-        if (status === 403 && CREDENTIALS_403.test(error())) {
-          throw new CredentialsRejectedError(`mastodon ${where} refused the access token (HTTP 403: ${error()})`);
-        }
-        if (status === 422 && /authenticated user/i.test(error())) {
-          throw new CredentialsRejectedError(`mastodon ${where}: the access token has no user (HTTP 422: ${error()})`);
-        }
+        const refused = credentialsRefusal(answer, token, where);
+        if (refused !== null) throw refused;
         if (status === 429) {
           throw new RetryablePublishError(`mastodon ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
         }
