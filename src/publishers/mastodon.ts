@@ -13,6 +13,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { sendFailure } from './network.ts';
+import { MINUTE, HOUR } from '../ratelimits/units.ts';
 
 /**
  * `mastodon`: publishes a status on any Mastodon instance through its REST API
@@ -235,6 +236,8 @@ export const mastodonPublisher: PublisherModule = {
   canLookUp: false,
   // Mastodon honours Idempotency-Key: a resend with the same key cannot post twice
   defaultOnUnknown: 'retry',
+  /** Mastodon's documented limits: 300 statuses per 3 hours per account, 300 API calls per 5 minutes */
+  rateLimits: () => ({ posts: { limit: 300, windowMs: 3 * HOUR }, requests: { limit: 300, windowMs: 5 * MINUTE } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -353,7 +356,7 @@ export const mastodonPublisher: PublisherModule = {
           throw new CredentialsRejectedError(`mastodon ${where}: the access token has no user (HTTP 422: ${error()})`);
         }
         if (status === 429) {
-          throw new RetryablePublishError(`mastodon ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
+          throw new RetryablePublishError(`mastodon ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false, true);
         }
         if (status === 408) throw new RetryablePublishError(`mastodon ${where}: HTTP 408`, retryAfterMs(answer.headers), false);
         if (status >= 500) {

@@ -14,6 +14,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, sendFailure } from './network.ts';
+import { MINUTE } from '../ratelimits/units.ts';
 
 /**
  * `x`: publishes a post on X through the API v2 "create post" endpoint with an OAuth 2.0
@@ -335,7 +336,7 @@ async function refreshTokens(t: TokenContext, c: XCredentials): Promise<XCredent
   if (status === 401 || (status === 400 && (error === 'invalid_grant' || error === 'invalid_request' || error === 'unauthorized_client' || error === 'invalid_client'))) {
     throw new CredentialsRejectedError(`x ${t.where} refused to refresh the access token (HTTP ${status}${error === null ? '' : ` ${error}`}: ${problem(answer, t.secrets)}); give the channel new tokens`);
   }
-  if (status === 429) throw new RetryablePublishError(`x ${t.where}: token refresh rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+  if (status === 429) throw new RetryablePublishError(`x ${t.where}: token refresh rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false, true);
   if (status < 200 || status >= 300) {
     throw new RetryablePublishError(`x ${t.where}: token refresh answered HTTP ${status}: ${problem(answer, t.secrets)}`, null, false);
   }
@@ -374,6 +375,8 @@ export const xPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** X API v2 POST /2/tweets: 100 per 15 minutes per user (and 10,000 per 24 hours per app, left to the app) */
+  rateLimits: () => ({ posts: { limit: 100, windowMs: 15 * MINUTE } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -556,7 +559,7 @@ export const xPublisher: PublisherModule = {
           if (DUPLICATE.test(detail())) throw new PermanentPublishError(`x ${where}: X refused a duplicate of an earlier post (HTTP 403: ${detail()})`);
           throw new CredentialsRejectedError(`x ${where}: X does not permit this account or app to post (HTTP 403: ${detail()})`);
         }
-        if (status === 429) throw new RetryablePublishError(`x ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+        if (status === 429) throw new RetryablePublishError(`x ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false, true);
         if (status >= 500) {
           // X may have posted it before failing; nothing makes a resend safe
           throw new RetryablePublishError(`x ${where}: HTTP ${status}`, null, true);

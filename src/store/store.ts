@@ -137,12 +137,39 @@ export interface Store {
   startCycle(host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;
+  // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
+  /**
+   * Takes one slot of each window `keys` names for one send of channel `channelId`, all
+   * or none, in one transaction on the database's clock: a window grants a slot while
+   * fewer than `limit` of its slots were taken in the last `windowMs` (a sliding window),
+   * and no window grants one while the channel is paused. Refused: how long until every
+   * window could grant one (and the pause is over).
+   */
+  takeRateSlot(channelId: number, keys: readonly RateKey[]): Promise<RateGrant>;
+  /**
+   * Pauses a channel for `delayMs` from the database's now (a network's 429): no slot is
+   * taken for it until then. A pause never shortens a longer one.
+   */
+  pauseChannel(channelId: number, delayMs: number, reason: string): Promise<void>;
+
   /**
    * Deletes posts published, failed or cancelled more than `olderThanMs` ago (with their
    * content), and cycle records (with their worker runs) that old; in batches.
    */
   prune(olderThanMs: number): Promise<{ posts: number; cycles: number }>;
 }
+
+/** One sliding window of the database: at most `limit` slots taken in any `windowMs`. */
+export interface RateKey {
+  readonly key: string;
+  readonly limit: number;
+  readonly windowMs: number;
+}
+
+export type RateGrant =
+  | { readonly granted: true }
+  /** `paused`: the channel was paused (a 429), not only full */
+  | { readonly granted: false; readonly waitMs: number; readonly paused: boolean };
 
 export interface ChannelChanges {
   readonly onUnknown?: OnUnknown;

@@ -39,6 +39,8 @@ export interface FakeMastodon {
   readonly statuses: Status[];
   /** the next status POSTs are handled by these, in order */
   readonly overrides: Override[];
+  /** when each POST /api/v1/statuses arrived (epoch ms, this process's clock), in order */
+  readonly arrivals: number[];
   close(): Promise<void>;
 }
 
@@ -56,6 +58,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
   const requests: ApiRequest[] = [];
   const statuses: Status[] = [];
   const overrides: Override[] = [];
+  const arrivals: number[] = [];
   const byKey = new Map<string, Status>();
   let nextId = 109_000_000_000_000_000n;
   let base = '';
@@ -78,6 +81,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
     return status;
   };
   const server = http.createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/api/v1/statuses') arrivals.push(Date.now());
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -153,6 +157,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
     requests,
     statuses,
     overrides,
+    arrivals,
     close: async () => {
       server.closeAllConnections();
       server.close();

@@ -189,4 +189,20 @@ ALTER TABLE channels ADD COLUMN credentials TEXT;
 ALTER TABLE channels ADD COLUMN attention TEXT;
 `,
   },
+  {
+    version: 7,
+    name: 'rate windows and channel pauses',
+    sql: `
+-- Rate limits (src/ratelimits): one row per sliding window (channel:<id>:posts,
+-- channel:<id>:requests) with the times (epoch ms, ascending, a JSON array) of the
+-- latest sends it counted, at most its limit of them.
+CREATE TABLE rate_windows (
+  key    TEXT PRIMARY KEY,
+  stamps TEXT NOT NULL DEFAULT '[]'
+);
+-- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
+ALTER TABLE channels ADD COLUMN paused_until INTEGER;
+ALTER TABLE channels ADD COLUMN pause_reason TEXT;
+`,
+  },
 ];

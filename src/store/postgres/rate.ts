@@ -1,0 +1,38 @@
+import type { StatusReport } from '../../types.ts';
+import type { Store } from '../store.ts';
+
+type Query = <R>(text: string, values?: unknown[]) => Promise<R[]>;
+
+/**
+ * Rate windows and channel pauses on PostgreSQL (see Store.takeRateSlot): a take is one
+ * call of take_rate_slot (migration 6), which locks the windows' rows and reads the
+ * database's clock, so workers on every host share the same windows.
+ */
+export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
+  return {
+    async takeRateSlot(channelId, keys) {
+      const [row] = await q<{ wait: number; paused: boolean }>(
+        `SELECT take_rate_slot($1, $2::text[], $3::int[], $4::bigint[]) AS wait,
+                coalesce((SELECT paused_until > clock_timestamp() FROM channels WHERE id = $1), false) AS paused`,
+        [channelId, keys.map((k) => k.key), keys.map((k) => k.limit), keys.map((k) => Math.round(k.windowMs))],
+      );
+      const wait = row?.wait ?? 0;
+      return wait > 0 ? { granted: false, waitMs: wait, paused: row?.paused === true } : { granted: true };
+    },
+
+    async pauseChannel(channelId, delayMs, reason) {
+      await q(
+        `UPDATE channels SET paused_until = now() + $2 * interval '1 millisecond', pause_reason = $3
+          WHERE id = $1 AND (paused_until IS NULL OR paused_until < now() + $2 * interval '1 millisecond')`,
+        [channelId, Math.max(0, Math.round(delayMs)), reason],
+      );
+    },
+
+    async pausedChannels() {
+      const rows = await q<{ name: string; paused_until: Date; pause_reason: string | null }>(
+        'SELECT name, paused_until, pause_reason FROM channels WHERE paused_until > now() ORDER BY paused_until, name',
+      );
+      return rows.map((r) => ({ channel: r.name, until: r.paused_until, reason: r.pause_reason }));
+    },
+  };
+}
