@@ -39,13 +39,13 @@ export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
     it('grants a window its limit, refuses the next with the time until its oldest slot leaves, then grants again', async () => {
       const { store, channel } = await fresh();
       const keys: RateKey[] = [{ key: 'w', limit: 3, windowMs: 600 }];
-      for (let i = 0; i < 3; i++) assert.deepEqual(await store.takeRateSlot(channel.id, keys), { granted: true });
+      for (let i = 0; i < 3; i++) assert.equal((await store.takeRateSlot(channel.id, keys)).granted, true);
       const refused = await store.takeRateSlot(channel.id, keys);
       assert.equal(refused.granted, false);
       assert.ok(!refused.granted && refused.waitMs > 0 && refused.waitMs <= 600, JSON.stringify(refused));
       assert.equal(!refused.granted && refused.paused, false);
       await sleep(refused.granted ? 0 : refused.waitMs + 20);
-      assert.deepEqual(await store.takeRateSlot(channel.id, keys), { granted: true });
+      assert.equal((await store.takeRateSlot(channel.id, keys)).granted, true);
     });
 
     it('takes every window of a send or none: a full window refuses the others too', async () => {
@@ -76,6 +76,23 @@ export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal((await store.takeRateSlot(channel.id, [{ key: 'a', limit: 5, windowMs: 60_000 }])).granted, false);
     });
 
+    it('a settled slot counts from the end of its send: the window frees that much later', async () => {
+      const { store, channel } = await fresh();
+      const keys: RateKey[] = [{ key: 'w', limit: 1, windowMs: 500 }];
+      const taken = await store.takeRateSlot(channel.id, keys);
+      assert.ok(taken.granted);
+      assert.ok(Math.abs(taken.at - Date.now()) < 5_000, 'the slot is dated on the database clock');
+      await sleep(300);
+      await store.settleRateSlot(['w'], taken.at);
+      // free 500 ms after the settle, not after the take
+      const refused = await store.takeRateSlot(channel.id, keys);
+      assert.ok(!refused.granted && refused.waitMs > 300, JSON.stringify(refused));
+      // settling a slot that is not there (or twice) changes nothing
+      await store.settleRateSlot(['w', 'absent'], taken.at);
+      await sleep(refused.granted ? 0 : refused.waitMs + 20);
+      assert.equal((await store.takeRateSlot(channel.id, keys)).granted, true);
+    });
+
     it('a lower limit than the slots already taken waits for enough of them to leave', async () => {
       const { store, channel } = await fresh();
       for (let i = 0; i < 4; i++) assert.equal((await store.takeRateSlot(channel.id, [{ key: 'w', limit: 4, windowMs: 60_000 }])).granted, true);
@@ -99,7 +116,7 @@ export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(report.pausedChannels[0]?.reason, 'mastodon: rate limited (HTTP 429)');
       assert.ok((report.pausedChannels[0]?.until.getTime() ?? 0) > Date.now());
       await sleep(refused.granted ? 0 : refused.waitMs + 20);
-      assert.deepEqual(await store.takeRateSlot(channel.id, keys), { granted: true });
+      assert.equal((await store.takeRateSlot(channel.id, keys)).granted, true);
       assert.deepEqual((await store.status(1)).pausedChannels, []);
     });
   });

@@ -19,23 +19,28 @@ export interface RateGate {
 }
 
 export type RateCheck =
-  | { readonly kind: 'go' }
+  /** send now, then `settle()` (whatever the send's outcome): the windows count it at its end */
+  | { readonly kind: 'go'; settle(): Promise<void> }
   /** no slot soon: the post should come back in `waitMs` (attempt not counted) */
   | { readonly kind: 'wait'; readonly waitMs: number; readonly reason: string }
   /** the channel's limits cannot be read (a bad rate_limit setting): the post fails */
   | { readonly kind: 'invalid'; readonly reason: string };
 
 export interface RateGateOptions {
-  readonly store: Pick<Store, 'takeRateSlot' | 'pauseChannel'>;
+  readonly store: Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'pauseChannel'>;
   /** the channel's effective limits (throws when its rate_limit setting is unreadable) */
   limitsFor(channel: Channel): Promise<RateLimits>;
-  /** the longest a send waits for its slot inside the worker */
+  /** the longest wait for a slot that a send waits inside the worker (it may wait again, up to `waitUntil`) */
   readonly maxWaitMs: number;
   /** no waiting past this (epoch ms): the worker's last moment to start a publish */
   readonly waitUntil: number;
 }
 
-/** The longest a send waits for its slot inside the worker; a longer wait sends the post back to pending. */
+/**
+ * A send waits inside the worker for a slot that frees within this (again and again while
+ * other workers take the freed slots first, up to the worker's last moment to start a
+ * publish); a longer wait sends the post back to pending.
+ */
 export const RATE_WAIT_MS = 3_000;
 
 /** A 429 without a time to wait: the channel pauses this long. */
@@ -51,14 +56,16 @@ export function makeRateGate(options: RateGateOptions): RateGate {
         return { kind: 'invalid', reason: `channel ${channel.name}: ${errorMessage(e)}` };
       }
       const keys = rateKeys(channel.id, limits);
-      if (keys.length === 0) return { kind: 'go' };
-      const giveUpAt = Math.min(Date.now() + options.maxWaitMs, options.waitUntil);
+      if (keys.length === 0) return { kind: 'go', settle: async () => undefined };
       for (;;) {
         const grant = await options.store.takeRateSlot(channel.id, keys);
-        if (grant.granted) return { kind: 'go' };
+        if (grant.granted) {
+          const names = keys.map((k) => k.key);
+          return { kind: 'go', settle: () => options.store.settleRateSlot(names, grant.at) };
+        }
         // waiters of one window wake a little apart, not all on the same millisecond
         const waitMs = grant.waitMs + Math.floor(Math.random() * 25);
-        if (grant.paused || Date.now() + waitMs > giveUpAt || signal.aborted) {
+        if (grant.paused || waitMs > options.maxWaitMs || Date.now() + waitMs > options.waitUntil || signal.aborted) {
           const why = grant.paused ? 'paused by the network (rate limited)' : 'rate limit reached';
           return { kind: 'wait', waitMs, reason: `channel ${channel.name}: ${why}, next send in ${Math.ceil(grant.waitMs / 1000)}s` };
         }

@@ -147,6 +147,13 @@ export interface Store {
    */
   takeRateSlot(channelId: number, keys: readonly RateKey[]): Promise<RateGrant>;
   /**
+   * After the send of a slot taken `at` (RateGrant.at): its time in each of `keys` becomes
+   * the database's now. The network saw the request somewhere between the two, so the
+   * windows count it at the latest moment it can have arrived: a send slow to leave (a
+   * cold connection, a busy machine) never lets the network see N+1 in its window.
+   */
+  settleRateSlot(keys: readonly string[], at: number): Promise<void>;
+  /**
    * Pauses a channel for `delayMs` from the database's now (a network's 429): no slot is
    * taken for it until then. A pause never shortens a longer one.
    */
@@ -167,7 +174,8 @@ export interface RateKey {
 }
 
 export type RateGrant =
-  | { readonly granted: true }
+  /** `at`: the slot's time (epoch ms on the database's clock), for settleRateSlot */
+  | { readonly granted: true; readonly at: number }
   /** `paused`: the channel was paused (a 429), not only full */
   | { readonly granted: false; readonly waitMs: number; readonly paused: boolean };
 

@@ -166,18 +166,19 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   };
   let slot;
   try {
-    slot = deps.rateGate === undefined ? ({ kind: 'go' } as const) : await deps.rateGate.take(channel, deps.signal);
+    slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, deps.signal);
   } catch (e) {
     return retryOrGiveUp(`taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
   }
-  if (slot.kind === 'invalid') return fail(slot.reason);
+  if (slot?.kind === 'invalid') return fail(slot.reason);
   // the signal may abort during the wait, which the type checker cannot see
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-  if (slot.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(slot.reason, slot.waitMs);
+  if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(slot.reason, slot.waitMs);
+  const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
   // ---- end rate limits ----
 
   try {
-    const result = await publisher.publish(request);
+    const result = await publisher.publish(request).finally(settle);
     if (channel.attention !== null) await deps.setAttention(channel.id, null).catch(() => undefined);
     return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
   } catch (e) {

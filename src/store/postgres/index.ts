@@ -310,6 +310,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const rate = makePostgresRate(q);
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
+    settleRateSlot: rate.settleRateSlot,
     pauseChannel: rate.pauseChannel,
     dialect: 'postgres',
     created: false,

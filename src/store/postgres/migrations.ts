@@ -168,8 +168,9 @@ CREATE TABLE rate_windows (
 -- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
 ALTER TABLE channels ADD COLUMN paused_until timestamptz, ADD COLUMN pause_reason text;
 -- Takes one slot of each window p_keys[i] (at most p_limits[i] per p_windows[i] ms) for
--- one send of channel p_channel, all or none. Returns 0 when taken, else the milliseconds
--- until every window could grant one and the channel's pause is over.
+-- one send of channel p_channel, all or none. Returns minus the slot's time (epoch ms)
+-- when taken, else the milliseconds until every window could grant one and the
+-- channel's pause is over (> 0).
 -- Locks the windows' rows in key order (two takers of overlapping sets cannot deadlock)
 -- and reads the clock only once they are held: a stamp is never earlier than the send.
 CREATE FUNCTION take_rate_slot(p_channel bigint, p_keys text[], p_limits integer[], p_windows bigint[]) RETURNS bigint
@@ -199,7 +200,7 @@ BEGIN
      SET stamps = ARRAY(SELECT s FROM (SELECT s FROM unnest(r.stamps || now_ms) AS s WHERE s > now_ms - t.win ORDER BY s DESC LIMIT t.lim) AS kept ORDER BY s)
     FROM unnest(p_keys, p_limits, p_windows) AS t(key, lim, win)
    WHERE r.key = t.key;
-  RETURN 0;
+  RETURN -now_ms;
 END
 $fn$;
 `,

@@ -8,16 +8,31 @@ type Query = <R>(text: string, values?: unknown[]) => Promise<R[]>;
  * call of take_rate_slot (migration 6), which locks the windows' rows and reads the
  * database's clock, so workers on every host share the same windows.
  */
-export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
+export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
   return {
     async takeRateSlot(channelId, keys) {
-      const [row] = await q<{ wait: number; paused: boolean }>(
-        `SELECT take_rate_slot($1, $2::text[], $3::int[], $4::bigint[]) AS wait,
+      // take_rate_slot returns minus the slot's time when it grants one, else the wait
+      const [row] = await q<{ answer: number; paused: boolean }>(
+        `SELECT take_rate_slot($1, $2::text[], $3::int[], $4::bigint[]) AS answer,
                 coalesce((SELECT paused_until > clock_timestamp() FROM channels WHERE id = $1), false) AS paused`,
         [channelId, keys.map((k) => k.key), keys.map((k) => k.limit), keys.map((k) => Math.round(k.windowMs))],
       );
-      const wait = row?.wait ?? 0;
-      return wait > 0 ? { granted: false, waitMs: wait, paused: row?.paused === true } : { granted: true };
+      const answer = row?.answer ?? 0;
+      return answer > 0 ? { granted: false, waitMs: answer, paused: row?.paused === true } : { granted: true, at: -answer };
+    },
+
+    async settleRateSlot(keys, at) {
+      // one occurrence of `at` (the first) becomes the database's now; the rest stay
+      await q(
+        `UPDATE rate_windows r
+            SET stamps = ARRAY(
+                  SELECT s FROM unnest(r.stamps) WITH ORDINALITY AS u(s, n)
+                   WHERE n <> array_position(r.stamps, $2::bigint)
+                  UNION ALL SELECT greatest($2::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+                  ORDER BY 1)
+          WHERE r.key = ANY ($1::text[]) AND array_position(r.stamps, $2::bigint) IS NOT NULL`,
+        [keys, at],
+      );
     },
 
     async pauseChannel(channelId, delayMs, reason) {

@@ -169,6 +169,7 @@ export function openSqliteStore(file: string): Store {
   const rate = makeSqliteRate(stmt, immediate);
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
+    settleRateSlot: rate.settleRateSlot,
     pauseChannel: rate.pauseChannel,
     dialect: 'sqlite',
     created,

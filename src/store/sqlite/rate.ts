@@ -10,7 +10,7 @@ import type { RateGrant, Store } from '../store.ts';
 export function makeSqliteRate(
   stmt: (text: string) => Database.Statement,
   immediate: <T>(fn: () => T) => Promise<T>,
-): Pick<Store, 'takeRateSlot' | 'pauseChannel'> & { pausedChannels(): StatusReport['pausedChannels'] } {
+): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'pauseChannel'> & { pausedChannels(): StatusReport['pausedChannels'] } {
   return {
     async takeRateSlot(channelId, keys) {
       return immediate((): RateGrant => {
@@ -30,7 +30,21 @@ export function makeSqliteRate(
         if (waitMs > 0) return { granted: false, waitMs, paused: pausedFor > 0 };
         const save = stmt('INSERT INTO rate_windows (key, stamps) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET stamps = excluded.stamps');
         for (const w of windows) save.run(w.key, JSON.stringify(w.kept));
-        return { granted: true };
+        return { granted: true, at: now };
+      });
+    },
+
+    async settleRateSlot(keys, at) {
+      await immediate(() => {
+        const now = Date.now();
+        for (const key of keys) {
+          const row = stmt('SELECT stamps FROM rate_windows WHERE key = ?').get(key) as { stamps: string } | undefined;
+          const stamps = row === undefined ? [] : (JSON.parse(row.stamps) as number[]);
+          const i = stamps.indexOf(at);
+          if (i < 0) continue;
+          stamps[i] = Math.max(at, now);
+          stmt('UPDATE rate_windows SET stamps = ? WHERE key = ?').run(JSON.stringify(stamps.sort((a, b) => a - b)), key);
+        }
       });
     },
 
