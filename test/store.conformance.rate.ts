@@ -8,7 +8,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 
 /**
  * The rate-limit part of the storage conformance suite (Store.takeRateSlot,
- * pauseChannel, status's paused channels), run by test/store.conformance.ts on every dialect.
+ * settleRateSlot, acquireSendSlot, releaseSendSlot, pauseChannel, status's paused channels), run by test/store.conformance.ts on every dialect.
  */
 export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
   describe(`store conformance, rate limits: ${dialect}`, () => {
@@ -91,6 +91,25 @@ export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
       await store.settleRateSlot(['w', 'absent'], taken.at);
       await sleep(refused.granted ? 0 : refused.waitMs + 20);
       assert.equal((await store.takeRateSlot(channel.id, keys)).granted, true);
+    });
+
+    it('a concurrency cap of 2: of 10 concurrent senders on several connections exactly 2 get a send slot; a release or an expiry frees one', async () => {
+      const { store, connect } = await fresh();
+      const stores = [store, ...(await Promise.all([1, 2, 3].map(() => connect())))];
+      const got = await Promise.all(Array.from({ length: 10 }, (_, i) => (stores[i % stores.length] ?? store).acquireSendSlot('c', 2, `send-${i}`, 60_000)));
+      const holders = got.flatMap((ok, i) => (ok ? [`send-${i}`] : []));
+      assert.equal(holders.length, 2);
+      assert.equal(await store.acquireSendSlot('c', 2, 'late', 60_000), false);
+      // another channel's cap is its own
+      assert.equal(await store.acquireSendSlot('other', 1, 'elsewhere', 60_000), true);
+      await store.releaseSendSlot('c', holders[0] ?? '');
+      assert.equal(await store.acquireSendSlot('c', 2, 'late', 60_000), true);
+      assert.equal(await store.acquireSendSlot('c', 2, 'later', 60_000), false);
+      // a slot whose holder died (never released) is free once it expires
+      assert.equal(await store.acquireSendSlot('short', 1, 'dies', 200), true);
+      assert.equal(await store.acquireSendSlot('short', 1, 'next', 60_000), false);
+      await sleep(250);
+      assert.equal(await store.acquireSendSlot('short', 1, 'next', 60_000), true);
     });
 
     it('a lower limit than the slots already taken waits for enough of them to leave', async () => {

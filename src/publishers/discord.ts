@@ -267,8 +267,8 @@ export const discordPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
-  /** Discord's webhook limits: 5 requests per 2 seconds per webhook, 30 messages a minute to a channel */
-  rateLimits: () => ({ posts: { limit: 30, windowMs: MINUTE }, requests: { limit: 5, windowMs: 2 * SECOND } }),
+  /** Discord's webhook limits: 5 requests per 2 seconds per webhook, 30 messages a minute to a channel (one at a time per webhook: parallel executions of one webhook share its bucket and are refused with 429) */
+  rateLimits: () => ({ posts: { limit: 30, windowMs: MINUTE }, requests: { limit: 5, windowMs: 2 * SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

@@ -257,8 +257,8 @@ export const slackPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
-  /** Slack's chat.postMessage limit: 1 message a second per channel */
-  rateLimits: () => ({ posts: { limit: 1, windowMs: SECOND } }),
+  /** Slack's chat.postMessage limit: 1 message a second per channel (one at a time per conversation: chat.postMessage is limited per channel, in bursts too) */
+  rateLimits: () => ({ posts: { limit: 1, windowMs: SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

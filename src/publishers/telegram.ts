@@ -242,8 +242,8 @@ export const telegramPublisher: PublisherModule = {
   // Telegram has no idempotency key and no look-up: a resend after an unknown outcome can post twice
   canLookUp: false,
   defaultOnUnknown: 'hold',
-  /** Telegram's documented limits: 20 messages a minute to one group or channel, 30 a second per bot */
-  rateLimits: () => ({ posts: { limit: 20, windowMs: MINUTE }, requests: { limit: 30, windowMs: SECOND } }),
+  /** Telegram's documented limits: 20 messages a minute to one group or channel, 30 a second per bot (one message at a time per chat, in order: parallel sends to one chat hit its flood control) */
+  rateLimits: () => ({ posts: { limit: 20, windowMs: MINUTE }, requests: { limit: 30, windowMs: SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

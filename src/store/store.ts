@@ -154,6 +154,13 @@ export interface Store {
    */
   settleRateSlot(keys: readonly string[], at: number): Promise<void>;
   /**
+   * The concurrency cap of a channel: takes one of the `cap` send slots of `key` for
+   * `holder` (one send), expiring `ttlMs` from the database's now (a worker that dies
+   * mid-send frees it then). False when all are held.
+   */
+  acquireSendSlot(key: string, cap: number, holder: string, ttlMs: number): Promise<boolean>;
+  releaseSendSlot(key: string, holder: string): Promise<void>;
+  /**
    * Pauses a channel for `delayMs` from the database's now (a network's 429): no slot is
    * taken for it until then. A pause never shortens a longer one.
    */

@@ -151,6 +151,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     limitsFor: async (channel) => effectiveLimits(channel, await (modules.get(channel.platform) ?? Promise.resolve(null))),
     maxWaitMs: RATE_WAIT_MS,
     waitUntil: claimCutoff,
+    // no send outlives its worker's budget
+    sendSlotTtlMs: config.workerTimeoutMs,
   });
 
   // Claimed posts start at once: a worker claims only as many as it has free slots,

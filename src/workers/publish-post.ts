@@ -166,7 +166,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   };
   let slot;
   try {
-    slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, deps.signal);
+    slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}`, deps.signal);
   } catch (e) {
     return retryOrGiveUp(`taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
   }

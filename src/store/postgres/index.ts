@@ -311,6 +311,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
     settleRateSlot: rate.settleRateSlot,
+    acquireSendSlot: rate.acquireSendSlot,
+    releaseSendSlot: rate.releaseSendSlot,
     pauseChannel: rate.pauseChannel,
     dialect: 'postgres',
     created: false,

@@ -165,6 +165,15 @@ CREATE TABLE rate_windows (
   key    text PRIMARY KEY,
   stamps bigint[] NOT NULL DEFAULT '{}'
 );
+-- Sends in flight of a channel with a concurrency cap: one row per slot held, by one
+-- send, until it ends or expires_at (a worker that died mid-send).
+CREATE TABLE send_slots (
+  key        text NOT NULL,
+  slot       integer NOT NULL,
+  holder     text NOT NULL UNIQUE,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (key, slot)
+);
 -- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
 ALTER TABLE channels ADD COLUMN paused_until timestamptz, ADD COLUMN pause_reason text;
 -- Takes one slot of each window p_keys[i] (at most p_limits[i] per p_windows[i] ms) for

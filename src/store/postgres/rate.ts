@@ -8,7 +8,7 @@ type Query = <R>(text: string, values?: unknown[]) => Promise<R[]>;
  * call of take_rate_slot (migration 6), which locks the windows' rows and reads the
  * database's clock, so workers on every host share the same windows.
  */
-export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
+export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'acquireSendSlot' | 'releaseSendSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
   return {
     async takeRateSlot(channelId, keys) {
       // take_rate_slot returns minus the slot's time when it grants one, else the wait
@@ -33,6 +33,26 @@ export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settle
           WHERE r.key = ANY ($1::text[]) AND array_position(r.stamps, $2::bigint) IS NOT NULL`,
         [keys, at],
       );
+    },
+
+    async acquireSendSlot(key, cap, holder, ttlMs) {
+      await q('DELETE FROM send_slots WHERE key = $1 AND expires_at <= now()', [key]);
+      // the lowest free slot; two takers of the same one collide on its key and one of
+      // them gets nothing (ON CONFLICT DO NOTHING): the cap is never exceeded
+      const rows = await q<{ slot: number }>(
+        `INSERT INTO send_slots (key, slot, holder, expires_at)
+         SELECT $1, g, $3, now() + $4 * interval '1 millisecond' FROM generate_series(0, $2::int - 1) AS g
+          WHERE NOT EXISTS (SELECT 1 FROM send_slots s WHERE s.key = $1 AND s.slot = g)
+          ORDER BY g LIMIT 1
+         ON CONFLICT DO NOTHING
+         RETURNING slot`,
+        [key, cap, holder, Math.round(ttlMs)],
+      );
+      return rows.length > 0;
+    },
+
+    async releaseSendSlot(key, holder) {
+      await q('DELETE FROM send_slots WHERE key = $1 AND holder = $2', [key, holder]);
     },
 
     async pauseChannel(channelId, delayMs, reason) {

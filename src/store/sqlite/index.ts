@@ -170,6 +170,8 @@ export function openSqliteStore(file: string): Store {
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
     settleRateSlot: rate.settleRateSlot,
+    acquireSendSlot: rate.acquireSendSlot,
+    releaseSendSlot: rate.releaseSendSlot,
     pauseChannel: rate.pauseChannel,
     dialect: 'sqlite',
     created,

@@ -200,6 +200,15 @@ CREATE TABLE rate_windows (
   key    TEXT PRIMARY KEY,
   stamps TEXT NOT NULL DEFAULT '[]'
 );
+-- Sends in flight of a channel with a concurrency cap: one row per slot held, by one
+-- send, until it ends or expires_at (a worker that died mid-send).
+CREATE TABLE send_slots (
+  key        TEXT NOT NULL,
+  slot       INTEGER NOT NULL,
+  holder     TEXT NOT NULL UNIQUE,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (key, slot)
+);
 -- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
 ALTER TABLE channels ADD COLUMN paused_until INTEGER;
 ALTER TABLE channels ADD COLUMN pause_reason TEXT;

@@ -10,7 +10,7 @@ import type { RateGrant, Store } from '../store.ts';
 export function makeSqliteRate(
   stmt: (text: string) => Database.Statement,
   immediate: <T>(fn: () => T) => Promise<T>,
-): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'pauseChannel'> & { pausedChannels(): StatusReport['pausedChannels'] } {
+): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'acquireSendSlot' | 'releaseSendSlot' | 'pauseChannel'> & { pausedChannels(): StatusReport['pausedChannels'] } {
   return {
     async takeRateSlot(channelId, keys) {
       return immediate((): RateGrant => {
@@ -46,6 +46,22 @@ export function makeSqliteRate(
           stmt('UPDATE rate_windows SET stamps = ? WHERE key = ?').run(JSON.stringify(stamps.sort((a, b) => a - b)), key);
         }
       });
+    },
+
+    async acquireSendSlot(key, cap, holder, ttlMs) {
+      return immediate(() => {
+        const now = Date.now();
+        stmt('DELETE FROM send_slots WHERE key = ? AND expires_at <= ?').run(key, now);
+        const taken = new Set((stmt('SELECT slot FROM send_slots WHERE key = ?').all(key) as { slot: number }[]).map((r) => r.slot));
+        const free = Array.from({ length: cap }, (_, i) => i).find((slot) => !taken.has(slot));
+        if (free === undefined) return false;
+        stmt('INSERT INTO send_slots (key, slot, holder, expires_at) VALUES (?, ?, ?, ?)').run(key, free, holder, now + ttlMs);
+        return true;
+      });
+    },
+
+    async releaseSendSlot(key, holder) {
+      await immediate(() => stmt('DELETE FROM send_slots WHERE key = ? AND holder = ?').run(key, holder));
     },
 
     async pauseChannel(channelId, delayMs, reason) {
