@@ -93,6 +93,19 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(posts, posts.map(() => ['published', 1]), 'published on the first counted attempt');
     });
 
+    it('channels update --rate-limit replaces the posts limit, and "default" gives back the platform\'s own', async () => {
+      const { env } = await setup(null);
+      const list = async () => (await run(['channels', 'list', '--json'], env)).stdout;
+      assert.match(await list(), /"rateLimits": "300\/3h posts, 300\/5m requests"/);
+      const set = await run(['channels', 'update', '--name', 'masto', '--rate-limit', '30/90s'], env);
+      assert.equal(set.code, 0, set.stderr);
+      assert.match(set.stdout, /Channel masto: rate limit 30\/90s posts, 300\/5m requests/);
+      assert.match(await list(), /"rate_limit": "30\/90s"/);
+      const reset = await run(['channels', 'update', '--name', 'masto', '--rate-limit', 'default'], env);
+      assert.match(reset.stdout, /Channel masto: rate limit 300\/3h posts, 300\/5m requests/);
+      assert.doesNotMatch(await list(), /rate_limit/);
+    });
+
     it('a 429 with Retry-After pauses the channel for every worker until then; the post is published with its attempts kept', async () => {
       const { env, masto, url } = await setup(null);
       masto.overrides.push({ kind: 'answer', status: 429, body: '{"error":"Too many requests"}', headers: { 'retry-after': '2' } });
