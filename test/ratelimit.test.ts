@@ -3,6 +3,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import { createTestDatabase, DIALECTS } from './helpers/databases.ts';
+import { startDiscord } from './helpers/fake-discord.ts';
 import { startMastodon, TOKEN, type FakeMastodon } from './helpers/fake-mastodon.ts';
 import { killAll, run, testEnv } from './helpers/processes.ts';
 
@@ -91,6 +92,35 @@ for (const dialect of DIALECTS) {
       }
       const posts = await attemptsOf(url, Array.from({ length: POSTS }, (_, i) => i + 1));
       assert.deepEqual(posts, posts.map(() => ['published', 1]), 'published on the first counted attempt');
+    });
+
+    it('a platform that takes one send at a time (discord) gets one at a time from five workers', async () => {
+      const db = await createTestDatabase(dialect);
+      cleanups.push(() => db.drop());
+      const discord = await startDiscord();
+      cleanups.push(() => discord.close());
+      discord.answerDelayMs = 150;
+      const env = testEnv(db.url, { HOOK: JSON.stringify({ webhook_url: discord.webhookUrl }), MIN_WORKERS: '5', MAX_WORKERS: '5', BATCH_SIZE: '2', RETRY_BASE_MS: '60000', RETRY_MAX_MS: '60000' });
+      const add = await run(['channels', 'add', '--name', 'dc', '--platform', 'discord', '--allow-private-network', '--credentials-from', 'env:HOOK', '--no-verify'], env);
+      assert.equal(add.code, 0, add.stderr);
+      assert.match((await run(['channels', 'list'], env)).stdout, /30\/1m posts, 5\/2s requests, 1 at once/);
+      const store = await openStore(parseDatabaseUrl(db.url));
+      try {
+        const channel = await store.findChannel('dc');
+        assert.ok(channel !== null);
+        await store.schedulePosts(Array.from({ length: 6 }, (_, i) => ({ channelId: channel.id, text: `message ${i + 1}`, runAt: new Date() })));
+      } finally {
+        await store.close();
+      }
+      const giveUpAt = Date.now() + 40_000;
+      while (discord.messages.length < 6) {
+        assert.ok(Date.now() < giveUpAt, `only ${discord.messages.length} of 6 sent`);
+        const cycle = await run(['cron'], env, 30_000);
+        assert.equal(cycle.code, 0, cycle.stdout + cycle.stderr);
+      }
+      assert.equal(discord.messages.length, 6);
+      assert.equal(discord.maxInFlight, 1, 'never two executes of the webhook at once');
+      assert.deepEqual(await attemptsOf(db.url, [1, 2, 3, 4, 5, 6]), Array.from({ length: 6 }, () => ['published', 1]));
     });
 
     it('channels update --rate-limit replaces the posts limit, and "default" gives back the platform\'s own', async () => {

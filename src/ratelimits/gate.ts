@@ -52,9 +52,6 @@ const SEND_SLOT_POLL_MS = 100;
  */
 export const RATE_WAIT_MS = 3_000;
 
-/** A 429 without a time to wait: the channel pauses this long. */
-export const DEFAULT_PAUSE_MS = 60_000;
-
 export function makeRateGate(options: RateGateOptions): RateGate {
   return {
     async take(channel, sender, signal) {

@@ -9,7 +9,7 @@ import {
   type Publisher,
   type PublishRequest,
 } from '../publishers/publisher.ts';
-import { DEFAULT_PAUSE_MS, type RateGate } from '../ratelimits/gate.ts';
+import type { RateGate } from '../ratelimits/gate.ts';
 import type { ClaimedPost, Outcome } from '../types.ts';
 
 /** The longest a server's Retry-After is honoured. */
@@ -186,7 +186,8 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: credentials rejected: ${e.message}`);
     if (e instanceof RetryablePublishError && e.rateLimited) {
       // the network's own limit: every worker pauses the channel until the time it gave
-      const pauseMs = Math.min(e.retryAfterMs ?? DEFAULT_PAUSE_MS, MAX_RETRY_AFTER_MS);
+      // (the usual backoff when it gave none)
+      const pauseMs = Math.min(e.retryAfterMs ?? backoffDelay(used, config.retryBaseMs, config.retryMaxMs), MAX_RETRY_AFTER_MS);
       await deps.rateGate?.pause(channel, pauseMs, e.message).catch((err: unknown) => log.warn(`Pausing channel ${channel.name} failed: ${errorMessage(err)}`));
       return rateDelayed(e.message, pauseMs);
     }
