@@ -16,6 +16,7 @@ import { Report } from './lib/markdown.ts';
 import { CLI, killAllChildren, ROOT, startedGroups } from './lib/proc.ts';
 import { errorText, progress, type BenchContext, type ScenarioResult } from './lib/scenario.ts';
 import { idleScenario } from './scenarios/idle.ts';
+import { ratelimitScenario } from './scenarios/ratelimit.ts';
 import { resourcesScenario } from './scenarios/resources.ts';
 import { seedScenario } from './scenarios/seed.ts';
 import { throughputScenario } from './scenarios/throughput.ts';
@@ -25,6 +26,7 @@ const SCENARIOS = {
   throughput: throughputScenario,
   resources: resourcesScenario,
   idle: idleScenario,
+  ratelimit: ratelimitScenario,
 } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const NAMES = Object.keys(SCENARIOS) as ScenarioName[];

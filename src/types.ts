@@ -307,6 +307,8 @@ export interface StatusReport {
   readonly recentFailures: readonly { id: number; lastError: string | null; attempts: number }[];
   /** posts waiting for an operator (oldest first, at most 20) */
   readonly unknownPosts: readonly { id: number; channel: string | null; lastError: string | null; attempts: number }[];
+  /** channels a network told to wait (a 429), until when (their posts keep their attempts) */
+  readonly pausedChannels: readonly { channel: string; until: Date; reason: string | null }[];
   /**
    * published, failed and cancelled are estimates (a PostgreSQL table of more than
    * 200,000 rows: from the planner's statistics); the other counts are always exact

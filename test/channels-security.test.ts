@@ -115,7 +115,7 @@ describe('channels: credentials, what is shown, file paths', () => {
     assert.match(status, /HTTP 400: \{"error":"bad request","token":"\*\*\*"\}/);
     assert.match(statusJson, /HTTP 500/, 'the 500 is held as an unknown outcome, with its reason');
     // the URL and the secret are sealed credentials: shown as that, never as values
-    assert.match(list, /hook +webhook +yes +hold +sealed \(key [0-9a-f]{8}\) \{\}/);
+    assert.match(list, /hook +webhook +yes +hold +sealed \(key [0-9a-f]{8}\) +- +\{\}/);
     const shown = (JSON.parse(listJson) as { settings: Record<string, unknown>; credentials: string }[])[0];
     assert.deepEqual([shown?.settings, shown?.credentials.startsWith('sealed (key ')], [{}, true]);
     assert.ok(!list.includes(`:${port}`), 'not even the host:port of a sealed URL');

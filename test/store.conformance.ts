@@ -7,6 +7,7 @@ import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { testRateStore } from './store.conformance.rate.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -599,6 +600,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       assert.match(plan, /post_schedule_due/, `plan: ${plan}`);
     });
   });
+  testRateStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

@@ -18,13 +18,16 @@ export interface ReceiverStats {
   ids: Set<number>;
   inFlight: number;
   maxInFlight: number;
+  /** when each request arrived (epoch ms), in order */
+  arrivals: number[];
 }
 
 export async function startReceiver(delayMs: number): Promise<Receiver> {
-  const stats: ReceiverStats = { requests: 0, ids: new Set(), inFlight: 0, maxInFlight: 0 };
+  const stats: ReceiverStats = { requests: 0, ids: new Set(), inFlight: 0, maxInFlight: 0, arrivals: [] };
   const timers = new Set<NodeJS.Timeout>();
   const server = http.createServer((req, res) => {
     stats.requests++;
+    stats.arrivals.push(Date.now());
     stats.inFlight++;
     stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
     const chunks: Buffer[] = [];
@@ -65,6 +68,7 @@ export async function startReceiver(delayMs: number): Promise<Receiver> {
     reset() {
       stats.requests = 0;
       stats.ids = new Set();
+      stats.arrivals = [];
       stats.maxInFlight = stats.inFlight;
     },
     close: () =>

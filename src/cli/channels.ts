@@ -9,6 +9,7 @@ import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFl
 import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
 import type { Channel } from '../types.ts';
 import { checkOneStdin, readSecretSource, secretFlag, SECRET_SOURCES } from './secrets.ts';
+import { describeLimits, effectiveLimits, formatRateLimit, parseRateLimit, RATE_LIMIT_SETTING } from '../ratelimits/limits.ts';
 
 interface AddFlags {
   name: string;
@@ -27,6 +28,19 @@ interface AddFlags {
   allowPrivateNetwork?: boolean;
   trust503?: boolean;
   module?: string;
+  rateLimit?: string;
+}
+
+const RATE_LIMIT_HELP = "at most N posts in any WINDOW, across all workers (e.g. 20/60s, 300/3h); replaces the platform's documented posts limit";
+
+/** --rate-limit N/WINDOW as the setting stored (its canonical text); null for `default` (the platform's own). */
+function rateLimitFlag(value: string): string | null {
+  if (value === 'default') return null;
+  try {
+    return formatRateLimit(parseRateLimit(value));
+  } catch (e) {
+    throw new CliError(`invalid --rate-limit: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 const ON_UNKNOWN_HELP = `what to do with a post whose outcome is unknown: ${ON_UNKNOWN.join(', ')} (default: the platform's safe one; see README)`;
@@ -176,8 +190,10 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--credentials-from <source>', `the platform's credentials as a JSON object, from ${SECRET_SOURCES}`)
     .option('--insecure-plaintext', 'store credentials unencrypted when POST_SCHEDULER_SECRET_KEY is not set (not recommended)')
     .option('--no-verify', 'do not check the credentials with the network before adding the channel')
+    .option('--rate-limit <N/WINDOW>', RATE_LIMIT_HELP)
     .action(async (flags: AddFlags) => {
       const config = configFrom(globals());
+      const rateLimit = flags.rateLimit === undefined ? null : rateLimitFlag(flags.rateLimit);
       if (!CHANNEL_NAME.test(flags.name)) throw new CliError(`invalid channel name "${flags.name}": use 1-64 letters, digits, . _ -`);
       if (!(PLATFORMS as readonly string[]).includes(flags.platform)) {
         throw new CliError(`unknown platform "${flags.platform}": use one of ${KNOWN_PLATFORMS.join(', ')}`);
@@ -245,6 +261,8 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
       } catch (e) {
         throw new CliError(e instanceof SettingsError || e instanceof CliError ? e.message : String(e));
       }
+      // the platforms' schemas do not know it: added once they have checked the rest
+      if (rateLimit !== null) settings = { ...settings, [RATE_LIMIT_SETTING]: rateLimit };
       const policy = (await policyOf(platform, settings, config)) ?? module;
       const onUnknown = flags.onUnknown === undefined ? policy.defaultOnUnknown : onUnknownFlag(flags.onUnknown);
       await checkPolicy(platform, settings, config, onUnknown);
@@ -267,14 +285,25 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--credentials-from <source>', `new credentials (a JSON object) from ${SECRET_SOURCES}: checked with the network, sealed; clears "needs attention"`)
     .option('--insecure-plaintext', 'store them unencrypted when POST_SCHEDULER_SECRET_KEY is not set')
     .option('--no-verify', 'do not check the credentials with the network')
+    .option('--rate-limit <N/WINDOW>', `${RATE_LIMIT_HELP}; "default" for the platform's own`)
     .action(
-      async (flags: { name: string; onUnknown?: string; disable?: boolean; enable?: boolean; credentialsFrom?: string; insecurePlaintext?: boolean; verify?: boolean }) => {
+      async (flags: {
+        name: string;
+        onUnknown?: string;
+        disable?: boolean;
+        enable?: boolean;
+        credentialsFrom?: string;
+        insecurePlaintext?: boolean;
+        verify?: boolean;
+        rateLimit?: string;
+      }) => {
         const config = configFrom(globals());
         if (flags.disable === true && flags.enable === true) throw new CliError('give --disable or --enable, not both');
         const onUnknown = flags.onUnknown === undefined ? undefined : onUnknownFlag(flags.onUnknown);
         const enabled = flags.disable === true ? false : flags.enable === true ? true : undefined;
-        if (onUnknown === undefined && enabled === undefined && flags.credentialsFrom === undefined) {
-          throw new CliError('nothing to change: give --on-unknown, --disable, --enable or --credentials-from');
+        const rateLimit = flags.rateLimit === undefined ? undefined : rateLimitFlag(flags.rateLimit);
+        if (onUnknown === undefined && enabled === undefined && flags.credentialsFrom === undefined && rateLimit === undefined) {
+          throw new CliError('nothing to change: give --on-unknown, --disable, --enable, --credentials-from or --rate-limit');
         }
         const fresh = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
         await withStore(config, async (store) => {
@@ -285,6 +314,12 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
             const sealed = await sealChecked(existing.platform, existing.settings, fresh, config, flags);
             await store.saveCredentials(existing.id, sealed);
             print(`Channel ${existing.name}: new credentials stored`);
+          }
+          if (rateLimit !== undefined) {
+            const rest = Object.fromEntries(Object.entries(existing.settings).filter(([key]) => key !== RATE_LIMIT_SETTING));
+            const next = rateLimit === null ? rest : { ...rest, [RATE_LIMIT_SETTING]: rateLimit };
+            await store.replaceSettings(existing.id, next);
+            print(`Channel ${existing.name}: rate limit ${describeLimits(effectiveLimits({ settings: next }, await loadPublisherModule(existing.platform)))}`);
           }
           if (onUnknown === undefined && enabled === undefined) return;
           const channel = await store.updateChannel(flags.name, { ...(onUnknown === undefined ? {} : { onUnknown }), ...(enabled === undefined ? {} : { enabled }) });
@@ -306,8 +341,14 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         const shown = await Promise.all(
           list.map(async (c) => {
             const module = await loadPublisherModule(c.platform);
+            let rateLimits: string;
+            try {
+              rateLimits = describeLimits(effectiveLimits(c, module));
+            } catch (e) {
+              rateLimits = `unreadable: ${e instanceof Error ? e.message : String(e)}`;
+            }
             // never the credentials, sealed or not: only how they are stored
-            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings), credentials: credentialsState(c, vault) };
+            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings), credentials: credentialsState(c, vault), rateLimits };
           }),
         );
         if (flags.json === true) {
@@ -318,10 +359,10 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
           print('No channels. Add one: post-scheduler channels add --name demo --platform file --path ./data/published.jsonl');
           return;
         }
-        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}${'credentials'.padEnd(22)}settings`);
+        print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}${'credentials'.padEnd(22)}${'rate limit'.padEnd(36)}settings`);
         for (const c of shown) {
           print(
-            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${JSON.stringify(c.settings)}`,
+            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${c.rateLimits.padEnd(36)}${JSON.stringify(c.settings)}`,
           );
         }
       });

@@ -81,6 +81,11 @@ function printStatus(report: StatusReport, database: string, credentials: Creden
       ]);
     }
   }
+  if (report.pausedChannels.length > 0) {
+    print();
+    print('Paused by a rate limit (their posts wait, attempts kept)');
+    for (const p of report.pausedChannels) print(`  ${p.channel} until ${p.until.toISOString()}: ${p.reason ?? ''}`);
+  }
   if (report.unknownPosts.length > 0) {
     print();
     print(`Outcome unknown (${c.unknown}): may have been published; check the channel, then`);

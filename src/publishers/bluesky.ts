@@ -20,6 +20,7 @@ import { buildFacets, checkPostText, recordKeyFor } from './bluesky-text.ts';
 import { parseRetryAfter } from './webhook.ts';
 import { addressRefused } from './network.ts';
 import { imageSize } from './image-size.ts';
+import { MINUTE, HOUR } from '../ratelimits/units.ts';
 
 /**
  * `bluesky`: publishes `app.bsky.feed.post` records on an AT Protocol PDS (any: the
@@ -340,7 +341,7 @@ async function xrpc(
 /** A failed answer to a call that writes nothing (sessions, lookups, handles) as the error a worker understands. */
 function readError(t: Target, nsid: string, res: HttpResponse): Error {
   const what = `bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`;
-  if (res.status === 429) return new RetryablePublishError(what, rateLimitDelay(res), false);
+  if (res.status === 429) return new RetryablePublishError(what, rateLimitDelay(res), false, true);
   if (res.status >= 500 || res.status === 408) return new RetryablePublishError(what, null, false);
   return new PermanentPublishError(what);
 }
@@ -361,6 +362,8 @@ export const blueskyPublisher: PublisherModule = {
   threads: true,
   canLookUp: true,
   defaultOnUnknown: 'check',
+  /** Bluesky's documented limits: createRecord costs 3 of 5,000 points an hour per account (1,666 posts), and 3,000 API calls per 5 minutes */
+  rateLimits: () => ({ posts: { limit: 1666, windowMs: HOUR }, requests: { limit: 3000, windowMs: 5 * MINUTE } }),
 
   async verify(settings, credentials, options) {
     const s = parseSettings(settings);
@@ -570,7 +573,7 @@ export const blueskyPublisher: PublisherModule = {
       }
       if (isTokenRefusal(res)) throw new CredentialsRejectedError(`bluesky ${t.where}: the PDS refused a fresh session: ${describe(res, t.secrets)}`);
       if (res.status === 401) throw new CredentialsRejectedError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`);
-      if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false);
+      if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false, true);
       if (res.status >= 500 || res.status === 408) throw new RetryablePublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`, null, false);
       // 413 PayloadTooLarge (over the PDS's upload limit), 400 (a type or size refused), ...
       throw new PermanentPublishError(`bluesky ${t.where}: ${what}: ${describe(res, t.secrets)}`);
@@ -646,7 +649,7 @@ export const blueskyPublisher: PublisherModule = {
           // the account, not this post (AccountTakedown, ...): the post waits for an operator
           throw new CredentialsRejectedError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`);
         }
-        if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false);
+        if (res.status === 429) throw new RetryablePublishError(`bluesky ${t.where}: ${nsid}: ${describe(res, t.secrets)}`, rateLimitDelay(res), false, true);
         const { error, message } = xrpcError(res);
         const mayExist = res.status >= 500 || res.status === 409 || /already exists|already a value|AlreadyExists/i.test(`${error ?? ''} ${message ?? ''}`);
         if (mayExist) {

@@ -13,6 +13,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt, withoutSecrets } from './redact.ts';
 import { sendFailure } from './network.ts';
+import { SECOND, MINUTE } from '../ratelimits/units.ts';
 
 /**
  * `discord`: posts a message to a Discord channel through one of its webhooks
@@ -262,6 +263,8 @@ export const discordPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** Discord's webhook limits: 5 requests per 2 seconds per webhook, 30 messages a minute to a channel (one at a time per webhook: parallel executions of one webhook share its bucket and are refused with 429) */
+  rateLimits: () => ({ posts: { limit: 30, windowMs: MINUTE }, requests: { limit: 5, windowMs: 2 * SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -383,7 +386,7 @@ export const discordPublisher: PublisherModule = {
         if (status === 401 || status === 403 || status === 404) {
           throw new CredentialsRejectedError(`discord ${where} refused the webhook URL (HTTP ${status}: ${error()})`);
         }
-        if (status === 429) throw new RetryablePublishError(`discord ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer), false);
+        if (status === 429) throw new RetryablePublishError(`discord ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer), false, true);
         if (status >= 500) {
           // it may have posted, and Discord has no key to make a resend safe
           throw new RetryablePublishError(`discord ${where}: HTTP ${status}`, retryAfterHeaderMs(answer.headers['retry-after']), true);

@@ -13,6 +13,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, sendFailure } from './network.ts';
+import { HOUR } from '../ratelimits/units.ts';
 
 /**
  * `facebook`: publishes a text post on a Facebook Page with a Page access token through
@@ -224,7 +225,7 @@ function postError(answer: HttpResponse, where: string, token: string): Error {
     }
     if (code === 368) return new CredentialsRejectedError(`facebook ${where}: the Page is temporarily blocked from posting (${text})`);
     if (code !== null && RATE_LIMIT_CODES.has(code)) {
-      return new RetryablePublishError(`facebook ${where}: rate limited (${text})`, regainAccessMs(answer.headers), false);
+      return new RetryablePublishError(`facebook ${where}: rate limited (${text})`, regainAccessMs(answer.headers), false, true);
     }
     if (code === 506) return new PermanentPublishError(`facebook ${where}: duplicate post (${text})`);
     if (code === 1 || code === 2) return new RetryablePublishError(`facebook ${where}: HTTP ${status}, ${text} (Facebook may have posted it)`, null, true);
@@ -236,7 +237,7 @@ function postError(answer: HttpResponse, where: string, token: string): Error {
   if (status >= 300 && status < 400) {
     return new PermanentPublishError(`facebook ${where}: HTTP ${status} redirect (redirects are not followed; check api_url)`);
   }
-  if (status === 429) return new RetryablePublishError(`facebook ${where}: rate limited (HTTP 429)`, regainAccessMs(answer.headers), false);
+  if (status === 429) return new RetryablePublishError(`facebook ${where}: rate limited (HTTP 429)`, regainAccessMs(answer.headers), false, true);
   const detail = error === null ? withoutToken(answer.text(), token) : describe(error, token);
   return new PermanentPublishError(`facebook ${where}: HTTP ${status}${detail === '' ? '' : `: ${detail}`}`);
 }
@@ -250,6 +251,8 @@ export const facebookPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** Facebook Pages publish no fixed posting limit: 200 calls an hour (the Graph API's per-user application limit) as a conservative default */
+  rateLimits: () => ({ posts: { limit: 200, windowMs: HOUR } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

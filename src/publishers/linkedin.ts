@@ -13,6 +13,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, retryAfterMs, sendFailure } from './network.ts';
+import { DAY } from '../ratelimits/units.ts';
 
 /**
  * `linkedin`: a text post for a member or an organization through LinkedIn's versioned
@@ -190,6 +191,8 @@ export const linkedinPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** LinkedIn's posts API: 150 member posts a day (its daily member limit; the application's, 100,000, is left to the app) */
+  rateLimits: () => ({ posts: { limit: 150, windowMs: DAY } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -308,7 +311,7 @@ export const linkedinPublisher: PublisherModule = {
         if (status === 426) {
           throw new PermanentPublishError(`linkedin ${where}: LinkedIn no longer supports linkedin_version ${version} (HTTP 426); set a current linkedin_version on the channel`);
         }
-        if (status === 429) throw new RetryablePublishError(`linkedin ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
+        if (status === 429) throw new RetryablePublishError(`linkedin ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false, true);
         if (status >= 500) {
           // LinkedIn may have posted it before failing; nothing makes a resend safe
           throw new RetryablePublishError(`linkedin ${where}: HTTP ${status}`, retryAfterMs(answer.headers), true);

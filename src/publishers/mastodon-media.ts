@@ -74,7 +74,7 @@ function failure(t: MediaTarget, what: string, answer: HttpResponse): Error {
   const { status } = answer;
   const excerpt = apiError(answer, t.token);
   const said = `HTTP ${status}${excerpt === '' ? '' : `: ${excerpt}`}`;
-  if (status === 429) return new RetryablePublishError(`mastodon ${t.where}: ${what}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
+  if (status === 429) return new RetryablePublishError(`mastodon ${t.where}: ${what}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false, true);
   if (status >= 500 || status === 408) {
     return new RetryablePublishError(`mastodon ${t.where}: ${what}: ${said}`, retryAfterMs({ 'retry-after': answer.headers['retry-after'] }), false);
   }

@@ -16,6 +16,7 @@ import { answerExcerpt } from './redact.ts';
 import { sendFailure } from './network.ts';
 import { apiError, credentialsRefusal, retryAfterMs, SCOPE_ERROR } from './mastodon-api.ts';
 import { uploadImages } from './mastodon-media.ts';
+import { MINUTE, HOUR } from '../ratelimits/units.ts';
 
 /**
  * `mastodon`: publishes a status on any Mastodon instance through its REST API
@@ -251,6 +252,8 @@ export const mastodonPublisher: PublisherModule = {
   canLookUp: false,
   // Mastodon honours Idempotency-Key: a resend with the same key cannot post twice
   defaultOnUnknown: 'retry',
+  /** Mastodon's documented limits: 300 statuses per 3 hours per account, 300 API calls per 5 minutes */
+  rateLimits: () => ({ posts: { limit: 300, windowMs: 3 * HOUR }, requests: { limit: 300, windowMs: 5 * MINUTE } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -404,7 +407,7 @@ export const mastodonPublisher: PublisherModule = {
         const refused = credentialsRefusal(answer, token, where);
         if (refused !== null) throw refused;
         if (status === 429) {
-          throw new RetryablePublishError(`mastodon ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
+          throw new RetryablePublishError(`mastodon ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false, true);
         }
         if (status === 408) throw new RetryablePublishError(`mastodon ${where}: HTTP 408`, retryAfterMs(answer.headers), false);
         if (status >= 500) {

@@ -113,17 +113,17 @@ export function userPolicy(user: UserModule): { defaultOnUnknown: OnUnknown; can
  * A user module's errors as the worker's own classes. A module cannot share ours by
  * identity (the worker is a bundle; the module imports the package, or nothing), so the
  * error's name decides: PermanentPublishError, RetryablePublishError (with retryAfterMs
- * and maybeDelivered) and CredentialsRejectedError. Anything else is left as it is.
+ * maybeDelivered and rateLimited) and CredentialsRejectedError. Anything else is left as it is.
  */
 function asOurs(e: unknown): unknown {
   if (!(e instanceof Error)) return e;
   if (e instanceof PermanentPublishError || e instanceof RetryablePublishError || e instanceof CredentialsRejectedError || e instanceof SettingsError) return e;
-  const fields = e as Error & { retryAfterMs?: unknown; maybeDelivered?: unknown };
+  const fields = e as Error & { retryAfterMs?: unknown; maybeDelivered?: unknown; rateLimited?: unknown };
   switch (e.name) {
     case 'PermanentPublishError':
       return new PermanentPublishError(e.message);
     case 'RetryablePublishError':
-      return new RetryablePublishError(e.message, typeof fields.retryAfterMs === 'number' ? fields.retryAfterMs : null, fields.maybeDelivered === true);
+      return new RetryablePublishError(e.message, typeof fields.retryAfterMs === 'number' ? fields.retryAfterMs : null, fields.maybeDelivered === true, fields.rateLimited === true);
     case 'CredentialsRejectedError':
       return new CredentialsRejectedError(e.message);
     default:

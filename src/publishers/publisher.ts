@@ -134,6 +134,28 @@ export interface PublisherModule {
    * what the platform guarantees (never `retry` unless it honours idempotency keys)
    */
   readonly defaultOnUnknown: OnUnknown;
+  /**
+   * the network's documented limits for one channel (see src/ratelimits/): the defaults a
+   * channel's `rate_limit` setting overrides; absent: no limit of its own
+   */
+  rateLimits?(settings: Record<string, unknown>): RateLimits;
+}
+
+/** A limit on sends: at most `limit` in any `windowMs` (a sliding window). */
+export interface RateLimit {
+  readonly limit: number;
+  readonly windowMs: number;
+}
+
+/**
+ * A network's limits for one channel. Every send takes one slot of each window at once:
+ * `posts` (what the network allows an account to publish) and `requests` (the calls an
+ * app or token may make); `concurrency`: sends of one channel in flight at once.
+ */
+export interface RateLimits {
+  readonly posts?: RateLimit;
+  readonly requests?: RateLimit;
+  readonly concurrency?: number;
 }
 
 /** The post can never be published as it is: do not retry. */
@@ -146,6 +168,8 @@ export class PermanentPublishError extends Error {
  * `maybeDelivered`: the request may have reached the platform (it was sent and then
  * timed out, was cut, or was interrupted): the outcome is unknown, and the channel's
  * policy decides whether the post is sent again.
+ * `rateLimited`: the network refused it for its rate limit (a 429, a flood-control
+ * answer): the whole channel pauses until `retryAfterMs`, and the post keeps its attempts.
  */
 export class RetryablePublishError extends Error {
   override name = 'RetryablePublishError';
@@ -153,6 +177,7 @@ export class RetryablePublishError extends Error {
     message: string,
     readonly retryAfterMs: number | null = null,
     readonly maybeDelivered = false,
+    readonly rateLimited = false,
   ) {
     super(message);
   }

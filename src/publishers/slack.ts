@@ -13,6 +13,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, retryAfterMs, sendFailure } from './network.ts';
+import { SECOND } from '../ratelimits/units.ts';
 
 /**
  * `slack`: posts a message to a Slack conversation with a bot token through the Web API
@@ -217,7 +218,7 @@ function postError(fields: Record<string, unknown>, answer: HttpResponse, where:
     const hint = code === 'not_in_channel' ? ': invite the app to the conversation' : code === 'channel_not_found' ? ': check the channel setting' : '';
     return new CredentialsRejectedError(`slack ${where} cannot post to ${channel} (${code})${hint}`);
   }
-  if (RATE_LIMITED_ERRORS.has(code)) return new RetryablePublishError(`slack ${where}: rate limited (${code})`, retryAfterMs(answer.headers), false);
+  if (RATE_LIMITED_ERRORS.has(code)) return new RetryablePublishError(`slack ${where}: rate limited (${code})`, retryAfterMs(answer.headers), false, true);
   if (MAYBE_DONE_ERRORS.has(code)) return new RetryablePublishError(`slack ${where}: ${code} (Slack may have posted it)`, retryAfterMs(answer.headers), true);
   if (code === 'request_timeout') return new RetryablePublishError(`slack ${where}: ${code} (the request arrived incomplete)`, null, false);
   return new PermanentPublishError(`slack ${where}: chat.postMessage refused the message (${code})`);
@@ -256,6 +257,8 @@ export const slackPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** Slack's chat.postMessage limit: 1 message a second per channel (one at a time per conversation: chat.postMessage is limited per channel, in bursts too) */
+  rateLimits: () => ({ posts: { limit: 1, windowMs: SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -351,7 +354,7 @@ export const slackPublisher: PublisherModule = {
 
         const { status } = answer;
         if (status === 429) {
-          throw new RetryablePublishError(`slack ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false);
+          throw new RetryablePublishError(`slack ${where}: rate limited (HTTP 429)`, retryAfterMs(answer.headers), false, true);
         }
         if (status >= 500) {
           // Slack may have posted it before failing; nothing makes a resend safe

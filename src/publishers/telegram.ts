@@ -15,6 +15,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, sendFailure } from './network.ts';
+import { SECOND, MINUTE } from '../ratelimits/units.ts';
 
 /**
  * `telegram`: sends a message to a chat (a channel, usually) through the Telegram Bot
@@ -297,7 +298,7 @@ function scrub(message: string, token: string): string {
 function scrubbed(e: unknown, token: string): unknown {
   if (!(e instanceof Error) || token === '' || !e.message.includes(token.slice(token.indexOf(':') + 1))) return e;
   const message = scrub(e.message, token);
-  if (e instanceof RetryablePublishError) return new RetryablePublishError(message, e.retryAfterMs, e.maybeDelivered);
+  if (e instanceof RetryablePublishError) return new RetryablePublishError(message, e.retryAfterMs, e.maybeDelivered, e.rateLimited);
   if (e instanceof CredentialsRejectedError) return new CredentialsRejectedError(message);
   if (e instanceof PermanentPublishError) return new PermanentPublishError(message);
   if (e instanceof SettingsError) return new SettingsError(message);
@@ -361,6 +362,8 @@ export const telegramPublisher: PublisherModule = {
   defaultOnUnknown: 'hold',
   media: TELEGRAM_MEDIA,
   threads: true,
+  /** Telegram's documented limits: 20 messages a minute to one group or channel, 30 a second per bot (one message at a time per chat, in order: parallel sends to one chat hit its flood control) */
+  rateLimits: () => ({ posts: { limit: 20, windowMs: MINUTE }, requests: { limit: 30, windowMs: SECOND }, concurrency: 1 }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -458,7 +461,7 @@ export const telegramPublisher: PublisherModule = {
         throw new CredentialsRejectedError(`telegram ${where}: ${credentialsReason(code)} (HTTP ${code}${said})`);
       }
       if (code === 429) {
-        throw new RetryablePublishError(`telegram ${where}: rate limited (HTTP 429${said})`, failure.retryAfterMs, false);
+        throw new RetryablePublishError(`telegram ${where}: rate limited (HTTP 429${said})`, failure.retryAfterMs, false, true);
       }
       if (code >= 500) {
         // Telegram may have sent it; there is no key that would make a resend safe

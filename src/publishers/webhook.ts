@@ -220,7 +220,7 @@ export const webhookPublisher: PublisherModule = {
           // a resend is safe there anyway
           const trusted503 = status === 503 && (settings.trust_503 === true || request.channel.onUnknown === 'retry');
           const maybeDelivered = status >= 500 && !trusted503;
-          throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter, maybeDelivered);
+          throw new RetryablePublishError(`webhook ${where}: HTTP ${status}`, retryAfter, maybeDelivered, status === 429);
         }
         if (status >= 300 && status < 400) {
           throw new PermanentPublishError(`webhook ${where}: HTTP ${status} redirect (redirects are not followed; fix the channel url)`);

@@ -16,6 +16,7 @@ import {
 } from './publisher.ts';
 import { answerExcerpt } from './redact.ts';
 import { apiUrlProblem, sendFailure } from './network.ts';
+import { MINUTE } from '../ratelimits/units.ts';
 
 /**
  * `x`: publishes a post on X through the API v2 "create post" endpoint with an OAuth 2.0
@@ -377,7 +378,7 @@ async function refreshTokens(t: TokenContext, c: XCredentials): Promise<XCredent
   if (status === 401 || (status === 400 && (error === 'invalid_grant' || error === 'invalid_request' || error === 'unauthorized_client' || error === 'invalid_client'))) {
     throw new CredentialsRejectedError(`x ${t.where} refused to refresh the access token (HTTP ${status}${error === null ? '' : ` ${error}`}: ${problem(answer, t.secrets)}); give the channel new tokens`);
   }
-  if (status === 429) throw new RetryablePublishError(`x ${t.where}: token refresh rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+  if (status === 429) throw new RetryablePublishError(`x ${t.where}: token refresh rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false, true);
   if (status < 200 || status >= 300) {
     throw new RetryablePublishError(`x ${t.where}: token refresh answered HTTP ${status}: ${problem(answer, t.secrets)}`, null, false);
   }
@@ -439,7 +440,7 @@ function mediaFailure(answer: HttpResponse, where: string, secrets: readonly str
   if (status === 401) return new CredentialsRejectedError(`x ${where} refused the access token for ${what} even after a refresh (HTTP 401${said}); give the channel new tokens`);
   if (status === 403) return new CredentialsRejectedError(`x ${where}: X does not permit this app to upload media (HTTP 403${said}); the token needs the media.write scope`);
   if (status === 413) return new PermanentPublishError(`x ${where}: ${what}: the image is too big for X (HTTP 413)`);
-  if (status === 429) return new RetryablePublishError(`x ${where}: ${what}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+  if (status === 429) return new RetryablePublishError(`x ${where}: ${what}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false, true);
   if (status >= 500) return new RetryablePublishError(`x ${where}: ${what}: HTTP ${status}${said}`, null, false);
   if (status >= 300 && status < 400) return new PermanentPublishError(`x ${where}: ${what}: HTTP ${status} redirect (redirects are not followed; check api_url)`);
   return new PermanentPublishError(`x ${where}: X refused ${what} (HTTP ${status}${said})`);
@@ -487,6 +488,8 @@ export const xPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
+  /** X API v2 POST /2/tweets: 100 per 15 minutes per user (and 10,000 per 24 hours per app, left to the app) */
+  rateLimits: () => ({ posts: { limit: 100, windowMs: 15 * MINUTE } }),
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);
@@ -693,7 +696,7 @@ export const xPublisher: PublisherModule = {
           }
           throw new CredentialsRejectedError(`x ${where}: X does not permit this account or app to post (HTTP 403: ${detail()})`);
         }
-        if (status === 429) throw new RetryablePublishError(`x ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false);
+        if (status === 429) throw new RetryablePublishError(`x ${where}: rate limited (HTTP 429)`, rateLimitWaitMs(answer.headers), false, true);
         if (status >= 500) {
           // X may have posted it before failing; nothing makes a resend safe
           throw new RetryablePublishError(`x ${where}: HTTP ${status}`, null, true);

@@ -9,6 +9,8 @@ import { OUTCOME_STATUS } from '../store/rows.ts';
 import type { Store } from '../store/store.ts';
 import type { ClaimedPost, HeldPost, Outcome } from '../types.ts';
 import { publishPost } from './publish-post.ts';
+import { makeRateGate, RATE_WAIT_MS } from '../ratelimits/gate.ts';
+import { effectiveLimits } from '../ratelimits/limits.ts';
 
 /**
  * The core of a worker: claim due posts, publish them, record each outcome, and
@@ -143,6 +145,16 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   };
   const setAttention = (channelId: number, reason: string | null) => store.setAttention(channelId, reason);
 
+  // One slot of the channel's rate windows per send, waited for up to RATE_WAIT_MS.
+  const rateGate = makeRateGate({
+    store,
+    limitsFor: async (channel) => effectiveLimits(channel, await (modules.get(channel.platform) ?? Promise.resolve(null))),
+    maxWaitMs: RATE_WAIT_MS,
+    waitUntil: claimCutoff,
+    // no send outlives its worker's budget
+    sendSlotTtlMs: config.workerTimeoutMs,
+  });
+
   // Claimed posts start at once: a worker claims only as many as it has free slots,
   // so every post in `processing` under a live worker is being published.
   let inFlight = 0;
@@ -150,7 +162,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let oldestQueuedAt = 0;
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention }).then((outcome) => {
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate }).then((outcome) => {
       inFlight--;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);

@@ -9,6 +9,7 @@ import {
   type Publisher,
   type PublishRequest,
 } from '../publishers/publisher.ts';
+import type { RateGate } from '../ratelimits/gate.ts';
 import type { ClaimedPost, Outcome } from '../types.ts';
 
 /** The longest a server's Retry-After is honoured. */
@@ -40,6 +41,8 @@ export interface PublishDeps {
   saveCredentials(channelId: number, credentials: Record<string, unknown>, previous: string | null): Promise<void>;
   /** marks (reason) or clears (null) that a channel needs an operator */
   setAttention(channelId: number, reason: string | null): Promise<void>;
+  /** the channels' rate limits, shared by every worker (src/ratelimits); absent: sends are not limited */
+  readonly rateGate?: RateGate;
 }
 
 /** A post whose channel's credentials were refused waits at least this long before it is tried again. */
@@ -156,13 +159,38 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     if (deps.signal.aborted) return { kind: 'released', ...base };
   }
 
+  // ---- rate limits (src/ratelimits): one slot per send; a delay keeps the attempt ----
+  const rateDelayed = (reason: string, delayMs: number): Outcome => {
+    log.info(`Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
+    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
+  };
+  let slot;
   try {
-    const result = await publisher.publish(request);
+    slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}`, deps.signal);
+  } catch (e) {
+    return retryOrGiveUp(`taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
+  }
+  if (slot?.kind === 'invalid') return fail(slot.reason);
+  // the signal may abort during the wait, which the type checker cannot see
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+  if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(slot.reason, slot.waitMs);
+  const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
+  // ---- end rate limits ----
+
+  try {
+    const result = await publisher.publish(request).finally(settle);
     if (channel.attention !== null) await deps.setAttention(channel.id, null).catch(() => undefined);
     return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
   } catch (e) {
     if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(e.message);
     if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: credentials rejected: ${e.message}`);
+    if (e instanceof RetryablePublishError && e.rateLimited) {
+      // the network's own limit: every worker pauses the channel until the time it gave
+      // (the usual backoff when it gave none)
+      const pauseMs = Math.min(e.retryAfterMs ?? backoffDelay(used, config.retryBaseMs, config.retryMaxMs), MAX_RETRY_AFTER_MS);
+      await deps.rateGate?.pause(channel, pauseMs, e.message).catch((err: unknown) => log.warn(`Pausing channel ${channel.name} failed: ${errorMessage(err)}`));
+      return rateDelayed(e.message, pauseMs);
+    }
     // a publisher's unexpected error may come after it sent: treated as maybe delivered
     const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
     const reason = e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`;

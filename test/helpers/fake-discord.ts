@@ -43,6 +43,10 @@ export interface FakeDiscord {
   readonly overrides: Override[];
   /** answer message objects without guild_id (a webhook outside a guild) */
   omitGuild: boolean;
+  /** how long each Execute Webhook is held before its answer (0: at once) */
+  answerDelayMs: number;
+  /** the most Execute Webhook requests held at once so far */
+  readonly maxInFlight: number;
   close(): Promise<void>;
 }
 
@@ -59,8 +63,14 @@ export async function startDiscord(): Promise<FakeDiscord> {
   const messages: Message[] = [];
   const overrides: Override[] = [];
   let nextId = 1_300_000_000_000_000_000n;
-  const state = { omitGuild: false };
+  const state = { omitGuild: false, answerDelayMs: 0, inFlight: 0, maxInFlight: 0 };
   const server = http.createServer((req, res) => {
+    const executes = req.method === 'POST';
+    if (executes) {
+      state.inFlight++;
+      state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
+      res.on('close', () => state.inFlight--);
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -75,20 +85,24 @@ export async function startDiscord(): Promise<FakeDiscord> {
       }
       const url = new URL(req.url ?? '/', 'http://127.0.0.1');
       requests.push({ method: req.method ?? '', path: url.pathname, query: url.searchParams, headers: req.headers, body });
-      const reply = route(req.method ?? '', url, body);
-      if (reply === 'cut') {
-        req.socket.destroy();
-        return;
-      }
-      if (reply.status === 204) {
-        res.writeHead(204);
-        res.end();
-        return;
-      }
-      res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
-      res.end(typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body));
+      if (executes && state.answerDelayMs > 0) setTimeout(() => answer(req, res, url, body), state.answerDelayMs);
+      else answer(req, res, url, body);
     });
   });
+  const answer = (req: http.IncomingMessage, res: http.ServerResponse, url: URL, body: Record<string, unknown> | null): void => {
+    const reply = route(req.method ?? '', url, body);
+    if (reply === 'cut') {
+      req.socket.destroy();
+      return;
+    }
+    if (reply.status === 204) {
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
+    res.end(typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body));
+  };
   type Reply = { readonly status: number; readonly body: unknown; readonly headers?: Record<string, string> } | 'cut';
   const error = (status: number, message: string, code: number, errors?: unknown): Reply => ({
     status,
@@ -167,6 +181,15 @@ export async function startDiscord(): Promise<FakeDiscord> {
     },
     set omitGuild(value: boolean) {
       state.omitGuild = value;
+    },
+    get answerDelayMs() {
+      return state.answerDelayMs;
+    },
+    set answerDelayMs(value: number) {
+      state.answerDelayMs = value;
+    },
+    get maxInFlight() {
+      return state.maxInFlight;
     },
     close: async () => {
       server.closeAllConnections();

@@ -76,6 +76,8 @@ export interface FakeMastodon {
   mediaProcessing: number | null;
   /** the instance's `image_size_limit` (Mastodon's default, 16 MiB) */
   imageSizeLimit: number;
+  /** when each POST /api/v1/statuses arrived (epoch ms, this process's clock), in order */
+  readonly arrivals: number[];
   close(): Promise<void>;
 }
 
@@ -135,6 +137,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
   const mediaOverrides: Override[] = [];
   const state = { mediaProcessing: null as number | null, imageSizeLimit: 16 * 1024 * 1024 };
   let nextMediaId = 110_000_000_000_000_000n;
+  const arrivals: number[] = [];
   const byKey = new Map<string, Status>();
   let nextId = 109_000_000_000_000_000n;
   let base = '';
@@ -163,6 +166,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
     return status;
   };
   const server = http.createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/api/v1/statuses') arrivals.push(Date.now());
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -326,6 +330,7 @@ export async function startMastodon(): Promise<FakeMastodon> {
     set imageSizeLimit(value: number) {
       state.imageSizeLimit = value;
     },
+    arrivals,
     close: async () => {
       server.closeAllConnections();
       server.close();

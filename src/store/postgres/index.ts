@@ -20,6 +20,7 @@ import {
 } from '../rows.ts';
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
+import { makePostgresRate } from './rate.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
 const types = {
@@ -306,7 +307,13 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     return rows.map((r) => r.tablename);
   };
 
+  const rate = makePostgresRate(q);
   const store: Store = {
+    takeRateSlot: rate.takeRateSlot,
+    settleRateSlot: rate.settleRateSlot,
+    acquireSendSlot: rate.acquireSendSlot,
+    releaseSendSlot: rate.releaseSendSlot,
+    pauseChannel: rate.pauseChannel,
     dialect: 'postgres',
     created: false,
 
@@ -717,6 +724,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
+        pausedChannels: await rate.pausedChannels(),
         estimated: estimate,
       };
     },

@@ -154,4 +154,64 @@ ALTER TABLE channels ADD COLUMN credentials text;
 ALTER TABLE channels ADD COLUMN attention text;
 `,
   },
+  {
+    version: 6,
+    name: 'rate windows and channel pauses',
+    sql: `
+-- Rate limits (src/ratelimits): one row per sliding window (channel:<id>:posts,
+-- channel:<id>:requests) with the times (epoch ms on the database's clock, ascending)
+-- of the latest sends it counted, at most its limit of them.
+CREATE TABLE rate_windows (
+  key    text PRIMARY KEY,
+  stamps bigint[] NOT NULL DEFAULT '{}'
+);
+-- Sends in flight of a channel with a concurrency cap: one row per slot held, by one
+-- send, until it ends or expires_at (a worker that died mid-send).
+CREATE TABLE send_slots (
+  key        text NOT NULL,
+  slot       integer NOT NULL,
+  holder     text NOT NULL UNIQUE,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (key, slot)
+);
+-- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
+ALTER TABLE channels ADD COLUMN paused_until timestamptz, ADD COLUMN pause_reason text;
+-- Takes one slot of each window p_keys[i] (at most p_limits[i] per p_windows[i] ms) for
+-- one send of channel p_channel, all or none. Returns minus the slot's time (epoch ms)
+-- when taken, else the milliseconds until every window could grant one and the
+-- channel's pause is over (> 0).
+-- Locks the windows' rows in key order (two takers of overlapping sets cannot deadlock)
+-- and reads the clock only once they are held: a stamp is never earlier than the send.
+CREATE FUNCTION take_rate_slot(p_channel bigint, p_keys text[], p_limits integer[], p_windows bigint[]) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  now_ms bigint;
+  wait_ms bigint;
+  w record;
+  recent bigint[];
+BEGIN
+  INSERT INTO rate_windows (key) SELECT k FROM unnest(p_keys) AS k ORDER BY k ON CONFLICT DO NOTHING;
+  PERFORM 1 FROM rate_windows WHERE key = ANY (p_keys) ORDER BY key FOR UPDATE;
+  now_ms := floor(extract(epoch FROM clock_timestamp()) * 1000);
+  SELECT greatest(0, ceil(extract(epoch FROM c.paused_until) * 1000) - now_ms) INTO wait_ms FROM channels c WHERE c.id = p_channel;
+  wait_ms := coalesce(wait_ms, 0);
+  FOR w IN SELECT r.stamps, t.lim, t.win FROM rate_windows r JOIN unnest(p_keys, p_limits, p_windows) AS t(key, lim, win) ON r.key = t.key LOOP
+    recent := ARRAY(SELECT s FROM unnest(w.stamps) AS s WHERE s > now_ms - w.win ORDER BY s);
+    IF cardinality(recent) >= w.lim THEN
+      -- free once the lim-th newest send leaves the window
+      wait_ms := greatest(wait_ms, recent[cardinality(recent) - w.lim + 1] + w.win - now_ms);
+    END IF;
+  END LOOP;
+  IF wait_ms > 0 THEN
+    RETURN wait_ms;
+  END IF;
+  UPDATE rate_windows r
+     SET stamps = ARRAY(SELECT s FROM (SELECT s FROM unnest(r.stamps || now_ms) AS s WHERE s > now_ms - t.win ORDER BY s DESC LIMIT t.lim) AS kept ORDER BY s)
+    FROM unnest(p_keys, p_limits, p_windows) AS t(key, lim, win)
+   WHERE r.key = t.key;
+  RETURN -now_ms;
+END
+$fn$;
+`,
+  },
 ];

@@ -19,6 +19,7 @@ import {
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
+import { makeSqliteRate } from './rate.ts';
 
 /** How long a write waits for another process's write lock before failing. */
 const BUSY_TIMEOUT_MS = 15_000;
@@ -165,7 +166,13 @@ export function openSqliteStore(file: string): Store {
       return { applied, claimed: rows.map(claimedFromRow) };
     });
 
+  const rate = makeSqliteRate(stmt, immediate);
   const store: Store = {
+    takeRateSlot: rate.takeRateSlot,
+    settleRateSlot: rate.settleRateSlot,
+    acquireSendSlot: rate.acquireSendSlot,
+    releaseSendSlot: rate.releaseSendSlot,
+    pauseChannel: rate.pauseChannel,
     dialect: 'sqlite',
     created,
 
@@ -511,6 +518,7 @@ export function openSqliteStore(file: string): Store {
         cycles: cycleRows.map(cycleFromRow),
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
+        pausedChannels: rate.pausedChannels(),
         estimated: false,
       };
       });

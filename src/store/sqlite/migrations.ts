@@ -189,4 +189,29 @@ ALTER TABLE channels ADD COLUMN credentials TEXT;
 ALTER TABLE channels ADD COLUMN attention TEXT;
 `,
   },
+  {
+    version: 7,
+    name: 'rate windows and channel pauses',
+    sql: `
+-- Rate limits (src/ratelimits): one row per sliding window (channel:<id>:posts,
+-- channel:<id>:requests) with the times (epoch ms, ascending, a JSON array) of the
+-- latest sends it counted, at most its limit of them.
+CREATE TABLE rate_windows (
+  key    TEXT PRIMARY KEY,
+  stamps TEXT NOT NULL DEFAULT '[]'
+);
+-- Sends in flight of a channel with a concurrency cap: one row per slot held, by one
+-- send, until it ends or expires_at (a worker that died mid-send).
+CREATE TABLE send_slots (
+  key        TEXT NOT NULL,
+  slot       INTEGER NOT NULL,
+  holder     TEXT NOT NULL UNIQUE,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (key, slot)
+);
+-- A channel the network told to wait (a 429, Retry-After): no send before paused_until.
+ALTER TABLE channels ADD COLUMN paused_until INTEGER;
+ALTER TABLE channels ADD COLUMN pause_reason TEXT;
+`,
+  },
 ];
