@@ -313,6 +313,8 @@ describe('bluesky publisher', () => {
       idempotencyKey: 'worker-rules-key',
       unconfirmed,
       text: 'Through the worker',
+      parts: [{ text: 'Through the worker', images: [] }],
+      publishedParts: [],
       channel: ch,
     });
     const deps = {
