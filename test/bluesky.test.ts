@@ -9,6 +9,7 @@ import { CredentialsRejectedError, PermanentPublishError, RetryablePublishError,
 import { loadPublisherModule } from '../src/publishers/registry.ts';
 import type { Channel, ClaimedPost, OnUnknown } from '../src/types.ts';
 import { publishPost } from '../src/workers/publish-post.ts';
+import { rulesFor } from '../src/content/rules.ts';
 import { APP_PASSWORD, DID, HANDLE, POST, startPds, type Json, type Pds } from './helpers/fake-pds.ts';
 
 /**
@@ -327,6 +328,9 @@ describe('bluesky publisher', () => {
         store.credentials = { ...c };
       },
       setAttention: async () => undefined,
+      contentRules: (c: Channel) => rulesFor(c, null),
+      loadImage: () => Promise.reject(new Error('a text post has no images')),
+      recordPart: () => Promise.reject(new Error('a post of one part records no parts')),
     };
     server.createFaults.push({ kind: 'cut-after-write' });
     const first = await publishPost(post(1, false), deps);

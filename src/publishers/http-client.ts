@@ -44,6 +44,8 @@ export interface HttpRequest {
   readonly signal: AbortSignal;
   /** this channel opted in to private/loopback targets (settings.allow_private_network) */
   readonly allowPrivateNetwork?: boolean;
+  /** the most of the answer's body read (default MAX_BODY_BYTES); the rest is discarded (`truncated`) */
+  readonly maxBodyBytes?: number;
 }
 
 export interface HttpResponse {
@@ -163,6 +165,7 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
       const headers: Record<string, string> = { 'user-agent': 'post-scheduler', ...req.headers };
       if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
 
+      const maxBody = req.maxBodyBytes ?? MAX_BODY_BYTES;
       return new Promise<HttpResponse>((resolve, reject) => {
         let settled = false;
         let sent = false;
@@ -172,9 +175,9 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
           let truncated = false;
           res.on('data', (chunk: Buffer) => {
             if (truncated) return;
-            if (size + chunk.length > MAX_BODY_BYTES) {
-              chunks.push(chunk.subarray(0, MAX_BODY_BYTES - size));
-              size = MAX_BODY_BYTES;
+            if (size + chunk.length > maxBody) {
+              chunks.push(chunk.subarray(0, maxBody - size));
+              size = maxBody;
               truncated = true;
               // the rest is not read: this socket is not reused
               res.destroy();
