@@ -273,6 +273,72 @@ export default {
       assert.deepEqual([post.externalId, post.externalUrl], ['x-0', 'https://net.example/0']);
     });
 
+    it('a thread part that may have been delivered is looked up under the check policy, and not sent again when found', async () => {
+      const { db, env: base } = await fresh();
+      const moduleDir = path.join(db.dir, 'modules');
+      fs.mkdirSync(moduleDir);
+      const calls = path.join(db.dir, 'calls.jsonl');
+      const delivered = path.join(db.dir, 'delivered.jsonl');
+      fs.writeFileSync(
+        path.join(moduleDir, 'checking.mjs'),
+        `
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+class RetryablePublishError extends Error {
+  name = 'RetryablePublishError';
+  constructor(message) { super(message); this.maybeDelivered = true; }
+}
+const log = (what, request) => appendFileSync(${JSON.stringify(calls)}, JSON.stringify({ what, index: request.part.index, key: request.idempotencyKey }) + '\\n');
+const sent = () => existsSync(${JSON.stringify(delivered)}) ? readFileSync(${JSON.stringify(delivered)}, 'utf8').trim().split('\\n').map((l) => JSON.parse(l)) : [];
+export default {
+  threads: true,
+  canLookUp: true,
+  createPublisher() {
+    return {
+      async publish(request) {
+        log('publish', request);
+        const result = { key: request.idempotencyKey, externalId: 'y-' + request.part.index, externalUrl: null };
+        appendFileSync(${JSON.stringify(delivered)}, JSON.stringify(result) + '\\n');
+        // the second part goes out, and its answer is lost
+        if (request.part.index === 1 && sent().filter((r) => r.key === request.idempotencyKey).length === 1) throw new RetryablePublishError('no answer after the request was sent');
+        return { externalId: result.externalId, externalUrl: null };
+      },
+      async lookup(request) {
+        log('lookup', request);
+        const found = sent().find((r) => r.key === request.idempotencyKey);
+        return found === undefined ? null : { externalId: found.externalId, externalUrl: null };
+      },
+      async close() {},
+    };
+  },
+};
+`,
+      );
+      const env = { ...base, MODULE_DIR: moduleDir };
+      ok(await run(['channels', 'add', '--name', 'mod', '--platform', 'module', '--module', path.join(moduleDir, 'checking.mjs'), '--on-unknown', 'check'], env));
+      const r = await run(['schedule', '--channel', 'mod', '--text', 'one', '--reply', 'two', '--reply', 'three'], env);
+      ok(r);
+      const id = Number(r.stdout.trim());
+      let post: Post | null | undefined = null;
+      for (let cycle = 0; cycle < 5; cycle++) {
+        ok(await run(['cron'], env));
+        [post] = await postsOf(db, [id]);
+        if (post?.status === 'published') break;
+      }
+      assert.equal(post?.status, 'published', post?.lastError ?? '');
+      const key = post.idempotencyKey;
+      assert.deepEqual(
+        readLines(calls).map((l) => l as unknown as { what: string; index: number; key: string }).map((c) => [c.what, c.index, c.key]),
+        [
+          ['publish', 0, key],
+          ['publish', 1, `${key}.1`],
+          ['lookup', 1, `${key}.1`],
+          ['publish', 2, `${key}.2`],
+        ],
+      );
+      assert.equal(post.lastError, 'part 2 of 3: no answer after the request was sent');
+      assert.deepEqual(post.publishedParts.map((p) => p.externalId), ['y-0', 'y-1', 'y-2']);
+    });
+
     it('reads image URLs on 127.0.0.1 only when private addresses are allowed; a 404 or a non-image fails the post, a 500 is retried', async () => {
       const server = await imageServer();
       servers.push(server);
