@@ -10,7 +10,7 @@ import type { Channel, PostPart } from '../src/types.ts';
 export function testStoreContent(fresh: () => Promise<{ store: Store; channel: Channel }>): void {
   const ago = (ms: number) => new Date(Date.now() - ms);
   const thread: PostPart[] = [
-    { text: 'first', images: [{ source: '/srv/a.png', alt: 'a cat' }, { source: 'https://example.com/b.jpg', alt: '' }] },
+    { text: 'first', images: [{ source: '/srv/a.png', alt: 'a cat' }, { source: 'https://example.com/b.jpg?x="1"', alt: 'a "quoted" \\ back\\slash, {braces}, ☃ and 🐈' }] },
     { text: 'second', images: [] },
     { text: 'third', images: [{ source: '/srv/c.gif', alt: 'c' }] },
   ];

@@ -188,8 +188,12 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     return { kind: 'retry', ...base, error: `${label}published after the claim was lost`, delayMs: 0, unconfirmed: true };
   };
 
-  for (let index = done.length; index < count; index++) {
+  const firstToSend = done.length;
+  for (let index = firstToSend; index < count; index++) {
     const label = count > 1 ? `part ${index + 1} of ${count}: ` : '';
+    // told to stop between two parts of a thread: the rest waits for the next attempt
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+    if (index > firstToSend && deps.signal.aborted) return { kind: 'released', ...base };
     const request = requestFor(index);
     // An earlier attempt of this part may have been delivered.
     if (mayBeOut && channel.onUnknown !== 'retry') {
