@@ -214,6 +214,39 @@ for (const dialect of DIALECTS) {
       assert.ok(Object.values(counts).every((n) => n === 0), JSON.stringify(counts));
     });
 
+    it('content that got in anyway fails alone when it is due, for good, naming the limit', async () => {
+      const { db, env } = await fresh();
+      const out = path.join(db.dir, 'out.jsonl');
+      ok(await run(['channels', 'add', '--name', 'local', '--platform', 'file', '--path', out], env));
+      ok(await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', 'http://127.0.0.1:9/x', '--secret', 's'], env));
+      const png = path.join(db.dir, 'gone.png');
+      fs.writeFileSync(png, PNG);
+      let r = await run(['schedule', '--channel', 'local', '--text', 'its image will be gone', '--image', png], env);
+      ok(r);
+      const gone = Number(r.stdout.trim());
+      fs.rmSync(png);
+      r = await run(['schedule', '--channel', 'local', '--text', 'fine'], env);
+      ok(r);
+      const fine = Number(r.stdout.trim());
+      // past the CLI: a thread with an image on a text-only channel
+      const store = await openStore(parseDatabaseUrl(db.url));
+      let sneaked: number;
+      try {
+        const hook = await store.findChannel('hook');
+        [sneaked = 0] = await store.schedulePosts([
+          { channelId: hook?.id ?? 0, text: 'a', runAt: new Date(), parts: [{ text: 'a', images: [] }, { text: 'b', images: [] }] },
+        ]);
+      } finally {
+        await store.close();
+      }
+      ok(await run(['cron'], env));
+      const [g, f, s] = await postsOf(db, [gone, fine, sneaked]);
+      assert.deepEqual([g?.status, g?.attempts, g?.lastError], ['failed', 1, `content does not fit channel local: image ${png}: no such file`]);
+      assert.deepEqual([s?.status, s?.attempts, s?.lastError], ['failed', 1, 'content does not fit channel hook: a thread of 2 parts; webhook publishes posts of one part only']);
+      assert.equal(f?.status, 'published');
+      assert.deepEqual(readLines(out).map((l) => l.id), [fine]);
+    });
+
     it('a thread whose second part fails once resumes from it: the first part is never sent twice, every id ends on record', async () => {
       const { db, env: base } = await fresh();
       const moduleDir = path.join(db.dir, 'modules');
