@@ -166,6 +166,10 @@ export interface Post {
   readonly claimToken: number;
   /** attempts made before the latest operator retry (MAX_ATTEMPTS counts from here) */
   readonly attemptsBase: number;
+  /** the content: one part (`text`, no images) or more (always at least one) */
+  readonly parts: readonly PostPart[];
+  /** the parts of a thread already published, in order (empty for a post of one part) */
+  readonly publishedParts: readonly PublishedPart[];
 }
 
 /** A post as a worker holds it after a claim: everything needed to publish it. */
@@ -185,6 +189,13 @@ export interface ClaimedPost {
   readonly unconfirmed: boolean;
   /** null when the content row is missing */
   readonly text: string | null;
+  /** the content's parts (at least one); null when the content row is missing */
+  readonly parts: readonly PostPart[] | null;
+  /**
+   * the parts of a thread already published, in order: the next attempt resumes after
+   * them (empty for a post of one part, and for a thread nothing of which went out)
+   */
+  readonly publishedParts: readonly PublishedPart[];
   /** null when the channel row is missing */
   readonly channel: Channel | null;
 }

@@ -19,6 +19,7 @@ import {
 import { loadPublisherModule } from '../src/publishers/registry.ts';
 import type { Channel, ClaimedPost, OnUnknown } from '../src/types.ts';
 import { publishPost } from '../src/workers/publish-post.ts';
+import { rulesFor } from '../src/content/rules.ts';
 import { APP_PASSWORD, DID, HANDLE, POST, startPds, type Json, type Pds } from './helpers/fake-pds.ts';
 
 /** a 1x1 PNG and a 1x1 GIF: real image bytes */
@@ -334,6 +335,8 @@ describe('bluesky publisher', () => {
       idempotencyKey: 'worker-rules-key',
       unconfirmed,
       text: 'Through the worker',
+      parts: [{ text: 'Through the worker', images: [] }],
+      publishedParts: [],
       channel: ch,
     });
     const deps = {
@@ -346,6 +349,9 @@ describe('bluesky publisher', () => {
         store.credentials = { ...c };
       },
       setAttention: async () => undefined,
+      contentRules: (c: Channel) => rulesFor(c, null),
+      loadImage: () => Promise.reject(new Error('a text post has no images')),
+      recordPart: () => Promise.reject(new Error('a post of one part records no parts')),
     };
     server.createFaults.push({ kind: 'cut-after-write' });
     const first = await publishPost(post(1, false), deps);

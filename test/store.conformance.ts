@@ -8,6 +8,7 @@ import type { Store } from '../src/store/store.ts';
 import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { testRateStore } from './store.conformance.rate.ts';
+import { testStoreContent } from './store.conformance.content.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -599,6 +600,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const plan = await explainDue(db);
       assert.match(plan, /post_schedule_due/, `plan: ${plan}`);
     });
+    testStoreContent(fresh);
   });
   testRateStore(dialect);
 }

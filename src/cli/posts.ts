@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import { describeDue, parseWhen, WhenError } from '../when.ts';
-import { loadPublisherModule } from '../publishers/registry.ts';
-import { loadChannelModule } from '../publishers/module.ts';
+import { contentProblem, type ContentProblem } from '../content/check.ts';
+import { rulesFor } from '../content/rules.ts';
 import type { Store } from '../store/store.ts';
-import type { Channel } from '../types.ts';
+import type { Channel, PostPart } from '../types.ts';
+import { collect, flagOf, partsFromFlags, partsFromThreadFile, type ContentFlags } from './content.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
 
 /** The longest post text, in characters (UTF-16 code units, as JavaScript counts them). */
@@ -110,20 +111,25 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
     .requiredOption('--channel <name>', 'channel to publish to')
     .option('--text <text>', `the post text, at most ${MAX_TEXT} characters; - reads it from standard input`)
     .option('--text-file <path>', 'read the post text from a UTF-8 file (one trailing newline is dropped)')
+    .option('--image <path|url>', 'an image of the post (a file, or an http(s) URL read when it is published); repeatable', collect, [])
+    .option('--alt <text>', 'the alt text of the --image of the same rank (default empty); repeatable', collect, [])
+    .option('--reply <text>', 'a thread: one more part, replying to the one before; repeatable', collect, [])
+    .option('--thread-file <path>', 'a thread from a JSON file: [{"text": "...", "images": [{"source": "...", "alt": "..."}]}, ...]')
     .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time (UTC when it has no zone); a past time is due now')
-    .action(async (flags: { channel: string; text?: string; textFile?: string; at?: string }) => {
+    .action(async (flags: { channel: string; text?: string; textFile?: string; at?: string } & ContentFlags) => {
       const config = configFrom(globals());
       const now = new Date();
       const runAt = when(flags.at, now);
-      const text = await postText(flags);
+      const parts = await postParts(flags);
       await withStore(config, async (store) => {
         const channel = await findChannel(store, flags.channel);
-        const problem = await textProblem(channel, text, config.moduleDir);
-        if (problem !== null) throw new CliError(`--text does not fit channel ${channel.name}: ${problem}`);
-        const [id] = await store.schedulePosts([{ channelId: channel.id, text, runAt }]);
+        const problem = await contentProblemOf(channel, parts, config.moduleDir);
+        if (problem !== null) throw new CliError(`${flagOf(problem.field, flags, problem.message)} does not fit channel ${channel.name}: ${problem.message}`);
+        const [id] = await store.schedulePosts([{ channelId: channel.id, text: parts[0]?.text ?? '', runAt, parts }]);
         // stdout: only the id, for scripts; the human line goes to stderr
         print(String(id));
-        process.stderr.write(`Scheduled post ${id ?? '?'} on ${channel.name} for ${runAt.toISOString()} (${describeDue(runAt, now)})\n`);
+        const what = parts.length > 1 ? `thread of ${parts.length} parts` : 'post';
+        process.stderr.write(`Scheduled ${what} ${id ?? '?'} on ${channel.name} for ${runAt.toISOString()} (${describeDue(runAt, now)})\n`);
       });
     });
 
@@ -204,13 +210,23 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
     });
 }
 
-/** Why a text breaks a channel's limits, or null; a module channel asks its user module (loaded from inside MODULE_DIR only). */
-async function textProblem(channel: Channel, text: string, moduleDir: string | null): Promise<string | null> {
-  if (channel.platform !== 'module') return (await loadPublisherModule(channel.platform))?.checkText(text, channel.settings) ?? null;
+/** Why a post's content breaks a channel's limits, or null; a module channel asks its user module (loaded from inside MODULE_DIR only). */
+async function contentProblemOf(channel: Channel, parts: readonly PostPart[], moduleDir: string | null): Promise<ContentProblem | null> {
+  let rules;
   try {
-    const user = await loadChannelModule(channel.settings, moduleDir);
-    return user.checkText?.(text, channel.settings) ?? null;
+    rules = await rulesFor(channel, moduleDir);
   } catch (e) {
     throw new CliError(`channel ${channel.name}: ${e instanceof Error ? e.message : String(e)}`);
   }
+  return rules === null ? null : contentProblem(rules, parts, channel.settings);
+}
+
+/** The parts of `schedule`: a thread file, or the text with its images and replies. */
+async function postParts(flags: { text?: string; textFile?: string } & ContentFlags): Promise<PostPart[]> {
+  if (flags.threadFile === undefined) return partsFromFlags(await postText(flags), flags, MAX_TEXT);
+  const other = [flags.text !== undefined && '--text', flags.textFile !== undefined && '--text-file', flags.reply.length > 0 && '--reply', flags.image.length > 0 && '--image', flags.alt.length > 0 && '--alt'].find(
+    (f) => f !== false,
+  );
+  if (other !== undefined) throw new CliError(`--thread-file gives the whole content: leave out ${other}`);
+  return partsFromThreadFile(flags.threadFile, MAX_TEXT);
 }

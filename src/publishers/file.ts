@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,11 @@ import { parseWith, PermanentPublishError, type Publisher, type PublisherModule,
  *
  * It can look up what it wrote (each line carries the post's idempotency key), so a
  * new file channel checks before re-sending a post whose outcome is unknown.
+ *
+ * Content: a post may carry images (each line records their file names, types, sizes
+ * and SHA-256, never their bytes) and be a thread: each part is a line of its own, with
+ * its index and count, and the id of the part it replies to. A thread's part has an id,
+ * its idempotency key (a post of one part keeps none, as before).
  *
  * `channels add` stores the path absolute, so a worker in another directory writes the
  * same file. The file is opened with O_NOFOLLOW: a symlink at the path (which could
@@ -30,6 +36,8 @@ export const filePublisher: PublisherModule = {
   parseSettings,
   redactSettings: (settings) => settings,
   checkText: () => null,
+  media: { maxImages: 10, maxBytes: 10 * 1024 * 1024, maxAltLength: 1500, types: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'] },
+  threads: true,
   canLookUp: true,
   defaultOnUnknown: 'check',
   createPublisher(): Publisher {
@@ -45,6 +53,18 @@ export const filePublisher: PublisherModule = {
           attempt: request.attempt,
           idempotency_key: request.idempotencyKey,
           published_at: new Date().toISOString(),
+          ...(request.part.count > 1 ? { part: request.part.index + 1, parts: request.part.count, reply_to: request.replyTo?.parent.externalId ?? null } : {}),
+          ...(request.images.length > 0
+            ? {
+                images: request.images.map((i) => ({
+                  filename: i.filename,
+                  type: i.mimeType,
+                  bytes: i.bytes.length,
+                  sha256: createHash('sha256').update(i.bytes).digest('hex'),
+                  alt: i.alt,
+                })),
+              }
+            : {}),
         });
         let appender = appenders.get(file);
         if (appender === undefined) {
@@ -59,11 +79,11 @@ export const filePublisher: PublisherModule = {
           }
           throw e;
         }
-        return { externalId: null, externalUrl: null };
+        return partResult(request);
       },
       async lookup(request: PublishRequest) {
         const { path: file } = parseSettings(request.channel.settings);
-        return (await fileHasKey(file, request.idempotencyKey)) ? { externalId: null, externalUrl: null } : null;
+        return (await fileHasKey(file, request.idempotencyKey)) ? partResult(request) : null;
       },
       async close() {
         const all = [...appenders.values()];
@@ -73,6 +93,11 @@ export const filePublisher: PublisherModule = {
     };
   },
 };
+
+/** What a written part is: a thread's part is known by its idempotency key. */
+function partResult(request: PublishRequest): { externalId: string | null; externalUrl: null } {
+  return { externalId: request.part.count > 1 ? request.idempotencyKey : null, externalUrl: null };
+}
 
 /** Whether a line of `file` carries this idempotency key (a missing file has none). */
 async function fileHasKey(file: string, key: string): Promise<boolean> {

@@ -10,6 +10,7 @@ import {
   RetryablePublishError,
   SettingsError,
   type Publisher,
+  type MediaLimits,
   type PublisherModule,
   type PublisherOptions,
   type PublishRequest,
@@ -20,7 +21,10 @@ import {
  * `module`: the channel's posts go through a user's own ES module, which implements the
  * Publisher interface: its default export (or its export `publisher`) is an object with
  * `createPublisher(options)` returning `{ publish(request), lookup?(request), close() }`,
- * and optionally `checkText(text, settings)`, `canLookUp` and `defaultOnUnknown`.
+ * and optionally `checkText(text, settings)`, `canLookUp`, `defaultOnUnknown`, and what
+ * content it takes: `media` ({maxImages, maxBytes, maxAltLength, types}: it gets each
+ * part's images, read, as `request.images`) and `threads` (true: it gets the parts of a
+ * thread one by one, with `request.part` and `request.replyTo`).
  *
  * Loading code is a privilege. The operator names a folder (MODULE_DIR); `channels add
  * --module FILE` resolves FILE with realpath (symlinks followed) and refuses it unless it
@@ -37,7 +41,20 @@ export interface UserModule {
   checkText?(text: string, settings: Record<string, unknown>): string | null;
   readonly canLookUp?: boolean;
   readonly defaultOnUnknown?: OnUnknown;
+  /** the images one part may carry; absent or null: text only */
+  readonly media?: MediaLimits | null;
+  /** whether it publishes threads */
+  readonly threads?: boolean;
 }
+
+const mediaSchema = v.nullish(
+  v.object({
+    maxImages: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    maxBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    maxAltLength: v.pipe(v.number(), v.integer(), v.minValue(0)),
+    types: v.pipe(v.array(v.picklist(['image/jpeg', 'image/png', 'image/gif', 'image/webp'])), v.minLength(1)),
+  }),
+);
 
 const settingsSchema = v.object(
   {
@@ -97,6 +114,10 @@ export async function importUserModule(file: string): Promise<UserModule> {
   if (typeof m['createPublisher'] !== 'function') throw new Error(`module ${file}: its publisher has no createPublisher(options)`);
   if (m['checkText'] !== undefined && typeof m['checkText'] !== 'function') throw new Error(`module ${file}: checkText must be a function`);
   if (m['canLookUp'] !== undefined && typeof m['canLookUp'] !== 'boolean') throw new Error(`module ${file}: canLookUp must be true or false`);
+  if (!v.is(mediaSchema, m['media'])) {
+    throw new Error(`module ${file}: media must be {maxImages, maxBytes, maxAltLength, types: image/jpeg, image/png, image/gif or image/webp}`);
+  }
+  if (m['threads'] !== undefined && typeof m['threads'] !== 'boolean') throw new Error(`module ${file}: threads must be true or false`);
   const policy = m['defaultOnUnknown'];
   if (policy !== undefined && !(ON_UNKNOWN as readonly unknown[]).includes(policy)) {
     throw new Error(`module ${file}: defaultOnUnknown must be one of ${ON_UNKNOWN.join(', ')}`);

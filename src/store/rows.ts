@@ -2,7 +2,7 @@
    the drivers return ids and counts as numbers or as strings (int8) depending on the
    dialect and its settings; Number() makes them numbers whatever the row type says */
 import { TRANSITIONS } from '../states.ts';
-import { ON_UNKNOWN, type Channel, type ClaimedPost, type CycleRecord, type CycleState, type OnUnknown, type Post, type PostStatus } from '../types.ts';
+import { ON_UNKNOWN, type Channel, type ClaimedPost, type CycleRecord, type CycleState, type OnUnknown, type Post, type PostPart, type PostStatus, type PublishedPart } from '../types.ts';
 
 /** Row shapes shared by the dialects, and their mapping to domain objects. */
 
@@ -28,6 +28,49 @@ export function parseSettings(value: unknown): Record<string, unknown> {
   } catch {
     return {};
   }
+}
+
+/** A JSON column as the driver hands it: text (SQLite) or already parsed (PostgreSQL jsonb). */
+function json(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A post's parts from its content row: `parts` when the content is more than one text,
+ * else one part of `text` without images. Written only by schedulePosts, so its shape is
+ * trusted past a check that it is a non-empty array.
+ */
+export function partsFrom(text: string, parts: unknown): PostPart[] {
+  const parsed = json(parts);
+  if (Array.isArray(parsed) && parsed.length > 0) return parsed as PostPart[];
+  return [{ text, images: [] }];
+}
+
+/** What schedulePosts stores in `post_details.parts`: null for one part without images. */
+export function partsColumn(post: { readonly text: string; readonly parts?: readonly PostPart[] }): string | null {
+  const parts = post.parts;
+  if (parts === undefined || parts.length === 0) return null;
+  if (parts.length === 1 && parts[0]?.images.length === 0 && parts[0].text === post.text) return null;
+  return JSON.stringify(parts.map((p) => ({ text: p.text, images: p.images.map((i) => ({ source: i.source, alt: i.alt })) })));
+}
+
+export function publishedPartsFrom(value: unknown): PublishedPart[] {
+  const parsed = json(value);
+  return Array.isArray(parsed) ? (parsed as PublishedPart[]) : [];
+}
+
+/** One published part as recorded (replyRef only when there is one). */
+export function publishedPartColumn(part: PublishedPart): string {
+  return JSON.stringify({
+    externalId: part.externalId,
+    externalUrl: part.externalUrl,
+    ...(part.replyRef === undefined ? {} : { replyRef: part.replyRef }),
+  });
 }
 
 export interface ChannelRow {
@@ -83,6 +126,8 @@ export interface PostRow {
   scheduled_at: TimeValue;
   claim_token: number;
   attempts_base: number;
+  parts: unknown;
+  published_parts: unknown;
 }
 
 export function postFromRow(row: PostRow): Post {
@@ -106,6 +151,8 @@ export function postFromRow(row: PostRow): Post {
     scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
     claimToken: Number(row.claim_token),
     attemptsBase: Number(row.attempts_base),
+    parts: partsFrom(row.text ?? '', row.parts),
+    publishedParts: publishedPartsFrom(row.published_parts),
   };
 }
 
@@ -120,6 +167,8 @@ export interface ClaimRow {
   idempotency_key: string;
   unconfirmed: number | boolean;
   text: string | null;
+  parts: unknown;
+  published_parts: unknown;
   ch_id: number | null;
   ch_name: string | null;
   ch_platform: string | null;
@@ -142,6 +191,8 @@ export function claimedFromRow(row: ClaimRow): ClaimedPost {
     idempotencyKey: row.idempotency_key,
     unconfirmed: truthy(row.unconfirmed),
     text: row.text,
+    parts: row.text === null ? null : partsFrom(row.text, row.parts),
+    publishedParts: publishedPartsFrom(row.published_parts),
     channel:
       row.ch_id === null || row.ch_name === null || row.ch_platform === null
         ? null
@@ -199,7 +250,7 @@ export function cycleFromRow(row: CycleRow): CycleRecord {
  * post_details as d, channels as ch).
  */
 export const CLAIM_COLUMNS = `
-  s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
+  s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed, s.published_parts,
   ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
   ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.credentials AS ch_credentials, ch.attention AS ch_attention, ch.created_at AS ch_created_at`;
 

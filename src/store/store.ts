@@ -10,6 +10,7 @@ import type {
   Outcome,
   Post,
   PostStatus,
+  PublishedPart,
   RecoveredPost,
   StatusReport,
   WorkerRun,
@@ -79,6 +80,14 @@ export interface Store {
    * pending is not claimed again by the same call.
    */
   exchange(workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim?: ClaimOptions): Promise<Exchange>;
+  /**
+   * recordPart: one part of a thread went out; its external id is put on record at once,
+   * before the next part is sent. Fenced like an outcome (still processing under this
+   * worker and claim token), and applied only when `index` is the number of parts
+   * already recorded: a part is appended, never rewritten. False when not applied.
+   * Not a transition: the post stays processing.
+   */
+  recordPart(workerId: string, postId: number, token: number, index: number, part: PublishedPart): Promise<boolean>;
   /**
    * recover / recoverUnknown: a post whose lease expired may have been sent. It goes
    * back to pending, unconfirmed, when its channel's policy is retry or check and it had

@@ -8,6 +8,7 @@ import { makeVault } from '../credentials/vault.ts';
 import { OUTCOME_STATUS } from '../store/rows.ts';
 import type { Store } from '../store/store.ts';
 import type { ClaimedPost, HeldPost, Outcome } from '../types.ts';
+import { workerContent } from './content.ts';
 import { publishPost } from './publish-post.ts';
 import { makeRateGate, RATE_WAIT_MS } from '../ratelimits/gate.ts';
 import { effectiveLimits } from '../ratelimits/limits.ts';
@@ -116,13 +117,16 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
 
   const modules = new Map<string, Promise<PublisherModule | null>>();
   const publishers = new Map<string, Publisher>();
-  const publisherFor = async (platform: string): Promise<Publisher | null> => {
+  const moduleFor = (platform: string): Promise<PublisherModule | null> => {
     let mod = modules.get(platform);
     if (mod === undefined) {
       mod = (options.loadPublisherModule ?? loadPublisherModule)(platform);
       modules.set(platform, mod);
     }
-    const loaded = await mod;
+    return mod;
+  };
+  const publisherFor = async (platform: string): Promise<Publisher | null> => {
+    const loaded = await moduleFor(platform);
     if (loaded === null) return null;
     let publisher = publishers.get(platform);
     if (publisher === undefined) {
@@ -144,6 +148,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     if (!(await store.saveCredentials(channelId, sealed, previous))) log.warn(`Channel ${channelId}: refreshed credentials not stored, they changed meanwhile`);
   };
   const setAttention = (channelId: number, reason: string | null) => store.setAttention(channelId, reason);
+  // what each channel takes, its images, and each published part of a thread on record
+  const content = workerContent(config, workerId, store, moduleFor);
 
   // One slot of the channel's rate windows per send, waited for up to RATE_WAIT_MS.
   const rateGate = makeRateGate({
@@ -162,7 +168,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let oldestQueuedAt = 0;
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate }).then((outcome) => {
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, ...content.deps(inFlightAbort.signal) }).then((outcome) => {
       inFlight--;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);
@@ -367,6 +373,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     options.stop?.removeEventListener('abort', onStop);
     options.abort?.removeEventListener('abort', onAbort);
     await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));
+    await content.close();
   }
 
   const dbError = error;

@@ -6,11 +6,14 @@ import {
   PermanentPublishError,
   RetryablePublishError,
   SettingsError,
+  type LoadedImage,
+  type MediaLimits,
   type Publisher,
   type PublishRequest,
 } from '../publishers/publisher.ts';
 import type { RateGate } from '../ratelimits/gate.ts';
-import type { ClaimedPost, Outcome } from '../types.ts';
+import { contentProblem, type ContentRules } from '../content/check.ts';
+import type { Channel, ClaimedPost, Outcome, PostImage, PublishedPart } from '../types.ts';
 
 /** The longest a server's Retry-After is honoured. */
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
@@ -43,6 +46,12 @@ export interface PublishDeps {
   setAttention(channelId: number, reason: string | null): Promise<void>;
   /** the channels' rate limits, shared by every worker (src/ratelimits); absent: sends are not limited */
   readonly rateGate?: RateGate;
+  /** what the channel takes (content/rules.ts); null for a platform nobody knows */
+  contentRules(channel: Channel): Promise<ContentRules | null>;
+  /** reads one image of a part about to be sent (content/images.ts) */
+  loadImage(image: PostImage, limits: MediaLimits, channel: Channel): Promise<LoadedImage>;
+  /** puts one published part of a thread on record (fenced: false when the claim is no longer ours) */
+  recordPart(postId: number, token: number, index: number, part: PublishedPart): Promise<boolean>;
 }
 
 /** A post whose channel's credentials were refused waits at least this long before it is tried again. */
@@ -101,9 +110,16 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     return { kind: 'retry', ...base, error: reason, delayMs: CREDENTIALS_RETRY_MS, unconfirmed: mayBeOut, uncounted: true };
   };
 
+  /** A rate limit (ours or the network's) delays the post: it waits without using up an attempt. */
+  const rateDelayed = (reason: string, delayMs: number): Outcome => {
+    log.info(`Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
+    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
+  };
+
   if (channel === null) return fail('its channel no longer exists');
   if (!channel.enabled) return fail(`channel ${channel.name} is disabled`);
-  if (post.text === null) return fail('its content (post_details row) is missing');
+  if (post.text === null || post.parts === null) return fail('its content (post_details row) is missing');
+  const parts = post.parts;
   let publisher: Publisher | null;
   try {
     publisher = await deps.publisherFor(channel.platform);
@@ -111,6 +127,21 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     return retryOrGiveUp(`cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null, false);
   }
   if (publisher === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
+
+  // Content that breaks the channel's limits fails alone, for good (it should have been
+  // refused when it was scheduled).
+  let rules: ContentRules | null;
+  try {
+    rules = await deps.contentRules(channel);
+  } catch (e) {
+    if (e instanceof SettingsError || e instanceof PermanentPublishError) return fail(`channel ${channel.name}: ${e.message}`);
+    return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, null, false);
+  }
+  if (rules === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
+  const problem = await contentProblem(rules, parts, channel.settings);
+  if (problem !== null) return fail(`content does not fit channel ${channel.name}: ${problem.message}`);
+  const media = rules.media;
+
   // stopped before anything was sent: handed back, attempt not counted
   if (deps.signal.aborted) return { kind: 'released', ...base };
 
@@ -123,78 +154,142 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       return waitForOperator(`channel ${channel.name}: ${errorMessage(e)}`);
     }
   }
-  const request: PublishRequest = {
-    postId: post.id,
-    attempt: post.attempt,
-    text: post.text,
-    // the time it was scheduled for: what the platform is told, whatever retries did to run_at
-    runAt: post.scheduledAt,
-    idempotencyKey: post.idempotencyKey,
-    images: [],
-    part: { index: 0, count: 1 },
-    replyTo: null,
-    channel,
-    credentials,
-    saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh, channel.credentials),
-    signal: deps.signal,
+
+  // A thread resumes after the parts already on record; each part replies to the one before.
+  const count = parts.length;
+  const done: PublishedPart[] = post.publishedParts.slice(0, count);
+  /** the request of part `index` (its images are loaded just before it is sent) */
+  const requestFor = (index: number): PublishRequest => {
+    const root = done[0];
+    const parent = done[index - 1];
+    return {
+      postId: post.id,
+      attempt: post.attempt,
+      text: parts[index]?.text ?? '',
+      // the time it was scheduled for: what the platform is told, whatever retries did to run_at
+      runAt: post.scheduledAt,
+      idempotencyKey: index === 0 ? post.idempotencyKey : `${post.idempotencyKey}.${index}`,
+      images: [],
+      part: { index, count },
+      replyTo: index === 0 || root === undefined || parent === undefined ? null : { root, parent },
+      channel,
+      credentials,
+      saveCredentials: (fresh) => deps.saveCredentials(channel.id, fresh, channel.credentials),
+      signal: deps.signal,
+    };
+  };
+  /**
+   * Puts a part that went out on record before the next one is sent (a thread only);
+   * an outcome when the thread must stop, else null.
+   */
+  const keep = async (index: number, result: PublishedPart, label: string): Promise<Outcome | null> => {
+    done.push(result);
+    if (count === 1) return null;
+    let kept: boolean;
+    try {
+      kept = await deps.recordPart(post.id, post.token, index, result);
+    } catch (e) {
+      // out but not on record: the next attempt treats it as maybe delivered
+      return retryOrGiveUp(`${label}published, but recording it failed: ${errorMessage(e)}`, null, true);
+    }
+    if (kept) return null;
+    log.warn(`Post ${post.id}: ${label}published, but the claim is no longer this worker's: the rest is not sent`);
+    return { kind: 'retry', ...base, error: `${label}published after the claim was lost`, delayMs: 0, unconfirmed: true };
   };
 
-  // An earlier attempt may have been delivered.
-  if (mayBeOut && channel.onUnknown !== 'retry') {
-    if (channel.onUnknown === 'hold' || publisher.lookup === undefined) {
-      return holdUnknown(`an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`);
-    }
-    try {
-      const found = await publisher.lookup(request);
-      if (found !== null) {
-        log.info(`Post ${post.id} was already published (found by lookup on ${channel.name}); not sent again`);
-        return { kind: 'published', ...base, externalId: found.externalId, externalUrl: found.externalUrl };
+  const firstToSend = done.length;
+  for (let index = firstToSend; index < count; index++) {
+    const label = count > 1 ? `part ${index + 1} of ${count}: ` : '';
+    // told to stop between two parts of a thread: the rest waits for the next attempt
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+    if (index > firstToSend && deps.signal.aborted) return { kind: 'released', ...base };
+    const request = requestFor(index);
+    // An earlier attempt of this part may have been delivered.
+    if (mayBeOut && channel.onUnknown !== 'retry') {
+      if (channel.onUnknown === 'hold' || publisher.lookup === undefined) {
+        return holdUnknown(`${label}an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`);
+      }
+      let found: PublishedPart | null;
+      try {
+        found = await publisher.lookup(request);
+      } catch (e) {
+        return retryOrGiveUp(`${label}looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false);
       }
       mayBeOut = false;
-    } catch (e) {
-      return retryOrGiveUp(`looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false);
+      if (found !== null) {
+        log.info(`Post ${post.id} ${label}was already published (found by lookup on ${channel.name}); not sent again`);
+        const stop = await keep(index, found, label);
+        if (stop !== null) return stop;
+        continue;
+      }
+      // the signal may abort during the lookup, which the type checker cannot see
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+      if (deps.signal.aborted) return { kind: 'released', ...base };
     }
-    // the signal may abort during the lookup, which the type checker cannot see
+
+    let images: LoadedImage[] = [];
+    const wanted = parts[index]?.images ?? [];
+    if (wanted.length > 0 && media !== null) {
+      try {
+        images = await Promise.all(wanted.map((image) => deps.loadImage(image, media, channel)));
+      } catch (e) {
+        // nothing of this part was sent
+        if (e instanceof PermanentPublishError) return fail(`${label}${e.message}`);
+        return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false);
+      }
+    }
+
+    // ---- rate limits (src/ratelimits): one slot per send; a delay keeps the attempt ----
+    let slot;
+    try {
+      slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}.${index}`, deps.signal);
+    } catch (e) {
+      return retryOrGiveUp(`${label}taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
+    }
+    if (slot?.kind === 'invalid') return fail(slot.reason);
+    // the signal may abort during the wait, which the type checker cannot see
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-    if (deps.signal.aborted) return { kind: 'released', ...base };
-  }
+    if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(label + slot.reason, slot.waitMs);
+    const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
+    // ---- end rate limits ----
 
-  // ---- rate limits (src/ratelimits): one slot per send; a delay keeps the attempt ----
-  const rateDelayed = (reason: string, delayMs: number): Outcome => {
-    log.info(`Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
-    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
-  };
-  let slot;
-  try {
-    slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}`, deps.signal);
-  } catch (e) {
-    return retryOrGiveUp(`taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
+    let result: PublishedPart;
+    try {
+      result = await sendPart(publisher, { ...request, images }).finally(settle);
+    } catch (e) {
+      return sendFailed(e, label);
+    }
+    const stop = await keep(index, result, label);
+    if (stop !== null) return stop;
   }
-  if (slot?.kind === 'invalid') return fail(slot.reason);
-  // the signal may abort during the wait, which the type checker cannot see
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-  if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(slot.reason, slot.waitMs);
-  const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
-  // ---- end rate limits ----
+  if (channel.attention !== null) await deps.setAttention(channel.id, null).catch(() => undefined);
+  // a thread's address is its first part's
+  const first = done[0];
+  return { kind: 'published', ...base, externalId: first?.externalId ?? null, externalUrl: first?.externalUrl ?? null };
 
-  try {
-    const result = await publisher.publish(request).finally(settle);
-    if (channel.attention !== null) await deps.setAttention(channel.id, null).catch(() => undefined);
-    return { kind: 'published', ...base, externalId: result.externalId, externalUrl: result.externalUrl };
-  } catch (e) {
-    if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(e.message);
-    if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: credentials rejected: ${e.message}`);
+  /** What a failed send of a part leads to (`label` names the part of a thread). */
+  function sendFailed(e: unknown, label: string): Outcome | Promise<Outcome> {
+    if (channel === null) return fail('its channel no longer exists');
+    if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(label + e.message);
+    if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: ${label}credentials rejected: ${e.message}`);
     if (e instanceof RetryablePublishError && e.rateLimited) {
       // the network's own limit: every worker pauses the channel until the time it gave
-      // (the usual backoff when it gave none)
+      // (the usual backoff when it gave none); the post waits without using an attempt
       const pauseMs = Math.min(e.retryAfterMs ?? backoffDelay(used, config.retryBaseMs, config.retryMaxMs), MAX_RETRY_AFTER_MS);
-      await deps.rateGate?.pause(channel, pauseMs, e.message).catch((err: unknown) => log.warn(`Pausing channel ${channel.name} failed: ${errorMessage(err)}`));
-      return rateDelayed(e.message, pauseMs);
+      const named = channel;
+      return (deps.rateGate?.pause(named, pauseMs, e.message) ?? Promise.resolve())
+        .catch((err: unknown) => log.warn(`Pausing channel ${named.name} failed: ${errorMessage(err)}`))
+        .then(() => rateDelayed(label + e.message, pauseMs));
     }
     // a publisher's unexpected error may come after it sent: treated as maybe delivered
     const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
-    const reason = e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`;
+    const reason = label + (e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`);
     if (maybeDelivered && channel.onUnknown === 'hold') return holdUnknown(reason);
     return retryOrGiveUp(reason, e instanceof RetryablePublishError ? e.retryAfterMs : null, maybeDelivered);
   }
+}
+
+/** Sends one part of a post: the one call to the platform. */
+function sendPart(publisher: Publisher, request: PublishRequest): Promise<PublishedPart> {
+  return publisher.publish(request);
 }

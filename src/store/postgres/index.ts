@@ -10,7 +10,9 @@ import {
   cycleFromRow,
   cyclesQuery,
   OUTCOME_STATUS,
+  partsColumn,
   postFromRow,
+  publishedPartColumn,
   type ChannelRow,
   type ClaimRow,
   type CycleRow,
@@ -211,14 +213,15 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         FROM due
        WHERE s.id = due.id
       RETURNING s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
-                s.post_detail_id, s.channel_id
+                s.published_parts, s.post_detail_id, s.channel_id
     )
     SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
       FROM (SELECT 1) AS one
       LEFT JOIN (
         SELECT ${CLAIM_COLUMNS},
                -- a lookup by primary key per claimed row, never a scan of all content
-               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text
+               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
+               (SELECT d.parts FROM post_details d WHERE d.id = s.post_detail_id) AS parts
           FROM claimed s
           LEFT JOIN channels ch ON ch.id = s.channel_id
       ) AS c ON true
@@ -425,10 +428,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       // paired by ordinality so ids come back in input order.
       const rows = await q<{ id: number }>(
         `WITH input AS (
-           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[])
-                    WITH ORDINALITY AS t(text, channel_id, run_at, idempotency_key, n)
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::jsonb[])
+                    WITH ORDINALITY AS t(text, channel_id, run_at, idempotency_key, parts, n)
          ), details AS (
-           INSERT INTO post_details (text) SELECT text FROM input ORDER BY n RETURNING id
+           INSERT INTO post_details (text, parts) SELECT text, parts FROM input ORDER BY n RETURNING id
          ), numbered AS (
            SELECT id, row_number() OVER (ORDER BY id) AS n FROM details
          )
@@ -442,6 +445,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
           posts.map((p) => p.channelId),
           posts.map((p) => p.runAt.toISOString()),
           posts.map(() => randomUUID()),
+          posts.map((p) => partsColumn(p)),
         ],
       );
       return rows.map((r) => r.id).sort((a, b) => a - b);
@@ -449,7 +453,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
 
     async getPost(id: number) {
       const [row] = await q<PostRow>(
-        'SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = $1',
+        'SELECT s.*, d.text, d.parts FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = $1',
         [id],
       );
       return row === undefined ? null : postFromRow(row);
@@ -480,6 +484,16 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         [workerId, held.map((h) => h.postId), held.map((h) => h.token), leaseMs],
       );
       return rows.map((r) => r.id);
+    },
+
+    async recordPart(workerId, postId, token, index, part) {
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule SET published_parts = published_parts || jsonb_build_array($5::text::jsonb), updated_at = now()
+          WHERE id = $1 AND status = 'processing' AND worker_id = $2 AND claim_token = $3 AND jsonb_array_length(published_parts) = $4
+         RETURNING id`,
+        [postId, workerId, token, index, publishedPartColumn(part)],
+      );
+      return rows.length > 0;
     },
 
     async reconcile(workerId, ids) {

@@ -214,4 +214,18 @@ END
 $fn$;
 `,
   },
+  {
+    version: 7,
+    name: 'post content parts',
+    sql: `
+-- The whole content when it is more than one text: images, or a thread (an array of
+-- {text, images: [{source, alt}]}); NULL for a post of one part without images, whose
+-- content is \`text\` (which always holds the first part's text).
+ALTER TABLE post_details ADD COLUMN parts jsonb;
+-- The parts of a thread already published, in order (an array of {externalId,
+-- externalUrl, replyRef?}): a retry resumes after them and never sends one again.
+-- A constant default: no rewrite of the table.
+ALTER TABLE post_schedule ADD COLUMN published_parts jsonb NOT NULL DEFAULT '[]'::jsonb;
+`,
+  },
 ];

@@ -8,7 +8,9 @@ import {
   CLAIM_COLUMNS,
   cycleFromRow,
   cyclesQuery,
+  partsColumn,
   postFromRow,
+  publishedPartColumn,
   type ChannelRow,
   type ClaimRow,
   type CycleRow,
@@ -120,7 +122,7 @@ export function openSqliteStore(file: string): Store {
     dueCount: "SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?",
     // the claimed posts with content and channel; ids as one JSON array, so that one
     // prepared statement serves every batch size
-    claimed: `SELECT ${CLAIM_COLUMNS}, d.text
+    claimed: `SELECT ${CLAIM_COLUMNS}, d.text, d.parts
                 FROM post_schedule s
                 LEFT JOIN post_details d ON d.id = s.post_detail_id
                 LEFT JOIN channels ch ON ch.id = s.channel_id
@@ -270,7 +272,7 @@ export function openSqliteStore(file: string): Store {
 
     async schedulePosts(posts: readonly NewPost[]) {
       const { randomUUID } = await import('node:crypto');
-      const insertDetail = db.prepare('INSERT INTO post_details (text, created_at) VALUES (?, ?)');
+      const insertDetail = db.prepare('INSERT INTO post_details (text, parts, created_at) VALUES (?, ?, ?)');
       const insertSchedule = db.prepare(
         `INSERT INTO post_schedule (post_detail_id, channel_id, run_at, scheduled_at, status, idempotency_key, created_at, updated_at)
          VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)`,
@@ -278,7 +280,7 @@ export function openSqliteStore(file: string): Store {
       return immediate(() => {
         const now = Date.now();
         return posts.map((p) => {
-          const detailId = insertDetail.run(p.text, now).lastInsertRowid;
+          const detailId = insertDetail.run(p.text, partsColumn(p), now).lastInsertRowid;
           const at = p.runAt.getTime();
           return Number(insertSchedule.run(detailId, p.channelId, at, at, randomUUID(), now, now).lastInsertRowid);
         });
@@ -287,7 +289,7 @@ export function openSqliteStore(file: string): Store {
 
     async getPost(id: number) {
       const row = (await read(() =>
-        stmt('SELECT s.*, d.text FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?').get(id),
+        stmt('SELECT s.*, d.text, d.parts FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?').get(id),
       )) as PostRow | undefined;
       return row === undefined ? null : postFromRow(row);
     },
@@ -318,6 +320,16 @@ export function openSqliteStore(file: string): Store {
         );
         return held.filter((h) => renew.run(now + leaseMs, h.postId, workerId, h.token).changes > 0).map((h) => h.postId);
       });
+    },
+
+    async recordPart(workerId, postId, token, index, part) {
+      return immediate(
+        () =>
+          stmt(
+            `UPDATE post_schedule SET published_parts = json_insert(published_parts, '$[#]', json(?)), updated_at = ?
+              WHERE id = ? AND ${fence} AND json_array_length(published_parts) = ?`,
+          ).run(publishedPartColumn(part), Date.now(), postId, workerId, token, index).changes > 0,
+      );
     },
 
     async reconcile(workerId, ids) {

@@ -214,4 +214,17 @@ ALTER TABLE channels ADD COLUMN paused_until INTEGER;
 ALTER TABLE channels ADD COLUMN pause_reason TEXT;
 `,
   },
+  {
+    version: 8,
+    name: 'post content parts',
+    sql: `
+-- The whole content when it is more than one text: images, or a thread (a JSON array of
+-- {text, images: [{source, alt}]}); NULL for a post of one part without images, whose
+-- content is \`text\` (which always holds the first part's text).
+ALTER TABLE post_details ADD COLUMN parts TEXT;
+-- The parts of a thread already published, in order (a JSON array of {externalId,
+-- externalUrl, replyRef?}): a retry resumes after them and never sends one again.
+ALTER TABLE post_schedule ADD COLUMN published_parts TEXT NOT NULL DEFAULT '[]';
+`,
+  },
 ];

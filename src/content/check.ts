@@ -1,0 +1,92 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { MediaLimits } from '../publishers/publisher.ts';
+import type { PostPart } from '../types.ts';
+import { imageBytesProblem, imageName, isUrlSource, sniffImageType, SNIFF_BYTES, tooLarge } from './images.ts';
+
+/**
+ * What a channel takes: its platform's text check, the images one part may carry (null:
+ * text only) and whether it publishes threads. From the platform's publisher module, or,
+ * for a `module` channel, from the user's module (see content/rules.ts).
+ */
+export interface ContentRules {
+  readonly platform: string;
+  checkText(text: string, settings: Record<string, unknown>): string | null;
+  readonly media: MediaLimits | null;
+  readonly threads: boolean;
+}
+
+/** Which part of the content a problem is in: the CLI names the flag from it. */
+export type ContentField = 'text' | 'parts' | 'images' | 'alt';
+
+export interface ContentProblem {
+  readonly field: ContentField;
+  /** one line naming the part, the image and the limit */
+  readonly message: string;
+}
+
+/**
+ * Why a post's content breaks its channel's limits, or null: each part's text, a thread
+ * on a platform without threads, images on one without media, too many images, alt text
+ * too long, a source that is neither an absolute file path nor an http(s) URL, a file
+ * that is missing, too large or not an image (stat and first bytes; a URL is read only
+ * when the part is sent). Checked when scheduling and again before sending.
+ */
+export async function contentProblem(rules: ContentRules, parts: readonly PostPart[], settings: Record<string, unknown>): Promise<ContentProblem | null> {
+  const count = parts.length;
+  if (count === 0) return { field: 'text', message: 'the post has no content' };
+  if (count > 1 && !rules.threads) {
+    return { field: 'parts', message: `a thread of ${count} parts; ${rules.platform} publishes posts of one part only` };
+  }
+  for (const [index, part] of parts.entries()) {
+    const prefix = count > 1 ? `part ${index + 1} of ${count}: ` : '';
+    const problem = await partProblem(rules, part, settings);
+    if (problem !== null) return { field: problem.field, message: prefix + problem.message };
+  }
+  return null;
+}
+
+async function partProblem(rules: ContentRules, part: PostPart, settings: Record<string, unknown>): Promise<ContentProblem | null> {
+  const text = rules.checkText(part.text, settings);
+  if (text !== null) return { field: 'text', message: text };
+  if (part.images.length === 0) return null;
+  const media = rules.media;
+  if (media === null) return { field: 'images', message: `${rules.platform} takes text only, no images` };
+  if (part.images.length > media.maxImages) return { field: 'images', message: `${part.images.length} images; ${rules.platform} takes at most ${media.maxImages}` };
+  for (const [i, image] of part.images.entries()) {
+    const name = imageName(image.source);
+    if (image.alt.length > media.maxAltLength) {
+      return { field: 'alt', message: `the alt text of image ${i + 1} (${name}) is ${image.alt.length} characters; ${rules.platform} takes at most ${media.maxAltLength}` };
+    }
+    const problem = await sourceProblem(image.source, name, media, rules.platform);
+    if (problem !== null) return { field: 'images', message: problem };
+  }
+  return null;
+}
+
+/** Why an image's source cannot be read as an image (URLs: only their form), or null. */
+async function sourceProblem(source: string, name: string, media: MediaLimits, platform: string): Promise<string | null> {
+  if (isUrlSource(source)) {
+    if (!URL.canParse(source)) return `image ${name}: not a URL`;
+    const protocol = new URL(source).protocol;
+    return protocol === 'http:' || protocol === 'https:' ? null : `image ${name}: only a file path or an http(s) URL (not ${protocol})`;
+  }
+  if (!path.isAbsolute(source)) return `image ${name}: not an absolute path`;
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(source, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? `image ${name}: no such file` : `image ${name}: cannot read it (${code ?? String(e)})`;
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) return `image ${name}: not a file`;
+    if (stat.size > media.maxBytes) return tooLarge(name, `${stat.size} bytes`, media);
+    const head = Buffer.alloc(SNIFF_BYTES);
+    const { bytesRead } = await handle.read(head, 0, SNIFF_BYTES, 0);
+    return imageBytesProblem(name, sniffImageType(head.subarray(0, bytesRead)), media, platform);
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+import type { Store } from '../src/store/store.ts';
+import type { Channel, PostPart } from '../src/types.ts';
+
+/**
+ * The conformance tests of post content (images, threads): called by testStore
+ * (test/store.conformance.ts), so every dialect runs them on a real database.
+ */
+export function testStoreContent(fresh: () => Promise<{ store: Store; channel: Channel }>): void {
+  const ago = (ms: number) => new Date(Date.now() - ms);
+  const thread: PostPart[] = [
+    { text: 'first', images: [{ source: '/srv/a.png', alt: 'a cat' }, { source: 'https://example.com/b.jpg?x="1"', alt: 'a "quoted" \\ back\\slash, {braces}, ☃ and 🐈' }] },
+    { text: 'second', images: [] },
+    { text: 'third', images: [{ source: '/srv/c.gif', alt: 'c' }] },
+  ];
+
+  it('content: stores the parts of a post and returns them from getPost, claim and exchange', async () => {
+    const { store, channel } = await fresh();
+    const [plain, withParts, oneImage] = await store.schedulePosts([
+      { channelId: channel.id, text: 'plain', runAt: ago(3000) },
+      { channelId: channel.id, text: 'first', runAt: ago(2000), parts: thread },
+      { channelId: channel.id, text: 'pic', runAt: ago(1000), parts: [{ text: 'pic', images: [{ source: '/srv/p.webp', alt: 'p' }] }] },
+    ]);
+    const p = await store.getPost(plain ?? 0);
+    assert.deepEqual(p?.parts, [{ text: 'plain', images: [] }], 'a plain post is one part of its text');
+    assert.deepEqual(p?.publishedParts, []);
+    const t = await store.getPost(withParts ?? 0);
+    assert.equal(t?.text, 'first');
+    assert.deepEqual(t?.parts, thread);
+    assert.deepEqual((await store.getPost(oneImage ?? 0))?.parts, [{ text: 'pic', images: [{ source: '/srv/p.webp', alt: 'p' }] }]);
+    const claimed = await store.claim('w', 1, 60_000);
+    assert.deepEqual(claimed.map((c) => [c.id, c.parts]), [[plain, [{ text: 'plain', images: [] }]]]);
+    const { claimed: next } = await store.exchange('w', [{ kind: 'published', postId: plain ?? 0, token: claimed[0]?.token ?? 0, externalId: null, externalUrl: null }], 2, 60_000);
+    assert.deepEqual(next.map((c) => c.parts), [thread, [{ text: 'pic', images: [{ source: '/srv/p.webp', alt: 'p' }] }]]);
+    assert.deepEqual(next.map((c) => c.publishedParts), [[], []]);
+  });
+
+  it('content: recordPart appends a published part only under the claim, at the next index, never rewriting one', async () => {
+    const { store, channel } = await fresh();
+    const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'first', runAt: ago(1000), parts: thread }]);
+    const [c] = await store.claim('w1', 1, 60_000);
+    const token = c?.token ?? 0;
+    const one = { externalId: '1', externalUrl: 'https://n.example/1', replyRef: { uri: 'at://x/1', cid: 'c1' } };
+    const two = { externalId: '2', externalUrl: null };
+    assert.equal(await store.recordPart('w2', id, token, 0, one), false, 'another worker');
+    assert.equal(await store.recordPart('w1', id, token + 1, 0, one), false, 'another claim token');
+    assert.equal(await store.recordPart('w1', id, token, 1, one), false, 'not the next index');
+    assert.equal(await store.recordPart('w1', id, token, 0, one), true);
+    assert.equal(await store.recordPart('w1', id, token, 0, two), false, 'a recorded part is never rewritten');
+    assert.equal(await store.recordPart('w1', id, token, 1, two), true);
+    assert.deepEqual((await store.getPost(id))?.publishedParts, [one, two]);
+    // a retry keeps them, and the next claim hands them to the worker
+    assert.deepEqual(await store.recordOutcomes('w1', [{ kind: 'retry', postId: id, token, error: 'part 3 of 3: boom', delayMs: 0, unconfirmed: false }]), [id]);
+    assert.equal(await store.recordPart('w1', id, token, 2, two), false, 'no longer processing');
+    const [again] = await store.claim('w3', 1, 60_000);
+    assert.deepEqual(again?.publishedParts, [one, two]);
+    // failed, then an operator's retry: the published parts stay
+    assert.deepEqual(await store.recordOutcomes('w3', [{ kind: 'failed', postId: id, token: again?.token ?? 0, error: 'part 3 of 3: refused' }]), [id]);
+    assert.deepEqual(await store.requeue([id]), [id]);
+    const requeued = await store.getPost(id);
+    assert.equal(requeued?.status, 'pending');
+    assert.deepEqual(requeued?.publishedParts, [one, two]);
+    const [third] = await store.claim('w4', 1, 60_000);
+    const last = { externalId: '3', externalUrl: 'https://n.example/3' };
+    assert.equal(await store.recordPart('w4', id, third?.token ?? 0, 2, last), true);
+    // the thread's address is its first part's
+    await store.recordOutcomes('w4', [{ kind: 'published', postId: id, token: third?.token ?? 0, externalId: '1', externalUrl: 'https://n.example/1' }]);
+    const done = await store.getPost(id);
+    assert.deepEqual([done?.status, done?.externalId, done?.externalUrl], ['published', '1', 'https://n.example/1']);
+    assert.deepEqual(done?.publishedParts, [one, two, last]);
+  });
+}
