@@ -199,7 +199,7 @@ for (const dialect of DIALECTS) {
         ],
         [['--channel', 'local', '--text', 'x', '--alt', 'lonely'], '--alt: 1 given for 0 --image; each --alt goes with the --image of the same rank'],
         [['--channel', 'local', '--thread-file', threadFile, '--text', 'x'], '--thread-file gives the whole content: leave out --text'],
-        [['--channel', 'local', '--thread-file', threadFile], `--thread-file ${threadFile}: part 2 text: text is empty`],
+        [['--channel', 'local', '--thread-file', threadFile], `--thread-file ${threadFile}: part 2: text is empty (only a part with images may have none)`],
         [['--channel', 'local', '--text', 'x', '--reply', ' '], '--reply 1: the text is empty'],
       ];
       for (const [args, message] of cases) {

@@ -49,28 +49,28 @@ const MAX_THREAD_FILE_BYTES = 10 * 1024 * 1024;
 const threadSchema = (maxText: number) =>
   v.pipe(
     v.array(
-      v.strictObject(
-        {
-          text: v.pipe(
-            v.string('text must be a string'),
-            v.check((t) => t.trim() !== '', 'text is empty'),
-            v.maxLength(maxText, `text is longer than ${maxText} characters`),
-          ),
-          images: v.optional(
-            v.array(
-              v.strictObject(
-                {
-                  source: v.pipe(v.string('source must be a string'), v.minLength(1, 'source is empty')),
-                  alt: v.optional(v.string('alt must be a string'), ''),
-                },
-                'each image is {"source": PATH or URL, "alt": TEXT}',
+      v.pipe(
+        v.strictObject(
+          {
+            text: v.pipe(v.string('text must be a string'), v.maxLength(maxText, `text is longer than ${maxText} characters`)),
+            images: v.optional(
+              v.array(
+                v.strictObject(
+                  {
+                    source: v.pipe(v.string('source must be a string'), v.minLength(1, 'source is empty')),
+                    alt: v.optional(v.string('alt must be a string'), ''),
+                  },
+                  'each image is {"source": PATH or URL, "alt": TEXT}',
+                ),
+                'images must be a list',
               ),
-              'images must be a list',
+              [],
             ),
-            [],
-          ),
-        },
-        'each part is {"text": TEXT, "images": [...]}',
+          },
+          'each part is {"text": TEXT, "images": [...]}',
+        ),
+        // a part of images alone may have no text, where its network takes that (checked with the channel)
+        v.check((part) => part.text.trim() !== '' || part.images.length > 0, 'text is empty (only a part with images may have none)'),
       ),
       'a thread file holds a JSON list of parts: [{"text": "...", "images": [{"source": "...", "alt": "..."}]}, ...]',
     ),

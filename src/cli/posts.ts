@@ -47,7 +47,7 @@ async function refuseOthers(store: Store, wanted: readonly number[], done: Reado
  * exactly one of them. Text read from a file or stdin must be UTF-8 and loses one
  * trailing newline (\n or \r\n), as shells add one.
  */
-async function postText(flags: { text?: string; textFile?: string }): Promise<string> {
+async function postText(flags: { text?: string; textFile?: string }, withImages = false): Promise<string> {
   if ((flags.text === undefined) === (flags.textFile === undefined)) throw new CliError('give exactly one of --text and --text-file');
   let text: string;
   let source: string;
@@ -62,7 +62,8 @@ async function postText(flags: { text?: string; textFile?: string }): Promise<st
     text = flags.text ?? '';
   }
   if (source !== '--text') text = text.replace(/\r?\n$/, '');
-  if (text.trim() === '') throw new CliError(`${source}: the text is empty`);
+  // a post of images alone may have no text, where its network takes that (checked with the channel)
+  if (text.trim() === '' && !withImages) throw new CliError(`${source}: the text is empty`);
   if (text.length > MAX_TEXT) throw new CliError(`${source}: the text is ${text.length} characters; the most is ${MAX_TEXT}`);
   return text;
 }
@@ -223,7 +224,7 @@ async function contentProblemOf(channel: Channel, parts: readonly PostPart[], mo
 
 /** The parts of `schedule`: a thread file, or the text with its images and replies. */
 async function postParts(flags: { text?: string; textFile?: string } & ContentFlags): Promise<PostPart[]> {
-  if (flags.threadFile === undefined) return partsFromFlags(await postText(flags), flags, MAX_TEXT);
+  if (flags.threadFile === undefined) return partsFromFlags(await postText(flags, flags.image.length > 0), flags, MAX_TEXT);
   const other = [flags.text !== undefined && '--text', flags.textFile !== undefined && '--text-file', flags.reply.length > 0 && '--reply', flags.image.length > 0 && '--image', flags.alt.length > 0 && '--alt'].find(
     (f) => f !== false,
   );

@@ -11,7 +11,7 @@ import { imageBytesProblem, imageName, isUrlSource, sniffImageType, SNIFF_BYTES,
  */
 export interface ContentRules {
   readonly platform: string;
-  checkText(text: string, settings: Record<string, unknown>): string | null;
+  checkText(text: string, settings: Record<string, unknown>, images: number): string | null;
   readonly media: MediaLimits | null;
   readonly threads: boolean;
 }
@@ -47,7 +47,7 @@ export async function contentProblem(rules: ContentRules, parts: readonly PostPa
 }
 
 async function partProblem(rules: ContentRules, part: PostPart, settings: Record<string, unknown>): Promise<ContentProblem | null> {
-  const text = rules.checkText(part.text, settings);
+  const text = rules.checkText(part.text, settings, part.images.length);
   if (text !== null) return { field: 'text', message: text };
   if (part.images.length === 0) return null;
   const media = rules.media;

@@ -8,7 +8,7 @@ import type { ContentRules } from './check.ts';
 export function rulesOf(module: PublisherModule): ContentRules {
   return {
     platform: module.platform,
-    checkText: (text, settings) => module.checkText(text, settings),
+    checkText: (text, settings, images) => module.checkText(text, settings, images),
     media: module.media ?? null,
     threads: module.threads === true,
   };
@@ -35,7 +35,7 @@ export async function rulesFor(channel: Channel, moduleDir: string | null): Prom
   }
   return {
     platform: `module ${file}`,
-    checkText: (text, settings) => user.checkText?.(text, settings) ?? null,
+    checkText: (text, settings, images) => user.checkText?.(text, settings, images) ?? null,
     media: user.media ?? null,
     threads: user.threads === true,
   };

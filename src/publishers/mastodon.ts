@@ -212,8 +212,8 @@ export function mastodonLength(text: string, spoilerText = ''): number {
 }
 
 /** Why this text cannot go to a channel with these settings, or null when it can. */
-function checkText(text: string, settings: Record<string, unknown>): string | null {
-  if (text.trim() === '') return 'text is empty (Mastodon refuses a blank status)';
+function checkText(text: string, settings: Record<string, unknown>, images = 0): string | null {
+  if (text.trim() === '') return images > 0 ? null : 'text is empty (Mastodon refuses a blank status without media)';
   const max = typeof settings['max_characters'] === 'number' ? settings['max_characters'] : DEFAULT_MAX_CHARACTERS;
   const spoiler = typeof settings['spoiler_text'] === 'string' ? settings['spoiler_text'] : '';
   const length = mastodonLength(text, spoiler);
@@ -327,8 +327,7 @@ export const mastodonPublisher: PublisherModule = {
           throw new CredentialsRejectedError(`mastodon ${where}: ${(e as Error).message}`);
         }
         // a status of images alone may have no text (Mastodon needs text or media)
-        const imagesOnly = request.images.length > 0 && request.text.trim() === '';
-        const tooLong = imagesOnly ? null : checkText(request.text, channel.settings);
+        const tooLong = checkText(request.text, channel.settings, request.images.length);
         if (tooLong !== null) throw new PermanentPublishError(`mastodon ${where}: ${tooLong}`);
         if (request.images.length > MASTODON_MEDIA.maxImages) {
           throw new PermanentPublishError(`mastodon ${where}: ${request.images.length} images; a status takes at most ${MASTODON_MEDIA.maxImages}`);

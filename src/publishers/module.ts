@@ -38,7 +38,7 @@ import {
  */
 export interface UserModule {
   createPublisher(options: PublisherOptions): Publisher;
-  checkText?(text: string, settings: Record<string, unknown>): string | null;
+  checkText?(text: string, settings: Record<string, unknown>, images?: number): string | null;
   readonly canLookUp?: boolean;
   readonly defaultOnUnknown?: OnUnknown;
   /** the images one part may carry; absent or null: text only */
@@ -198,7 +198,7 @@ export const modulePublisher: PublisherModule = {
         const { user, publisher } = await load(request);
         let problem: string | null;
         try {
-          problem = user.checkText === undefined ? null : user.checkText(request.text, request.channel.settings);
+          problem = user.checkText === undefined ? null : user.checkText(request.text, request.channel.settings, request.images.length);
         } catch (e) {
           throw asOurs(e);
         }

@@ -115,8 +115,12 @@ export interface PublisherModule {
    * CredentialsRejectedError when the network refuses them.
    */
   verify?(settings: Record<string, unknown>, credentials: Record<string, unknown> | null, options: PublisherOptions): Promise<{ account: string }>;
-  /** why a text breaks the channel's limits (one line), or null: checked when scheduling and before sending */
-  checkText(text: string, settings: Record<string, unknown>): string | null;
+  /**
+   * why a part's text breaks the channel's limits (one line), or null: checked when
+   * scheduling and before sending. `images`: how many images the part carries (a
+   * network may take an empty text with images, or count a caption's limit instead).
+   */
+  checkText(text: string, settings: Record<string, unknown>, images?: number): string | null;
   /**
    * the images one part may carry; absent or null: text only (a post with images is
    * refused when it is scheduled)

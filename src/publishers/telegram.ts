@@ -188,7 +188,9 @@ export function telegramLength(text: string, parseMode?: ParseMode): number {
 }
 
 /** Why this text cannot go to a channel with these settings, or null when it can. */
-function checkText(text: string, settings: Record<string, unknown>): string | null {
+function checkText(text: string, settings: Record<string, unknown>, images = 0): string | null {
+  // with images the text is their caption: another limit, and it may be empty
+  if (images > 0) return checkCaption(text, settings);
   const mode = settings['parse_mode'];
   const parseMode = mode === 'HTML' || mode === 'MarkdownV2' ? mode : undefined;
   if (text.trim() === '') return 'text is empty (Telegram refuses an empty message)';
@@ -492,7 +494,7 @@ export const telegramPublisher: PublisherModule = {
         } catch (e) {
           throw new CredentialsRejectedError(`telegram ${where}: ${(e as Error).message}`);
         }
-        const tooLong = request.images.length === 0 ? checkText(request.text, channel.settings) : checkCaption(request.text, channel.settings);
+        const tooLong = checkText(request.text, channel.settings, request.images.length);
         if (tooLong !== null) throw new PermanentPublishError(`telegram ${where}: ${tooLong}`);
         const media = mediaProblem(request.images);
         if (media !== null) throw new PermanentPublishError(`telegram ${where}: ${media}`);

@@ -240,8 +240,8 @@ export function xLength(text: string): number {
 }
 
 /** Why this text cannot be posted on X, or null when it can. */
-function checkText(text: string): string | null {
-  if (text.trim() === '') return 'text is empty (X refuses a post without text or media)';
+function checkText(text: string, images = 0): string | null {
+  if (text.trim() === '') return images > 0 ? null : 'text is empty (X refuses a post without text or media)';
   const length = xLength(text);
   if (length <= MAX_WEIGHTED_LENGTH) return null;
   return `text is ${length} characters as X counts them (URLs 23 each, emoji and CJK characters 2); X takes at most ${MAX_WEIGHTED_LENGTH}`;
@@ -482,7 +482,7 @@ export const xPublisher: PublisherModule = {
   parseSettings,
   parseCredentials,
   redactSettings,
-  checkText: (text) => checkText(text),
+  checkText: (text, _settings, images) => checkText(text, images),
   media: X_MEDIA,
   threads: true,
   canLookUp: false,
@@ -612,7 +612,7 @@ export const xPublisher: PublisherModule = {
           throw new CredentialsRejectedError(`x ${where}: ${(e as Error).message}`);
         }
         // a post with images may have no text (X takes media alone)
-        const refused = request.images.length > 0 && request.text.trim() === '' ? null : checkText(request.text);
+        const refused = checkText(request.text, request.images.length);
         if (refused !== null) throw new PermanentPublishError(`x ${where}: ${refused}`);
         const media = mediaProblem(request.images);
         if (media !== null) throw new PermanentPublishError(`x ${where}: ${media}`);
