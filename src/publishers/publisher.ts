@@ -142,13 +142,19 @@ export interface PublisherModule {
    * the network's documented limits for one channel (see src/ratelimits/): the defaults a
    * channel's `rate_limit` setting overrides; absent: no limit of its own
    */
-  rateLimits?(settings: Record<string, unknown>): RateLimits;
+  rateLimits?(settings: Record<string, unknown>, credentials?: Readonly<Record<string, unknown>> | null): RateLimits;
 }
 
 /** A limit on sends: at most `limit` in any `windowMs` (a sliding window). */
 export interface RateLimit {
   readonly limit: number;
   readonly windowMs: number;
+  /**
+   * whose limit it is when it is not the channel's alone: an identity that several
+   * channels may share (a Telegram bot's id, an X app's client id, never a secret);
+   * channels of one platform with the same `per` count in one window. Absent: the channel's.
+   */
+  readonly per?: string;
 }
 
 /**

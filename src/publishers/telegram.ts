@@ -365,7 +365,13 @@ export const telegramPublisher: PublisherModule = {
   media: TELEGRAM_MEDIA,
   threads: true,
   /** Telegram's documented limits: 20 messages a minute to one group or channel, 30 a second per bot (one message at a time per chat, in order: parallel sends to one chat hit its flood control) */
-  rateLimits: () => ({ posts: { limit: 20, windowMs: MINUTE }, requests: { limit: 30, windowMs: SECOND }, concurrency: 1 }),
+  // the 30 a second are the bot's, shared by every channel it posts to: counted per bot
+  // (its numeric id, the part of the token before the colon, which is not secret)
+  rateLimits: (_settings, credentials) => {
+    const token = credentials?.['bot_token'];
+    const bot = typeof token === 'string' && /^\d+:/.test(token) ? token.slice(0, token.indexOf(':')) : undefined;
+    return { posts: { limit: 20, windowMs: MINUTE }, requests: { limit: 30, windowMs: SECOND, ...(bot === undefined ? {} : { per: `bot ${bot}` }) }, concurrency: 1 };
+  },
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

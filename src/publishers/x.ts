@@ -488,8 +488,17 @@ export const xPublisher: PublisherModule = {
   canLookUp: false,
   // no idempotency key, no look-up: a resend after an unknown outcome could post twice
   defaultOnUnknown: 'hold',
-  /** X API v2 POST /2/tweets: 100 per 15 minutes per user (and 10,000 per 24 hours per app, left to the app) */
-  rateLimits: () => ({ posts: { limit: 100, windowMs: 15 * MINUTE } }),
+  /**
+   * X API v2 POST /2/tweets: 100 per 15 minutes per user, and 10,000 per 24 hours per
+   * app, shared by every channel of the app (counted per client_id, which is not secret)
+   */
+  rateLimits: (_settings, credentials) => {
+    const client = credentials?.['client_id'];
+    return {
+      posts: { limit: 100, windowMs: 15 * MINUTE },
+      ...(typeof client === 'string' && client !== '' ? { requests: { limit: 10_000, windowMs: 24 * 60 * MINUTE, per: `app ${client}` } } : {}),
+    };
+  },
 
   async verify(settingsIn, credentialsIn, options) {
     const settings = parseSettings(settingsIn);

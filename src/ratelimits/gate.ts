@@ -17,7 +17,7 @@ export interface RateGate {
    * under the channel's concurrency cap (held by `sender`, unique per send) and a slot of
    * each of its windows
    */
-  take(channel: Channel, sender: string, signal: AbortSignal): Promise<RateCheck>;
+  take(channel: Channel, sender: string, signal: AbortSignal, credentials?: Readonly<Record<string, unknown>> | null): Promise<RateCheck>;
   /** the network said to wait `delayMs` (a 429): the channel pauses for every worker */
   pause(channel: Channel, delayMs: number, reason: string): Promise<void>;
 }
@@ -33,7 +33,7 @@ export type RateCheck =
 export interface RateGateOptions {
   readonly store: Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'acquireSendSlot' | 'releaseSendSlot' | 'pauseChannel'>;
   /** the channel's effective limits (throws when its rate_limit setting is unreadable) */
-  limitsFor(channel: Channel): Promise<RateLimits>;
+  limitsFor(channel: Channel, credentials: Readonly<Record<string, unknown>> | null): Promise<RateLimits>;
   /** the longest wait for a slot that a send waits inside the worker (it may wait again, up to `waitUntil`) */
   readonly maxWaitMs: number;
   /** no waiting past this (epoch ms): the worker's last moment to start a publish */
@@ -54,14 +54,14 @@ export const RATE_WAIT_MS = 3_000;
 
 export function makeRateGate(options: RateGateOptions): RateGate {
   return {
-    async take(channel, sender, signal) {
+    async take(channel, sender, signal, credentials = null) {
       let limits: RateLimits;
       try {
-        limits = await options.limitsFor(channel);
+        limits = await options.limitsFor(channel, credentials);
       } catch (e) {
         return { kind: 'invalid', reason: `channel ${channel.name}: ${errorMessage(e)}` };
       }
-      const keys = rateKeys(channel.id, limits);
+      const keys = rateKeys(channel, limits);
       const slotKey = `channel:${channel.id}:sending`;
       const cap = limits.concurrency;
       if (cap !== undefined) {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { PublisherModule, RateLimit, RateLimits } from '../publishers/publisher.ts';
 import type { RateKey } from '../store/store.ts';
 import type { Channel } from '../types.ts';
@@ -46,8 +47,12 @@ export function formatRateLimit(limit: RateLimit): string {
  * A channel's limits: its platform's defaults, with the posts limit replaced by its
  * `rate_limit` setting. An unreadable setting (stored before it was checked) is an Error.
  */
-export function effectiveLimits(channel: Pick<Channel, 'settings'>, module: Pick<PublisherModule, 'rateLimits'> | null): RateLimits {
-  const defaults = module?.rateLimits?.(channel.settings) ?? {};
+export function effectiveLimits(
+  channel: Pick<Channel, 'settings'>,
+  module: Pick<PublisherModule, 'rateLimits'> | null,
+  credentials: Readonly<Record<string, unknown>> | null = null,
+): RateLimits {
+  const defaults = module?.rateLimits?.(channel.settings, credentials) ?? {};
   const override = channel.settings[RATE_LIMIT_SETTING];
   if (override === undefined || override === null) return defaults;
   if (typeof override !== 'string') throw new Error(`setting ${RATE_LIMIT_SETTING} must be text such as "20/60s"`);
@@ -73,12 +78,18 @@ export function safetyMarginMs(windowMs: number): number {
 }
 
 
-/** The windows one send of a channel takes a slot of, each widened by its margin (empty: the channel is not limited). */
-export function rateKeys(channelId: number, limits: RateLimits): RateKey[] {
+/**
+ * The windows one send of a channel takes a slot of, each widened by its margin (empty:
+ * the channel is not limited): `channel:<id>:<kind>`, or for a limit shared by the
+ * channels of one bot or app `<platform>:<digest of its identity>:<kind>`.
+ */
+export function rateKeys(channel: Pick<Channel, 'id' | 'platform'>, limits: RateLimits): RateKey[] {
   const keys: RateKey[] = [];
   for (const kind of ['posts', 'requests'] as const) {
     const l = limits[kind];
-    if (l !== undefined) keys.push({ key: `channel:${channelId}:${kind}`, limit: l.limit, windowMs: l.windowMs + safetyMarginMs(l.windowMs) });
+    if (l === undefined) continue;
+    const owner = l.per === undefined ? `channel:${channel.id}` : `${channel.platform}:${createHash('sha256').update(l.per).digest('hex').slice(0, 24)}`;
+    keys.push({ key: `${owner}:${kind}`, limit: l.limit, windowMs: l.windowMs + safetyMarginMs(l.windowMs) });
   }
   return keys;
 }

@@ -154,7 +154,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   // One slot of the channel's rate windows per send, waited for up to RATE_WAIT_MS.
   const rateGate = makeRateGate({
     store,
-    limitsFor: async (channel) => effectiveLimits(channel, await (modules.get(channel.platform) ?? Promise.resolve(null))),
+    limitsFor: async (channel, credentials) => effectiveLimits(channel, await (modules.get(channel.platform) ?? Promise.resolve(null)), credentials),
     maxWaitMs: RATE_WAIT_MS,
     waitUntil: claimCutoff,
     // no send outlives its worker's budget

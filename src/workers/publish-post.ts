@@ -242,7 +242,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     // ---- rate limits (src/ratelimits): one slot per send; a delay keeps the attempt ----
     let slot;
     try {
-      slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}.${index}`, deps.signal);
+      slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}.${index}`, deps.signal, credentials);
     } catch (e) {
       return retryOrGiveUp(`${label}taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
     }
