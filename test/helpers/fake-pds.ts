@@ -53,6 +53,8 @@ export interface StoredRecord {
 
 /** What the next createRecord does instead of its usual answer. */
 export type CreateFault =
+  /** answers as the PDS does (to let earlier calls through before a fault) */
+  | { readonly kind: 'as-usual' }
   | { readonly kind: 'cut-after-write' }
   | { readonly kind: 'status'; readonly status: number; readonly body: unknown; readonly headers?: Record<string, string> };
 
