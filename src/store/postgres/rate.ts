@@ -22,15 +22,21 @@ export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settle
     },
 
     async settleRateSlot(keys, at) {
-      // one occurrence of `at` (the first) becomes the database's now; the rest stay
+      // One occurrence of `at` (the first) becomes the database's now; the rest stay. A
+      // send that outlived its window had its stamp dropped by a later take: its end is
+      // counted anew (coalesce(..., 0) removes nothing). The rows are locked in key
+      // order first, as take_rate_slot locks them, so a take and a settle of the same
+      // windows cannot deadlock.
       await q(
-        `UPDATE rate_windows r
+        `WITH locked AS (SELECT key FROM rate_windows WHERE key = ANY ($1::text[]) ORDER BY key FOR UPDATE)
+         UPDATE rate_windows r
             SET stamps = ARRAY(
                   SELECT s FROM unnest(r.stamps) WITH ORDINALITY AS u(s, n)
-                   WHERE n <> array_position(r.stamps, $2::bigint)
+                   WHERE n <> coalesce(array_position(r.stamps, $2::bigint), 0)
                   UNION ALL SELECT greatest($2::bigint, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
                   ORDER BY 1)
-          WHERE r.key = ANY ($1::text[]) AND array_position(r.stamps, $2::bigint) IS NOT NULL`,
+           FROM locked
+          WHERE r.key = locked.key`,
         [keys, at],
       );
     },

@@ -41,8 +41,9 @@ export function makeSqliteRate(
           const row = stmt('SELECT stamps FROM rate_windows WHERE key = ?').get(key) as { stamps: string } | undefined;
           const stamps = row === undefined ? [] : (JSON.parse(row.stamps) as number[]);
           const i = stamps.indexOf(at);
-          if (i < 0) continue;
-          stamps[i] = Math.max(at, now);
+          // a send that outlived its window had its stamp dropped by a later take: its end is counted anew
+          if (i < 0) stamps.push(Math.max(at, now));
+          else stamps[i] = Math.max(at, now);
           stmt('UPDATE rate_windows SET stamps = ? WHERE key = ?').run(JSON.stringify(stamps.sort((a, b) => a - b)), key);
         }
       });
