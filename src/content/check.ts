@@ -32,13 +32,22 @@ export interface ContentProblem {
  * that is missing, too large or not an image (stat and first bytes; a URL is read only
  * when the part is sent). Checked when scheduling and again before sending.
  */
-export async function contentProblem(rules: ContentRules, parts: readonly PostPart[], settings: Record<string, unknown>): Promise<ContentProblem | null> {
+export async function contentProblem(
+  rules: ContentRules,
+  parts: readonly PostPart[],
+  settings: Record<string, unknown>,
+  /** the first part checked (a worker checks only the parts still to send) */
+  from = 0,
+  /** the last part checked (default: to the end) */
+  to = parts.length - 1,
+): Promise<ContentProblem | null> {
   const count = parts.length;
   if (count === 0) return { field: 'text', message: 'the post has no content' };
   if (count > 1 && !rules.threads) {
     return { field: 'parts', message: `a thread of ${count} parts; ${rules.platform} publishes posts of one part only` };
   }
   for (const [index, part] of parts.entries()) {
+    if (index < from || index > to) continue;
     const prefix = count > 1 ? `part ${index + 1} of ${count}: ` : '';
     const problem = await partProblem(rules, part, settings);
     if (problem !== null) return { field: problem.field, message: prefix + problem.message };

@@ -166,9 +166,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let inFlight = 0;
   const queued: Outcome[] = [];
   let oldestQueuedAt = 0;
+  // a thread's next part starts only while a publish may start: not once stopping or past the cutoff
+  const mayStartPart = (): boolean => !stopping && Date.now() < claimCutoff;
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, ...content.deps(inFlightAbort.signal) }).then((outcome) => {
+    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, ...content.deps(inFlightAbort.signal) }).then((outcome) => {
       inFlight--;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);

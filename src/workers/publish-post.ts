@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay } from '../backoff.ts';
 import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
@@ -14,6 +15,13 @@ import {
 import type { RateGate } from '../ratelimits/gate.ts';
 import { contentProblem, type ContentRules } from '../content/check.ts';
 import type { Channel, ClaimedPost, Outcome, PostImage, PublishedPart } from '../types.ts';
+
+/** How many times a published part of a thread is tried to be put on record, and the pause between tries. */
+const RECORD_PART_TRIES = 3;
+const RECORD_PART_RETRY_MS = 250;
+
+/** The shortest pause a network's rate limit (a 429) puts its channel in. */
+const MIN_RATE_PAUSE_MS = 1_000;
 
 /** The longest a server's Retry-After is honoured. */
 const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
@@ -52,6 +60,12 @@ export interface PublishDeps {
   loadImage(image: PostImage, limits: MediaLimits, channel: Channel): Promise<LoadedImage>;
   /** puts one published part of a thread on record (fenced: false when the claim is no longer ours) */
   recordPart(postId: number, token: number, index: number, part: PublishedPart): Promise<boolean>;
+  /**
+   * whether another part of a thread may start now: false once the worker is stopping or
+   * past its last moment to start a publish (the rest then waits for the next attempt,
+   * rather than be cut off mid-send); absent: always
+   */
+  mayStartPart?(): boolean;
 }
 
 /** A post whose channel's credentials were refused waits at least this long before it is tried again. */
@@ -111,7 +125,10 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   };
 
   /** A rate limit (ours or the network's) delays the post: it waits without using up an attempt. */
-  const rateDelayed = (reason: string, delayMs: number): Outcome => {
+  const rateDelayed = (reason: string, waitMs: number): Outcome => {
+    // a post that may be out on a `retry` channel is resent while the network still
+    // knows its key (it meets the limit again, at no cost): never later than that
+    const delayMs = mayBeOut && channel?.onUnknown === 'retry' ? Math.min(waitMs, MAYBE_OUT_RETRY_MAX_MS) : waitMs;
     log.info(`Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
   };
@@ -138,8 +155,17 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, null, false);
   }
   if (rules === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
-  const problem = await contentProblem(rules, parts, channel.settings);
-  if (problem !== null) return fail(`content does not fit channel ${channel.name}: ${problem.message}`);
+  // Only what is still to send is checked (a part already out stays out, whatever changed
+  // since); a part that may be out is checked once its lookup says it is not.
+  const contentRules = rules;
+  const unsentFrom = Math.min(post.publishedParts.length, parts.length);
+  const checkFrom = mayBeOut && channel.onUnknown !== 'retry' ? unsentFrom + 1 : unsentFrom;
+  const contentFailure = async (from: number, only?: number): Promise<Outcome | null> => {
+    const problem = await contentProblem(contentRules, parts, channel.settings, from, only);
+    return problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`);
+  };
+  const unfit = await contentFailure(checkFrom);
+  if (unfit !== null) return unfit;
   const media = rules.media;
 
   // stopped before anything was sent: handed back, attempt not counted
@@ -185,12 +211,20 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const keep = async (index: number, result: PublishedPart, label: string): Promise<Outcome | null> => {
     done.push(result);
     if (count === 1) return null;
-    let kept: boolean;
-    try {
-      kept = await deps.recordPart(post.id, post.token, index, result);
-    } catch (e) {
-      // out but not on record: the next attempt treats it as maybe delivered
-      return retryOrGiveUp(`${label}published, but recording it failed: ${errorMessage(e)}`, null, true);
+    let kept = false;
+    // the part is out: putting it on record is worth a few tries (else the next attempt
+    // only knows it may be out, and a `hold` channel then holds the thread)
+    for (let tryNo = 1; ; tryNo++) {
+      try {
+        kept = await deps.recordPart(post.id, post.token, index, result);
+        break;
+      } catch (e) {
+        if (tryNo >= RECORD_PART_TRIES) {
+          // out but not on record: the next attempt treats it as maybe delivered
+          return retryOrGiveUp(`${label}published, but recording it failed: ${errorMessage(e)}`, null, true);
+        }
+        await sleep(RECORD_PART_RETRY_MS * tryNo);
+      }
     }
     if (kept) return null;
     log.warn(`Post ${post.id}: ${label}published, but the claim is no longer this worker's: the rest is not sent`);
@@ -200,9 +234,10 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const firstToSend = done.length;
   for (let index = firstToSend; index < count; index++) {
     const label = count > 1 ? `part ${index + 1} of ${count}: ` : '';
-    // told to stop between two parts of a thread: the rest waits for the next attempt
+    // told to stop, or out of time, between two parts of a thread: the rest waits for the
+    // next attempt (the parts sent are on record), rather than be cut off mid-send
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-    if (index > firstToSend && deps.signal.aborted) return { kind: 'released', ...base };
+    if (index > firstToSend && (deps.signal.aborted || deps.mayStartPart?.() === false)) return { kind: 'released', ...base };
     const request = requestFor(index);
     // An earlier attempt of this part may have been delivered.
     if (mayBeOut && channel.onUnknown !== 'retry') {
@@ -225,6 +260,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       // the signal may abort during the lookup, which the type checker cannot see
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
       if (deps.signal.aborted) return { kind: 'released', ...base };
+      // not out after all: it is sent, so it must fit
+      const unfitPart = await contentFailure(index, index);
+      if (unfitPart !== null) return unfitPart;
     }
 
     let images: LoadedImage[] = [];
@@ -233,7 +271,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       try {
         images = await Promise.all(wanted.map((image) => deps.loadImage(image, media, channel)));
       } catch (e) {
-        // nothing of this part was sent
+        // nothing of this part was sent: stopped meanwhile, it is handed back as it was
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+        if (deps.signal.aborted) return { kind: 'released', ...base };
         if (e instanceof PermanentPublishError) return fail(`${label}${e.message}`);
         return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false);
       }
@@ -252,6 +292,12 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(label + slot.reason, slot.waitMs);
     const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
     // ---- end rate limits ----
+    // stopped while waiting: nothing sent, handed back as it was
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
+    if (deps.signal.aborted) {
+      await settle();
+      return { kind: 'released', ...base };
+    }
 
     let result: PublishedPart;
     try {
@@ -275,7 +321,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     if (e instanceof RetryablePublishError && e.rateLimited) {
       // the network's own limit: every worker pauses the channel until the time it gave
       // (the usual backoff when it gave none); the post waits without using an attempt
-      const pauseMs = Math.min(e.retryAfterMs ?? backoffDelay(used, config.retryBaseMs, config.retryMaxMs), MAX_RETRY_AFTER_MS);
+      // never less than a second: a reset already past (clock skew) or `Retry-After: 0`
+      // would otherwise send it again at once, uncounted, over and over
+      const pauseMs = Math.min(Math.max(e.retryAfterMs ?? backoffDelay(used, config.retryBaseMs, config.retryMaxMs), MIN_RATE_PAUSE_MS), MAX_RETRY_AFTER_MS);
       const named = channel;
       return (deps.rateGate?.pause(named, pauseMs, e.message) ?? Promise.resolve())
         .catch((err: unknown) => log.warn(`Pausing channel ${named.name} failed: ${errorMessage(err)}`))
