@@ -790,7 +790,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
           ORDER BY lateness`,
         [windowMs, limit],
       );
-      return latenessReport(windowMs, rows.map((r) => Number(r.lateness)));
+      return latenessReport(windowMs, rows.map((r) => r.lateness));
     },
   };
   return store;
