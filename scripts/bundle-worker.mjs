@@ -2,6 +2,7 @@
 // several times a minute, five at once: loading one CJS file skips Node's ESM loader
 // and the CJS-in-ESM translation of its dependencies, measured at ~40-60 ms of CPU
 // per start on these machines. better-sqlite3 stays outside (a native addon).
+import fs from 'node:fs';
 import { build } from 'esbuild';
 
 await build({
@@ -14,3 +15,7 @@ await build({
   external: ['better-sqlite3'],
   logLevel: 'warning',
 });
+
+// dist/cli.js is the package's `bin`: executable, so a checkout's build runs as
+// `post-scheduler` through a symlink on PATH (deploy/crontab) as an npm install does.
+fs.chmodSync('dist/cli.js', 0o755);

@@ -327,6 +327,16 @@ export interface StatusReport {
   readonly estimated: boolean;
 }
 
+/** Store.lateness: how late published posts went out (null figures: none published in the window). */
+export interface LatenessReport {
+  readonly windowMs: number;
+  readonly posts: number;
+  readonly p50Ms: number | null;
+  readonly p90Ms: number | null;
+  readonly p99Ms: number | null;
+  readonly maxMs: number | null;
+}
+
 /** Process exit codes shared by the cron trigger, the dispatcher and workers (the seed's). */
 export const EXIT = { ok: 0, error: 1, timeout: 2 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

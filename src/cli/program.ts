@@ -5,6 +5,7 @@ import { registerCycle } from './cycle.ts';
 import { registerPosts } from './posts.ts';
 import { registerPrune } from './prune.ts';
 import { registerStatus } from './status.ts';
+import { registerWorker } from './worker.ts';
 import { withStore } from './context.ts';
 
 export function buildProgram(): Command {
@@ -34,6 +35,7 @@ LOG_FORMAT (text).`,
   registerChannels(program, globals);
   registerPosts(program, globals);
   registerCycle(program, globals);
+  registerWorker(program, globals);
   registerStatus(program, globals);
   registerPrune(program, globals);
   return program;

@@ -14,6 +14,7 @@ import type {
   RecoveredPost,
   StatusReport,
   WorkerRun,
+  LatenessReport,
 } from '../types.ts';
 
 /**
@@ -146,6 +147,14 @@ export interface Store {
   startCycle(host: string): Promise<number>;
   finishCycle(cycleId: number, result: CycleResult, runs: readonly WorkerRun[]): Promise<void>;
   status(cycles: number): Promise<StatusReport>;
+  // ---- status: lateness (src/cli/status.ts) ----
+  /**
+   * How late posts went out: published_at minus the time each was scheduled for
+   * (scheduled_at; a retry's delay counts as lateness), over the posts published in the
+   * last `windowMs`, at most the `limit` most recent (read through the index of final
+   * states by updated_at). Percentiles are nearest-rank, in whole milliseconds.
+   */
+  lateness(windowMs: number, limit: number): Promise<LatenessReport>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all

@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { DEFAULT_SCHEMA, redactUrl } from '../../config.ts';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
+import { latenessReport } from '../lateness.ts';
 import type { HeldPost, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import { holderDead, makeHolder } from '../holder.ts';
 import {
@@ -776,6 +777,20 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         [olderThanMs],
       );
       return { posts, cycles: cycles?.n ?? 0 };
+    },
+
+    // ---- status: lateness (h32) ----
+    async lateness(windowMs, limit) {
+      const rows = await q<{ lateness: number }>(
+        `SELECT lateness FROM (
+           SELECT greatest(0, round(extract(epoch FROM published_at - coalesce(scheduled_at, run_at)) * 1000))::bigint AS lateness
+             FROM post_schedule
+            WHERE status = 'published' AND published_at IS NOT NULL AND updated_at >= now() - $1 * interval '1 millisecond'
+            ORDER BY updated_at DESC LIMIT $2) recent
+          ORDER BY lateness`,
+        [windowMs, limit],
+      );
+      return latenessReport(windowMs, rows.map((r) => r.lateness));
     },
   };
   return store;

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
+import { latenessReport } from '../lateness.ts';
 import type { Channel, HeldPost, NewChannel, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost, StatusReport } from '../../types.ts';
 import { holderDead, makeHolder } from '../holder.ts';
 import {
@@ -560,6 +561,23 @@ export function openSqliteStore(file: string): Store {
         return stmt('DELETE FROM cycles WHERE started_at < ?').run(before).changes;
       });
       return { posts, cycles };
+    },
+
+    // ---- status: lateness (h32) ----
+    async lateness(windowMs, limit) {
+      // `status IN (...)` as the partial index post_schedule_done states it, so SQLite uses it
+      const rows = await read(
+        () =>
+          stmt(
+            `SELECT lateness FROM (
+               SELECT max(0, published_at - coalesce(scheduled_at, run_at)) AS lateness FROM post_schedule
+                WHERE status IN ('published', 'failed', 'cancelled') AND status = 'published' AND published_at IS NOT NULL
+                  AND updated_at >= ?
+                ORDER BY updated_at DESC LIMIT ?)
+              ORDER BY lateness`,
+          ).all(Date.now() - windowMs, limit) as { lateness: number }[],
+      );
+      return latenessReport(windowMs, rows.map((r) => r.lateness));
     },
   };
   return store;
