@@ -9,6 +9,7 @@ import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { testRateStore } from './store.conformance.rate.ts';
 import { testStoreContent } from './store.conformance.content.ts';
+import { testAlertStore } from './store.conformance.alerts.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -603,6 +604,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
     testStoreContent(fresh);
   });
   testRateStore(dialect);
+  testAlertStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

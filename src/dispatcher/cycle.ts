@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { configToEnv, type Config } from '../config.ts';
+import { raiseAlerts } from '../alerts/raise.ts';
 import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { workerCount } from '../scaling.ts';
 import { openStore } from '../store/open.ts';
@@ -187,6 +188,8 @@ async function dispatchLocked(
       }
       if (back.length > 20) log.warn(`  ... and ${back.length - 20} more`);
     }
+    // ALERT_CHANNEL: failed and unknown posts reported, before the count so they go out now
+    await raiseAlerts(store, config, log).catch((e: unknown) => log.error(`✗ Alerts not scheduled: ${errorMessage(e)}`));
     pending = await store.countDue();
     cycleId = await store.startCycle(config.host);
   } catch (e) {
