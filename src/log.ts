@@ -90,6 +90,21 @@ export function printError(message: string, format: LogFormat, fields?: Fields, 
   printProblem('error', message, format, fields, prefix);
 }
 
+/**
+ * With LOG_FORMAT=json, an error nobody caught (a throw in a timer, a rejected promise
+ * nobody awaited) is one JSON line too, then the process exits 1 as Node would; in text
+ * format Node's own report stays. The message only: a stack names files, not causes.
+ */
+export function reportUncaught(format: LogFormat, prefix = 'post-scheduler'): void {
+  if (format !== 'json') return;
+  const report = (e: unknown): void => {
+    printError(`uncaught error: ${errorMessage(e)}`, 'json', {}, prefix);
+    process.exit(1);
+  };
+  process.on('uncaughtException', report);
+  process.on('unhandledRejection', report);
+}
+
 /** A warning of an entry point (e.g. TIMEOUT_MS against the cron interval), as printError. */
 export function printWarning(message: string, format: LogFormat, fields?: Fields, prefix = 'post-scheduler'): void {
   printProblem('warn', message, format, fields, prefix);

@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig, requestedLogFormat, type Config } from './config.ts';
-import { errorMessage, printError } from './log.ts';
+import { errorMessage, printError, reportUncaught } from './log.ts';
 import { guardOutput } from './output.ts';
 import { onSignals } from './signals.ts';
 import { EXIT } from './types.ts';
@@ -11,6 +11,7 @@ import { EXIT } from './types.ts';
  */
 export function runMain(run: (config: Config, signal: AbortSignal) => Promise<number>): void {
   guardOutput();
+  reportUncaught(requestedLogFormat());
   let config: Config;
   try {
     config = loadConfig();

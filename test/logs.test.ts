@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import { parseDatabaseUrl } from '../src/config.ts';
@@ -140,6 +141,51 @@ describe('errors in JSON', () => {
     const lines = [...jsonLines(cron.stdout, 'cron stdout'), ...jsonLines(cron.stderr, 'cron stderr')];
     assert.ok(lines.some((l) => l.level === 'error' && /Database unreachable/.test(l.msg)), cron.stdout);
     assert.doesNotMatch(status.stderr + cron.stdout + cron.stderr, /hunter2/);
+  });
+});
+
+describe('an error nobody caught', () => {
+  after(() => killAll());
+  it('is one JSON line of the worker with LOG_FORMAT=json, and the cycle reports the worker failed', async () => {
+    const db = await createTestDatabase('sqlite');
+    try {
+      // an operator's module with a bug: a throw inside a timer, which no promise catches
+      const moduleDir = path.join(db.dir, 'modules');
+      fs.mkdirSync(moduleDir);
+      const file = path.join(moduleDir, 'buggy.mjs');
+      fs.writeFileSync(
+        file,
+        `export default {
+  createPublisher() {
+    return {
+      async publish() {
+        setTimeout(() => { throw new Error('boom in a timer'); }, 0);
+        await new Promise((resolve) => setTimeout(resolve, 5000));
+        return { externalId: 'never', externalUrl: null };
+      },
+      async close() {},
+    };
+  },
+};
+`,
+      );
+      const store = await openStore(parseDatabaseUrl(db.url));
+      try {
+        await store.migrate();
+        const channel = await store.addChannel({ name: 'buggy', platform: 'module', settings: { module_path: file }, onUnknown: 'hold' });
+        await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: new Date(Date.now() - 1_000) }]);
+      } finally {
+        await store.close();
+      }
+      const r = await run(['cron'], testEnv(db.url, { LOG_FORMAT: 'json', MODULE_DIR: moduleDir }), 60_000);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const crash = jsonLines(r.stderr, 'stderr').find((l) => l.scope === 'post-scheduler worker');
+      assert.equal(crash?.level, 'error', r.stderr);
+      assert.equal(crash.msg, 'uncaught error: boom in a timer');
+      assert.ok(jsonLines(r.stdout, 'stdout').some((l) => l.level === 'error' && /^Worker .* failed with code 1/.test(l.msg)), r.stdout);
+    } finally {
+      await db.drop();
+    }
   });
 });
 

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
-import { createLogger, errorMessage, printError, withFields } from '../log.ts';
+import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';
 import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
@@ -93,6 +93,7 @@ async function main(): Promise<number> {
   }
 }
 
+reportUncaught(requestedLogFormat(), 'post-scheduler worker');
 guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
 main().then(
   (code) => process.exit(code),
