@@ -53,6 +53,13 @@ export interface Config {
   /** between SIGTERM and SIGKILL when the dispatcher stops its workers */
   readonly killGraceMs: number;
   readonly logFormat: LogFormat;
+  /** text log lines start with their ISO time (the seed dates only a run's first line) */
+  readonly logTimestamps: boolean;
+  /**
+   * the channel (any platform) where a post that ends failed or unknown is reported,
+   * one message each (src/alerts); null: no alerts
+   */
+  readonly alertChannel: string | null;
   /** this machine's name for the cycle lock and the cycle records (default: the hostname) */
   readonly host: string;
   /**
@@ -95,6 +102,9 @@ export const ENV_DEFAULTS = {
   LEASE_MS: '30000',
   KILL_GRACE_MS: '3000',
   LOG_FORMAT: 'text',
+  LOG_TIMESTAMPS: 'false',
+  // empty: no alerts; else the name of an existing channel
+  ALERT_CHANNEL: '',
   SCHEDULER_HOST: '',
   ALLOW_PRIVATE_NETWORK: 'false',
   DB_TIMEOUT_MS: '10000',
@@ -141,6 +151,13 @@ const schema = v.object({
   LEASE_MS: integer('LEASE_MS', 100),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
+  LOG_TIMESTAMPS: v.pipe(
+    v.string(),
+    v.trim(),
+    v.toLowerCase(),
+    v.picklist(['true', 'false', '1', '0', 'yes', 'no'], 'LOG_TIMESTAMPS must be true or false'),
+  ),
+  ALERT_CHANNEL: v.pipe(v.string(), v.trim(), v.maxLength(200, 'ALERT_CHANNEL must be at most 200 characters')),
   SCHEDULER_HOST: v.pipe(v.string(), v.trim(), v.maxLength(255, 'SCHEDULER_HOST must be at most 255 characters')),
   ALLOW_PRIVATE_NETWORK: v.pipe(
     v.string(),
@@ -214,6 +231,8 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     leaseMs: c.LEASE_MS,
     killGraceMs: c.KILL_GRACE_MS,
     logFormat: c.LOG_FORMAT,
+    logTimestamps: ['true', '1', 'yes'].includes(c.LOG_TIMESTAMPS),
+    alertChannel: c.ALERT_CHANNEL === '' ? null : c.ALERT_CHANNEL,
     host: c.SCHEDULER_HOST === '' ? os.hostname() : c.SCHEDULER_HOST,
     allowPrivateNetwork: ['true', '1', 'yes'].includes(c.ALLOW_PRIVATE_NETWORK),
     dbTimeoutMs: c.DB_TIMEOUT_MS,
@@ -221,6 +240,14 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     oldSecretKey,
     moduleDir: c.MODULE_DIR === '' ? null : path.resolve(c.MODULE_DIR),
   });
+}
+
+/**
+ * The log format asked for, even when the rest of the configuration is bad: a config
+ * error is printed in it (JSON when LOG_FORMAT=json), before any Config exists.
+ */
+export function requestedLogFormat(env: ConfigInput = process.env, overrides: ConfigInput = {}): LogFormat {
+  return (overrides.LOG_FORMAT ?? env.LOG_FORMAT)?.trim() === 'json' ? 'json' : 'text';
 }
 
 /** The interval at which system cron starts `post-scheduler cron` (README, Deployment). */
@@ -274,6 +301,8 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     LEASE_MS: String(config.leaseMs),
     KILL_GRACE_MS: String(config.killGraceMs),
     LOG_FORMAT: config.logFormat,
+    LOG_TIMESTAMPS: String(config.logTimestamps),
+    ALERT_CHANNEL: config.alertChannel ?? '',
     SCHEDULER_HOST: config.host,
     ALLOW_PRIVATE_NETWORK: String(config.allowPrivateNetwork),
     DB_TIMEOUT_MS: String(config.dbTimeoutMs),

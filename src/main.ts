@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig, type Config } from './config.ts';
+import { ConfigError, loadConfig, requestedLogFormat, type Config } from './config.ts';
+import { errorMessage, printError, reportUncaught } from './log.ts';
 import { guardOutput } from './output.ts';
 import { onSignals } from './signals.ts';
 import { EXIT } from './types.ts';
@@ -10,11 +11,12 @@ import { EXIT } from './types.ts';
  */
 export function runMain(run: (config: Config, signal: AbortSignal) => Promise<number>): void {
   guardOutput();
+  reportUncaught(requestedLogFormat());
   let config: Config;
   try {
     config = loadConfig();
   } catch (e) {
-    process.stderr.write(`post-scheduler: ${e instanceof ConfigError ? e.message : String(e)}\n`);
+    printError(e instanceof ConfigError ? e.message : errorMessage(e), requestedLogFormat());
     process.exit(EXIT.error);
   }
   const stop = new AbortController();
@@ -22,7 +24,7 @@ export function runMain(run: (config: Config, signal: AbortSignal) => Promise<nu
   run(config, stop.signal).then(
     (code) => process.exit(code),
     (e: unknown) => {
-      process.stderr.write(`post-scheduler: ${e instanceof Error ? e.message : String(e)}\n`);
+      printError(errorMessage(e), config.logFormat);
       process.exit(EXIT.error);
     },
   );

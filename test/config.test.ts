@@ -44,6 +44,8 @@ describe('config', () => {
     [{ TIMEOUT_MS: '3000', WORKER_TIMEOUT_MS: '2000', PUBLISH_TIMEOUT_MS: '2500' }, /PUBLISH_TIMEOUT_MS \(2500\) must not exceed WORKER_TIMEOUT_MS \(2000\)/],
     [{ RETRY_BASE_MS: '10', RETRY_MAX_MS: '5' }, /RETRY_BASE_MS \(10\) must not exceed RETRY_MAX_MS \(5\)/],
     [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],
+    [{ LOG_TIMESTAMPS: 'sometimes' }, /^Invalid configuration: LOG_TIMESTAMPS must be true or false \(got "sometimes"\)$/],
+    [{ ALERT_CHANNEL: 'o'.repeat(201) }, /^Invalid configuration: ALERT_CHANNEL must be at most 200 characters/],
     [{ DATABASE_URL: 'mysql://root@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\/ \(got "mysql:"\)/],
     [{ DATABASE_URL: 'postgres://u:hunter2@' }, /DATABASE_URL/],
     [{ DATABASE_URL: 'sqlite:' }, /needs a file path/],
@@ -62,6 +64,17 @@ describe('config', () => {
       );
     });
   }
+
+  it('reads LOG_TIMESTAMPS and ALERT_CHANNEL, off by default, and hands them to workers', () => {
+    const c = loadConfig({});
+    assert.equal(c.logTimestamps, false);
+    assert.equal(c.alertChannel, null);
+    const set = loadConfig({ LOG_TIMESTAMPS: 'TRUE', ALERT_CHANNEL: ' ops ' });
+    assert.equal(set.logTimestamps, true);
+    assert.equal(set.alertChannel, 'ops');
+    assert.equal(loadConfig(configToEnv(set)).logTimestamps, true);
+    assert.equal(loadConfig(configToEnv(set)).alertChannel, 'ops');
+  });
 
   it('defaults PUBLISH_TIMEOUT_MS to 10000, or to a shorter WORKER_TIMEOUT_MS', () => {
     assert.equal(loadConfig({}).publishTimeoutMs, 10_000);

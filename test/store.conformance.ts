@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { testRateStore } from './store.conformance.rate.ts';
 import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
+import { testAlertStore } from './store.conformance.alerts.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -605,6 +606,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   });
   testRateStore(dialect);
   testStatusStore(dialect);
+  testAlertStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

@@ -1,4 +1,5 @@
 import { loadConfig, type Config, type ConfigInput } from '../config.ts';
+import { printNotice } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 
@@ -21,7 +22,7 @@ export function configFrom(globals: GlobalFlags, overrides: ConfigInput = {}): C
 export async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
   // a command run from another folder would otherwise silently start an empty database
-  if (store.created) process.stderr.write(`post-scheduler: created a new database ${config.databaseLabel}\n`);
+  if (store.created) printNotice(`created a new database ${config.databaseLabel}`, config.logFormat);
   try {
     await store.migrate();
     return await fn(store);

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError, cronIntervalWarning, scheduleIntervalProblem, type Config, type ConfigInput } from '../config.ts';
 import { initScheduler, scheduleIntervalMs, SchedulerError } from '../cron/init-scheduler.ts';
 import { runCronTrigger } from '../cron/run-cron.ts';
-import { createLogger } from '../log.ts';
+import { createLogger, printWarning } from '../log.ts';
 import { onSignals } from '../signals.ts';
 import { prepareDatabaseFile } from '../store/sqlite/database-file.ts';
 import { CliError, configFrom, type GlobalFlags } from './context.ts';
@@ -54,7 +54,7 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
       const config = configFrom(globals(), overrides(flags));
       preflight(config);
       const warning = cronIntervalWarning(config);
-      if (warning !== null) process.stderr.write(`post-scheduler: warning: ${warning}\n`);
+      if (warning !== null) printWarning(warning, config.logFormat);
       const stop = new AbortController();
       onSignals(() => stop.abort('signal'));
       process.exitCode = await runCronTrigger(config, stop.signal);
@@ -79,7 +79,7 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
     const problem = intervalMs === null ? null : scheduleIntervalProblem(config, intervalMs, `--cron "${flags.cron}"`);
     if (problem !== null) throw new ConfigError(problem);
     preflight(config);
-    const log = createLogger('CRON', config.logFormat);
+    const log = createLogger('CRON', config);
     let scheduler;
     try {
       scheduler = await initScheduler({

@@ -19,7 +19,7 @@ export function buildProgram(): Command {
 Environment: DATABASE_URL, BATCH_SIZE (5), MAX_WORKERS (5), MIN_WORKERS (1), TIMEOUT_MS (55000),
 WORKER_TIMEOUT_MS (50000), WORKER_CONCURRENCY (BATCH_SIZE), MAX_ATTEMPTS (5), RETRY_BASE_MS (30000),
 RETRY_MAX_MS (3600000), PUBLISH_TIMEOUT_MS (10000), LEASE_MS (30000), KILL_GRACE_MS (3000),
-LOG_FORMAT (text).`,
+LOG_FORMAT (text), LOG_TIMESTAMPS (false), ALERT_CHANNEL (none).`,
     );
   const globals = (): GlobalFlags => program.opts<GlobalFlags>();
 

@@ -63,7 +63,7 @@ export async function initScheduler(options: SchedulerOptions = {}): Promise<Sch
   const config = options.config ?? loadConfig();
   const expression = options.cronExpression ?? '* * * * *';
   const timezone = options.timezone ?? 'UTC';
-  const log = createLogger('CRON', config.logFormat);
+  const log = createLogger('CRON', config);
 
   let job: Cron;
   try {

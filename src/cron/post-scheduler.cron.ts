@@ -4,11 +4,12 @@
  *   * * * * * cd /var/www/app && node dist/cron/post-scheduler.cron.js >> /var/log/social-scheduler.log 2>&1
  */
 import { cronIntervalWarning } from '../config.ts';
+import { printWarning } from '../log.ts';
 import { runMain } from '../main.ts';
 import { runCronTrigger } from './run-cron.ts';
 
 runMain((config, signal) => {
   const warning = cronIntervalWarning(config);
-  if (warning !== null) process.stderr.write(`post-scheduler: warning: ${warning}\n`);
+  if (warning !== null) printWarning(warning, config.logFormat);
   return runCronTrigger(config, signal);
 });

@@ -8,7 +8,7 @@ import { EXIT, type ExitCode } from '../types.ts';
  * that ends the process if the cycle itself ever hangs past its timeout and grace.
  */
 export async function runCronTrigger(config: Config, signal?: AbortSignal): Promise<ExitCode> {
-  const log = createLogger('CRON', config.logFormat);
+  const log = createLogger('CRON', config);
   const started = Date.now();
   log.info(`Post scheduler cron started at ${new Date(started).toISOString()}`);
   log.info('Delegating to dispatcher for dynamic worker spawning...');

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { configToEnv, type Config } from '../config.ts';
-import { createLogger, errorMessage, type Logger } from '../log.ts';
+import { raiseAlerts } from '../alerts/raise.ts';
+import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { workerCount } from '../scaling.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
@@ -53,7 +54,7 @@ export function workerIds(count: number, now = Date.now()): string[] {
 
 export async function runCycle(options: CycleOptions): Promise<CycleResult> {
   const { config } = options;
-  const log = options.log ?? createLogger('DISPATCHER', config.logFormat);
+  const log = options.log ?? createLogger('DISPATCHER', config);
   const started = Date.now();
 
   log.blank();
@@ -178,16 +179,25 @@ async function dispatchLocked(
       const heldNote = held === 0 ? '' : `, ${held} held as unknown (see status)`;
       log.warn(`Recovered ${back.length} posts whose worker died (lease expired): ${back.length - held} back to pending${heldNote}`);
       for (const r of back.slice(0, 20)) {
-        log.warn(`  post ${r.id} from ${r.workerId ?? '(unknown worker)'} after attempt ${r.attempts} -> ${r.status}`);
+        log.warn(`  post ${r.id} from ${r.workerId ?? '(unknown worker)'} after attempt ${r.attempts} -> ${r.status}`, {
+          postId: r.id,
+          workerId: r.workerId,
+          attempt: r.attempts,
+          outcome: r.status,
+        });
       }
       if (back.length > 20) log.warn(`  ... and ${back.length - 20} more`);
     }
+    // ALERT_CHANNEL: failed and unknown posts reported, before the count so they go out now
+    await raiseAlerts(store, config, log).catch((e: unknown) => log.error(`✗ Alerts not scheduled: ${errorMessage(e)}`));
     pending = await store.countDue();
     cycleId = await store.startCycle(config.host);
   } catch (e) {
     log.error(`✗ Database error before spawning workers: ${errorMessage(e)}`);
     return earlyResult(started, EXIT.error);
   }
+  // every later line of this cycle carries its id (a JSON key; the text is unchanged)
+  log = withFields(log, { cycleId });
 
   await warnAboutConnections(store, config, log);
   log.info(`Pending posts: ${pending}`);
@@ -285,7 +295,7 @@ async function runWorkers(
   const env = { ...process.env, ...configToEnv(config) };
   const workers: WorkerHandle[] = [];
   for (const workerId of ids) {
-    log.info(`Spawning worker: ${workerId}`);
+    log.info(`Spawning worker: ${workerId}`, { workerId });
     running.add(workerId);
     workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null));
   }

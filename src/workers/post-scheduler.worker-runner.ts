@@ -7,8 +7,8 @@
  * 2 (time budget ran out or stopped with work in flight).
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config.ts';
-import { createLogger, errorMessage } from '../log.ts';
+import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
+import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';
 import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
@@ -30,7 +30,8 @@ async function main(): Promise<number> {
   });
   const workerId = values['worker-id'] ?? `worker-${Date.now()}-${process.pid}`;
   const config = loadConfig();
-  const log = createLogger(`WORKER ${workerId}`, config.logFormat);
+  const cycleId = values['cycle-id'] === undefined ? null : Number(values['cycle-id']);
+  const log = withFields(createLogger(`WORKER ${workerId}`, config), { workerId, cycleId });
   log.info('Starting ephemeral worker');
 
   // Hard stop: whatever happens, this process ends before the cycle's guard does.
@@ -92,12 +93,13 @@ async function main(): Promise<number> {
   }
 }
 
+reportUncaught(requestedLogFormat(), 'post-scheduler worker');
 guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
 main().then(
   (code) => process.exit(code),
   (e: unknown) => {
     const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
-    process.stderr.write(`post-scheduler worker: ${message}\n`);
+    printError(message, requestedLogFormat(), {}, 'post-scheduler worker');
     process.exit(EXIT.error);
   },
 );

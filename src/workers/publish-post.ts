@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backoffDelay } from '../backoff.ts';
 import type { Config } from '../config.ts';
-import { errorMessage, type Logger } from '../log.ts';
+import { errorMessage, withFields, type Logger } from '../log.ts';
 import {
   CredentialsRejectedError,
   PermanentPublishError,
@@ -79,25 +79,34 @@ const CREDENTIALS_RETRY_MS = 15 * 60 * 1000;
 const MAYBE_OUT_RETRY_MAX_MS = 50 * 60 * 1000;
 
 export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise<Outcome> {
-  const { config, log } = deps;
+  const { config } = deps;
   const base = { postId: post.id, token: post.token };
   // MAX_ATTEMPTS counts from the latest operator retry; `attempt` counts over the post's life
   const used = post.attempt - post.attemptsBase;
 
   const channel = post.channel;
+  const startedAt = Date.now();
+  // every line about this post carries its id, channel and attempt (JSON keys; text unchanged)
+  const fields = { postId: post.id, channel: channel?.name ?? null, attempt: post.attempt };
+  const scoped = withFields(deps.log, fields);
+  const log = {
+    ...scoped,
+    /** a line about how this attempt ended, with the outcome and how long the attempt took */
+    outcome: (level: 'info' | 'warn', outcome: string, message: string) => scoped[level](message, { outcome, durationMs: Date.now() - startedAt }),
+  };
   // An earlier attempt may have been delivered, until a lookup says it was not.
   let mayBeOut = post.unconfirmed;
   // On a `retry` channel a resend is safe by the channel's own declaration (the platform
   // honours the idempotency key), so such a post may be recorded failed and retried.
   const holdsMaybeOut = () => mayBeOut && channel?.onUnknown !== 'retry';
   const holdUnknown = (reason: string): Outcome => {
-    log.warn(`Post ${post.id} outcome unknown, held for an operator: ${reason}`);
+    log.outcome('warn', 'unknown', `Post ${post.id} outcome unknown, held for an operator: ${reason}`);
     return { kind: 'unknown', ...base, error: `outcome unknown: ${reason}` };
   };
   /** A post that may already be out is never recorded as failed: it is held instead. */
   const fail = (reason: string): Outcome => {
     if (holdsMaybeOut()) return holdUnknown(`an earlier attempt may have been delivered, and now: ${reason}`);
-    log.warn(`Post ${post.id} failed: ${reason}`);
+    log.outcome('warn', 'failed', `Post ${post.id} failed: ${reason}`);
     return { kind: 'failed', ...base, error: reason };
   };
   /** `maybeSent`: this attempt may have been delivered. */
@@ -110,7 +119,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     // the server's Retry-After is honoured up to a day, so no post is parked for years
     let delayMs = Math.max(backoffDelay(used, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
     if (unconfirmed && channel?.onUnknown === 'retry') delayMs = Math.min(delayMs, MAYBE_OUT_RETRY_MAX_MS);
-    log.warn(`Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${used}/${config.maxAttempts}): ${reason}`);
+    log.outcome('warn', 'retry', `Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${used}/${config.maxAttempts}): ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
   };
 
@@ -119,7 +128,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
    * channel is marked for an operator, and the post waits without using up an attempt.
    */
   const waitForOperator = async (reason: string): Promise<Outcome> => {
-    log.warn(`Post ${post.id} waits for an operator: ${reason}`);
+    log.outcome('warn', 'retry', `Post ${post.id} waits for an operator: ${reason}`);
     if (channel !== null) await deps.setAttention(channel.id, reason).catch(() => undefined);
     return { kind: 'retry', ...base, error: reason, delayMs: CREDENTIALS_RETRY_MS, unconfirmed: mayBeOut, uncounted: true };
   };
@@ -129,7 +138,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     // a post that may be out on a `retry` channel is resent while the network still
     // knows its key (it meets the limit again, at no cost): never later than that
     const delayMs = mayBeOut && channel?.onUnknown === 'retry' ? Math.min(waitMs, MAYBE_OUT_RETRY_MAX_MS) : waitMs;
-    log.info(`Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
+    log.outcome('info', 'retry', `Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
     return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
   };
 

@@ -23,6 +23,7 @@ import {
 } from '../rows.ts';
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
+import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresRate } from './rate.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -312,8 +313,11 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   };
 
   const rate = makePostgresRate(q);
+  const alerts = makePostgresAlerts(q);
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
+    unalertedOutcomes: alerts.unalertedOutcomes,
+    scheduleAlerts: alerts.scheduleAlerts,
     settleRateSlot: rate.settleRateSlot,
     acquireSendSlot: rate.acquireSendSlot,
     releaseSendSlot: rate.releaseSendSlot,

@@ -228,4 +228,21 @@ ALTER TABLE post_details ADD COLUMN parts jsonb;
 ALTER TABLE post_schedule ADD COLUMN published_parts jsonb NOT NULL DEFAULT '[]'::jsonb;
 `,
   },
+  {
+    // 8 is another change's (assigned numbers); the runner applies whatever is missing
+    version: 9,
+    name: 'alerts',
+    sql: `
+-- One row per outcome reported to ALERT_CHANNEL (src/alerts): a post that ended failed
+-- or unknown under one claim (post_id, claim_token) is reported once, however many
+-- dispatchers look. Goes with its post (prune).
+CREATE TABLE alerts (
+  post_id     bigint NOT NULL REFERENCES post_schedule(id) ON DELETE CASCADE,
+  claim_token bigint NOT NULL,
+  outcome     text NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (post_id, claim_token)
+);
+`,
+  },
 ];

@@ -22,6 +22,7 @@ import {
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
+import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteRate } from './rate.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -170,8 +171,11 @@ export function openSqliteStore(file: string): Store {
     });
 
   const rate = makeSqliteRate(stmt, immediate);
+  const alerts = makeSqliteAlerts(stmt, immediate, read);
   const store: Store = {
     takeRateSlot: rate.takeRateSlot,
+    unalertedOutcomes: alerts.unalertedOutcomes,
+    scheduleAlerts: alerts.scheduleAlerts,
     settleRateSlot: rate.settleRateSlot,
     acquireSendSlot: rate.acquireSendSlot,
     releaseSendSlot: rate.releaseSendSlot,

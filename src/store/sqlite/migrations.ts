@@ -227,4 +227,21 @@ ALTER TABLE post_details ADD COLUMN parts TEXT;
 ALTER TABLE post_schedule ADD COLUMN published_parts TEXT NOT NULL DEFAULT '[]';
 `,
   },
+  {
+    // 9 is another change's (assigned numbers); the runner applies whatever is missing
+    version: 10,
+    name: 'alerts',
+    sql: `
+-- One row per outcome reported to ALERT_CHANNEL (src/alerts): a post that ended failed
+-- or unknown under one claim (post_id, claim_token) is reported once, however many
+-- dispatchers look. Goes with its post (prune).
+CREATE TABLE alerts (
+  post_id     INTEGER NOT NULL REFERENCES post_schedule(id) ON DELETE CASCADE,
+  claim_token INTEGER NOT NULL,
+  outcome     TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  PRIMARY KEY (post_id, claim_token)
+);
+`,
+  },
 ];
