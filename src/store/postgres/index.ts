@@ -255,7 +255,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
    * transaction-mode pooler (PgBouncer) two statements of one client may run on two
    * server sessions, and a second client may be handed this one's session.
    */
-  const checkSession = async (): Promise<{ version: number | null }> => {
+  const checkSession = async (): Promise<{ version: number | null; complete: boolean }> => {
     const [first] = await q<{ pid: number; search_path: string; has: boolean }>(
       "SELECT pg_backend_pid() AS pid, current_setting('search_path') AS search_path, to_regclass('schema_migrations') IS NOT NULL AS has",
     );
@@ -275,7 +275,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     if (!path.includes(target.schema)) {
       throw new StoreError(`PostgreSQL at ${where} did not take search_path=${target.schema} (a pooler dropping startup parameters?): ${POOLER_HINT}`);
     }
-    if (!first.has) return { version: null };
+    if (!first.has) return { version: null, complete: false };
     const [mine] = await q<{ n: number }>(
       "SELECT count(*)::int AS n FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'schema_migrations' AND column_name = 'name'",
     );
@@ -289,8 +289,11 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         ),
       );
     }
-    const [row] = await q<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
-    return { version: row?.v ?? null };
+    // the newest version, and whether every known migration is there (one merged later
+    // than a newer one, on a database migrated in between, would otherwise be skipped)
+    const known = POSTGRES_MIGRATIONS.map((m) => m.version);
+    const [row] = await q<{ v: number | null; n: number }>('SELECT max(version) AS v, count(*) FILTER (WHERE version = ANY ($1::int[]))::int AS n FROM schema_migrations', [known]);
+    return { version: row?.v ?? null, complete: (row?.n ?? 0) === known.length };
   };
 
   /** Tables of an older post-scheduler in `public` (before it had a schema of its own). */
@@ -329,9 +332,9 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       // Every cycle starts with migrate(): when the schema is current (the usual case) a
       // few plain queries say so, and no transaction block is opened (see finishCycle).
       const latest = Math.max(...POSTGRES_MIGRATIONS.map((m) => m.version));
-      const { version } = await checkSession();
+      const { version, complete } = await checkSession();
       if (version !== null && version > latest) throw new StoreError(newerSchemaMessage(version, latest, where));
-      if (version === latest) return;
+      if (version === latest && complete) return;
       const legacy = version === null ? await legacyTables() : [];
       if (version === null && legacy.length === 0) {
         // a schema that is some application's (say ?schema=public): never mix our tables into it
