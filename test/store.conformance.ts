@@ -501,7 +501,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const cycle = await store.startCycle('host-a');
       await store.finishCycle(
         cycle,
-        { cycleId: cycle, pending: 1, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered: 0, durationMs: 1, exitCode: 0, stopped: false },
+        { cycleId: cycle, pending: 1, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered: 0, durationMs: 1, exitCode: 0, stopped: false, posts: { published: 0, retried: 0, failed: 0, held: 0 } },
         [],
       );
       assert.deepEqual(await store.prune(3_600_000), { posts: 0, cycles: 0 }, 'nothing is an hour old');
@@ -576,7 +576,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const cycleId = await store.startCycle('host-a');
       await store.finishCycle(
         cycleId,
-        { cycleId, pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0, stopped: false },
+        { cycleId, pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0, stopped: false, posts: { published: 0, retried: 0, failed: 0, held: 0 } },
         [{ workerId: 'worker-1-1', startedAt: started, finishedAt: new Date(), exitCode: 0, signal: null, published: 1, retried: 0, failed: 0 }],
       );
       const status = await store.status(10);

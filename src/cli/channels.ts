@@ -5,7 +5,8 @@ import { SettingsError } from '../publishers/publisher.ts';
 import { loadChannelModule, resolveModulePath, userPolicy } from '../publishers/module.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import type { Config } from '../config.ts';
-import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { CliError, configFrom, operation, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { pauseChannel, removeChannel, resumeChannel } from '../operations/channels.ts';
 import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
 import type { Channel } from '../types.ts';
 import { checkOneStdin, readSecretSource, secretFlag, SECRET_SOURCES } from './secrets.ts';
@@ -330,6 +331,43 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     );
 
   channels
+    .command('pause')
+    .description("pause a channel: its posts wait (pending, attempts untouched) until resume; scheduling on it still works, with a warning")
+    .argument('<name>', 'the channel')
+    .action(async (name: string) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        await operation(() => pauseChannel(store, name));
+        print(`Paused channel ${name}: its posts wait until \`post-scheduler channels resume ${name}\``);
+      });
+    });
+
+  channels
+    .command('resume')
+    .description("lift an operator's pause (a network's rate pause still runs its course)")
+    .argument('<name>', 'the channel')
+    .action(async (name: string) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        await operation(() => resumeChannel(store, name));
+        print(`Resumed channel ${name}`);
+      });
+    });
+
+  channels
+    .command('remove')
+    .description('remove a channel; refused while it has pending, processing or unknown posts (its published history stays)')
+    .argument('<name>', 'the channel')
+    .option('--cancel-posts', 'cancel its pending and unknown posts with it (processing ones still refuse: wait for them)')
+    .action(async (name: string, flags: { cancelPosts?: boolean }) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        const result = await operation(() => removeChannel(store, name, flags.cancelPosts === true));
+        print(`Removed channel ${name}${result.cancelled > 0 ? ` (cancelled ${result.cancelled} posts)` : ''}`);
+      });
+    });
+
+  channels
     .command('list')
     .description('list channels (secrets hidden)')
     .option('--json', 'one JSON array')
@@ -348,7 +386,13 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
               rateLimits = `unreadable: ${e instanceof Error ? e.message : String(e)}`;
             }
             // never the credentials, sealed or not: only how they are stored
-            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings), credentials: credentialsState(c, vault), rateLimits };
+            return {
+              ...c,
+              settings: module === null ? {} : module.redactSettings(c.settings),
+              credentials: credentialsState(c, vault),
+              rateLimits,
+              paused: c.pausedAt != null,
+            };
           }),
         );
         if (flags.json === true) {
@@ -362,7 +406,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}${'credentials'.padEnd(22)}${'rate limit'.padEnd(36)}settings`);
         for (const c of shown) {
           print(
-            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${c.rateLimits.padEnd(36)}${JSON.stringify(c.settings)}`,
+            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.paused ? 'paused' : c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${c.rateLimits.padEnd(36)}${JSON.stringify(c.settings)}`,
           );
         }
       });
