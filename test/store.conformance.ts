@@ -7,6 +7,7 @@ import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { testPostsStore } from './store.conformance.posts.ts';
 import { testRateStore } from './store.conformance.rate.ts';
 import { testStoreContent } from './store.conformance.content.ts';
 
@@ -603,6 +604,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
     testStoreContent(fresh);
   });
   testRateStore(dialect);
+  testPostsStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */
