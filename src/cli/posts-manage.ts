@@ -4,7 +4,7 @@ import { ContentError, editPost, listPosts, showPost } from '../operations/posts
 import { OperationError } from '../operations/errors.ts';
 import { POST_STATUSES, type PostStatus } from '../types.ts';
 import { CliError, configFrom, operation, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
-import { MAX_LIST } from '../operations/posts.ts';
+import { MAX_LIST, type ListInput } from '../operations/posts.ts';
 import { postId, postText, when } from './posts.ts';
 
 /** `posts list | show | edit`: reading and changing scheduled posts. */
@@ -28,13 +28,14 @@ export function registerPostsGroup(program: Command, globals: () => GlobalFlags)
       const bad = statuses?.find((x) => !(POST_STATUSES as readonly string[]).includes(x));
       if (bad !== undefined) throw new CliError(`invalid --status "${bad}": use ${POST_STATUSES.join(', ')}`);
       if (flags.order !== undefined && flags.order !== 'next' && flags.order !== 'newest') throw new CliError(`invalid --order "${flags.order}": use next or newest`);
+      const order = flags.order === 'newest' ? 'newest' : flags.order === 'next' ? 'next' : undefined;
       const now = new Date();
-      const input = {
+      const input: ListInput = {
         ...(statuses === undefined ? {} : { statuses: statuses as PostStatus[] }),
         ...(flags.channel === undefined ? {} : { channel: flags.channel }),
         ...(flags.from === undefined ? {} : { from: when(flags.from, now) }),
         ...(flags.to === undefined ? {} : { to: when(flags.to, now) }),
-        ...(flags.order === undefined ? {} : { order: flags.order as 'next' | 'newest' }),
+        ...(order === undefined ? {} : { order }),
         ...(flags.limit === undefined ? {} : { limit: parsePositiveInt(flags.limit, '--limit', MAX_LIST) }),
         ...(flags.cursor === undefined ? {} : { cursor: flags.cursor }),
       };
@@ -72,8 +73,7 @@ export function registerPostsGroup(program: Command, globals: () => GlobalFlags)
         const { post, channel, attempts } = await operation(() => showPost(store, n));
         if (flags.json === true) {
           // the idempotency key is the platform's, not for show
-          const { idempotencyKey: _hidden, ...shown } = post;
-          print(JSON.stringify({ ...shown, channel, attempts }, null, 2));
+          print(JSON.stringify({ ...post, idempotencyKey: undefined, channel, attempts }, null, 2));
           return;
         }
         print(`Post ${post.id} on ${channel ?? '(no channel)'}: ${post.status}`);

@@ -1,3 +1,5 @@
+/* eslint-disable @typescript-eslint/no-unnecessary-type-conversion --
+   the drivers return ids and counts as numbers or as strings (int8), whatever the row type says */
 import { LIST_TEXT, type PostAttempt, type PostListItem, type PostQuery } from './store.ts';
 import { toDate, type TimeValue } from './rows.ts';
 

@@ -22,7 +22,7 @@ export function makeSqliteManage(
       const { randomUUID } = await import('node:crypto');
       return immediate(() => {
         const existing = stmt('SELECT id FROM post_schedule WHERE schedule_key = ?').get(key) as { id: number } | undefined;
-        if (existing !== undefined) return { id: Number(existing.id), created: false };
+        if (existing !== undefined) return { id: existing.id, created: false };
         const now = Date.now();
         const detailId = stmt('INSERT INTO post_details (text, parts, created_at) VALUES (?, ?, ?)').run(post.text, partsColumn(post), now).lastInsertRowid;
         const at = post.runAt.getTime();
@@ -86,7 +86,7 @@ export function makeSqliteManage(
           `SELECT status, count(*) AS n FROM post_schedule
             WHERE channel_id = ? AND status IN ('pending', 'processing', 'unknown') GROUP BY status`,
         ).all(ch.id) as { status: PostStatus; n: number }[];
-        const blocking = Object.fromEntries(live.map((r) => [r.status, Number(r.n)])) as Partial<Record<PostStatus, number>>;
+        const blocking = Object.fromEntries(live.map((r) => [r.status, r.n])) as Partial<Record<PostStatus, number>>;
         const keeps = live.some((r) => !(cancelPosts && (r.status === 'pending' || r.status === 'unknown')));
         if (keeps) return { removed: false, cancelled: 0, blocking };
         const now = Date.now();
