@@ -5,10 +5,9 @@ import { toDate, type TimeValue } from './rows.ts';
 
 /**
  * The statement of `posts list` for one query, in either dialect: only the filters it
- * asks for are in it, so that each shape is planned with its index (post_schedule_run_at
- * over all posts, post_schedule_channel for one channel's, the partial status indexes
- * when a status is asked for). Pagination is by keyset on (run_at, id): a page costs
- * its own rows, however deep it is.
+ * asks for are in it, so that each shape gets its own plan (pending posts: the due index;
+ * SQLite also has (run_at, id) and (channel_id, run_at, id) indexes; PostgreSQL sorts the
+ * matches of other shapes: see migration 8). Pagination is by keyset on (run_at, id).
  */
 export function listPostsQuery(
   query: PostQuery,
@@ -37,13 +36,16 @@ export function listPostsQuery(
     where.push(`(s.run_at ${cmp} ${p(at)} OR s.run_at = ${p(at)} AND s.id ${cmp} ${p(query.after.id)})`);
   }
   const dir = query.order === 'next' ? 'ASC' : 'DESC';
+  // the page first, then its content and channel: a join never runs over more than the page
   const text = `SELECT s.id, s.status, s.run_at, s.attempts, s.external_url, s.last_error, ch.name AS channel, ${left('d.text', LIST_TEXT)} AS text
-      FROM post_schedule s
+      FROM (SELECT s.id, s.status, s.run_at, s.attempts, s.external_url, s.last_error, s.channel_id, s.post_detail_id
+              FROM post_schedule s
+             ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`}
+             ORDER BY s.run_at ${dir}, s.id ${dir}
+             LIMIT ${p(query.limit)}) AS s
       LEFT JOIN channels ch ON ch.id = s.channel_id
       LEFT JOIN post_details d ON d.id = s.post_detail_id
-     ${where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`}
-     ORDER BY s.run_at ${dir}, s.id ${dir}
-     LIMIT ${p(query.limit)}`;
+     ORDER BY s.run_at ${dir}, s.id ${dir}`;
   return { text, values };
 }
 
