@@ -14,3 +14,6 @@ export {
   type PublishResult,
 } from './publishers/publisher.ts';
 export * from './types.ts';
+export * from './operations/index.ts';
+export type { ChannelRemoval, PostAttempt, PostListItem } from './store/store.ts';
+export type { Logger } from './log.ts';

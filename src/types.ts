@@ -88,6 +88,11 @@ export interface Channel {
   /** why the channel needs an operator (credentials refused or unreadable); null when it does not */
   readonly attention: string | null;
   readonly createdAt: Date;
+  /**
+   * since when an operator paused it (`channels pause`): its posts wait, pending and
+   * unclaimed, until `channels resume`; null (or absent) when not paused
+   */
+  readonly pausedAt?: Date | null;
 }
 
 export interface NewChannel {
@@ -170,6 +175,10 @@ export interface Post {
   readonly parts: readonly PostPart[];
   /** the parts of a thread already published, in order (empty for a post of one part) */
   readonly publishedParts: readonly PublishedPart[];
+  /** the caller's key it was scheduled with (`schedule --key`), if any */
+  readonly scheduleKey?: string | null;
+  /** its channel's name (a removed channel's ends in "(removed #id)"); null when gone */
+  readonly channelName?: string | null;
 }
 
 /** A post as a worker holds it after a claim: everything needed to publish it. */
@@ -302,6 +311,18 @@ export interface CycleResult {
   readonly exitCode: 0 | 1 | 2;
   /** a signal stopped the cycle (its workers were told to stop) */
   readonly stopped: boolean;
+  /** what the cycle's workers did with the posts they claimed (as they reported it) */
+  readonly posts: CyclePosts;
+}
+
+/** The outcomes of a cycle's attempts, summed over its workers' reports. */
+export interface CyclePosts {
+  readonly published: number;
+  /** back to pending, to be tried again later */
+  readonly retried: number;
+  readonly failed: number;
+  /** held as unknown for an operator */
+  readonly held: number;
 }
 
 export interface StatusReport {

@@ -220,7 +220,7 @@ describe('cli input errors', () => {
     ['a bad id to mark-published', ['mark-published', '7', 'x'], env, /post id must be a whole number/],
     ['an unknown --on-unknown policy', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'maybe'], env, /invalid --on-unknown "maybe": use one of retry, check, hold/],
     ['--on-unknown check on a platform that cannot look up', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--on-unknown', 'check'], env, /--on-unknown check needs a platform that can look up what it published; webhook cannot/],
-    ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable, --enable, --credentials-from or --rate-limit/],
+    ['channels update with nothing to change', ['channels', 'update', '--name', 'x'], env, /nothing to change: give --on-unknown, --disable, --enable, --credentials-from, --url-from, --secret-from or --rate-limit/],
     ['a --rate-limit that is not N/WINDOW', ['channels', 'add', '--name', 'x', '--platform', 'webhook', '--url', 'http://127.0.0.1:1/', '--rate-limit', '20 per minute'], env, /^post-scheduler: invalid --rate-limit: rate limit "20 per minute" must be N\/WINDOW, e\.g\. 20\/60s/],
     ['a --rate-limit of 0 posts', ['channels', 'update', '--name', 'x', '--rate-limit', '0/60s'], env, /invalid --rate-limit: .*: N from 1 to 10000/],
     ['a --rate-limit window too short', ['channels', 'update', '--name', 'x', '--rate-limit', '5/10ms'], env, /invalid --rate-limit: .*: a window from 100ms to 7d/],
@@ -333,13 +333,25 @@ describe('entry points', () => {
       try {
         await store.migrate();
         const channel = await store.addChannel({ name: 'local', platform: 'file', settings: { path: path.join(db.dir, 'out.jsonl') }, onUnknown: 'check' });
-        await store.schedulePosts([1, 2, 3].map((i) => ({ channelId: channel.id, text: `p${i}`, runAt: new Date(Date.now() - 1_000) })));
+        await store.schedulePosts([1, 2].map((i) => ({ channelId: channel.id, text: `p${i}`, runAt: new Date(Date.now() - 1_000) })));
+        // the operations the CLI uses, from the package entry, with the caller's logger
+        const said: string[] = [];
+        const logger = { scope: 'APP', info: (m: string) => said.push(m), warn: (m: string) => said.push(m), error: (m: string) => said.push(m), blank: () => undefined };
+        const scheduled = await lib.schedulePost(store, { channel: 'local', parts: [{ text: 'p3', images: [] }], runAt: new Date(Date.now() - 1_000), key: 'app-1' }, { log: logger });
+        assert.equal(scheduled.created, true);
+        assert.equal((await lib.schedulePost(store, { channel: 'local', parts: [{ text: 'p3', images: [] }], runAt: new Date(), key: 'app-1' })).id, scheduled.id);
+        assert.deepEqual(said, [`Scheduled post ${scheduled.id} on local (key app-1)`]);
+        await assert.rejects(lib.showPost(store, 999_999), (e: unknown) => e instanceof lib.OperationError && e.kind === 'not-found');
+        await assert.rejects(lib.schedulePost(store, { channel: 'local', parts: [{ text: 'other', images: [] }], runAt: new Date(), key: 'app-1' }), (e: unknown) => e instanceof lib.OperationError && e.kind === 'conflict');
+        assert.equal((await lib.listPosts(store, { statuses: ['pending'] })).posts.length, 3);
         const lines: string[] = [];
         const result = await lib.runCycle({ config, log: { scope: 'DISPATCHER', info: (m) => lines.push(m), warn: (m) => lines.push(m), error: (m) => lines.push(m), blank: () => undefined } });
         assert.equal(result.exitCode, 0, lines.join('\n'));
         assert.equal(result.pending, 3);
         assert.equal(result.workersSpawned, 1);
         assert.equal((await store.status(1)).counts.published, 3);
+        assert.deepEqual(result.posts, { published: 3, retried: 0, failed: 0, held: 0 });
+        assert.deepEqual((await lib.showPost(store, scheduled.id)).attempts.map((a) => a.outcome), ['published']);
       } finally {
         await store.close();
       }

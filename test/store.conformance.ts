@@ -7,6 +7,7 @@ import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { testPostsStore } from './store.conformance.posts.ts';
 import { testRateStore } from './store.conformance.rate.ts';
 import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
@@ -503,7 +504,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const cycle = await store.startCycle('host-a');
       await store.finishCycle(
         cycle,
-        { cycleId: cycle, pending: 1, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered: 0, durationMs: 1, exitCode: 0, stopped: false },
+        { cycleId: cycle, pending: 1, workersSpawned: 0, workersSucceeded: 0, workersFailed: 0, recovered: 0, durationMs: 1, exitCode: 0, stopped: false, posts: { published: 0, retried: 0, failed: 0, held: 0 } },
         [],
       );
       assert.deepEqual(await store.prune(3_600_000), { posts: 0, cycles: 0 }, 'nothing is an hour old');
@@ -578,7 +579,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
       const cycleId = await store.startCycle('host-a');
       await store.finishCycle(
         cycleId,
-        { cycleId, pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0, stopped: false },
+        { cycleId, pending: 1, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 42, exitCode: 0, stopped: false, posts: { published: 0, retried: 0, failed: 0, held: 0 } },
         [{ workerId: 'worker-1-1', startedAt: started, finishedAt: new Date(), exitCode: 0, signal: null, published: 1, retried: 0, failed: 0 }],
       );
       const status = await store.status(10);
@@ -607,6 +608,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   testRateStore(dialect);
   testStatusStore(dialect);
   testAlertStore(dialect);
+  testPostsStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

@@ -5,9 +5,11 @@ import { SettingsError } from '../publishers/publisher.ts';
 import { loadChannelModule, resolveModulePath, userPolicy } from '../publishers/module.ts';
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import type { Config } from '../config.ts';
-import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { CliError, configFrom, operation, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { pauseChannel, removeChannel, resumeChannel } from '../operations/channels.ts';
 import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
 import type { Channel } from '../types.ts';
+import type { Store } from '../store/store.ts';
 import { checkOneStdin, readSecretSource, secretFlag, SECRET_SOURCES } from './secrets.ts';
 import { describeLimits, effectiveLimits, formatRateLimit, parseRateLimit, RATE_LIMIT_SETTING } from '../ratelimits/limits.ts';
 
@@ -155,6 +157,39 @@ async function sealChecked(
   return vault.keyId === null ? vault.sealPlain(credentials) : vault.seal(credentials);
 }
 
+/**
+ * A webhook's new URL and/or secret (rotation): merged into its sealed credentials,
+ * checked as `add` checks them, sealed again. The values are never printed.
+ */
+async function rotateWebhook(
+  store: Store,
+  channel: Channel,
+  fresh: { url: string | undefined; secret: string | undefined },
+  config: Config,
+  flags: { insecurePlaintext?: boolean; verify?: boolean },
+): Promise<void> {
+  if ('url' in channel.settings || 'secret' in channel.settings) throw new CliError(`channel ${channel.name} keeps its URL in plaintext settings: run channels rekey first`);
+  let current: Record<string, unknown> = {};
+  if (channel.credentials !== null) {
+    try {
+      current = makeVault(config.secretKey).open(channel.credentials);
+    } catch (e) {
+      throw new CliError(`channel ${channel.name}: its credentials cannot be opened (${e instanceof Error ? e.message : String(e)}); give both --url-from and --secret-from`);
+    }
+  }
+  const next = { ...current, ...(fresh.url === undefined ? {} : { url: fresh.url }), ...(fresh.secret === undefined ? {} : { secret: fresh.secret }) };
+  const module = await loadPublisherModule('webhook');
+  try {
+    module?.parseSettings({ ...channel.settings, ...next });
+  } catch (e) {
+    throw new CliError(e instanceof SettingsError ? e.message : String(e));
+  }
+  const sealed = await sealChecked('webhook', channel.settings, next, config, flags);
+  await store.saveCredentials(channel.id, sealed);
+  const what = [fresh.url !== undefined && 'URL', fresh.secret !== undefined && 'secret'].filter((w) => w !== false).join(' and ');
+  print(`Channel ${channel.name}: new ${what} stored`);
+}
+
 /** How a channel's credentials are stored, as `channels list` and `status` show it (never the values). */
 export function credentialsState(channel: Channel, vault: Vault): string {
   if (channel.credentials === null) {
@@ -286,8 +321,16 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     .option('--insecure-plaintext', 'store them unencrypted when POST_SCHEDULER_SECRET_KEY is not set')
     .option('--no-verify', 'do not check the credentials with the network')
     .option('--rate-limit <N/WINDOW>', `${RATE_LIMIT_HELP}; "default" for the platform's own`)
+    .option('--url-from <source>', `webhook: a new URL (rotation), from ${SECRET_SOURCES}`)
+    .option('--secret-from <source>', `webhook: a new signing secret (rotation), from ${SECRET_SOURCES}`)
+    .option('--url <url>', 'refused: a secret on the command line (use --url-from)')
+    .option('--secret <secret>', 'refused: a secret on the command line (use --secret-from)')
     .action(
       async (flags: {
+        url?: string;
+        urlFrom?: string;
+        secret?: string;
+        secretFrom?: string;
         name: string;
         onUnknown?: string;
         disable?: boolean;
@@ -302,13 +345,28 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         const onUnknown = flags.onUnknown === undefined ? undefined : onUnknownFlag(flags.onUnknown);
         const enabled = flags.disable === true ? false : flags.enable === true ? true : undefined;
         const rateLimit = flags.rateLimit === undefined ? undefined : rateLimitFlag(flags.rateLimit);
-        if (onUnknown === undefined && enabled === undefined && flags.credentialsFrom === undefined && rateLimit === undefined) {
-          throw new CliError('nothing to change: give --on-unknown, --disable, --enable, --credentials-from or --rate-limit');
+        // never a secret on argv (ps, shell history): only the -from forms
+        if (flags.url !== undefined) throw new CliError('--url puts the URL on the command line: use --url-from env:NAME, file:PATH or stdin');
+        if (flags.secret !== undefined) throw new CliError('--secret puts the secret on the command line: use --secret-from env:NAME, file:PATH or stdin');
+        const rotating = flags.urlFrom !== undefined || flags.secretFrom !== undefined;
+        if (onUnknown === undefined && enabled === undefined && flags.credentialsFrom === undefined && rateLimit === undefined && !rotating) {
+          throw new CliError('nothing to change: give --on-unknown, --disable, --enable, --credentials-from, --url-from, --secret-from or --rate-limit');
         }
+        checkOneStdin([
+          ['--credentials-from', flags.credentialsFrom],
+          ['--url-from', flags.urlFrom],
+          ['--secret-from', flags.secretFrom],
+        ]);
         const fresh = flags.credentialsFrom === undefined ? null : await credentialsFrom(flags.credentialsFrom);
+        const newUrl = flags.urlFrom === undefined ? undefined : await readSecretSource('--url-from', flags.urlFrom);
+        const newSecret = flags.secretFrom === undefined ? undefined : await readSecretSource('--secret-from', flags.secretFrom);
         await withStore(config, async (store) => {
           const existing = await store.findChannel(flags.name);
           if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
+          if (rotating) {
+            if (existing.platform !== 'webhook') throw new CliError(`--url-from and --secret-from are for webhook channels; ${existing.name} is ${existing.platform} (use --credentials-from)`);
+            await rotateWebhook(store, existing, { url: newUrl, secret: newSecret }, config, flags);
+          }
           if (onUnknown !== undefined) await checkPolicy(existing.platform, existing.settings, config, onUnknown);
           if (fresh !== null) {
             const sealed = await sealChecked(existing.platform, existing.settings, fresh, config, flags);
@@ -330,6 +388,43 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
     );
 
   channels
+    .command('pause')
+    .description("pause a channel: its posts wait (pending, attempts untouched) until resume; scheduling on it still works, with a warning")
+    .argument('<name>', 'the channel')
+    .action(async (name: string) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        await operation(() => pauseChannel(store, name));
+        print(`Paused channel ${name}: its posts wait until \`post-scheduler channels resume ${name}\``);
+      });
+    });
+
+  channels
+    .command('resume')
+    .description("lift an operator's pause (a network's rate pause still runs its course)")
+    .argument('<name>', 'the channel')
+    .action(async (name: string) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        await operation(() => resumeChannel(store, name));
+        print(`Resumed channel ${name}`);
+      });
+    });
+
+  channels
+    .command('remove')
+    .description('remove a channel; refused while it has pending, processing or unknown posts (its published history stays)')
+    .argument('<name>', 'the channel')
+    .option('--cancel-posts', 'cancel its pending and unknown posts with it (processing ones still refuse: wait for them)')
+    .action(async (name: string, flags: { cancelPosts?: boolean }) => {
+      const config = configFrom(globals());
+      await withStore(config, async (store) => {
+        const result = await operation(() => removeChannel(store, name, flags.cancelPosts === true));
+        print(`Removed channel ${name}${result.cancelled > 0 ? ` (cancelled ${result.cancelled} posts)` : ''}`);
+      });
+    });
+
+  channels
     .command('list')
     .description('list channels (secrets hidden)')
     .option('--json', 'one JSON array')
@@ -348,7 +443,13 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
               rateLimits = `unreadable: ${e instanceof Error ? e.message : String(e)}`;
             }
             // never the credentials, sealed or not: only how they are stored
-            return { ...c, settings: module === null ? {} : module.redactSettings(c.settings), credentials: credentialsState(c, vault), rateLimits };
+            return {
+              ...c,
+              settings: module === null ? {} : module.redactSettings(c.settings),
+              credentials: credentialsState(c, vault),
+              rateLimits,
+              paused: c.pausedAt != null,
+            };
           }),
         );
         if (flags.json === true) {
@@ -362,7 +463,7 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
         print(`${'id'.padEnd(5)}${'name'.padEnd(20)}${'platform'.padEnd(10)}${'enabled'.padEnd(9)}${'unknown'.padEnd(9)}${'credentials'.padEnd(22)}${'rate limit'.padEnd(36)}settings`);
         for (const c of shown) {
           print(
-            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${c.rateLimits.padEnd(36)}${JSON.stringify(c.settings)}`,
+            `${String(c.id).padEnd(5)}${c.name.padEnd(20)}${c.platform.padEnd(10)}${(c.paused ? 'paused' : c.enabled ? 'yes' : 'no').padEnd(9)}${c.onUnknown.padEnd(9)}${c.credentials.padEnd(22)}${c.rateLimits.padEnd(36)}${JSON.stringify(c.settings)}`,
           );
         }
       });

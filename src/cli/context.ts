@@ -2,6 +2,7 @@ import { loadConfig, type Config, type ConfigInput } from '../config.ts';
 import { printNotice } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
+import { OperationError } from '../operations/errors.ts';
 
 /** An error the user can fix from what it says; printed as one line, exit 1. */
 export class CliError extends Error {
@@ -40,4 +41,14 @@ export function parsePositiveInt(value: string, what: string, max = 1_000_000): 
 
 export function print(line = ''): void {
   process.stdout.write(line + '\n');
+}
+
+/** Runs an operation; its refusal (not found, conflict, invalid) becomes the command's one-line error. */
+export async function operation<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof OperationError) throw new CliError(e.message);
+    throw e;
+  }
 }

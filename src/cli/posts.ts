@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import { describeDue, parseWhen, WhenError } from '../when.ts';
-import { contentProblem, type ContentProblem } from '../content/check.ts';
-import { rulesFor } from '../content/rules.ts';
 import type { Store } from '../store/store.ts';
 import type { Channel, PostPart } from '../types.ts';
 import { collect, flagOf, partsFromFlags, partsFromThreadFile, type ContentFlags } from './content.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
+import { cancelPosts, ContentError, schedulePost } from '../operations/posts.ts';
+import { OperationError } from '../operations/errors.ts';
+import { registerPostsGroup } from './posts-manage.ts';
 
 /** The longest post text, in characters (UTF-16 code units, as JavaScript counts them). */
 export const MAX_TEXT = 100_000;
@@ -21,7 +22,7 @@ async function channelId(store: Store, name: string): Promise<number> {
   return (await findChannel(store, name)).id;
 }
 
-function when(value: string | undefined, now = new Date()): Date {
+export function when(value: string | undefined, now = new Date()): Date {
   try {
     return parseWhen(value ?? 'now', now);
   } catch (e) {
@@ -29,7 +30,12 @@ function when(value: string | undefined, now = new Date()): Date {
   }
 }
 
-function postId(value: string): number {
+/** The time was given as such (an ISO time), not worked out from now. */
+function exactTime(at: string | undefined): boolean {
+  return at !== undefined && at !== 'now' && !at.startsWith('+');
+}
+
+export function postId(value: string): number {
   return parsePositiveInt(value, 'post id', Number.MAX_SAFE_INTEGER);
 }
 
@@ -47,7 +53,7 @@ async function refuseOthers(store: Store, wanted: readonly number[], done: Reado
  * exactly one of them. Text read from a file or stdin must be UTF-8 and loses one
  * trailing newline (\n or \r\n), as shells add one.
  */
-async function postText(flags: { text?: string; textFile?: string }, withImages = false): Promise<string> {
+export async function postText(flags: { text?: string; textFile?: string }, withImages = false): Promise<string> {
   if ((flags.text === undefined) === (flags.textFile === undefined)) throw new CliError('give exactly one of --text and --text-file');
   let text: string;
   let source: string;
@@ -117,20 +123,34 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
     .option('--reply <text>', 'a thread: one more part, replying to the one before; repeatable', collect, [])
     .option('--thread-file <path>', 'a thread from a JSON file: [{"text": "...", "images": [{"source": "...", "alt": "..."}]}, ...]')
     .option('--at <when>', 'now (default), +30s, +5m, +2h, +1d or an ISO-8601 time (UTC when it has no zone); a past time is due now')
-    .action(async (flags: { channel: string; text?: string; textFile?: string; at?: string } & ContentFlags) => {
+    .option('--key <key>', 'your key for this post: scheduling again with the same key returns the same post (never a second one)')
+    .action(async (flags: { channel: string; text?: string; textFile?: string; at?: string; key?: string } & ContentFlags) => {
       const config = configFrom(globals());
       const now = new Date();
       const runAt = when(flags.at, now);
       const parts = await postParts(flags);
       await withStore(config, async (store) => {
-        const channel = await findChannel(store, flags.channel);
-        const problem = await contentProblemOf(channel, parts, config.moduleDir);
-        if (problem !== null) throw new CliError(`${flagOf(problem.field, flags, problem.message)} does not fit channel ${channel.name}: ${problem.message}`);
-        const [id] = await store.schedulePosts([{ channelId: channel.id, text: parts[0]?.text ?? '', runAt, parts }]);
+        let done;
+        try {
+          done = await schedulePost(
+            store,
+            { channel: flags.channel, parts, runAt, ...(flags.key === undefined ? {} : { key: flags.key, exactTime: exactTime(flags.at) }) },
+            { moduleDir: config.moduleDir },
+          );
+        } catch (e) {
+          if (e instanceof ContentError) throw new CliError(`${flagOf(e.problem.field, flags, e.problem.message)} does not fit channel ${e.channel}: ${e.problem.message}`);
+          if (e instanceof OperationError && e.kind === 'not-found') throw new CliError(`${e.message} (see: post-scheduler channels list)`);
+          throw e;
+        }
         // stdout: only the id, for scripts; the human line goes to stderr
-        print(String(id));
+        print(String(done.id));
+        for (const w of done.warnings) process.stderr.write(`post-scheduler: warning: ${w}\n`);
+        if (!done.created) {
+          process.stderr.write(`Post ${done.id} already scheduled with key ${flags.key ?? ''} (nothing new scheduled)\n`);
+          return;
+        }
         const what = parts.length > 1 ? `thread of ${parts.length} parts` : 'post';
-        process.stderr.write(`Scheduled ${what} ${id ?? '?'} on ${channel.name} for ${runAt.toISOString()} (${describeDue(runAt, now)})\n`);
+        process.stderr.write(`Scheduled ${what} ${done.id} on ${done.channel.name} for ${runAt.toISOString()} (${describeDue(runAt, now)})\n`);
       });
     });
 
@@ -197,29 +217,19 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
 
   program
     .command('cancel')
-    .description('cancel a pending post, or give up on one whose outcome is unknown')
-    .argument('<id>', 'post id')
-    .action(async (id: string) => {
+    .description('cancel pending posts, or give up on ones whose outcome is unknown')
+    .argument('<ids...>', 'post ids')
+    .action(async (ids: string[]) => {
       const config = configFrom(globals());
-      const n = postId(id);
+      const wanted = ids.map(postId);
       await withStore(config, async (store) => {
-        const result = await store.cancel(n);
-        if (result.status === null) throw new CliError(`no post with id ${n}`);
-        if (!result.cancelled) throw new CliError(`post ${n} is ${result.status}; only pending or unknown posts can be cancelled`);
-        print(`Cancelled post ${n}`);
+        const { cancelled } = await cancelPosts(store, wanted);
+        await refuseOthers(store, wanted, new Set(cancelled), 'only pending or unknown posts can be cancelled');
+        print(`Cancelled ${cancelled.map((n) => `post ${n}`).join(', ')}`);
       });
     });
-}
 
-/** Why a post's content breaks a channel's limits, or null; a module channel asks its user module (loaded from inside MODULE_DIR only). */
-async function contentProblemOf(channel: Channel, parts: readonly PostPart[], moduleDir: string | null): Promise<ContentProblem | null> {
-  let rules;
-  try {
-    rules = await rulesFor(channel, moduleDir);
-  } catch (e) {
-    throw new CliError(`channel ${channel.name}: ${e instanceof Error ? e.message : String(e)}`);
-  }
-  return rules === null ? null : contentProblem(rules, parts, channel.settings);
+  registerPostsGroup(program, globals);
 }
 
 /** The parts of `schedule`: a thread file, or the text with its images and replies. */

@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import fs from 'node:fs';
 import { registerChannels } from './channels.ts';
 import { configFrom, print, type GlobalFlags } from './context.ts';
 import { registerCycle } from './cycle.ts';
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .description('Publishes scheduled social-media posts on time through a dynamic worker dispatcher.')
     .option('--database-url <url>', 'sqlite:PATH or postgres://... (default: DATABASE_URL, else sqlite at ./data/post-scheduler.db)')
     .option('--log-format <format>', 'text (default) or json')
+    .version(packageVersion(), '--version', 'print the version')
     .addHelpText(
       'after',
       `
@@ -39,4 +41,14 @@ LOG_FORMAT (text), LOG_TIMESTAMPS (false), ALERT_CHANNEL (none).`,
   registerStatus(program, globals);
   registerPrune(program, globals);
   return program;
+}
+
+/** The version in package.json (two folders up from this file, in src/ and in dist/ alike). */
+function packageVersion(): string {
+  try {
+    const raw = fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return (JSON.parse(raw) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

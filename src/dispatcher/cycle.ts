@@ -7,7 +7,7 @@ import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
 import { spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
-import { logSummary } from './summary.ts';
+import { cyclePosts, logSummary } from './summary.ts';
 
 /**
  * One dispatch cycle: recover expired leases, count due posts, compute the worker
@@ -40,6 +40,7 @@ function earlyResult(started: number, exitCode: ExitCode, recovered = 0): CycleR
     durationMs: Date.now() - started,
     exitCode,
     stopped: false,
+    posts: { published: 0, retried: 0, failed: 0, held: 0 },
   };
 }
 
@@ -253,6 +254,7 @@ async function dispatchLocked(
     durationMs,
     exitCode,
     stopped: exits.stopped,
+    posts: cyclePosts(exits.results),
   };
   logSummary(log, result, exits.results);
 

@@ -1,5 +1,5 @@
 import type { Logger } from '../log.ts';
-import type { CycleResult } from '../types.ts';
+import type { CyclePosts, CycleResult } from '../types.ts';
 import type { WorkerExit } from './spawn.ts';
 
 const RULE = '========================================';
@@ -30,12 +30,24 @@ export function logSummary(log: Logger, result: CycleResult, exits: readonly Wor
   log.info(RULE, {
     summary: true,
     ...result,
-    published: sum((e) => e.report?.published ?? 0),
-    retried: sum((e) => e.report?.retried ?? 0),
-    failed: sum((e) => e.report?.failed ?? 0),
-    unknown: sum((e) => e.report?.unknown ?? 0),
+    posts: undefined,
+    published: result.posts.published,
+    retried: result.posts.retried,
+    failed: result.posts.failed,
+    unknown: result.posts.held,
     avgWorkerMs: avg,
     maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   });
   log.blank();
+}
+
+/** The outcomes the workers of a cycle reported, summed. */
+export function cyclePosts(exits: readonly WorkerExit[]): CyclePosts {
+  const sum = (pick: (e: WorkerExit) => number) => exits.reduce((n, e) => n + pick(e), 0);
+  return {
+    published: sum((e) => e.report?.published ?? 0),
+    retried: sum((e) => e.report?.retried ?? 0),
+    failed: sum((e) => e.report?.failed ?? 0),
+    held: sum((e) => e.report?.unknown ?? 0),
+  };
 }

@@ -83,6 +83,8 @@ export interface ChannelRow {
   credentials: string | null;
   attention: string | null;
   created_at: TimeValue;
+  /** an operator's pause (absent from claim rows: a paused channel's posts are not claimed) */
+  paused_at?: TimeValue;
 }
 
 /** A policy read from the database; anything unexpected is treated as the safe one, hold. */
@@ -103,6 +105,7 @@ export function channelFromRow(row: ChannelRow): Channel {
     credentials: row.credentials,
     attention: row.attention,
     createdAt: required(row.created_at, 'channels.created_at'),
+    pausedAt: toDate(row.paused_at ?? null),
   };
 }
 
@@ -128,6 +131,8 @@ export interface PostRow {
   attempts_base: number;
   parts: unknown;
   published_parts: unknown;
+  schedule_key?: string | null;
+  channel_name?: string | null;
 }
 
 export function postFromRow(row: PostRow): Post {
@@ -153,6 +158,8 @@ export function postFromRow(row: PostRow): Post {
     attemptsBase: Number(row.attempts_base),
     parts: partsFrom(row.text ?? '', row.parts),
     publishedParts: publishedPartsFrom(row.published_parts),
+    scheduleKey: row.schedule_key ?? null,
+    channelName: row.channel_name ?? null,
   };
 }
 

@@ -9,6 +9,7 @@ import type {
   OnUnknown,
   Outcome,
   Post,
+  PostPart,
   PostStatus,
   PublishedPart,
   RecoveredPost,
@@ -198,6 +199,30 @@ export interface Store {
    * posts scheduled.
    */
   scheduleAlerts(alertChannelId: number, alerts: readonly NewAlert[]): Promise<number[]>;
+  // ---- managing posts and channels (src/operations): what operators and callers ask ----
+  /**
+   * schedules one post under the caller's key (`schedule --key`, Idempotency-Key): when a
+   * post already has that key (of any channel) nothing is written and its id comes back
+   * with created = false. Two calls racing with one key make one post.
+   */
+  scheduleWithKey(post: NewPost, key: string): Promise<{ id: number; created: boolean }>;
+  /** posts matching `query`, in its order, at most `limit`, after its cursor (keyset) */
+  listPosts(query: PostQuery): Promise<PostListItem[]>;
+  /** the attempts of a post that ended (oldest first): outcome, error, times */
+  postAttempts(postId: number): Promise<PostAttempt[]>;
+  /**
+   * edit: a pending post's content and/or time, only while it is pending (a claim in
+   * between wins). Returns the status it had (null when not found).
+   */
+  editPost(id: number, changes: PostEdit): Promise<{ edited: boolean; status: PostStatus | null }>;
+  /** an operator's pause (true) or resume (false) of a channel; null when there is no such channel */
+  setChannelPaused(name: string, paused: boolean): Promise<Channel | null>;
+  /**
+   * removes a channel (its row stays, renamed, so its posts can still be shown), only when
+   * none of its posts is pending, processing or unknown; with `cancelPosts`, its pending
+   * and unknown posts are cancelled in the same transaction (processing ones still refuse).
+   */
+  removeChannel(name: string, cancelPosts: boolean): Promise<ChannelRemoval | null>;
 
   /**
    * Deletes posts published, failed or cancelled more than `olderThanMs` ago (with their
@@ -235,6 +260,66 @@ export type RateGrant =
   | { readonly granted: true; readonly at: number }
   /** `paused`: the channel was paused (a 429), not only full */
   | { readonly granted: false; readonly waitMs: number; readonly paused: boolean };
+
+/** What `posts list` asks for. */
+export interface PostQuery {
+  readonly statuses?: readonly PostStatus[];
+  readonly channelId?: number;
+  /** run_at >= from */
+  readonly from?: Date;
+  /** run_at < to */
+  readonly to?: Date;
+  /** next: the soonest run_at first; newest: the latest run_at first */
+  readonly order: 'next' | 'newest';
+  readonly limit: number;
+  /** the last row of the page before (keyset pagination) */
+  readonly after?: { readonly runAt: Date; readonly id: number };
+}
+
+/** One row of `posts list`. */
+export interface PostListItem {
+  readonly id: number;
+  readonly status: PostStatus;
+  /** null when the channel row is gone */
+  readonly channel: string | null;
+  readonly runAt: Date;
+  readonly attempts: number;
+  /** the first part's text, at most LIST_TEXT characters */
+  readonly text: string;
+  readonly externalUrl: string | null;
+  readonly lastError: string | null;
+}
+
+/** The longest text `listPosts` returns per post. */
+export const LIST_TEXT = 200;
+
+/** One attempt of a post that ended, as `posts show` lists it. */
+export interface PostAttempt {
+  readonly attempt: number;
+  readonly workerId: string | null;
+  /** its claim (null when not known) */
+  readonly startedAt: Date | null;
+  readonly finishedAt: Date;
+  /** published, retry, failed, unknown (the outcome kinds), or expired (its lease ran out) */
+  readonly outcome: string;
+  readonly error: string | null;
+  readonly externalId: string | null;
+  readonly externalUrl: string | null;
+}
+
+export interface PostEdit {
+  /** the first part's text, and the whole content (parts) it belongs to */
+  readonly content?: { readonly text: string; readonly parts: readonly PostPart[] };
+  readonly runAt?: Date;
+}
+
+/** What removeChannel did: removed, or the posts that kept it (cancelled: how many it cancelled). */
+export interface ChannelRemoval {
+  readonly removed: boolean;
+  readonly cancelled: number;
+  /** the channel's posts that kept it, by status (pending, processing, unknown) */
+  readonly blocking: Readonly<Partial<Record<PostStatus, number>>>;
+}
 
 export interface ChannelChanges {
   readonly onUnknown?: OnUnknown;

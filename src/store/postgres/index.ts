@@ -24,6 +24,7 @@ import {
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 import { makePostgresAlerts } from './alerts.ts';
+import { makePostgresManage } from './manage.ts';
 import { makePostgresRate } from './rate.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -172,6 +173,9 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
                        WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
         FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[])
              AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted)
+    ), before AS (
+      -- the attempts as they were (the same snapshot as done): who claimed them, when
+      SELECT id, attempts, worker_id, locked_at FROM post_schedule WHERE id = ANY($2::bigint[])
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -193,6 +197,12 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
          AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
               OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
       RETURNING s.id
+    ), attempt AS (
+      -- posts show: one row per attempt that ended (a release or an uncounted wait is none)
+      INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error, external_id, external_url)
+      SELECT v.id, b.attempts, b.worker_id, b.locked_at, now(), v.kind, v.error, v.external_id, v.external_url
+        FROM done JOIN v ON v.id = done.id JOIN before b ON b.id = done.id
+       WHERE v.kind <> 'released' AND NOT v.uncounted
     ), slot AS (
       -- the worker's GLOBAL_MAX_WORKERS slot ($12), extended as long as the leases taken
       UPDATE worker_slots SET expires_at = now() + $10 * interval '1 millisecond'
@@ -201,6 +211,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     ), due AS (
       SELECT id FROM post_schedule
        WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $12::boolean OR EXISTS (SELECT 1 FROM slot))
+         -- never a post of a channel an operator paused (read once per statement)
+         AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
          -- never a post this call records an outcome for: the same snapshot still sees a
          -- post recovery put back as pending, and a claim would hide its late publish
          AND NOT (id = ANY($2::bigint[]))
@@ -318,6 +330,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const rate = makePostgresRate(q);
   const alerts = makePostgresAlerts(q);
   const store: Store = {
+    ...makePostgresManage(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,
@@ -396,18 +409,18 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     },
 
     async listChannels() {
-      return (await q<ChannelRow>('SELECT * FROM channels ORDER BY name')).map(channelFromRow);
+      return (await q<ChannelRow>('SELECT * FROM channels WHERE removed_at IS NULL ORDER BY name')).map(channelFromRow);
     },
 
     async findChannel(name: string) {
-      const [row] = await q<ChannelRow>('SELECT * FROM channels WHERE name = $1', [name]);
+      const [row] = await q<ChannelRow>('SELECT * FROM channels WHERE name = $1 AND removed_at IS NULL', [name]);
       return row === undefined ? null : channelFromRow(row);
     },
 
     async updateChannel(name, changes) {
       const [row] = await q<ChannelRow>(
         `UPDATE channels SET on_unknown = COALESCE($2, on_unknown), enabled = COALESCE($3::text::boolean, enabled)
-          WHERE name = $1 RETURNING *`,
+          WHERE name = $1 AND removed_at IS NULL RETURNING *`,
         [name, changes.onUnknown ?? null, changes.enabled === undefined ? null : String(changes.enabled)],
       );
       return row === undefined ? null : channelFromRow(row);
@@ -461,14 +474,16 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
 
     async getPost(id: number) {
       const [row] = await q<PostRow>(
-        'SELECT s.*, d.text, d.parts FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = $1',
+        `SELECT s.*, d.text, d.parts, ch.name AS channel_name FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id
+          LEFT JOIN channels ch ON ch.id = s.channel_id WHERE s.id = $1`,
         [id],
       );
       return row === undefined ? null : postFromRow(row);
     },
 
     async countDue() {
-      const [row] = await q<{ n: number }>("SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now()");
+      const [row] = await q<{ n: number }>(`SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now()
+          AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))`);
       return row?.n ?? 0;
     },
 
@@ -515,8 +530,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     },
 
     async recoverExpired(maxAttempts: number) {
-      const rows = await q<{ id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; on_unknown: OnUnknown | null }>(
-        `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, ch.on_unknown FROM post_schedule s
+      const rows = await q<{ id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; locked_at: Date | null; on_unknown: OnUnknown | null }>(
+        `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, s.locked_at, ch.on_unknown FROM post_schedule s
            LEFT JOIN channels ch ON ch.id = s.channel_id
           WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < now()`,
       );
@@ -528,20 +543,33 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         status: recoveredStatus(r.on_unknown, r.used, maxAttempts),
       }));
       const tokens = new Map(rows.map((r) => [r.id, r.claim_token]));
+      const started = new Map(rows.map((r) => [r.id, r.locked_at]));
       // Fenced by the claim token and by the lease still being out, as read by this
       // statement: a post renewed or recorded meanwhile is left alone.
       const applied = await q<{ id: number }>(
-        `UPDATE post_schedule s
-            SET status = v.status, last_error = v.error, unconfirmed = true, worker_id = NULL, locked_at = NULL,
-                lease_expires_at = NULL, updated_at = now()
-           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS v(id, status, error, token)
-          WHERE s.id = v.id AND s.status = 'processing' AND s.claim_token = v.token AND s.lease_expires_at < now()
-         RETURNING s.id`,
+        `WITH v AS (
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[], $7::int[])
+                    AS v(id, status, error, token, worker_id, locked_at, attempts)
+         ), done AS (
+           UPDATE post_schedule s
+              SET status = v.status, last_error = v.error, unconfirmed = true, worker_id = NULL, locked_at = NULL,
+                  lease_expires_at = NULL, updated_at = now()
+             FROM v
+            WHERE s.id = v.id AND s.status = 'processing' AND s.claim_token = v.token AND s.lease_expires_at < now()
+           RETURNING s.id
+         ), attempt AS (
+           INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error)
+           SELECT v.id, v.attempts, v.worker_id, v.locked_at, now(), 'expired', v.error FROM done JOIN v ON v.id = done.id
+         )
+         SELECT id FROM done`,
         [
           recovered.map((r) => r.id),
           recovered.map((r) => r.status),
           recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts, r.status === 'unknown')),
           recovered.map((r) => tokens.get(r.id) ?? 0),
+          recovered.map((r) => r.workerId),
+          recovered.map((r) => started.get(r.id)?.toISOString() ?? null),
+          recovered.map((r) => r.attempts),
         ],
       );
       const ids = new Set(applied.map((r) => r.id));

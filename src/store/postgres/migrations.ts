@@ -229,6 +229,39 @@ ALTER TABLE post_schedule ADD COLUMN published_parts jsonb NOT NULL DEFAULT '[]'
 `,
   },
   {
+    version: 8,
+    name: 'managing posts and channels',
+    sql: `
+-- An operator's pause (channels pause/resume): while set, the channel's posts wait,
+-- pending, and are not claimed (a network's 429 uses paused_until, which ends by itself).
+ALTER TABLE channels ADD COLUMN paused_at timestamptz;
+-- A removed channel (channels remove) stays as a row, so that the posts it published can
+-- still be shown; its name is freed (see removeChannel).
+ALTER TABLE channels ADD COLUMN removed_at timestamptz;
+-- The caller's key of \`schedule --key\`: one post per key, whatever the channel.
+ALTER TABLE post_schedule ADD COLUMN schedule_key text;
+CREATE UNIQUE INDEX post_schedule_key ON post_schedule (schedule_key) WHERE schedule_key IS NOT NULL;
+-- No index for posts list beyond the existing ones (pending posts by run_at, finished ones
+-- by updated_at, the primary key): every claim and outcome rewrites its row into every
+-- full index (status is in the partial indexes' predicates, so no update is HOT), and two
+-- full indexes on (run_at, id) and (channel_id, run_at, id) made the claim path 1.7x
+-- slower in a measurement; a list of other states sorts its matches instead.
+-- One row per attempt that ended (posts show): written with its outcome.
+CREATE TABLE post_attempts (
+  post_id     bigint NOT NULL,
+  attempt     integer NOT NULL,
+  worker_id   text,
+  started_at  timestamptz,
+  finished_at timestamptz NOT NULL DEFAULT now(),
+  outcome     text NOT NULL,
+  error       text,
+  external_id text,
+  external_url text
+);
+CREATE INDEX post_attempts_post ON post_attempts (post_id, attempt);
+`,
+  },
+  {
     // 8 is another change's (assigned numbers); the runner applies whatever is missing
     version: 9,
     name: 'alerts',

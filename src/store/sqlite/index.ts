@@ -23,6 +23,7 @@ import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recovere
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 import { makeSqliteAlerts } from './alerts.ts';
+import { makeSqliteManage } from './manage.ts';
 import { makeSqliteRate } from './rate.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -118,10 +119,17 @@ export function openSqliteStore(file: string): Store {
              WHERE id IN (SELECT id FROM post_schedule
                            WHERE ${whereFrom('claim')} AND run_at <= ?
                              AND id NOT IN (SELECT value FROM json_each(?))
+                             -- never a post of a channel an operator paused (a list read once)
+                             AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)
                            ORDER BY run_at, id LIMIT ?)
            RETURNING id`,
     // due posts, read from the partial due index
-    dueCount: "SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?",
+    dueCount: `SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?
+                 AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)`,
+    // the attempt as it was before its outcome (posts show)
+    before: 'SELECT attempts, locked_at FROM post_schedule WHERE id = ?',
+    attempt: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error, external_id, external_url)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     // the claimed posts with content and channel; ids as one JSON array, so that one
     // prepared statement serves every batch size
     claimed: `SELECT ${CLAIM_COLUMNS}, d.text, d.parts
@@ -152,6 +160,7 @@ export function openSqliteStore(file: string): Store {
       const applied: number[] = [];
       for (const o of outcomes) {
         let changes: number;
+        const before = o.kind === 'released' ? undefined : (stmt(SQL.before).get(o.postId) as { attempts: number; locked_at: number | null } | undefined);
         if (o.kind === 'published') {
           changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, o.token, workerId).changes;
         } else if (o.kind === 'retry') {
@@ -164,6 +173,12 @@ export function openSqliteStore(file: string): Store {
           changes = stmt(SQL.released).run(now, o.postId, workerId, o.token).changes;
         }
         if (changes > 0) applied.push(o.postId);
+        // posts show: one row per attempt that ended (a release or an uncounted wait is none)
+        if (changes > 0 && before !== undefined && !(o.kind === 'retry' && o.uncounted === true)) {
+          const error = o.kind === 'published' || o.kind === 'released' ? null : o.error;
+          const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
+          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, before.locked_at, now, o.kind, error, externalId, externalUrl);
+        }
       }
       if (ids.length === 0) return { applied, claimed: [] };
       const rows = stmt(SQL.claimed).all(JSON.stringify(ids)) as ClaimRow[];
@@ -173,6 +188,7 @@ export function openSqliteStore(file: string): Store {
   const rate = makeSqliteRate(stmt, immediate);
   const alerts = makeSqliteAlerts(stmt, immediate, read);
   const store: Store = {
+    ...makeSqliteManage(stmt, immediate, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,
@@ -241,11 +257,11 @@ export function openSqliteStore(file: string): Store {
     },
 
     async listChannels() {
-      return ((await read(() => stmt('SELECT * FROM channels ORDER BY name').all())) as ChannelRow[]).map(channelFromRow);
+      return ((await read(() => stmt('SELECT * FROM channels WHERE removed_at IS NULL ORDER BY name').all())) as ChannelRow[]).map(channelFromRow);
     },
 
     async findChannel(name: string) {
-      const row = (await read(() => stmt('SELECT * FROM channels WHERE name = ?').get(name))) as ChannelRow | undefined;
+      const row = (await read(() => stmt('SELECT * FROM channels WHERE name = ? AND removed_at IS NULL').get(name))) as ChannelRow | undefined;
       return row === undefined ? null : channelFromRow(row);
     },
 
@@ -253,7 +269,7 @@ export function openSqliteStore(file: string): Store {
       const row = (await immediate(() =>
         stmt(
           `UPDATE channels SET on_unknown = COALESCE(?, on_unknown), enabled = COALESCE(?, enabled)
-            WHERE name = ? RETURNING *`,
+            WHERE name = ? AND removed_at IS NULL RETURNING *`,
         ).get(changes.onUnknown ?? null, changes.enabled === undefined ? null : changes.enabled ? 1 : 0, name),
       )) as ChannelRow | undefined;
       return row === undefined ? null : channelFromRow(row);
@@ -294,7 +310,8 @@ export function openSqliteStore(file: string): Store {
 
     async getPost(id: number) {
       const row = (await read(() =>
-        stmt('SELECT s.*, d.text, d.parts FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id WHERE s.id = ?').get(id),
+        stmt(`SELECT s.*, d.text, d.parts, ch.name AS channel_name FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id
+            LEFT JOIN channels ch ON ch.id = s.channel_id WHERE s.id = ?`).get(id),
       )) as PostRow | undefined;
       return row === undefined ? null : postFromRow(row);
     },
@@ -352,10 +369,10 @@ export function openSqliteStore(file: string): Store {
       return immediate(() => {
         const now = Date.now();
         const expired = stmt(
-          `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, ch.on_unknown FROM post_schedule s
+          `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, s.locked_at, ch.on_unknown FROM post_schedule s
              LEFT JOIN channels ch ON ch.id = s.channel_id
             WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < ?`,
-        ).all(now) as { id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; on_unknown: OnUnknown | null }[];
+        ).all(now) as { id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; locked_at: number | null; on_unknown: OnUnknown | null }[];
         const update = stmt(
           `UPDATE post_schedule SET status = ?, last_error = ?, unconfirmed = 1, worker_id = NULL, locked_at = NULL,
                   lease_expires_at = NULL, updated_at = ?
@@ -363,7 +380,9 @@ export function openSqliteStore(file: string): Store {
         );
         return expired.map((r): RecoveredPost => {
           const status = recoveredStatus(r.on_unknown, r.used, maxAttempts);
-          update.run(status, leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown'), now, r.id, r.claim_token);
+          const error = leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown');
+          update.run(status, error, now, r.id, r.claim_token);
+          stmt(SQL.attempt).run(r.id, r.attempts, r.worker_id, r.locked_at, now, 'expired', error, null, null);
           return { id: r.id, workerId: r.worker_id, attempts: r.attempts, status };
         });
       });

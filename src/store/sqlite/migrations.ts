@@ -228,6 +228,37 @@ ALTER TABLE post_schedule ADD COLUMN published_parts TEXT NOT NULL DEFAULT '[]';
 `,
   },
   {
+    version: 9,
+    name: 'managing posts and channels',
+    sql: `
+-- An operator's pause (channels pause/resume): while set, the channel's posts wait,
+-- pending, and are not claimed (a network's 429 uses paused_until, which ends by itself).
+ALTER TABLE channels ADD COLUMN paused_at INTEGER;
+-- A removed channel (channels remove) stays as a row, so that the posts it published can
+-- still be shown; its name is freed (see removeChannel).
+ALTER TABLE channels ADD COLUMN removed_at INTEGER;
+-- The caller's key of \`schedule --key\`: one post per key, whatever the channel.
+ALTER TABLE post_schedule ADD COLUMN schedule_key TEXT;
+CREATE UNIQUE INDEX post_schedule_key ON post_schedule (schedule_key) WHERE schedule_key IS NOT NULL;
+-- posts list: by time (next first) over all posts or one channel's.
+CREATE INDEX post_schedule_run_at ON post_schedule (run_at, id);
+CREATE INDEX post_schedule_channel ON post_schedule (channel_id, run_at, id);
+-- One row per attempt that ended (posts show): written with its outcome.
+CREATE TABLE post_attempts (
+  post_id      INTEGER NOT NULL,
+  attempt      INTEGER NOT NULL,
+  worker_id    TEXT,
+  started_at   INTEGER,
+  finished_at  INTEGER NOT NULL,
+  outcome      TEXT NOT NULL,
+  error        TEXT,
+  external_id  TEXT,
+  external_url TEXT
+);
+CREATE INDEX post_attempts_post ON post_attempts (post_id, attempt);
+`,
+  },
+  {
     // 9 is another change's (assigned numbers); the runner applies whatever is missing
     version: 10,
     name: 'alerts',
