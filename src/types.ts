@@ -341,6 +341,8 @@ export interface StatusReport {
   readonly unknownPosts: readonly { id: number; channel: string | null; lastError: string | null; attempts: number }[];
   /** channels a network told to wait (a 429), until when (their posts keep their attempts) */
   readonly pausedChannels: readonly { channel: string; until: Date; reason: string | null }[];
+  /** channels an operator paused (`channels pause`), since when: their posts wait until `channels resume` */
+  readonly operatorPaused: readonly { channel: string; since: Date }[];
   /**
    * published, failed and cancelled are estimates (a PostgreSQL table of more than
    * 200,000 rows: from the planner's statistics); the other counts are always exact

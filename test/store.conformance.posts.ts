@@ -147,7 +147,11 @@ export function testPostsStore(dialect: 'sqlite' | 'postgres'): void {
       assert.deepEqual(await store.claim('w1', 5, 60_000), []);
       assert.equal((await store.getPost(id))?.attempts, 0);
       assert.ok((await store.findChannel('main'))?.pausedAt instanceof Date);
+      // status says so, with the time it was paused
+      const shown = (await store.status(1)).operatorPaused;
+      assert.deepEqual(shown.map((p) => [p.channel, p.since.getTime()]), [['main', paused?.pausedAt?.getTime()]]);
       assert.equal((await store.setChannelPaused('main', false))?.pausedAt, null);
+      assert.deepEqual((await store.status(1)).operatorPaused, []);
       assert.equal(await store.countDue(), 1);
       assert.deepEqual((await store.claim('w1', 5, 60_000)).map((c) => c.id), [id]);
       assert.equal(await store.setChannelPaused('nope', true), null);

@@ -158,6 +158,11 @@ function printStatus(report: StatusReport, glance: Glance, database: string, cre
     print('Paused by a rate limit (their posts wait, attempts kept)');
     for (const p of report.pausedChannels) print(`  ${p.channel} until ${p.until.toISOString()}: ${p.reason ?? ''}`);
   }
+  if (report.operatorPaused.length > 0) {
+    print();
+    print('Paused by an operator (their posts wait until: post-scheduler channels resume --name N)');
+    for (const p of report.operatorPaused) print(`  ${p.channel} since ${p.since.toISOString()}`);
+  }
   if (report.unknownPosts.length > 0) {
     print();
     print(`Outcome unknown (${c.unknown}): may have been published; check the channel, then`);

@@ -775,6 +775,10 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
         pausedChannels: await rate.pausedChannels(),
+        operatorPaused: (await q<{ name: string; paused_at: Date }>('SELECT name, paused_at FROM channels WHERE paused_at IS NOT NULL AND removed_at IS NULL ORDER BY paused_at, name')).map((r) => ({
+          channel: r.name,
+          since: r.paused_at,
+        })),
         estimated: estimate,
       };
     },

@@ -555,6 +555,9 @@ export function openSqliteStore(file: string): Store {
         recentFailures: failures.map((f) => ({ id: f.id, lastError: f.last_error, attempts: f.attempts })),
         unknownPosts: unknown.map((u) => ({ id: u.id, channel: u.channel, lastError: u.last_error, attempts: u.attempts })),
         pausedChannels: rate.pausedChannels(),
+        operatorPaused: (stmt('SELECT name, paused_at FROM channels WHERE paused_at IS NOT NULL AND removed_at IS NULL ORDER BY paused_at, name').all() as { name: string; paused_at: number }[]).map(
+          (r) => ({ channel: r.name, since: new Date(r.paused_at) }),
+        ),
         estimated: false,
       };
       });
