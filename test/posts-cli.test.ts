@@ -133,7 +133,7 @@ for (const dialect of DIALECTS) {
       );
       assert.equal(fs.existsSync(out), false);
       r = await ok(['status'], env);
-      assert.match(r.stdout, /Paused by an operator .*\n  local since \d{4}-\d\d-\d\dT/);
+      assert.match(r.stdout, /Paused by an operator .*\n {2}local since \d{4}-\d\d-\d\dT/);
       await ok(['channels', 'resume', 'local'], env);
       await ok(['cron'], env);
       r = await ok(['posts', 'list', '--status', 'published', '--json'], env);
