@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, describe, it } from 'node:test';
-import { parseDatabaseUrl } from '../src/config.ts';
-import { openStore } from '../src/store/open.ts';
+import { describe, it } from 'node:test';
 import type { Store } from '../src/store/store.ts';
 import type { Channel } from '../src/types.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { migratedStores } from './helpers/conformance.ts';
 
 /**
  * The alerts part of the storage conformance suite (Store.unalertedOutcomes,
@@ -12,26 +10,11 @@ import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
  */
 export function testAlertStore(dialect: 'sqlite' | 'postgres'): void {
   describe(`store conformance, alerts: ${dialect}`, () => {
-    const open: Store[] = [];
-    const dbs: TestDatabase[] = [];
-    afterEach(async () => {
-      await Promise.all(open.splice(0).map((s) => s.close()));
-    });
-    after(async () => {
-      await Promise.all(dbs.splice(0).map((d) => d.drop()));
-    });
+    const migrated = migratedStores(dialect);
     const DAY = 24 * 60 * 60 * 1000;
 
     async function fresh(): Promise<{ store: Store; main: Channel; ops: Channel; connect: () => Promise<Store> }> {
-      const db = await createTestDatabase(dialect);
-      dbs.push(db);
-      const connect = async () => {
-        const s = await openStore(parseDatabaseUrl(db.url));
-        open.push(s);
-        return s;
-      };
-      const store = await connect();
-      await store.migrate();
+      const { store, connect } = await migrated();
       const main = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'hold' });
       const ops = await store.addChannel({ name: 'ops', platform: 'file', settings: { path: '/tmp/ops.jsonl' }, onUnknown: 'hold' });
       return { store, main, ops, connect };

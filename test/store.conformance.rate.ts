@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, describe, it } from 'node:test';
-import { parseDatabaseUrl } from '../src/config.ts';
-import { openStore } from '../src/store/open.ts';
+import { describe, it } from 'node:test';
 import type { RateKey, Store } from '../src/store/store.ts';
 import type { Channel } from '../src/types.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { migratedStores } from './helpers/conformance.ts';
 
 /**
  * The rate-limit part of the storage conformance suite (Store.takeRateSlot,
@@ -12,25 +10,10 @@ import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
  */
 export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
   describe(`store conformance, rate limits: ${dialect}`, () => {
-    const open: Store[] = [];
-    const dbs: TestDatabase[] = [];
-    afterEach(async () => {
-      await Promise.all(open.splice(0).map((s) => s.close()));
-    });
-    after(async () => {
-      await Promise.all(dbs.splice(0).map((d) => d.drop()));
-    });
+    const migrated = migratedStores(dialect);
 
     async function fresh(): Promise<{ store: Store; channel: Channel; connect: () => Promise<Store> }> {
-      const db = await createTestDatabase(dialect);
-      dbs.push(db);
-      const connect = async () => {
-        const s = await openStore(parseDatabaseUrl(db.url));
-        open.push(s);
-        return s;
-      };
-      const store = await connect();
-      await store.migrate();
+      const { store, connect } = await migrated();
       const channel = await store.addChannel({ name: 'limited', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'retry' });
       return { store, channel, connect };
     }

@@ -1,33 +1,20 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, describe, it } from 'node:test';
-import { parseDatabaseUrl } from '../src/config.ts';
-import { openStore } from '../src/store/open.ts';
+import { describe, it } from 'node:test';
 import type { Store } from '../src/store/store.ts';
 import type { Outcome } from '../src/types.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { migratedStores } from './helpers/conformance.ts';
 
 /** The status part of the storage conformance suite (Store.lateness), run by test/store.conformance.ts on every dialect. */
 export function testStatusStore(dialect: 'sqlite' | 'postgres'): void {
   describe(`store conformance, status: ${dialect}`, () => {
-    const open: Store[] = [];
-    const dbs: TestDatabase[] = [];
-    afterEach(async () => {
-      await Promise.all(open.splice(0).map((s) => s.close()));
-    });
-    after(async () => {
-      await Promise.all(dbs.splice(0).map((d) => d.drop()));
-    });
+    const migrated = migratedStores(dialect);
     const HOUR = 3_600_000;
     const DAY = 24 * HOUR;
     // a test's own run time adds to each lateness: at most this much (far below an hour)
     const SLACK = 60_000;
 
     async function fresh(): Promise<{ store: Store; channelId: number }> {
-      const db = await createTestDatabase(dialect);
-      dbs.push(db);
-      const store = await openStore(parseDatabaseUrl(db.url));
-      open.push(store);
-      await store.migrate();
+      const { store } = await migrated();
       const channel = await store.addChannel({ name: 'c', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'retry' });
       return { store, channelId: channel.id };
     }
