@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { serveRefusal } from '../config.ts';
 import { errorMessage, printWarning } from '../log.ts';
 import { buildApp } from '../server/app.ts';
-import { openStore } from '../store/open.ts';
+import { storeSource } from '../server/store-source.ts';
 import { onSignals } from '../signals.ts';
 import { CliError, configFrom, print, type GlobalFlags } from './context.ts';
 
@@ -17,18 +17,18 @@ export function registerServe(program: Command, globals: () => GlobalFlags): voi
       const refused = serveRefusal(config);
       // before the database is touched
       if (refused !== null) throw new CliError(refused);
-      const store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
+      const stores = storeSource(config);
       try {
-        await store.migrate();
+        await stores.get();
       } catch (e) {
         // it still serves: /healthz says the database is unreachable until it answers
-        printWarning(`the database did not answer (${errorMessage(e)}); /healthz reports it`, config.logFormat);
+        printWarning(`the database did not answer (${errorMessage(e)}); serving anyway, /healthz reports it`, config.logFormat);
       }
-      const app = buildApp(store, config);
+      const app = buildApp(stores, config);
       const address = await app.listen({ host: config.serveHost, port: config.servePort });
       print(`Listening on ${address}${config.apiToken === null ? ' (no API_TOKEN: loopback only, no authentication)' : ''}`);
       const stop = () => {
-        void app.close().then(() => store.close());
+        void app.close().then(() => stores.close());
       };
       onSignals(stop);
     });

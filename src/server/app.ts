@@ -1,8 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import type { Store } from '../store/store.ts';
 import { bearerMatches } from './auth.ts';
 import { buildMetrics } from './metrics.ts';
+import type { StoreSource } from './store-source.ts';
 
 /** How long /healthz waits for the database before it answers "unreachable". */
 export const HEALTH_TIMEOUT_MS = 2_000;
@@ -11,9 +11,9 @@ export const HEALTH_TIMEOUT_MS = 2_000;
  * The HTTP server of `serve`: /healthz (no token) and /metrics (Prometheus text). With
  * API_TOKEN set, every other route requires `Authorization: Bearer <API_TOKEN>`.
  */
-export function buildApp(store: Store, config: Config): FastifyInstance {
+export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
   const app = Fastify({ logger: false });
-  const registry = buildMetrics(store);
+  const registry = buildMetrics(stores);
   const token = config.apiToken;
 
   app.addHook('onRequest', async (request, reply) => {
@@ -24,7 +24,7 @@ export function buildApp(store: Store, config: Config): FastifyInstance {
   });
 
   app.get('/healthz', async (_request, reply) => {
-    const ok = await answersWithin(store, HEALTH_TIMEOUT_MS);
+    const ok = await answersWithin(stores, HEALTH_TIMEOUT_MS);
     return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', database: ok ? 'ok' : 'unreachable' });
   });
 
@@ -40,11 +40,11 @@ export function buildApp(store: Store, config: Config): FastifyInstance {
   return app;
 }
 
-async function answersWithin(store: Store, ms: number): Promise<boolean> {
+async function answersWithin(stores: StoreSource, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
-    return await Promise.race([store.ping().then(() => true, () => false), timeout]);
+    return await Promise.race([stores.get().then((s) => s.ping()).then(() => true, () => false), timeout]);
   } finally {
     clearTimeout(timer);
   }

@@ -1,5 +1,6 @@
 import { Gauge, Registry } from 'prom-client';
 import type { Store } from '../store/store.ts';
+import type { StoreSource } from './store-source.ts';
 import type { CycleRecord } from '../types.ts';
 
 /** The cycles the cycle figures are read over (the most recent first). */
@@ -18,12 +19,12 @@ const LATENESS_LIMIT = 10_000;
  * are recomputed from the database on each scrape (the store already ranks them), so
  * a histogram would count the same post again at every scrape.
  */
-export function buildMetrics(store: Store): Registry {
+export function buildMetrics(stores: StoreSource): Registry {
   const registry = new Registry();
   // one read per scrape, shared by every gauge of that scrape
   let pending: Promise<Snapshot> | null = null;
   const snapshot = (): Promise<Snapshot> => {
-    pending ??= read(store).finally(() => {
+    pending ??= read(stores).finally(() => {
       setImmediate(() => (pending = null));
     });
     return pending;
@@ -85,7 +86,8 @@ interface Snapshot {
   readonly lateness: Awaited<ReturnType<Store['lateness']>>;
 }
 
-async function read(store: Store): Promise<Snapshot> {
+async function read(stores: StoreSource): Promise<Snapshot> {
+  const store = await stores.get();
   const report = await store.status(METRICS_CYCLES);
   const lateness = await store.lateness(LATENESS_WINDOW_MS, LATENESS_LIMIT);
   return { report, lateness };
