@@ -60,6 +60,8 @@ for (const dialect of DIALECTS) {
         let figures = parseMetrics(await (await fetch(`${url}/metrics`, { headers: auth })).text());
         assert.equal(figures.get('post_scheduler_due_posts'), 4);
         assert.equal(figures.get('post_scheduler_posts{state="pending"}'), 5);
+        assert.equal(figures.get('post_scheduler_waiting_posts{state="pending",channel="hook"}'), 5);
+        assert.ok((figures.get('post_scheduler_oldest_due_age_seconds') ?? 0) >= 60, 'the post due a minute ago');
 
         r = await run(['cron', '--batch-size', '2'], env);
         assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -81,6 +83,8 @@ for (const dialect of DIALECTS) {
         assert.equal(figures.get('post_scheduler_posts{state="pending"}'), (c['duePending'] ?? -1) + (c['scheduledLater'] ?? -1));
         assert.equal(figures.get('post_scheduler_posts{state="unknown"}'), c['unknown']);
         assert.equal(figures.get('post_scheduler_due_posts'), c['duePending']);
+        assert.equal(figures.get('post_scheduler_waiting_posts{state="pending",channel="hook"}'), (c['duePending'] ?? -1) + (c['scheduledLater'] ?? -1));
+        assert.equal(figures.get('post_scheduler_oldest_due_age_seconds'), 0, 'nothing due after the cycle');
         assert.equal(figures.get('post_scheduler_lateness_posts'), status.glance.lateness.posts);
         const last = status.cycles[0];
         assert.ok(last !== undefined);

@@ -1,5 +1,5 @@
 import { Gauge, Registry } from 'prom-client';
-import type { Store } from '../store/store.ts';
+import type { MetricsSnapshot, Store } from '../store/store.ts';
 import type { StoreSource } from './store-source.ts';
 import type { CycleRecord } from '../types.ts';
 
@@ -45,6 +45,13 @@ export function buildMetrics(stores: StoreSource): Registry {
   gauge(registry, 'post_scheduler_due_posts', 'Posts pending whose time has come (the due backlog)', [], async (g) => {
     g.set((await snapshot()).report.counts.duePending);
   });
+  gauge(registry, 'post_scheduler_waiting_posts', 'Posts pending, processing or unknown by state and channel (final states by channel would read the whole table)', ['state', 'channel'], async (g) => {
+    for (const w of (await snapshot()).metrics.waiting) g.set({ state: w.state, channel: w.channel ?? '(none)' }, w.posts);
+  });
+  gauge(registry, 'post_scheduler_oldest_due_age_seconds', 'How long the oldest due post has waited past its time (0: nothing due)', [], async (g) => {
+    const m = (await snapshot()).metrics;
+    g.set(m.oldestDueAt === null ? 0 : Math.max(0, m.now.getTime() - m.oldestDueAt.getTime()) / 1000);
+  });
   gauge(registry, 'post_scheduler_unknown_outcome_posts', 'Posts whose outcome is unknown, waiting for an operator', [], async (g) => {
     g.set((await snapshot()).report.counts.unknown);
   });
@@ -84,13 +91,15 @@ export function buildMetrics(stores: StoreSource): Registry {
 interface Snapshot {
   readonly report: Awaited<ReturnType<Store['status']>>;
   readonly lateness: Awaited<ReturnType<Store['lateness']>>;
+  readonly metrics: MetricsSnapshot;
 }
 
 async function read(stores: StoreSource): Promise<Snapshot> {
   const store = await stores.get();
   const report = await store.status(METRICS_CYCLES);
   const lateness = await store.lateness(LATENESS_WINDOW_MS, LATENESS_LIMIT);
-  return { report, lateness };
+  const metrics = await store.metrics();
+  return { report, lateness, metrics };
 }
 
 function gauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[], fill: (g: Gauge<L>) => Promise<void>): void {

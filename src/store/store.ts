@@ -156,6 +156,12 @@ export interface Store {
    * states by updated_at). Percentiles are nearest-rank, in whole milliseconds.
    */
   lateness(windowMs: number, limit: number): Promise<LatenessReport>;
+  // ---- metrics (src/server/metrics.ts): what /metrics adds to status ----
+  /**
+   * The posts that wait (pending, processing, unknown) by state and channel, each
+   * state counted through its partial index, and the run_at of the oldest due post.
+   */
+  metrics(): Promise<MetricsSnapshot>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all
@@ -229,6 +235,15 @@ export interface Store {
    * content), and cycle records (with their worker runs) that old; in batches.
    */
   prune(olderThanMs: number): Promise<{ posts: number; cycles: number }>;
+}
+
+/** Store.metrics. */
+export interface MetricsSnapshot {
+  /** channel: its name, null when the post's channel row is gone */
+  readonly waiting: readonly { readonly state: 'pending' | 'processing' | 'unknown'; readonly channel: string | null; readonly posts: number }[];
+  /** the oldest due post's run_at (null: nothing due), and the database's now it was read at */
+  readonly oldestDueAt: Date | null;
+  readonly now: Date;
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */
