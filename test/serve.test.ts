@@ -85,6 +85,9 @@ for (const dialect of DIALECTS) {
         assert.equal(figures.get('post_scheduler_due_posts'), c['duePending']);
         assert.equal(figures.get('post_scheduler_waiting_posts{state="pending",channel="hook"}'), (c['duePending'] ?? -1) + (c['scheduledLater'] ?? -1));
         assert.equal(figures.get('post_scheduler_oldest_due_age_seconds'), 0, 'nothing due after the cycle');
+        assert.equal(figures.get('post_scheduler_recent_attempts{outcome="published",platform="webhook"}'), c['published']);
+        assert.equal(figures.get('post_scheduler_recent_attempts{outcome="failed",platform="webhook"}'), c['failed']);
+        assert.equal(figures.get('post_scheduler_recent_attempt_seconds_count{platform="webhook"}'), 4);
         assert.equal(figures.get('post_scheduler_lateness_posts'), status.glance.lateness.posts);
         const last = status.cycles[0];
         assert.ok(last !== undefined);

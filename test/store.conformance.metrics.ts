@@ -24,7 +24,7 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
       const store = await openStore(parseDatabaseUrl(db.url));
       open.push(store);
       await store.migrate();
-      let m = await store.metrics();
+      let m = await store.metrics(HOUR, 1000);
       assert.deepEqual(m.waiting, []);
       assert.equal(m.oldestDueAt, null);
 
@@ -40,7 +40,7 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
       // the oldest (a1) is claimed: processing; the oldest still due is a2
       const claimed = await store.claim('w', 1, 60_000);
       assert.equal(claimed.length, 1);
-      m = await store.metrics();
+      m = await store.metrics(HOUR, 1000);
       const by = (state: string, channel: string) => m.waiting.find((w) => w.state === state && w.channel === channel)?.posts;
       assert.equal(by('pending', 'a'), 2, 'due and later alike');
       assert.equal(by('pending', 'b'), 1);
@@ -54,9 +54,26 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
       const [first] = claimed;
       assert.ok(first !== undefined);
       await store.recordOutcomes('w', [{ kind: 'unknown', postId: first.id, token: first.token, error: 'timed out' }]);
-      m = await store.metrics();
+      m = await store.metrics(HOUR, 1000);
       assert.equal(m.waiting.find((w) => w.state === 'unknown' && w.channel === 'a')?.posts, 1);
       assert.equal(m.waiting.find((w) => w.state === 'processing'), undefined);
+      assert.deepEqual(
+        m.attempts.map((x) => ({ outcome: x.outcome, platform: x.platform, attempts: x.attempts, publishTimed: x.publishTimed })),
+        [{ outcome: 'unknown', platform: 'file', attempts: 1, publishTimed: 1 }],
+      );
+      // b1 and a2 go out (claimed oldest first); one fails for good
+      const two = await store.claim('w', 2, 60_000);
+      assert.equal(two.length, 2);
+      const [p1, p2] = two;
+      assert.ok(p1 !== undefined && p2 !== undefined);
+      await store.recordOutcomes('w', [
+        { kind: 'published', postId: p1.id, token: p1.token, externalId: null, externalUrl: null },
+        { kind: 'failed', postId: p2.id, token: p2.token, error: 'HTTP 400' },
+      ]);
+      m = await store.metrics(HOUR, 1000);
+      const outcomes = Object.fromEntries(m.attempts.map((x) => [x.outcome, x.attempts]));
+      assert.deepEqual(outcomes, { unknown: 1, published: 1, failed: 1 });
+      assert.ok(m.attempts.every((x) => x.publishMs >= 0 && x.publishMs < 60_000));
     });
   });
 }

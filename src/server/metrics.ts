@@ -52,6 +52,16 @@ export function buildMetrics(stores: StoreSource): Registry {
     const m = (await snapshot()).metrics;
     g.set(m.oldestDueAt === null ? 0 : Math.max(0, m.now.getTime() - m.oldestDueAt.getTime()) / 1000);
   });
+  gauge(registry, 'post_scheduler_recent_attempts', 'Attempts that ended in the last hour (of the posts that ended or went unknown in it) by outcome and platform', ['outcome', 'platform'], async (g) => {
+    for (const a of (await snapshot()).metrics.attempts) g.set({ outcome: a.outcome, platform: a.platform ?? '(none)' }, a.attempts);
+  });
+  // publish latency per platform as _sum and _count (rate(sum)/rate(count) or sum/count: the mean)
+  gauge(registry, 'post_scheduler_recent_attempt_seconds_sum', 'Sum of finished_at - started_at of those attempts, by platform', ['platform'], async (g) => {
+    for (const [platform, a] of byPlatform((await snapshot()).metrics.attempts)) g.set({ platform }, a.ms / 1000);
+  });
+  gauge(registry, 'post_scheduler_recent_attempt_seconds_count', 'Those attempts with a start time, by platform', ['platform'], async (g) => {
+    for (const [platform, a] of byPlatform((await snapshot()).metrics.attempts)) g.set({ platform }, a.timed);
+  });
   gauge(registry, 'post_scheduler_unknown_outcome_posts', 'Posts whose outcome is unknown, waiting for an operator', [], async (g) => {
     g.set((await snapshot()).report.counts.unknown);
   });
@@ -88,6 +98,16 @@ export function buildMetrics(stores: StoreSource): Registry {
   return registry;
 }
 
+function byPlatform(attempts: MetricsSnapshot['attempts']): Map<string, { ms: number; timed: number }> {
+  const by = new Map<string, { ms: number; timed: number }>();
+  for (const a of attempts) {
+    const platform = a.platform ?? '(none)';
+    const seen = by.get(platform) ?? { ms: 0, timed: 0 };
+    by.set(platform, { ms: seen.ms + a.publishMs, timed: seen.timed + a.publishTimed });
+  }
+  return by;
+}
+
 interface Snapshot {
   readonly report: Awaited<ReturnType<Store['status']>>;
   readonly lateness: Awaited<ReturnType<Store['lateness']>>;
@@ -98,7 +118,7 @@ async function read(stores: StoreSource): Promise<Snapshot> {
   const store = await stores.get();
   const report = await store.status(METRICS_CYCLES);
   const lateness = await store.lateness(LATENESS_WINDOW_MS, LATENESS_LIMIT);
-  const metrics = await store.metrics();
+  const metrics = await store.metrics(LATENESS_WINDOW_MS, LATENESS_LIMIT);
   return { report, lateness, metrics };
 }
 
