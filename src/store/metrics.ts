@@ -6,7 +6,7 @@ export function sumAttempts(rows: readonly { outcome: string; platform: string |
   for (const r of rows) {
     const key = `${r.outcome}\u0000${r.platform ?? ''}`;
     const seen = by.get(key) ?? { outcome: r.outcome, platform: r.platform, attempts: 0, publishTimed: 0, publishMs: 0 };
-    by.set(key, { ...seen, attempts: seen.attempts + Number(r.n), publishTimed: seen.publishTimed + Number(r.timed), publishMs: seen.publishMs + Number(r.ms) });
+    by.set(key, { ...seen, attempts: seen.attempts + r.n, publishTimed: seen.publishTimed + r.timed, publishMs: seen.publishMs + r.ms });
   }
   return [...by.values()];
 }
