@@ -4,7 +4,8 @@ import type { MetricsSnapshot, Store } from '../store.ts';
 
 /**
  * Store.metrics on SQLite: one grouped count per waiting state (`status = '...'` as the
- * partial indexes state it, so each count reads its own index), and the oldest due
+ * partial indexes state it, and `+channel_id` so SQLite groups in a temporary b-tree
+ * rather than scan the whole table in post_schedule_channel's order), and the oldest due
  * post through the due index.
  */
 export function makeSqliteMetrics(stmt: (text: string) => Database.Statement, read: <T>(fn: () => T) => Promise<T>): Pick<Store, 'metrics'> {
@@ -16,7 +17,7 @@ export function makeSqliteMetrics(stmt: (text: string) => Database.Statement, re
           (
             stmt(
               `SELECT c.name AS channel, w.n FROM (
-                 SELECT channel_id, count(*) AS n FROM post_schedule WHERE status = '${state}' GROUP BY channel_id) w
+                 SELECT channel_id, count(*) AS n FROM post_schedule WHERE status = '${state}' GROUP BY +channel_id) w
                LEFT JOIN channels c ON c.id = w.channel_id ORDER BY c.name`,
             ).all() as { channel: string | null; n: number }[]
           ).map((r) => ({ state, channel: r.channel, posts: r.n })),
