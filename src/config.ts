@@ -78,6 +78,14 @@ export interface Config {
    * resolves it with realpath); null when not set: module channels are refused
    */
   readonly moduleDir: string | null;
+  /**
+   * `serve`: the bearer token every request but /healthz must carry (a secret: never
+   * logged or printed); null: no token, and the server listens on loopback only
+   */
+  readonly apiToken: string | null;
+  /** `serve`: the address and port it listens on (port 0: any free port, printed) */
+  readonly serveHost: string;
+  readonly servePort: number;
 }
 
 export class ConfigError extends Error {
@@ -112,6 +120,10 @@ export const ENV_DEFAULTS = {
   POST_SCHEDULER_OLD_SECRET_KEY: '',
   // empty: no module channels (loading code is a privilege the operator grants)
   MODULE_DIR: '',
+  // empty: serve listens on loopback only, without authentication
+  API_TOKEN: '',
+  SERVE_HOST: '127.0.0.1',
+  SERVE_PORT: '8080',
 } as const;
 
 export type EnvName = keyof typeof ENV_DEFAULTS;
@@ -169,6 +181,12 @@ const schema = v.object({
   POST_SCHEDULER_SECRET_KEY: v.string(),
   POST_SCHEDULER_OLD_SECRET_KEY: v.string(),
   MODULE_DIR: v.pipe(v.string(), v.trim()),
+  API_TOKEN: v.union(
+    [v.literal(''), v.pipe(v.string(), v.regex(/^[\x21-\x7e]{16,512}$/, 'API_TOKEN'))],
+    'API_TOKEN must be 16 to 512 printable characters without spaces',
+  ),
+  SERVE_HOST: v.pipe(v.string(), v.trim(), v.minLength(1, 'SERVE_HOST must not be empty'), v.maxLength(255, 'SERVE_HOST must be at most 255 characters')),
+  SERVE_PORT: integer('SERVE_PORT', 0, 65_535),
 });
 
 /** Rules between variables, checked after each one is valid on its own. */
@@ -199,7 +217,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     const issue = parsed.issues[0];
     const key = issue.path?.[0]?.key;
     const name = typeof key === 'string' ? key : 'configuration';
-    const shown = name in raw && name !== 'DATABASE_URL' && !name.startsWith('POST_SCHEDULER_') ? ` (got "${raw[name] ?? ''}")` : '';
+    const shown = name in raw && name !== 'DATABASE_URL' && name !== 'API_TOKEN' && !name.startsWith('POST_SCHEDULER_') ? ` (got "${raw[name] ?? ''}")` : '';
     throw new ConfigError(`Invalid configuration: ${issue.message}${shown}`);
   }
   const c = parsed.output;
@@ -239,6 +257,9 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     secretKey,
     oldSecretKey,
     moduleDir: c.MODULE_DIR === '' ? null : path.resolve(c.MODULE_DIR),
+    apiToken: c.API_TOKEN === '' ? null : c.API_TOKEN,
+    serveHost: c.SERVE_HOST,
+    servePort: c.SERVE_PORT,
   });
 }
 
@@ -309,6 +330,10 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     POST_SCHEDULER_SECRET_KEY: config.secretKey === null ? '' : config.secretKey.toString('hex'),
     POST_SCHEDULER_OLD_SECRET_KEY: config.oldSecretKey === null ? '' : config.oldSecretKey.toString('hex'),
     MODULE_DIR: config.moduleDir ?? '',
+    // a worker serves nothing: the token stays in the serving process
+    API_TOKEN: '',
+    SERVE_HOST: '127.0.0.1',
+    SERVE_PORT: String(config.servePort),
   };
 }
 
@@ -341,6 +366,21 @@ export function parseDatabaseUrl(value: string): DatabaseTarget {
   throw new ConfigError(
     `Invalid configuration: DATABASE_URL must start with sqlite: or postgres:// (got ${scheme === undefined ? 'no scheme' : `"${scheme}:"`})`,
   );
+}
+
+/**
+ * `serve` refuses to listen beyond loopback without API_TOKEN (checked by serve alone:
+ * other commands never listen, so a SERVE_HOST they inherit does not stop them).
+ */
+export function serveRefusal(config: Config): string | null {
+  if (config.apiToken !== null || isLoopback(config.serveHost)) return null;
+  return `Invalid configuration: ${config.serveHost} is not a loopback address: set API_TOKEN before serving beyond this machine`;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 /** Replaces a password in a URL with ***; leaves anything else as it is. */

@@ -9,6 +9,7 @@ import type { Channel, Outcome } from '../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { testPostsStore } from './store.conformance.posts.ts';
 import { testRateStore } from './store.conformance.rate.ts';
+import { testMetricsStore } from './store.conformance.metrics.ts';
 import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
 import { testAlertStore } from './store.conformance.alerts.ts';
@@ -607,6 +608,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   });
   testRateStore(dialect);
   testStatusStore(dialect);
+  testMetricsStore(dialect);
   testAlertStore(dialect);
   testPostsStore(dialect);
 }

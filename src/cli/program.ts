@@ -5,6 +5,7 @@ import { configFrom, print, type GlobalFlags } from './context.ts';
 import { registerCycle } from './cycle.ts';
 import { registerPosts } from './posts.ts';
 import { registerPrune } from './prune.ts';
+import { registerServe } from './serve.ts';
 import { registerStatus } from './status.ts';
 import { registerWorker } from './worker.ts';
 import { withStore } from './context.ts';
@@ -21,7 +22,8 @@ export function buildProgram(): Command {
 Environment: DATABASE_URL, BATCH_SIZE (5), MAX_WORKERS (5), MIN_WORKERS (1), TIMEOUT_MS (55000),
 WORKER_TIMEOUT_MS (50000), WORKER_CONCURRENCY (BATCH_SIZE), MAX_ATTEMPTS (5), RETRY_BASE_MS (30000),
 RETRY_MAX_MS (3600000), PUBLISH_TIMEOUT_MS (10000), LEASE_MS (30000), KILL_GRACE_MS (3000),
-LOG_FORMAT (text), LOG_TIMESTAMPS (false), ALERT_CHANNEL (none).`,
+LOG_FORMAT (text), LOG_TIMESTAMPS (false), ALERT_CHANNEL (none),
+API_TOKEN (none), SERVE_HOST (127.0.0.1), SERVE_PORT (8080).`,
     );
   const globals = (): GlobalFlags => program.opts<GlobalFlags>();
 
@@ -40,6 +42,7 @@ LOG_FORMAT (text), LOG_TIMESTAMPS (false), ALERT_CHANNEL (none).`,
   registerWorker(program, globals);
   registerStatus(program, globals);
   registerPrune(program, globals);
+  registerServe(program, globals);
   return program;
 }
 

@@ -156,6 +156,17 @@ export interface Store {
    * states by updated_at). Percentiles are nearest-rank, in whole milliseconds.
    */
   lateness(windowMs: number, limit: number): Promise<LatenessReport>;
+  // ---- metrics (src/server/metrics.ts): what /metrics adds to status ----
+  /**
+   * The posts that wait (pending, processing, unknown) by state and channel, each
+   * state counted through its partial index, and the run_at of the oldest due post.
+   * `attempts`: the attempts, by outcome and channel platform, that ended within the
+   * last `windowMs` of the posts that ended (or went unknown) in that window, at most
+   * the `limit` most recent such posts (read through the indexes of final and unknown
+   * states by updated_at, then post_attempts by post): a retry of a post still pending
+   * is counted once the post ends.
+   */
+  metrics(windowMs: number, limit: number): Promise<MetricsSnapshot>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all
@@ -229,6 +240,17 @@ export interface Store {
    * content), and cycle records (with their worker runs) that old; in batches.
    */
   prune(olderThanMs: number): Promise<{ posts: number; cycles: number }>;
+}
+
+/** Store.metrics. */
+export interface MetricsSnapshot {
+  /** channel: its name, null when the post's channel row is gone */
+  readonly waiting: readonly { readonly state: 'pending' | 'processing' | 'unknown'; readonly channel: string | null; readonly posts: number }[];
+  /** the oldest due post's run_at (null: nothing due), and the database's now it was read at */
+  readonly oldestDueAt: Date | null;
+  readonly now: Date;
+  /** publishMs: the sum of finished_at - started_at over those with both (publishTimed of them) */
+  readonly attempts: readonly { readonly outcome: string; readonly platform: string | null; readonly attempts: number; readonly publishTimed: number; readonly publishMs: number }[];
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */

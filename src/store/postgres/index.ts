@@ -25,6 +25,7 @@ import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recovere
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
 import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresManage } from './manage.ts';
+import { makePostgresMetrics } from './metrics.ts';
 import { makePostgresRate } from './rate.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -331,6 +332,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const alerts = makePostgresAlerts(q);
   const store: Store = {
     ...makePostgresManage(q),
+    ...makePostgresMetrics(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

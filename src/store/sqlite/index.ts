@@ -24,6 +24,7 @@ import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteManage } from './manage.ts';
+import { makeSqliteMetrics } from './metrics.ts';
 import { makeSqliteRate } from './rate.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -189,6 +190,7 @@ export function openSqliteStore(file: string): Store {
   const alerts = makeSqliteAlerts(stmt, immediate, read);
   const store: Store = {
     ...makeSqliteManage(stmt, immediate, read),
+    ...makeSqliteMetrics(stmt, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

@@ -1,0 +1,54 @@
+import type Database from 'better-sqlite3';
+import { sumAttempts } from '../metrics.ts';
+import type { MetricsSnapshot, Store } from '../store.ts';
+
+/**
+ * Store.metrics on SQLite: one grouped count per waiting state (`status = '...'` as the
+ * partial indexes state it, and `+channel_id` so SQLite groups in a temporary b-tree
+ * rather than scan the whole table in post_schedule_channel's order), and the oldest due
+ * post through the due index.
+ */
+export function makeSqliteMetrics(stmt: (text: string) => Database.Statement, read: <T>(fn: () => T) => Promise<T>): Pick<Store, 'metrics'> {
+  return {
+    async metrics(windowMs, limit) {
+      return read((): MetricsSnapshot => {
+        const now = Date.now();
+        const waiting = (['pending', 'processing', 'unknown'] as const).flatMap((state) =>
+          (
+            stmt(
+              `SELECT c.name AS channel, w.n FROM (
+                 SELECT channel_id, count(*) AS n FROM post_schedule WHERE status = '${state}' GROUP BY +channel_id) w
+               LEFT JOIN channels c ON c.id = w.channel_id ORDER BY c.name`,
+            ).all() as { channel: string | null; n: number }[]
+          ).map((r) => ({ state, channel: r.channel, posts: r.n })),
+        );
+        const oldest = stmt("SELECT min(run_at) AS at FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(now) as { at: number | null };
+        const since = now - windowMs;
+        // each state as its partial index states it, so SQLite reads the index
+        const attempts = stmt(
+          `SELECT a.outcome, ch.platform, count(*) AS n,
+                  count(a.started_at) AS timed, coalesce(sum(a.finished_at - a.started_at), 0) AS ms
+             FROM (SELECT id, channel_id FROM post_schedule WHERE status IN ('published', 'failed', 'cancelled') AND updated_at >= ?
+                    ORDER BY updated_at DESC LIMIT ?) p
+             JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
+             LEFT JOIN channels ch ON ch.id = p.channel_id
+            GROUP BY a.outcome, ch.platform
+           UNION ALL
+           SELECT a.outcome, ch.platform, count(*), count(a.started_at), coalesce(sum(a.finished_at - a.started_at), 0)
+             FROM (SELECT id, channel_id FROM post_schedule WHERE status = 'unknown' AND updated_at >= ?
+                    ORDER BY updated_at DESC LIMIT ?) p
+             JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
+             LEFT JOIN channels ch ON ch.id = p.channel_id
+            GROUP BY a.outcome, ch.platform`,
+        ).all(since, limit, since, since, limit, since) as { outcome: string; platform: string | null; n: number; timed: number; ms: number }[];
+        return {
+          waiting,
+          oldestDueAt: oldest.at === null ? null : new Date(oldest.at),
+          now: new Date(now),
+          attempts: sumAttempts(attempts),
+        };
+      });
+    },
+  };
+}
+

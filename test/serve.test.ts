@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { killAll, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
+import { startReceiver } from './helpers/receiver.ts';
+
+const TOKEN = 'test-token-0123456789abcdef';
+
+/** Starts `serve --port 0` and reads the address it printed. */
+async function serve(env: NodeJS.ProcessEnv, args: readonly string[] = []): Promise<{ proc: Running; url: string }> {
+  const proc = start(['serve', '--port', '0', ...args], env, 120_000);
+  let url = '';
+  await waitFor('serve prints its address', () => {
+    url = /Listening on (http:\/\/\S+)/.exec(proc.output())?.[1] ?? '';
+    return url !== '';
+  });
+  return { proc, url };
+}
+
+async function stop(proc: Running): Promise<void> {
+  proc.child.kill('SIGTERM');
+  const r = await proc.done;
+  assert.equal(r.code, 0, r.stderr);
+}
+
+/** `name{labels} value` lines of the Prometheus text exposition. */
+function parseMetrics(text: string): Map<string, number> {
+  const figures = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^(\S+) (\S+)$/.exec(line);
+    assert.ok(m !== null, `not an exposition line: ${line}`);
+    figures.set(m[1] ?? '', Number(m[2]));
+  }
+  return figures;
+}
+
+for (const dialect of DIALECTS) {
+  describe(`serve on ${dialect}`, () => {
+    const dbs: TestDatabase[] = [];
+    after(async () => {
+      killAll();
+      for (const db of dbs) await db.drop();
+    });
+
+    it('/metrics agrees with status --json; the token is required except on /healthz', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const env = testEnv(db.url, { API_TOKEN: TOKEN });
+      const receiver = await startReceiver((d) => (d.body.includes('bad') ? { status: 400, body: '{"error":"no"}' } : { status: 200 }));
+      const { proc, url } = await serve(env);
+      try {
+        let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
+        assert.equal(r.code, 0, r.stderr);
+        for (const [text, at] of [['ok one', -60_000], ['ok two', 0], ['bad one', 0], ['bad two', 0], ['later', 7_200_000]] as const) {
+          r = await run(['schedule', '--channel', 'hook', '--text', text, '--at', new Date(Date.now() + at).toISOString()], env);
+          assert.equal(r.code, 0, r.stderr);
+        }
+        const auth = { authorization: `Bearer ${TOKEN}` };
+        let figures = parseMetrics(await (await fetch(`${url}/metrics`, { headers: auth })).text());
+        assert.equal(figures.get('post_scheduler_due_posts'), 4);
+        assert.equal(figures.get('post_scheduler_posts{state="pending"}'), 5);
+        assert.equal(figures.get('post_scheduler_waiting_posts{state="pending",channel="hook"}'), 5);
+        assert.ok((figures.get('post_scheduler_oldest_due_age_seconds') ?? 0) >= 60, 'the post due a minute ago');
+
+        r = await run(['cron', '--batch-size', '2'], env);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        r = await run(['status', '--json'], env);
+        const status = JSON.parse(r.stdout) as {
+          counts: Record<string, number>;
+          cycles: { workersSpawned: number; workersSucceeded: number; exitCode: number }[];
+          glance: { lateness: { posts: number } };
+        };
+        const res = await fetch(`${url}/metrics`, { headers: auth });
+        assert.equal(res.status, 200);
+        assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+        figures = parseMetrics(await res.text());
+        const c = status.counts;
+        assert.equal(c['published'], 2);
+        assert.equal(c['failed'], 2);
+        assert.equal(figures.get('post_scheduler_posts{state="published"}'), c['published']);
+        assert.equal(figures.get('post_scheduler_posts{state="failed"}'), c['failed']);
+        assert.equal(figures.get('post_scheduler_posts{state="pending"}'), (c['duePending'] ?? -1) + (c['scheduledLater'] ?? -1));
+        assert.equal(figures.get('post_scheduler_posts{state="unknown"}'), c['unknown']);
+        assert.equal(figures.get('post_scheduler_due_posts'), c['duePending']);
+        assert.equal(figures.get('post_scheduler_waiting_posts{state="pending",channel="hook"}'), (c['duePending'] ?? -1) + (c['scheduledLater'] ?? -1));
+        assert.equal(figures.get('post_scheduler_oldest_due_age_seconds'), 0, 'nothing due after the cycle');
+        assert.equal(figures.get('post_scheduler_recent_attempts{outcome="published",platform="webhook"}'), c['published']);
+        assert.equal(figures.get('post_scheduler_recent_attempts{outcome="failed",platform="webhook"}'), c['failed']);
+        assert.equal(figures.get('post_scheduler_recent_attempt_seconds_count{platform="webhook"}'), 4);
+        assert.equal(figures.get('post_scheduler_lateness_posts'), status.glance.lateness.posts);
+        const last = status.cycles[0];
+        assert.ok(last !== undefined);
+        assert.equal(figures.get('post_scheduler_last_cycle_workers_spawned'), last.workersSpawned);
+        assert.equal(figures.get('post_scheduler_recent_worker_runs{result="succeeded"}'), last.workersSucceeded);
+        assert.equal(figures.get(`post_scheduler_recent_cycles{exit_code="${last.exitCode}"}`), 1);
+        assert.ok((figures.get('post_scheduler_lateness_seconds{quantile="1"}') ?? 0) >= 60, 'the post due a minute ago went out at least a minute late');
+
+        // the token: none or a wrong one is refused, /healthz needs none
+        for (const headers of [{}, { authorization: 'Bearer wrong-token-0123456789' }, { authorization: TOKEN }]) {
+          const refused = await fetch(`${url}/metrics`, { headers });
+          assert.equal(refused.status, 401);
+          assert.deepEqual(Object.keys((await refused.json()) as object), ['error']);
+        }
+        const health = await fetch(`${url}/healthz`);
+        assert.equal(health.status, 200);
+        assert.deepEqual(await health.json(), { status: 'ok', database: 'ok' });
+      } finally {
+        await stop(proc);
+        await receiver.close();
+      }
+      assert.ok(!proc.output().includes(TOKEN) && !(await proc.done).stderr.includes(TOKEN), 'the token is never printed');
+    });
+  });
+}
+
+describe('serve refusals and an unreachable database', () => {
+  after(() => killAll());
+
+  it('refuses to listen beyond loopback without API_TOKEN: one line, exit 1, before the database', async () => {
+    // a database that cannot be reached: the refusal comes first
+    const r = await run(['serve', '--host', '0.0.0.0', '--port', '0'], testEnv('postgres://127.0.0.1:9/none'), 30_000);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /0\.0\.0\.0 is not a loopback address: set API_TOKEN/);
+  });
+
+  it('/healthz answers 503 "unreachable" when the database does not answer, without its address', async () => {
+    const { proc, url } = await serve(testEnv('postgres://someone:secretpw@127.0.0.1:9/none', { DB_TIMEOUT_MS: '1000' }));
+    try {
+      const res = await fetch(`${url}/healthz`);
+      assert.equal(res.status, 503);
+      const text = await res.text();
+      assert.deepEqual(JSON.parse(text), { status: 'unavailable', database: 'unreachable' });
+      const metrics = await fetch(`${url}/metrics`);
+      assert.equal(metrics.status, 503);
+      assert.ok(!(await metrics.text()).includes('127.0.0.1:9'));
+    } finally {
+      await stop(proc);
+    }
+    assert.ok(!(await proc.done).stderr.includes('secretpw'), 'no password in the warning');
+  });
+});

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import type { Store } from '../src/store/store.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+
+/** The metrics part of the storage conformance suite (Store.metrics), run by test/store.conformance.ts on every dialect. */
+export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
+  describe(`store conformance, metrics: ${dialect}`, () => {
+    const open: Store[] = [];
+    const dbs: TestDatabase[] = [];
+    afterEach(async () => {
+      await Promise.all(open.splice(0).map((s) => s.close()));
+    });
+    after(async () => {
+      await Promise.all(dbs.splice(0).map((d) => d.drop()));
+    });
+    const HOUR = 3_600_000;
+
+    it('counts waiting posts by state and channel, and finds the oldest due post', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const store = await openStore(parseDatabaseUrl(db.url));
+      open.push(store);
+      await store.migrate();
+      let m = await store.metrics(HOUR, 1000);
+      assert.deepEqual(m.waiting, []);
+      assert.equal(m.oldestDueAt, null);
+
+      const a = await store.addChannel({ name: 'a', platform: 'file', settings: { path: '/tmp/a.jsonl' }, onUnknown: 'retry' });
+      const b = await store.addChannel({ name: 'b', platform: 'file', settings: { path: '/tmp/b.jsonl' }, onUnknown: 'retry' });
+      const oldest = new Date(Date.now() - 2 * HOUR);
+      await store.schedulePosts([
+        { channelId: a.id, text: 'a1', runAt: oldest },
+        { channelId: a.id, text: 'a2', runAt: new Date(Date.now() - HOUR) },
+        { channelId: a.id, text: 'a3', runAt: new Date(Date.now() + HOUR) },
+        { channelId: b.id, text: 'b1', runAt: new Date(Date.now() - 30 * 60_000) },
+      ]);
+      // the oldest (a1) is claimed: processing; the oldest still due is a2
+      const claimed = await store.claim('w', 1, 60_000);
+      assert.equal(claimed.length, 1);
+      m = await store.metrics(HOUR, 1000);
+      const by = (state: string, channel: string) => m.waiting.find((w) => w.state === state && w.channel === channel)?.posts;
+      assert.equal(by('pending', 'a'), 2, 'due and later alike');
+      assert.equal(by('pending', 'b'), 1);
+      assert.equal(by('processing', 'a'), 1);
+      assert.equal(by('unknown', 'a'), undefined);
+      assert.equal(m.waiting.reduce((n, w) => n + w.posts, 0), 4);
+      assert.ok(m.oldestDueAt !== null);
+      const age = m.now.getTime() - m.oldestDueAt.getTime();
+      assert.ok(age >= HOUR && age < HOUR + 60_000, `the oldest due waited ${age} ms, a2's hour`);
+
+      const [first] = claimed;
+      assert.ok(first !== undefined);
+      await store.recordOutcomes('w', [{ kind: 'unknown', postId: first.id, token: first.token, error: 'timed out' }]);
+      m = await store.metrics(HOUR, 1000);
+      assert.equal(m.waiting.find((w) => w.state === 'unknown' && w.channel === 'a')?.posts, 1);
+      assert.equal(m.waiting.find((w) => w.state === 'processing'), undefined);
+      assert.deepEqual(
+        m.attempts.map((x) => ({ outcome: x.outcome, platform: x.platform, attempts: x.attempts, publishTimed: x.publishTimed })),
+        [{ outcome: 'unknown', platform: 'file', attempts: 1, publishTimed: 1 }],
+      );
+      // b1 and a2 go out (claimed oldest first); one fails for good
+      const two = await store.claim('w', 2, 60_000);
+      assert.equal(two.length, 2);
+      const [p1, p2] = two;
+      assert.ok(p1 !== undefined && p2 !== undefined);
+      await store.recordOutcomes('w', [
+        { kind: 'published', postId: p1.id, token: p1.token, externalId: null, externalUrl: null },
+        { kind: 'failed', postId: p2.id, token: p2.token, error: 'HTTP 400' },
+      ]);
+      m = await store.metrics(HOUR, 1000);
+      const outcomes = Object.fromEntries(m.attempts.map((x) => [x.outcome, x.attempts]));
+      assert.deepEqual(outcomes, { unknown: 1, published: 1, failed: 1 });
+      assert.ok(m.attempts.every((x) => x.publishMs >= 0 && x.publishMs < 60_000));
+    });
+  });
+}
