@@ -1,29 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, describe, it } from 'node:test';
-import { parseDatabaseUrl } from '../src/config.ts';
-import { openStore } from '../src/store/open.ts';
-import type { Store } from '../src/store/store.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { describe, it } from 'node:test';
+import { migratedStores } from './helpers/conformance.ts';
 
 /** The metrics part of the storage conformance suite (Store.metrics), run by test/store.conformance.ts on every dialect. */
 export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
   describe(`store conformance, metrics: ${dialect}`, () => {
-    const open: Store[] = [];
-    const dbs: TestDatabase[] = [];
-    afterEach(async () => {
-      await Promise.all(open.splice(0).map((s) => s.close()));
-    });
-    after(async () => {
-      await Promise.all(dbs.splice(0).map((d) => d.drop()));
-    });
+    const migrated = migratedStores(dialect);
     const HOUR = 3_600_000;
 
     it('counts waiting posts by state and channel, and finds the oldest due post', async () => {
-      const db = await createTestDatabase(dialect);
-      dbs.push(db);
-      const store = await openStore(parseDatabaseUrl(db.url));
-      open.push(store);
-      await store.migrate();
+      const { store } = await migrated();
       let m = await store.metrics(HOUR, 1000);
       assert.deepEqual(m.waiting, []);
       assert.equal(m.oldestDueAt, null);
