@@ -1,3 +1,5 @@
+import type { AttemptReason } from './reasons.ts';
+
 /**
  * Glossary: these words mean the same thing in files, tables, logs and docs.
  *
@@ -229,12 +231,16 @@ export type Outcome =
       readonly unconfirmed: boolean;
       /** the attempt does not count against MAX_ATTEMPTS (the channel, not the post, must be fixed) */
       readonly uncounted?: boolean;
+      /** why (src/reasons.ts); absent: other */
+      readonly reason?: AttemptReason;
     }
   | {
       readonly kind: 'failed';
       readonly postId: number;
       readonly token: number;
       readonly error: string;
+      /** why (src/reasons.ts); absent: other */
+      readonly reason?: AttemptReason;
     }
   | {
       /** the attempt may have been delivered and the channel's policy is hold */
@@ -242,6 +248,8 @@ export type Outcome =
       readonly postId: number;
       readonly token: number;
       readonly error: string;
+      /** why (src/reasons.ts); absent: other */
+      readonly reason?: AttemptReason;
     }
   | {
       /** claimed but never started (the worker is stopping): back to pending as it was */

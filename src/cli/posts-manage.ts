@@ -89,7 +89,7 @@ export function registerPostsGroup(program: Command, globals: () => GlobalFlags)
         if (attempts.length === 0) print('  no attempt ended yet');
         for (const a of attempts) {
           const took = a.startedAt === null ? '' : ` (${a.finishedAt.getTime() - a.startedAt.getTime()} ms)`;
-          const what = a.outcome === 'published' ? `published${a.externalUrl === null ? '' : ` ${a.externalUrl}`}` : `${a.outcome}${a.error === null ? '' : `: ${a.error}`}`;
+          const what = a.outcome === 'published' ? `published${a.externalUrl === null ? '' : ` ${a.externalUrl}`}` : `${a.outcome}${a.reason === null ? '' : ` (${a.reason})`}${a.error === null ? '' : `: ${a.error}`}`;
           print(`  attempt ${a.attempt} at ${a.finishedAt.toISOString()}${took} by ${a.workerId ?? '?'}: ${what}`);
         }
       });

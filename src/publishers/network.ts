@@ -31,7 +31,7 @@ export function sendFailure(
   if (e.addressRefused) return addressRefused(platform, where);
   const sent = e.sent ? ' after the request was sent' : '';
   const reason = e.timedOut ? `no answer within ${timeoutMs} ms` : clean(e.message);
-  return new RetryablePublishError(`${platform} ${where}: ${doing === undefined ? '' : `${doing}: `}${reason}${sent}`, null, e.sent);
+  return new RetryablePublishError(`${platform} ${where}: ${doing === undefined ? '' : `${doing}: `}${reason}${sent}`, null, e.sent, false, e.timedOut ? 'timeout' : 'network');
 }
 
 /**

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import type { AttemptReason } from '../reasons.ts';
 import type { Channel, OnUnknown, PublishedPart } from '../types.ts';
 
 /**
@@ -180,6 +181,8 @@ export class PermanentPublishError extends Error {
  * policy decides whether the post is sent again.
  * `rateLimited`: the network refused it for its rate limit (a 429, a flood-control
  * answer): the whole channel pauses until `retryAfterMs`, and the post keeps its attempts.
+ * `reason`: why, when the thrower knows better than its class and message tell (see
+ * src/reasons.ts: a request without an answer is `timeout` or `network`).
  */
 export class RetryablePublishError extends Error {
   override name = 'RetryablePublishError';
@@ -188,6 +191,7 @@ export class RetryablePublishError extends Error {
     readonly retryAfterMs: number | null = null,
     readonly maybeDelivered = false,
     readonly rateLimited = false,
+    readonly reason: AttemptReason | null = null,
   ) {
     super(message);
   }

@@ -2,6 +2,7 @@ import { Gauge, Registry } from 'prom-client';
 import type { MetricsSnapshot, Store } from '../store/store.ts';
 import type { StoreSource } from './store-source.ts';
 import type { CycleRecord } from '../types.ts';
+import { REASONS } from '../reasons.ts';
 
 /** The cycles the cycle figures are read over (the most recent first). */
 export const METRICS_CYCLES = 10;
@@ -53,8 +54,21 @@ export function buildMetrics(stores: StoreSource): Registry {
     g.set(m.oldestDueAt === null ? 0 : Math.max(0, m.now.getTime() - m.oldestDueAt.getTime()) / 1000);
   });
   gauge(registry, 'post_scheduler_recent_attempts', 'Attempts that ended in the last hour (of the posts that ended or went unknown in it) by outcome and platform', ['outcome', 'platform'], async (g) => {
-    for (const a of (await snapshot()).metrics.attempts) g.set({ outcome: a.outcome, platform: a.platform ?? '(none)' }, a.attempts);
+    for (const a of (await snapshot()).metrics.attempts) g.inc({ outcome: a.outcome, platform: a.platform ?? '(none)' }, a.attempts);
   });
+  // A gauge, not a `_total` counter: it is read from the database over a sliding hour, so
+  // it goes down as attempts leave the window (rate() over a counter would misread that).
+  gauge(
+    registry,
+    'post_scheduler_recent_failed_attempts',
+    `Those attempts that did not publish, by outcome, platform and reason (${REASONS.join(', ')})`,
+    ['outcome', 'platform', 'reason'],
+    async (g) => {
+      for (const a of (await snapshot()).metrics.attempts) {
+        if (a.outcome !== 'published') g.inc({ outcome: a.outcome, platform: a.platform ?? '(none)', reason: a.reason ?? 'other' }, a.attempts);
+      }
+    },
+  );
   // publish latency per platform as _sum and _count (rate(sum)/rate(count) or sum/count: the mean)
   gauge(registry, 'post_scheduler_recent_attempt_seconds_sum', 'Sum of finished_at - started_at of those attempts, by platform', ['platform'], async (g) => {
     for (const [platform, a] of byPlatform((await snapshot()).metrics.attempts)) g.set({ platform }, a.ms / 1000);

@@ -2,6 +2,8 @@
    the drivers return ids and counts as numbers or as strings (int8), whatever the row type says */
 import { LIST_TEXT, type PostAttempt, type PostListItem, type PostQuery } from './store.ts';
 import { toDate, type TimeValue } from './rows.ts';
+import type { AttemptReason } from '../reasons.ts';
+import type { Outcome } from '../types.ts';
 
 /**
  * The statement of `posts list` for one query, in either dialect: only the filters it
@@ -79,13 +81,14 @@ export interface AttemptRow {
   started_at: TimeValue;
   finished_at: TimeValue;
   outcome: string;
+  reason: string | null;
   error: string | null;
   external_id: string | null;
   external_url: string | null;
 }
 
 export const ATTEMPTS_QUERY = (param: string): string =>
-  `SELECT attempt, worker_id, started_at, finished_at, outcome, error, external_id, external_url
+  `SELECT attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url
      FROM post_attempts WHERE post_id = ${param} ORDER BY attempt, finished_at`;
 
 export function attemptFromRow(row: AttemptRow): PostAttempt {
@@ -95,8 +98,22 @@ export function attemptFromRow(row: AttemptRow): PostAttempt {
     startedAt: toDate(row.started_at),
     finishedAt: toDate(row.finished_at) ?? new Date(0),
     outcome: row.outcome,
+    reason: row.reason,
     error: row.error,
     externalId: row.external_id,
     externalUrl: row.external_url,
   };
+}
+
+/**
+ * The post_attempts row an outcome makes: its outcome and reason (src/reasons.ts); null
+ * for none (a release: nothing was tried). A retry that does not count against
+ * MAX_ATTEMPTS (a rate limit, credentials) is recorded as `waited`, under the number of
+ * the attempt that follows it.
+ */
+export function attemptRecord(o: Outcome): { outcome: string; reason: AttemptReason | null } | null {
+  if (o.kind === 'released') return null;
+  if (o.kind === 'published') return { outcome: 'published', reason: null };
+  if (o.kind === 'retry' && o.uncounted === true) return { outcome: 'waited', reason: o.reason ?? 'other' };
+  return { outcome: o.kind, reason: o.reason ?? 'other' };
 }

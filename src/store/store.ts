@@ -160,7 +160,7 @@ export interface Store {
   /**
    * The posts that wait (pending, processing, unknown) by state and channel, each
    * state counted through its partial index, and the run_at of the oldest due post.
-   * `attempts`: the attempts, by outcome and channel platform, that ended within the
+   * `attempts`: the attempts, by outcome, channel platform and reason, that ended within the
    * last `windowMs` of the posts that ended (or went unknown) in that window, at most
    * the `limit` most recent such posts (read through the indexes of final and unknown
    * states by updated_at, then post_attempts by post): a retry of a post still pending
@@ -249,8 +249,19 @@ export interface MetricsSnapshot {
   /** the oldest due post's run_at (null: nothing due), and the database's now it was read at */
   readonly oldestDueAt: Date | null;
   readonly now: Date;
-  /** publishMs: the sum of finished_at - started_at over those with both (publishTimed of them) */
-  readonly attempts: readonly { readonly outcome: string; readonly platform: string | null; readonly attempts: number; readonly publishTimed: number; readonly publishMs: number }[];
+  /**
+   * publishMs: the sum of finished_at - started_at over those with both (publishTimed of
+   * them); reason: why they did not publish (src/reasons.ts), null for published ones
+   * (and for attempts recorded before reasons were)
+   */
+  readonly attempts: readonly {
+    readonly outcome: string;
+    readonly platform: string | null;
+    readonly reason: string | null;
+    readonly attempts: number;
+    readonly publishTimed: number;
+    readonly publishMs: number;
+  }[];
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */
@@ -322,8 +333,14 @@ export interface PostAttempt {
   /** its claim (null when not known) */
   readonly startedAt: Date | null;
   readonly finishedAt: Date;
-  /** published, retry, failed, unknown (the outcome kinds), or expired (its lease ran out) */
+  /**
+   * published, retry, failed, unknown (the outcome kinds), expired (its lease ran out), or
+   * waited (a rate limit or the channel's credentials held it back; not counted against
+   * MAX_ATTEMPTS, and listed under the number of the attempt that follows it)
+   */
   readonly outcome: string;
+  /** why it did not publish (src/reasons.ts); null when it published, or when recorded before reasons were */
+  readonly reason: string | null;
   readonly error: string | null;
   readonly externalId: string | null;
   readonly externalUrl: string | null;

@@ -14,6 +14,7 @@ import {
 } from '../publishers/publisher.ts';
 import type { RateGate } from '../ratelimits/gate.ts';
 import { contentProblem, type ContentRules } from '../content/check.ts';
+import { reasonOf, type AttemptReason } from '../reasons.ts';
 import type { Channel, ClaimedPost, Outcome, PostImage, PublishedPart } from '../types.ts';
 
 /** How many times a published part of a thread is tried to be put on record, and the pause between tries. */
@@ -99,60 +100,60 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   // On a `retry` channel a resend is safe by the channel's own declaration (the platform
   // honours the idempotency key), so such a post may be recorded failed and retried.
   const holdsMaybeOut = () => mayBeOut && channel?.onUnknown !== 'retry';
-  const holdUnknown = (reason: string): Outcome => {
+  const holdUnknown = (reason: string, why: AttemptReason): Outcome => {
     log.outcome('warn', 'unknown', `Post ${post.id} outcome unknown, held for an operator: ${reason}`);
-    return { kind: 'unknown', ...base, error: `outcome unknown: ${reason}` };
+    return { kind: 'unknown', ...base, error: `outcome unknown: ${reason}`, reason: why };
   };
   /** A post that may already be out is never recorded as failed: it is held instead. */
-  const fail = (reason: string): Outcome => {
-    if (holdsMaybeOut()) return holdUnknown(`an earlier attempt may have been delivered, and now: ${reason}`);
+  const fail = (reason: string, why: AttemptReason): Outcome => {
+    if (holdsMaybeOut()) return holdUnknown(`an earlier attempt may have been delivered, and now: ${reason}`, why);
     log.outcome('warn', 'failed', `Post ${post.id} failed: ${reason}`);
-    return { kind: 'failed', ...base, error: reason };
+    return { kind: 'failed', ...base, error: reason, reason: why };
   };
   /** `maybeSent`: this attempt may have been delivered. */
-  const retryOrGiveUp = (reason: string, retryAfterMs: number | null, maybeSent: boolean): Outcome => {
+  const retryOrGiveUp = (reason: string, retryAfterMs: number | null, maybeSent: boolean, why: AttemptReason): Outcome => {
     const unconfirmed = maybeSent || mayBeOut;
     if (used >= config.maxAttempts) {
       mayBeOut = unconfirmed;
-      return fail(`gave up after ${used} attempts: ${reason}`);
+      return fail(`gave up after ${used} attempts: ${reason}`, why);
     }
     // the server's Retry-After is honoured up to a day, so no post is parked for years
     let delayMs = Math.max(backoffDelay(used, config.retryBaseMs, config.retryMaxMs), Math.min(retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
     if (unconfirmed && channel?.onUnknown === 'retry') delayMs = Math.min(delayMs, MAYBE_OUT_RETRY_MAX_MS);
     log.outcome('warn', 'retry', `Post ${post.id} will retry in ${Math.round(delayMs / 1000)}s (attempt ${used}/${config.maxAttempts}): ${reason}`);
-    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed };
+    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed, reason: why };
   };
 
   /**
    * The channel, not the post, must be fixed (credentials refused or unreadable): the
    * channel is marked for an operator, and the post waits without using up an attempt.
    */
-  const waitForOperator = async (reason: string): Promise<Outcome> => {
+  const waitForOperator = async (reason: string, why: 'auth' | 'credentials'): Promise<Outcome> => {
     log.outcome('warn', 'retry', `Post ${post.id} waits for an operator: ${reason}`);
     if (channel !== null) await deps.setAttention(channel.id, reason).catch(() => undefined);
-    return { kind: 'retry', ...base, error: reason, delayMs: CREDENTIALS_RETRY_MS, unconfirmed: mayBeOut, uncounted: true };
+    return { kind: 'retry', ...base, error: reason, delayMs: CREDENTIALS_RETRY_MS, unconfirmed: mayBeOut, uncounted: true, reason: why };
   };
 
   /** A rate limit (ours or the network's) delays the post: it waits without using up an attempt. */
-  const rateDelayed = (reason: string, waitMs: number): Outcome => {
+  const rateDelayed = (reason: string, waitMs: number, why: 'rate-limited' | 'throttled'): Outcome => {
     // a post that may be out on a `retry` channel is resent while the network still
     // knows its key (it meets the limit again, at no cost): never later than that
     const delayMs = mayBeOut && channel?.onUnknown === 'retry' ? Math.min(waitMs, MAYBE_OUT_RETRY_MAX_MS) : waitMs;
     log.outcome('info', 'retry', `Post ${post.id} waits ${Math.ceil(delayMs / 1000)}s for its channel's rate limit: ${reason}`);
-    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true };
+    return { kind: 'retry', ...base, error: reason, delayMs, unconfirmed: mayBeOut, uncounted: true, reason: why };
   };
 
-  if (channel === null) return fail('its channel no longer exists');
-  if (!channel.enabled) return fail(`channel ${channel.name} is disabled`);
-  if (post.text === null || post.parts === null) return fail('its content (post_details row) is missing');
+  if (channel === null) return fail('its channel no longer exists', 'channel');
+  if (!channel.enabled) return fail(`channel ${channel.name} is disabled`, 'channel');
+  if (post.text === null || post.parts === null) return fail('its content (post_details row) is missing', 'content');
   const parts = post.parts;
   let publisher: Publisher | null;
   try {
     publisher = await deps.publisherFor(channel.platform);
   } catch (e) {
-    return retryOrGiveUp(`cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null, false);
+    return retryOrGiveUp(`cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null, false, 'other');
   }
-  if (publisher === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
+  if (publisher === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`, 'channel');
 
   // Content that breaks the channel's limits fails alone, for good (it should have been
   // refused when it was scheduled).
@@ -160,10 +161,10 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   try {
     rules = await deps.contentRules(channel);
   } catch (e) {
-    if (e instanceof SettingsError || e instanceof PermanentPublishError) return fail(`channel ${channel.name}: ${e.message}`);
-    return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, null, false);
+    if (e instanceof SettingsError || e instanceof PermanentPublishError) return fail(`channel ${channel.name}: ${e.message}`, 'channel');
+    return retryOrGiveUp(`channel ${channel.name}: ${errorMessage(e)}`, null, false, 'other');
   }
-  if (rules === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`);
+  if (rules === null) return fail(`unknown platform "${channel.platform}" on channel ${channel.name}`, 'channel');
   // Only what is still to send is checked (a part already out stays out, whatever changed
   // since); a part that may be out is checked once its lookup says it is not.
   const contentRules = rules;
@@ -171,7 +172,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const checkFrom = mayBeOut && channel.onUnknown !== 'retry' ? unsentFrom + 1 : unsentFrom;
   const contentFailure = async (from: number, only?: number): Promise<Outcome | null> => {
     const problem = await contentProblem(contentRules, parts, channel.settings, from, only);
-    return problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`);
+    return problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`, 'content');
   };
   const unfit = await contentFailure(checkFrom);
   if (unfit !== null) return unfit;
@@ -186,7 +187,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       credentials = deps.openCredentials(channel.credentials);
     } catch (e) {
       // a key problem of this installation, not of the post: it waits for the operator
-      return waitForOperator(`channel ${channel.name}: ${errorMessage(e)}`);
+      return waitForOperator(`channel ${channel.name}: ${errorMessage(e)}`, 'credentials');
     }
   }
 
@@ -230,14 +231,14 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       } catch (e) {
         if (tryNo >= RECORD_PART_TRIES) {
           // out but not on record: the next attempt treats it as maybe delivered
-          return retryOrGiveUp(`${label}published, but recording it failed: ${errorMessage(e)}`, null, true);
+          return retryOrGiveUp(`${label}published, but recording it failed: ${errorMessage(e)}`, null, true, 'other');
         }
         await sleep(RECORD_PART_RETRY_MS * tryNo);
       }
     }
     if (kept) return null;
     log.warn(`Post ${post.id}: ${label}published, but the claim is no longer this worker's: the rest is not sent`);
-    return { kind: 'retry', ...base, error: `${label}published after the claim was lost`, delayMs: 0, unconfirmed: true };
+    return { kind: 'retry', ...base, error: `${label}published after the claim was lost`, delayMs: 0, unconfirmed: true, reason: 'lease-expired' };
   };
 
   const firstToSend = done.length;
@@ -251,13 +252,13 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     // An earlier attempt of this part may have been delivered.
     if (mayBeOut && channel.onUnknown !== 'retry') {
       if (channel.onUnknown === 'hold' || publisher.lookup === undefined) {
-        return holdUnknown(`${label}an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`);
+        return holdUnknown(`${label}an earlier attempt may have been delivered and channel ${channel.name} cannot check (on_unknown=${channel.onUnknown})`, 'unconfirmed');
       }
       let found: PublishedPart | null;
       try {
         found = await publisher.lookup(request);
       } catch (e) {
-        return retryOrGiveUp(`${label}looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false);
+        return retryOrGiveUp(`${label}looking up earlier attempt on ${channel.name} failed: ${errorMessage(e)}`, null, false, reasonOf(e));
       }
       mayBeOut = false;
       if (found !== null) {
@@ -283,8 +284,8 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
         // nothing of this part was sent: stopped meanwhile, it is handed back as it was
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
         if (deps.signal.aborted) return { kind: 'released', ...base };
-        if (e instanceof PermanentPublishError) return fail(`${label}${e.message}`);
-        return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false);
+        if (e instanceof PermanentPublishError) return fail(`${label}${e.message}`, 'content');
+        return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false, reasonOf(e));
       }
     }
 
@@ -293,12 +294,12 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     try {
       slot = deps.rateGate === undefined ? null : await deps.rateGate.take(channel, `${post.id}.${post.token}.${index}`, deps.signal, credentials);
     } catch (e) {
-      return retryOrGiveUp(`${label}taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false);
+      return retryOrGiveUp(`${label}taking a rate-limit slot for ${channel.name} failed: ${errorMessage(e)}`, null, false, 'other');
     }
-    if (slot?.kind === 'invalid') return fail(slot.reason);
+    if (slot?.kind === 'invalid') return fail(slot.reason, 'channel');
     // the signal may abort during the wait, which the type checker cannot see
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
-    if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(label + slot.reason, slot.waitMs);
+    if (slot?.kind === 'wait') return deps.signal.aborted ? { kind: 'released', ...base } : rateDelayed(label + slot.reason, slot.waitMs, 'throttled');
     const settle = () => slot?.settle().catch((e: unknown) => log.warn(`Settling the rate-limit slot of post ${post.id} failed: ${errorMessage(e)}`));
     // ---- end rate limits ----
     // stopped while waiting: nothing sent, handed back as it was
@@ -324,9 +325,9 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
 
   /** What a failed send of a part leads to (`label` names the part of a thread). */
   function sendFailed(e: unknown, label: string): Outcome | Promise<Outcome> {
-    if (channel === null) return fail('its channel no longer exists');
-    if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(label + e.message);
-    if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: ${label}credentials rejected: ${e.message}`);
+    if (channel === null) return fail('its channel no longer exists', 'channel');
+    if (e instanceof PermanentPublishError || e instanceof SettingsError) return fail(label + e.message, reasonOf(e));
+    if (e instanceof CredentialsRejectedError) return waitForOperator(`channel ${channel.name}: ${label}credentials rejected: ${e.message}`, 'auth');
     if (e instanceof RetryablePublishError && e.rateLimited) {
       // the network's own limit: every worker pauses the channel until the time it gave
       // (the usual backoff when it gave none); the post waits without using an attempt
@@ -336,13 +337,14 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
       const named = channel;
       return (deps.rateGate?.pause(named, pauseMs, e.message) ?? Promise.resolve())
         .catch((err: unknown) => log.warn(`Pausing channel ${named.name} failed: ${errorMessage(err)}`))
-        .then(() => rateDelayed(label + e.message, pauseMs));
+        .then(() => rateDelayed(label + e.message, pauseMs, 'rate-limited'));
     }
     // a publisher's unexpected error may come after it sent: treated as maybe delivered
     const maybeDelivered = e instanceof RetryablePublishError ? e.maybeDelivered : true;
     const reason = label + (e instanceof RetryablePublishError ? e.message : `${channel.platform} publisher error: ${errorMessage(e)}`);
-    if (maybeDelivered && channel.onUnknown === 'hold') return holdUnknown(reason);
-    return retryOrGiveUp(reason, e instanceof RetryablePublishError ? e.retryAfterMs : null, maybeDelivered);
+    const why = reasonOf(e);
+    if (maybeDelivered && channel.onUnknown === 'hold') return holdUnknown(reason, why);
+    return retryOrGiveUp(reason, e instanceof RetryablePublishError ? e.retryAfterMs : null, maybeDelivered, why);
   }
 }
 

@@ -27,6 +27,7 @@ import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresManage } from './manage.ts';
 import { makePostgresMetrics } from './metrics.ts';
 import { makePostgresRate } from './rate.ts';
+import { attemptRecord } from '../list.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
 const types = {
@@ -167,13 +168,14 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const EXCHANGE = `
     WITH v AS (
       SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent, uncounted = 1 AS uncounted,
+             attempt_outcome, reason,
              CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
                        WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
                        WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
                        WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
                        WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
-        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[])
-             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted)
+        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[], $14::text[], $15::text[])
+             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted, attempt_outcome, reason)
     ), before AS (
       -- the attempts as they were (the same snapshot as done): who claimed them, when
       SELECT id, attempts, worker_id, locked_at FROM post_schedule WHERE id = ANY($2::bigint[])
@@ -199,11 +201,11 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
               OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
       RETURNING s.id
     ), attempt AS (
-      -- posts show: one row per attempt that ended (a release or an uncounted wait is none)
-      INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error, external_id, external_url)
-      SELECT v.id, b.attempts, b.worker_id, b.locked_at, now(), v.kind, v.error, v.external_id, v.external_url
+      -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
+      INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
+      SELECT v.id, b.attempts, b.worker_id, b.locked_at, now(), v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
         FROM done JOIN v ON v.id = done.id JOIN before b ON b.id = done.id
-       WHERE v.kind <> 'released' AND NOT v.uncounted
+       WHERE v.attempt_outcome IS NOT NULL
     ), slot AS (
       -- the worker's GLOBAL_MAX_WORKERS slot ($12), extended as long as the leases taken
       UPDATE worker_slots SET expires_at = now() + $10 * interval '1 millisecond'
@@ -258,6 +260,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
       claim.slot === true,
       outcomes.map((o) => (o.kind === 'retry' && o.uncounted === true ? 1 : 0)),
+      outcomes.map((o) => attemptRecord(o)?.outcome ?? null),
+      outcomes.map((o) => attemptRecord(o)?.reason ?? null),
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
@@ -560,8 +564,8 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
             WHERE s.id = v.id AND s.status = 'processing' AND s.claim_token = v.token AND s.lease_expires_at < now()
            RETURNING s.id
          ), attempt AS (
-           INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error)
-           SELECT v.id, v.attempts, v.worker_id, v.locked_at, now(), 'expired', v.error FROM done JOIN v ON v.id = done.id
+           INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error)
+           SELECT v.id, v.attempts, v.worker_id, v.locked_at, now(), 'expired', 'lease-expired', v.error FROM done JOIN v ON v.id = done.id
          )
          SELECT id FROM done`,
         [

@@ -278,4 +278,17 @@ CREATE TABLE alerts (
 );
 `,
   },
+  {
+    // 10 is another change's (assigned numbers); the runner applies whatever is missing
+    version: 11,
+    name: 'attempt reasons',
+    sql: `
+-- Why an attempt did not publish (src/reasons.ts: rate-limited, timeout, auth, ...);
+-- NULL for a published attempt and for the attempts recorded before this migration.
+ALTER TABLE post_attempts ADD COLUMN reason text;
+-- \`tune\` and /metrics read the attempts of a window by their end (a bounded range
+-- read); one more index entry per attempt, on a table written once per attempt.
+CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
+`,
+  },
 ];

@@ -26,6 +26,7 @@ import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteManage } from './manage.ts';
 import { makeSqliteMetrics } from './metrics.ts';
 import { makeSqliteRate } from './rate.ts';
+import { attemptRecord } from '../list.ts';
 
 /** How long a write waits for another process's write lock before failing. */
 const BUSY_TIMEOUT_MS = 15_000;
@@ -129,8 +130,8 @@ export function openSqliteStore(file: string): Store {
                  AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)`,
     // the attempt as it was before its outcome (posts show)
     before: 'SELECT attempts, locked_at FROM post_schedule WHERE id = ?',
-    attempt: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, error, external_id, external_url)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    attempt: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     // the claimed posts with content and channel; ids as one JSON array, so that one
     // prepared statement serves every batch size
     claimed: `SELECT ${CLAIM_COLUMNS}, d.text, d.parts
@@ -174,11 +175,12 @@ export function openSqliteStore(file: string): Store {
           changes = stmt(SQL.released).run(now, o.postId, workerId, o.token).changes;
         }
         if (changes > 0) applied.push(o.postId);
-        // posts show: one row per attempt that ended (a release or an uncounted wait is none)
-        if (changes > 0 && before !== undefined && !(o.kind === 'retry' && o.uncounted === true)) {
+        // posts show: one row per attempt that ended, with its reason (a release is none)
+        const record = attemptRecord(o);
+        if (changes > 0 && before !== undefined && record !== null) {
           const error = o.kind === 'published' || o.kind === 'released' ? null : o.error;
           const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
-          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, before.locked_at, now, o.kind, error, externalId, externalUrl);
+          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, before.locked_at, now, record.outcome, record.reason, error, externalId, externalUrl);
         }
       }
       if (ids.length === 0) return { applied, claimed: [] };
@@ -384,7 +386,7 @@ export function openSqliteStore(file: string): Store {
           const status = recoveredStatus(r.on_unknown, r.used, maxAttempts);
           const error = leaseExpiredMessage(r.worker_id, r.attempts, status === 'unknown');
           update.run(status, error, now, r.id, r.claim_token);
-          stmt(SQL.attempt).run(r.id, r.attempts, r.worker_id, r.locked_at, now, 'expired', error, null, null);
+          stmt(SQL.attempt).run(r.id, r.attempts, r.worker_id, r.locked_at, now, 'expired', 'lease-expired', error, null, null);
           return { id: r.id, workerId: r.worker_id, attempts: r.attempts, status };
         });
       });

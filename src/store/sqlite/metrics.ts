@@ -26,21 +26,21 @@ export function makeSqliteMetrics(stmt: (text: string) => Database.Statement, re
         const since = now - windowMs;
         // each state as its partial index states it, so SQLite reads the index
         const attempts = stmt(
-          `SELECT a.outcome, ch.platform, count(*) AS n,
+          `SELECT a.outcome, ch.platform, a.reason, count(*) AS n,
                   count(a.started_at) AS timed, coalesce(sum(a.finished_at - a.started_at), 0) AS ms
              FROM (SELECT id, channel_id FROM post_schedule WHERE status IN ('published', 'failed', 'cancelled') AND updated_at >= ?
                     ORDER BY updated_at DESC LIMIT ?) p
              JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
              LEFT JOIN channels ch ON ch.id = p.channel_id
-            GROUP BY a.outcome, ch.platform
+            GROUP BY a.outcome, ch.platform, a.reason
            UNION ALL
-           SELECT a.outcome, ch.platform, count(*), count(a.started_at), coalesce(sum(a.finished_at - a.started_at), 0)
+           SELECT a.outcome, ch.platform, a.reason, count(*), count(a.started_at), coalesce(sum(a.finished_at - a.started_at), 0)
              FROM (SELECT id, channel_id FROM post_schedule WHERE status = 'unknown' AND updated_at >= ?
                     ORDER BY updated_at DESC LIMIT ?) p
              JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
              LEFT JOIN channels ch ON ch.id = p.channel_id
-            GROUP BY a.outcome, ch.platform`,
-        ).all(since, limit, since, since, limit, since) as { outcome: string; platform: string | null; n: number; timed: number; ms: number }[];
+            GROUP BY a.outcome, ch.platform, a.reason`,
+        ).all(since, limit, since, since, limit, since) as { outcome: string; platform: string | null; reason: string | null; n: number; timed: number; ms: number }[];
         return {
           waiting,
           oldestDueAt: oldest.at === null ? null : new Date(oldest.at),
