@@ -95,6 +95,55 @@ for (const dialect of DIALECTS) {
         assert.equal(figures.get('post_scheduler_recent_worker_runs{result="succeeded"}'), last.workersSucceeded);
         assert.equal(figures.get(`post_scheduler_recent_cycles{exit_code="${last.exitCode}"}`), 1);
         assert.ok((figures.get('post_scheduler_lateness_seconds{quantile="1"}') ?? 0) >= 60, 'the post due a minute ago went out at least a minute late');
+        assert.equal(figures.get('post_scheduler_recent_failed_attempts{outcome="failed",platform="webhook",reason="rejected"}'), 2, 'the two 400s');
+
+        // real failures, each with its reason: a 500, a 401, a 429 (then accepted), an answer past PUBLISH_TIMEOUT_MS
+        const busy = new Set<number>();
+        const rough = await startReceiver((d) => {
+          if (d.text === 'server') return { status: 500 };
+          if (d.text === 'auth') return { status: 401 };
+          if (d.text === 'slow') return { status: 200, delayMs: 3_000 };
+          if (d.text === 'busy' && !busy.has(d.postId)) {
+            busy.add(d.postId);
+            return { status: 429, headers: { 'retry-after': '1' } };
+          }
+          return { status: 200 };
+        });
+        try {
+          r = await run(['channels', 'add', '--name', 'rough', '--platform', 'webhook', '--url', rough.url], env);
+          assert.equal(r.code, 0, r.stderr);
+          for (const text of ['server', 'auth', 'busy', 'slow']) {
+            r = await run(['schedule', '--channel', 'rough', '--text', text, '--at', new Date().toISOString()], env);
+            assert.equal(r.code, 0, r.stderr);
+          }
+          const roughEnv = { ...env, MAX_ATTEMPTS: '1', PUBLISH_TIMEOUT_MS: '500' };
+          r = await run(['cron'], roughEnv);
+          assert.ok(r.code === 0 || r.code === 1, r.stdout + r.stderr);
+          // the 429 paused the channel for a second; the post waited with its attempt, then went out
+          await waitFor('the post refused with a 429 goes out after the pause', async () => {
+            await run(['cron'], roughEnv);
+            return (rough.accepted.get([...busy][0] ?? -1) ?? 0) === 1;
+          }, 30_000);
+        } finally {
+          await rough.close();
+        }
+        r = await run(['status', '--json'], env);
+        const after = (JSON.parse(r.stdout) as { counts: Record<string, number> }).counts;
+        figures = parseMetrics(await (await fetch(`${url}/metrics`, { headers: auth })).text());
+        const failedBy = (outcome: string, reason: string) => figures.get(`post_scheduler_recent_failed_attempts{outcome="${outcome}",platform="webhook",reason="${reason}"}`);
+        assert.equal(failedBy('failed', 'auth'), 1, 'the 401');
+        assert.equal(failedBy('unknown', 'server'), 1, 'the 500 (maybe delivered, held)');
+        assert.equal(failedBy('unknown', 'timeout'), 1, 'the slow answer (maybe delivered, held)');
+        assert.equal(failedBy('waited', 'rate-limited'), 1, 'the 429: a wait, not an attempt used up');
+        // they agree with status --json: each failed and unknown post's last attempt is one of these
+        assert.deepEqual([after['published'], after['failed'], after['unknown']], [3, 3, 2]);
+        const sum = (outcome: string) => [...figures].filter(([k]) => k.startsWith(`post_scheduler_recent_failed_attempts{outcome="${outcome}",`)).reduce((n, [, v]) => n + v, 0);
+        assert.equal(sum('failed'), after['failed']);
+        assert.equal(sum('unknown'), after['unknown']);
+        assert.equal(figures.get('post_scheduler_recent_attempts{outcome="published",platform="webhook"}'), after['published'], 'the existing series, whatever the reasons');
+        r = await run(['posts', 'show', String([...busy][0]), '--json'], env);
+        const shown = JSON.parse(r.stdout) as { attempts: { outcome: string; reason: string | null }[] };
+        assert.deepEqual(shown.attempts.map((a) => [a.outcome, a.reason]), [['waited', 'rate-limited'], ['published', null]]);
 
         // the token: none or a wrong one is refused, /healthz needs none
         for (const headers of [{}, { authorization: 'Bearer wrong-token-0123456789' }, { authorization: TOKEN }]) {

@@ -44,8 +44,9 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
       assert.equal(m.waiting.find((w) => w.state === 'unknown' && w.channel === 'a')?.posts, 1);
       assert.equal(m.waiting.find((w) => w.state === 'processing'), undefined);
       assert.deepEqual(
-        m.attempts.map((x) => ({ outcome: x.outcome, platform: x.platform, attempts: x.attempts, publishTimed: x.publishTimed })),
-        [{ outcome: 'unknown', platform: 'file', attempts: 1, publishTimed: 1 }],
+        m.attempts.map((x) => ({ outcome: x.outcome, platform: x.platform, reason: x.reason, attempts: x.attempts, publishTimed: x.publishTimed })),
+        [{ outcome: 'unknown', platform: 'file', reason: 'other', attempts: 1, publishTimed: 1 }],
+        'an outcome recorded without a reason counts as other',
       );
       // b1 and a2 go out (claimed oldest first); one fails for good
       const two = await store.claim('w', 2, 60_000);
@@ -54,12 +55,61 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
       assert.ok(p1 !== undefined && p2 !== undefined);
       await store.recordOutcomes('w', [
         { kind: 'published', postId: p1.id, token: p1.token, externalId: null, externalUrl: null },
-        { kind: 'failed', postId: p2.id, token: p2.token, error: 'HTTP 400' },
+        { kind: 'failed', postId: p2.id, token: p2.token, error: 'HTTP 400', reason: 'rejected' },
       ]);
       m = await store.metrics(HOUR, 1000);
       const outcomes = Object.fromEntries(m.attempts.map((x) => [x.outcome, x.attempts]));
       assert.deepEqual(outcomes, { unknown: 1, published: 1, failed: 1 });
       assert.ok(m.attempts.every((x) => x.publishMs >= 0 && x.publishMs < 60_000));
+      assert.deepEqual(
+        m.attempts.map((x) => [x.outcome, x.reason]).sort(),
+        [['failed', 'rejected'], ['published', null], ['unknown', 'other']],
+      );
+    });
+
+    it('records each attempt with its reason: counted retries, uncounted waits, lease expiry; posts show and metrics agree', async () => {
+      const { store } = await migrated();
+      const ch = await store.addChannel({ name: 'r', platform: 'webhook', settings: {}, onUnknown: 'retry' });
+      const [id] = await store.schedulePosts([{ channelId: ch.id, text: 'x', runAt: new Date(Date.now() - 1000) }]);
+      assert.ok(id !== undefined);
+      const claimOne = async () => {
+        const [c] = await store.claim('w', 1, 60_000);
+        assert.ok(c !== undefined && c.id === id);
+        return c;
+      };
+      // a 5xx (counted), a 429 (a wait: not counted), a timeout (counted), then the lease runs out
+      let c = await claimOne();
+      await store.recordOutcomes('w', [{ kind: 'retry', postId: id, token: c.token, error: 'HTTP 500', delayMs: 0, unconfirmed: true, reason: 'server' }]);
+      c = await claimOne();
+      await store.recordOutcomes('w', [{ kind: 'retry', postId: id, token: c.token, error: 'HTTP 429', delayMs: 0, unconfirmed: true, uncounted: true, reason: 'rate-limited' }]);
+      c = await claimOne();
+      await store.recordOutcomes('w', [{ kind: 'retry', postId: id, token: c.token, error: 'no answer', delayMs: 0, unconfirmed: true, reason: 'timeout' }]);
+      c = await claimOne();
+      // released: nothing was tried, no row
+      await store.recordOutcomes('w', [{ kind: 'released', postId: id, token: c.token }]);
+      await store.claim('w', 1, 1);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual((await store.recoverExpired(3)).map((r) => r.status), ['unknown'], 'the 429 and the release did not count: this was the third attempt, the last');
+      const shown = await store.postAttempts(id);
+      assert.deepEqual(
+        shown.map((a) => [a.attempt, a.outcome, a.reason]),
+        [
+          [1, 'retry', 'server'],
+          [2, 'waited', 'rate-limited'],
+          [2, 'retry', 'timeout'],
+          [3, 'expired', 'lease-expired'],
+        ],
+      );
+      const m = await store.metrics(HOUR, 1000);
+      assert.deepEqual(
+        m.attempts.map((x) => [x.outcome, x.platform, x.reason, x.attempts]).sort(),
+        [
+          ['expired', 'webhook', 'lease-expired', 1],
+          ['retry', 'webhook', 'server', 1],
+          ['retry', 'webhook', 'timeout', 1],
+          ['waited', 'webhook', 'rate-limited', 1],
+        ],
+      );
     });
   });
 }
