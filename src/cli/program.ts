@@ -7,6 +7,7 @@ import { registerPosts } from './posts.ts';
 import { registerPrune } from './prune.ts';
 import { registerServe } from './serve.ts';
 import { registerStatus } from './status.ts';
+import { registerTune } from './tune.ts';
 import { registerWorker } from './worker.ts';
 import { withStore } from './context.ts';
 
@@ -43,6 +44,7 @@ API_TOKEN (none), SERVE_HOST (127.0.0.1), SERVE_PORT (8080).`,
   registerStatus(program, globals);
   registerPrune(program, globals);
   registerServe(program, globals);
+  registerTune(program, globals);
   return program;
 }
 

@@ -167,6 +167,16 @@ export interface Store {
    * is counted once the post ends.
    */
   metrics(windowMs: number, limit: number): Promise<MetricsSnapshot>;
+  // ---- tune (src/tune): the history its recommendations are computed from ----
+  /**
+   * What this installation did in the last `windowMs` (on the database's clock), each list
+   * the `limit` most recent, read through indexes: the cycles that started in it (cycles
+   * by started_at) and their worker runs (by cycle), the attempts that ended in it
+   * (post_attempts by finished_at) with their channel, the posts published in it (the
+   * index of final states by updated_at) with their lateness, and the channels a
+   * network's 429 paused until later.
+   */
+  tuneHistory(windowMs: number, limit: number): Promise<TuneHistory>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all
@@ -262,6 +272,41 @@ export interface MetricsSnapshot {
     readonly publishTimed: number;
     readonly publishMs: number;
   }[];
+}
+
+/** Store.tuneHistory; every list newest first. Channels by name (null: the channel row is gone). */
+export interface TuneHistory {
+  readonly windowMs: number;
+  /** the database's now, the end of the window */
+  readonly now: Date;
+  /** durationMs, pending, workersSpawned, exitCode: null while the cycle runs (or when it died) */
+  readonly cycles: readonly {
+    readonly id: number;
+    readonly startedAt: Date;
+    readonly durationMs: number | null;
+    readonly pending: number | null;
+    readonly workersSpawned: number | null;
+    readonly exitCode: number | null;
+  }[];
+  readonly workerRuns: readonly {
+    readonly cycleId: number;
+    readonly durationMs: number;
+    readonly published: number;
+    readonly retried: number;
+    readonly failed: number;
+    readonly exitCode: number | null;
+  }[];
+  /** publishMs: finished_at - started_at (null when its start is not known) */
+  readonly attempts: readonly {
+    readonly channel: string | null;
+    readonly finishedAt: Date;
+    readonly outcome: string;
+    readonly reason: string | null;
+    readonly publishMs: number | null;
+  }[];
+  /** latenessMs: published_at - scheduled_at */
+  readonly published: readonly { readonly channel: string | null; readonly publishedAt: Date; readonly latenessMs: number }[];
+  readonly paused: readonly { readonly channel: string; readonly until: Date; readonly reason: string | null }[];
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */

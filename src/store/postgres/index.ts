@@ -28,6 +28,7 @@ import { makePostgresManage } from './manage.ts';
 import { makePostgresMetrics } from './metrics.ts';
 import { makePostgresRate } from './rate.ts';
 import { attemptRecord } from '../list.ts';
+import { makePostgresTune } from './tune.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
 const types = {
@@ -337,6 +338,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const store: Store = {
     ...makePostgresManage(q),
     ...makePostgresMetrics(q),
+    ...makePostgresTune(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

@@ -289,6 +289,8 @@ ALTER TABLE post_attempts ADD COLUMN reason text;
 -- \`tune\` and /metrics read the attempts of a window by their end (a bounded range
 -- read); one more index entry per attempt, on a table written once per attempt.
 CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
+-- \`tune\` reads the cycles of a window by their start (one row a minute per host).
+CREATE INDEX cycles_started ON cycles (started_at);
 `,
   },
 ];

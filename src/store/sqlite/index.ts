@@ -27,6 +27,7 @@ import { makeSqliteManage } from './manage.ts';
 import { makeSqliteMetrics } from './metrics.ts';
 import { makeSqliteRate } from './rate.ts';
 import { attemptRecord } from '../list.ts';
+import { makeSqliteTune } from './tune.ts';
 
 /** How long a write waits for another process's write lock before failing. */
 const BUSY_TIMEOUT_MS = 15_000;
@@ -193,6 +194,7 @@ export function openSqliteStore(file: string): Store {
   const store: Store = {
     ...makeSqliteManage(stmt, immediate, read),
     ...makeSqliteMetrics(stmt, read),
+    ...makeSqliteTune(stmt, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,
