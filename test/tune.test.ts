@@ -31,7 +31,7 @@ function history(parts: { cycles?: Partial<Cycle>[]; runs?: Partial<Run>[]; atte
   return {
     windowMs: 86_400_000,
     now: NOW,
-    cycles: (parts.cycles ?? []).map((c, i) => ({ id: i + 1, startedAt: new Date(NOW.getTime() - (i + 1) * 60_000), durationMs: 1_000, pending: 1, workersSpawned: 1, exitCode: 0, ...c })),
+    cycles: (parts.cycles ?? []).map((c, i) => ({ id: i + 1, startedAt: new Date(NOW.getTime() - (i + 1) * 60_000), durationMs: 1_000, pending: 0, workersSpawned: 0, exitCode: 0, ...c })),
     workerRuns: (parts.runs ?? []).map((r) => ({ cycleId: 1, durationMs: 500, published: 1, retried: 0, failed: 0, exitCode: 0, ...r })),
     attempts: (parts.attempts ?? []).map((a, i) => ({ channel: 'news', finishedAt: new Date(NOW.getTime() - i * 1000), outcome: 'published', reason: null, publishMs: 200, ...a })),
     published: [],
@@ -49,22 +49,31 @@ describe('tune: recommendations from a history', () => {
     assert.deepEqual(report.recommendations, []);
     const lines = reportLines(report);
     assert.match(lines[0] ?? '', /^nothing to change over the last 24h: 10 cycles, 10 worker runs, 10 attempts/);
-    assert.match(lines.join('\n'), /0 of 10 hit the guard/);
+    assert.match(lines.join('\n'), /0 of 10 hit the guard, 0 left posts due/);
   });
 
   it('cycles that hit the guard while capped at MAX_WORKERS: more workers, by the backlog', () => {
     // 4 of 10 cycles ran out of time with 5 workers and 60 due posts, of which 20 were handled
     const cycles = [...times(4, { durationMs: 55_000, exitCode: 2, workersSpawned: 5, pending: 60 }), ...times(6, {})];
-    const runs = times(4, { cycleId: 1, published: 5 });
+    const runs = [1, 2, 3, 4].map((cycleId) => ({ cycleId, published: 5 }));
     assert.deepEqual(settingsOf(history({ cycles, runs })), [['MAX_WORKERS', '5', '20']], 'x4 at most at once (backlog 240/20 = 12)');
     const lines = reportLines(tuneReport(history({ cycles, runs }), DEFAULTS, '24h', 10_000));
-    assert.match(lines[1] ?? '', /^MAX_WORKERS 5 -> 20 \(x4\): 4 of 10 cycles \(40%\) hit the guard .*240 due posts and handled 20/);
+    assert.match(lines[1] ?? '', /^MAX_WORKERS 5 -> 20 \(x4\): 4 of 10 cycles \(40%\) fell short: 4 hit the guard .*240 due posts and handled 20/);
+  });
+
+  it('cycles that ended with posts due (the workers ran out of time before the guard): short too', () => {
+    // every cycle quick, but 2 workers (MAX_WORKERS 2) handled 4 of 20 due posts each time
+    const cycles = times(5, { durationMs: 2_300, workersSpawned: 2, pending: 20 });
+    const runs = [1, 2, 3, 4, 5].flatMap((cycleId) => times(2, { cycleId, published: 2 }));
+    const report = tuneReport(history({ cycles, runs }), { ...DEFAULTS, maxWorkers: 2, timeoutMs: 3_000, workerTimeoutMs: 2_900 }, '1h', 10_000);
+    assert.deepEqual([report.figures.cycles.guardHits, report.figures.cycles.leftDue], [0, 5]);
+    assert.deepEqual(report.recommendations.map((r) => [r.setting, r.from, r.to]), [['MAX_WORKERS', '2', '8']]);
   });
 
   it('cycles that hit the guard with workers to spare: more sends at once per worker', () => {
     // near the guard (over 90% of TIMEOUT_MS), 1 worker of 5, everything handled: slow sends
     const cycles = [...times(3, { durationMs: 52_000, exitCode: 0, workersSpawned: 1, pending: 4 }), ...times(3, {})];
-    const runs = times(3, { cycleId: 1, published: 4 });
+    const runs = [1, 2, 3].map((cycleId) => ({ cycleId, published: 4 }));
     assert.deepEqual(settingsOf(history({ cycles, runs })), [['WORKER_CONCURRENCY', '5', '10']], 'x2: the slowest cycles to half the guard');
   });
 

@@ -15,11 +15,18 @@ export interface CycleFigures {
   readonly finished: number;
   /** finished cycles stopped by TIMEOUT_MS (exit 2) or within GUARD_SHARE of it */
   readonly guardHits: number;
+  /**
+   * finished cycles whose workers handled fewer posts than were due when it started: the
+   * workers stopped at WORKER_TIMEOUT_MS (their budget) with posts still due
+   */
+  readonly leftDue: number;
+  /** cycles that fell short: hit the guard or left posts due (each counted once) */
+  readonly short: number;
   /** of those, the ones that spawned MAX_WORKERS workers (capped) */
-  readonly guardHitsCapped: number;
-  /** due posts at the start of the guard cycles, and the posts their workers handled */
-  readonly guardPending: number;
-  readonly guardHandled: number;
+  readonly shortCapped: number;
+  /** due posts at the start of the short cycles, and the posts their workers handled */
+  readonly shortPending: number;
+  readonly shortHandled: number;
   readonly durationP50Ms: number | null;
   readonly durationP90Ms: number | null;
   readonly durationMaxMs: number | null;
@@ -97,17 +104,22 @@ export interface FigureLimits {
 
 export function tuneFigures(history: TuneHistory, limits: FigureLimits): Figures {
   const finished = history.cycles.filter((c) => c.durationMs !== null || c.exitCode !== null);
-  const hit = finished.filter((c) => c.exitCode === 2 || (c.durationMs ?? 0) >= GUARD_SHARE * limits.timeoutMs);
-  const hitIds = new Set(hit.map((c) => c.id));
   const handled = (r: TuneHistory['workerRuns'][number]) => r.published + r.retried + r.failed;
+  const handledIn = new Map<number, number>();
+  for (const r of history.workerRuns) handledIn.set(r.cycleId, (handledIn.get(r.cycleId) ?? 0) + handled(r));
+  const hitGuard = (c: TuneHistory['cycles'][number]) => c.exitCode === 2 || (c.durationMs ?? 0) >= GUARD_SHARE * limits.timeoutMs;
+  const leftDue = (c: TuneHistory['cycles'][number]) => (handledIn.get(c.id) ?? 0) < (c.pending ?? 0);
+  const short = finished.filter((c) => hitGuard(c) || leftDue(c));
   const durations = ascending(finished.flatMap((c) => (c.durationMs === null ? [] : [c.durationMs])));
   const cycles: CycleFigures = {
     cycles: history.cycles.length,
     finished: finished.length,
-    guardHits: hit.length,
-    guardHitsCapped: hit.filter((c) => (c.workersSpawned ?? 0) >= limits.maxWorkers).length,
-    guardPending: hit.reduce((n, c) => n + (c.pending ?? 0), 0),
-    guardHandled: history.workerRuns.filter((r) => hitIds.has(r.cycleId)).reduce((n, r) => n + handled(r), 0),
+    guardHits: finished.filter(hitGuard).length,
+    leftDue: finished.filter(leftDue).length,
+    short: short.length,
+    shortCapped: short.filter((c) => (c.workersSpawned ?? 0) >= limits.maxWorkers).length,
+    shortPending: short.reduce((n, c) => n + (c.pending ?? 0), 0),
+    shortHandled: short.reduce((n, c) => n + (handledIn.get(c.id) ?? 0), 0),
     durationP50Ms: percentile(durations, 50),
     durationP90Ms: percentile(durations, 90),
     durationMaxMs: durations.at(-1) ?? null,

@@ -38,7 +38,7 @@ export interface Recommendation {
 
 /** A rule fires only over at least this many cycles or worker runs (fewer say little). */
 export const MIN_SAMPLES = 3;
-/** ... when at least this share of the finished cycles hit the guard */
+/** ... when at least this share of the finished cycles fell short (hit the guard or left posts due) */
 export const GUARD_HIT_SHARE = 0.1;
 /** ... when at least this share of worker runs handled no post */
 export const IDLE_SHARE = 0.25;
@@ -75,27 +75,28 @@ const pct = (part: number, whole: number) => `${Math.round((100 * part) / Math.m
 const factorOf = (x: number) => Math.min(MAX_FACTOR, Math.max(MIN_FACTOR, Math.ceil(x * 2) / 2));
 
 /**
- * Cycles that hit the guard (TIMEOUT_MS) had more to do than their workers could: more
- * workers when they were capped at MAX_WORKERS, else more sends at once per worker.
- * By how much: the due posts over the posts handled in those cycles, and at least
- * enough to bring the slowest cycles (p90) to half the guard.
+ * Cycles that fell short (hit the guard, TIMEOUT_MS, or ended with posts still due: their
+ * workers' budget, WORKER_TIMEOUT_MS, ran out) had more to do than their workers could:
+ * more workers when they were capped at MAX_WORKERS, else more sends at once per worker.
+ * By how much: the due posts over the posts handled in those cycles, and at least enough
+ * to bring the slowest cycles (p90) to half the guard.
  */
 function guardRule(f: Figures, s: TuneSettings): Recommendation | null {
   const c = f.cycles;
-  if (c.finished < MIN_SAMPLES || c.guardHits === 0 || c.guardHits / c.finished < GUARD_HIT_SHARE) return null;
-  const backlog = c.guardHandled === 0 ? MAX_FACTOR : c.guardPending / c.guardHandled;
+  if (c.finished < MIN_SAMPLES || c.short === 0 || c.short / c.finished < GUARD_HIT_SHARE) return null;
+  const backlog = c.shortHandled === 0 ? MAX_FACTOR : c.shortPending / c.shortHandled;
   const slow = c.durationP90Ms === null ? 1 : c.durationP90Ms / (0.5 * s.timeoutMs);
   const factor = factorOf(Math.max(backlog, slow));
   const figures =
-    `${c.guardHits} of ${c.finished} cycles (${pct(c.guardHits, c.finished)}) hit the guard (TIMEOUT_MS ${s.timeoutMs} ms; cycle p90 ${ms(c.durationP90Ms)}, max ${ms(c.durationMaxMs)}); ` +
-    `they had ${c.guardPending} due posts and handled ${c.guardHandled}`;
-  const capped = c.guardHitsCapped * 2 >= c.guardHits;
+    `${c.short} of ${c.finished} cycles (${pct(c.short, c.finished)}) fell short: ${c.guardHits} hit the guard (TIMEOUT_MS ${s.timeoutMs} ms; cycle p90 ${ms(c.durationP90Ms)}, max ${ms(c.durationMaxMs)}), ` +
+    `${c.leftDue} ended with posts due (WORKER_TIMEOUT_MS ${s.workerTimeoutMs} ms); they had ${c.shortPending} due posts and handled ${c.shortHandled}`;
+  const capped = c.shortCapped * 2 >= c.short;
   if (capped) {
     const cap = s.globalMaxWorkers ?? Number.MAX_SAFE_INTEGER;
     const to = Math.min(1000, Math.ceil(s.maxWorkers * factor));
     if (to > s.maxWorkers) {
       const over = to > cap ? `; raise GLOBAL_MAX_WORKERS (${cap}) with it` : '';
-      return { setting: 'MAX_WORKERS', from: String(s.maxWorkers), to: String(to), by: `x${factor}`, because: `${figures}; ${c.guardHitsCapped} of them spawned MAX_WORKERS${over}` };
+      return { setting: 'MAX_WORKERS', from: String(s.maxWorkers), to: String(to), by: `x${factor}`, because: `${figures}; ${c.shortCapped} of them spawned MAX_WORKERS${over}` };
     }
   }
   const to = Math.min(10_000, Math.ceil(s.workerConcurrency * factor));

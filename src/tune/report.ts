@@ -34,7 +34,7 @@ export function reportLines(r: TuneReport): string[] {
   if (r.recommendations.length === 0) {
     lines.push(`nothing to change ${over}`);
     lines.push(
-      `  cycles: ${f.cycles.guardHits} of ${f.cycles.finished} hit the guard, p90 ${ms(f.cycles.durationP90Ms)}; worker runs: ${f.workers.idle} of ${f.workers.runs} idle`,
+      `  cycles: ${f.cycles.guardHits} of ${f.cycles.finished} hit the guard, ${f.cycles.leftDue} left posts due, p90 ${ms(f.cycles.durationP90Ms)}; worker runs: ${f.workers.idle} of ${f.workers.runs} idle`,
     );
   } else {
     lines.push(`${r.recommendations.length} recommendation(s) ${over}:`);
