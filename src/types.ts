@@ -28,6 +28,8 @@ import type { AttemptReason } from './reasons.ts';
  *               GLOBAL_MAX_WORKERS: rows naming their holder, with an expiry on the
  *               database's clock, renewed while the holder lives (like a lease).
  * - outcome:    what an attempt ended with: published, retry later, failed, or unknown.
+ * - reason:     why an attempt did not publish, one of a closed set (src/reasons.ts:
+ *               rate-limited, timeout, auth, server, ...), recorded with the attempt.
  * - unknown outcome: an attempt that may or may not have reached the platform (the
  *               worker died, or the request timed out or broke after it was sent).
  *               The channel's policy (`on_unknown`) says what happens next:
