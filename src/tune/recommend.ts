@@ -185,7 +185,7 @@ function rateRule(c: ChannelFigures, s: TuneSettings): Recommendation | null {
     basis = `its rate_limit ${current} still met them`;
   } else {
     to = formatRateLimit({ limit: Math.max(1, Math.floor(c.peakPerMinute * RATE_MARGIN)), windowMs: 60_000 });
-    basis = `the network took at most ${c.peakPerMinute} sends in a minute`;
+    basis = c.peakPerMinute === 0 ? 'none of its sends went through in the window' : `the network took at most ${c.peakPerMinute} sends in a minute`;
   }
   const paused = c.pausedUntil === null ? '' : `; paused by the network until ${c.pausedUntil.toISOString()}`;
   return {
