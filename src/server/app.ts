@@ -26,7 +26,7 @@ const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
  */
 export function buildApp(stores: StoreSource, config: Config, version = 'unknown'): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
-  installErrorHandler(app);
+  installErrorHandler(app, config.logFormat);
   const registry = buildMetrics(stores);
   const token = config.apiToken;
 
@@ -52,10 +52,17 @@ export function buildApp(stores: StoreSource, config: Config, version = 'unknown
     }
   });
 
+  // every /api/ route fastify registers must be one of the table's, so /openapi.json lists it
+  const registered: string[] = [];
+  app.addHook('onRoute', (r) => {
+    if (r.url.startsWith('/api/')) for (const m of [r.method].flat()) if (m !== 'HEAD') registered.push(`${m} ${r.url}`);
+  });
   const table: RouteTable = [];
   registerPostRoutes(app, table, stores, config);
   registerChannelRoutes(app, table, stores, config);
   registerHistoryRoutes(app, table, stores, config);
+  const undocumented = registered.filter((r) => !table.some((t) => `${t.method} ${t.url}` === r));
+  if (undocumented.length > 0) throw new Error(`routes missing from /openapi.json: ${undocumented.join(', ')}`);
   const document = openApiDocument(table, version);
   app.get('/openapi.json', async () => document);
   return app;

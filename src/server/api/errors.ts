@@ -1,5 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import * as v from 'valibot';
+import type { LogFormat } from '../../config.ts';
+import { errorMessage, printWarning } from '../../log.ts';
 import { OperationError, type OperationErrorKind } from '../../operations/errors.ts';
 
 /** A refusal of the API: its status and one line naming the field and the reason. */
@@ -25,8 +27,8 @@ export function validationError(where: 'body' | 'query' | 'params' | 'headers', 
 }
 
 /** Every error of /api/ as `{ error, field? }`: validation 400, OperationError 404/409/400, body too large 413. */
-export function installErrorHandler(app: FastifyInstance): void {
-  app.setErrorHandler(async (error: FastifyError | Error, _request, reply) => {
+export function installErrorHandler(app: FastifyInstance, logFormat: LogFormat): void {
+  app.setErrorHandler(async (error: FastifyError | Error, request, reply) => {
     if (error instanceof ApiError) return reply.code(error.status).send({ error: error.message, ...(error.field === undefined ? {} : { field: error.field }) });
     if (error instanceof OperationError) return reply.code(STATUS_OF[error.kind]).send({ error: error.message });
     const code = (error as FastifyError).code;
@@ -37,7 +39,8 @@ export function installErrorHandler(app: FastifyInstance): void {
     }
     const status = (error as FastifyError).statusCode;
     if (status !== undefined && status >= 400 && status < 500) return reply.code(status).send({ error: error.message });
-    // no driver message: it could name the database's address
+    // the server's own log has it; the answer has no driver message (it could name the database's address)
+    printWarning(`${request.method} ${request.routeOptions.url ?? '?'}: ${errorMessage(error)}`, logFormat);
     return reply.code(500).send({ error: 'internal error (see the server log)' });
   });
   app.setNotFoundHandler(async (request, reply) => reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}` }));
