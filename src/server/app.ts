@@ -3,21 +3,35 @@ import type { Config } from '../config.ts';
 import { bearerMatches } from './auth.ts';
 import { buildMetrics } from './metrics.ts';
 import type { StoreSource } from './store-source.ts';
+import { registerChannelRoutes } from './api/channels.ts';
+import { installErrorHandler } from './api/errors.ts';
+import { registerHistoryRoutes } from './api/history.ts';
+import { openApiDocument } from './api/openapi.ts';
+import { registerPostRoutes } from './api/posts.ts';
+import type { RouteTable } from './api/routes.ts';
 
 /** How long /healthz waits for the database before it answers "unreachable". */
 export const HEALTH_TIMEOUT_MS = 2_000;
 
+/** The largest request body (413 beyond). */
+export const BODY_LIMIT = 1024 * 1024;
+
+/** Routes that answer without the token: they hold no data. */
+const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
+
 /**
- * The HTTP server of `serve`: /healthz (no token) and /metrics (Prometheus text). With
- * API_TOKEN set, every other route requires `Authorization: Bearer <API_TOKEN>`.
+ * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text), the JSON
+ * API under /api/ and its OpenAPI document at /openapi.json (no token). With API_TOKEN
+ * set, every other route requires `Authorization: Bearer <API_TOKEN>`.
  */
-export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
-  const app = Fastify({ logger: false });
+export function buildApp(stores: StoreSource, config: Config, version = 'unknown'): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  installErrorHandler(app, config.logFormat);
   const registry = buildMetrics(stores);
   const token = config.apiToken;
 
   app.addHook('onRequest', async (request, reply) => {
-    if (token === null || request.routeOptions.url === '/healthz') return;
+    if (token === null || OPEN_ROUTES.has(request.routeOptions.url ?? '')) return;
     if (!bearerMatches(request.headers.authorization, token)) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized: send Authorization: Bearer <API_TOKEN>' });
     }
@@ -37,6 +51,20 @@ export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
       return reply.code(503).send({ error: 'the database did not answer' });
     }
   });
+
+  // every /api/ route fastify registers must be one of the table's, so /openapi.json lists it
+  const registered: string[] = [];
+  app.addHook('onRoute', (r) => {
+    if (r.url.startsWith('/api/')) for (const m of [r.method].flat()) if (m !== 'HEAD') registered.push(`${m} ${r.url}`);
+  });
+  const table: RouteTable = [];
+  registerPostRoutes(app, table, stores, config);
+  registerChannelRoutes(app, table, stores, config);
+  registerHistoryRoutes(app, table, stores, config);
+  const undocumented = registered.filter((r) => !table.some((t) => `${t.method} ${t.url}` === r));
+  if (undocumented.length > 0) throw new Error(`routes missing from /openapi.json: ${undocumented.join(', ')}`);
+  const document = openApiDocument(table, version);
+  app.get('/openapi.json', async () => document);
   return app;
 }
 

@@ -279,7 +279,14 @@ CREATE TABLE alerts (
 `,
   },
   {
-    // 10 is another change's (assigned numbers); the runner applies whatever is missing
+    version: 10,
+    name: 'cycles by start',
+    sql: `
+-- serve's activity and \`tune\` read the cycles of a window by started_at (and prune deletes by it).
+CREATE INDEX cycles_started ON cycles (started_at);
+`,
+  },
+  {
     version: 11,
     name: 'attempt reasons',
     sql: `
@@ -289,8 +296,6 @@ ALTER TABLE post_attempts ADD COLUMN reason text;
 -- \`tune\` and /metrics read the attempts of a window by their end (a bounded range
 -- read); one more index entry per attempt, on a table written once per attempt.
 CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
--- \`tune\` reads the cycles of a window by their start (one row a minute per host).
-CREATE INDEX cycles_started ON cycles (started_at);
 `,
   },
 ];
