@@ -1,15 +1,19 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { bearerMatches } from './auth.ts';
+import { DASHBOARD_ROUTES, dashboardPlugin } from './dashboard/plugin.ts';
 import { buildMetrics } from './metrics.ts';
 import type { StoreSource } from './store-source.ts';
 
 /** How long /healthz waits for the database before it answers "unreachable". */
 export const HEALTH_TIMEOUT_MS = 2_000;
 
+/** Routes that need no token: /healthz, and the dashboard's static files (they hold no data). */
+const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', ...DASHBOARD_ROUTES]);
+
 /**
- * The HTTP server of `serve`: /healthz (no token) and /metrics (Prometheus text). With
- * API_TOKEN set, every other route requires `Authorization: Bearer <API_TOKEN>`.
+ * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text) and the
+ * dashboard at /. With API_TOKEN set, every other route requires `Authorization: Bearer <API_TOKEN>`.
  */
 export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
   const app = Fastify({ logger: false });
@@ -17,7 +21,7 @@ export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
   const token = config.apiToken;
 
   app.addHook('onRequest', async (request, reply) => {
-    if (token === null || request.routeOptions.url === '/healthz') return;
+    if (token === null || PUBLIC_ROUTES.has(request.routeOptions.url ?? '')) return;
     if (!bearerMatches(request.headers.authorization, token)) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized: send Authorization: Bearer <API_TOKEN>' });
     }
@@ -37,6 +41,7 @@ export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
       return reply.code(503).send({ error: 'the database did not answer' });
     }
   });
+  void app.register(dashboardPlugin);
   return app;
 }
 
