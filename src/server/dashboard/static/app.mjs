@@ -1,4 +1,4 @@
-/* global document, window, location, history, sessionStorage, fetch, URLSearchParams, Intl, uPlot */
+/* global document, window, location, history, sessionStorage, fetch, URLSearchParams, uPlot */
 // The post-scheduler dashboard: plain DOM, no framework, no build step. It reads the
 // HTTP API (/api/...) with the API token and nothing else. Every piece of data goes
 // into the page through textContent or createElement, never as HTML: a post whose text
