@@ -37,7 +37,8 @@ async function seeText(locator: Locator, want: string, what: string): Promise<vo
       return last === want;
     });
   } catch {
-    assert.fail(`${what}: the page shows ${JSON.stringify(last)}, not ${JSON.stringify(want)}`);
+    const shown = await locator.page().locator('#error').textContent().catch(() => null);
+    assert.fail(`${what}: the page shows ${JSON.stringify(last)}, not ${JSON.stringify(want)}${shown ? ` (its error line: ${shown})` : ''}`);
   }
 }
 
