@@ -79,6 +79,12 @@ export interface Config {
    */
   readonly moduleDir: string | null;
   /**
+   * `serve`: the folder an image path given over the HTTP API must lie in (absolute, as
+   * given: each use resolves it with realpath, so `..` and symlinks cannot leave it);
+   * null when not set: the API refuses image paths (http(s) URLs only)
+   */
+  readonly mediaDir: string | null;
+  /**
    * `serve`: the bearer token every request but /healthz must carry (a secret: never
    * logged or printed); null: no token, and the server listens on loopback only
    */
@@ -120,6 +126,8 @@ export const ENV_DEFAULTS = {
   POST_SCHEDULER_OLD_SECRET_KEY: '',
   // empty: no module channels (loading code is a privilege the operator grants)
   MODULE_DIR: '',
+  // empty: the HTTP API takes image URLs only, no file paths
+  MEDIA_DIR: '',
   // empty: serve listens on loopback only, without authentication
   API_TOKEN: '',
   SERVE_HOST: '127.0.0.1',
@@ -181,6 +189,7 @@ const schema = v.object({
   POST_SCHEDULER_SECRET_KEY: v.string(),
   POST_SCHEDULER_OLD_SECRET_KEY: v.string(),
   MODULE_DIR: v.pipe(v.string(), v.trim()),
+  MEDIA_DIR: v.pipe(v.string(), v.trim(), v.maxLength(4096, 'MEDIA_DIR must be at most 4096 characters')),
   API_TOKEN: v.union(
     [v.literal(''), v.pipe(v.string(), v.regex(/^[\x21-\x7e]{16,512}$/, 'API_TOKEN'))],
     'API_TOKEN must be 16 to 512 printable characters without spaces',
@@ -257,6 +266,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     secretKey,
     oldSecretKey,
     moduleDir: c.MODULE_DIR === '' ? null : path.resolve(c.MODULE_DIR),
+    mediaDir: c.MEDIA_DIR === '' ? null : path.resolve(c.MEDIA_DIR),
     apiToken: c.API_TOKEN === '' ? null : c.API_TOKEN,
     serveHost: c.SERVE_HOST,
     servePort: c.SERVE_PORT,
@@ -330,6 +340,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     POST_SCHEDULER_SECRET_KEY: config.secretKey === null ? '' : config.secretKey.toString('hex'),
     POST_SCHEDULER_OLD_SECRET_KEY: config.oldSecretKey === null ? '' : config.oldSecretKey.toString('hex'),
     MODULE_DIR: config.moduleDir ?? '',
+    MEDIA_DIR: config.mediaDir ?? '',
     // a worker serves nothing: the token stays in the serving process
     API_TOKEN: '',
     SERVE_HOST: '127.0.0.1',

@@ -93,6 +93,8 @@ export interface Channel {
    * unclaimed, until `channels resume`; null (or absent) when not paused
    */
   readonly pausedAt?: Date | null;
+  /** until when a network told it to wait (a 429): no send before; null (or absent) when never */
+  readonly rateLimitedUntil?: Date | null;
 }
 
 export interface NewChannel {
@@ -179,6 +181,9 @@ export interface Post {
   readonly scheduleKey?: string | null;
   /** its channel's name (a removed channel's ends in "(removed #id)"); null when gone */
   readonly channelName?: string | null;
+  /** when it was scheduled, and its row last changed (absent where not read) */
+  readonly createdAt?: Date;
+  readonly updatedAt?: Date;
 }
 
 /** A post as a worker holds it after a claim: everything needed to publish it. */

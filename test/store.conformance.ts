@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
 import { testPostsStore } from './store.conformance.posts.ts';
 import { testRateStore } from './store.conformance.rate.ts';
 import { testMetricsStore } from './store.conformance.metrics.ts';
+import { testHistoryStore } from './store.conformance.history.ts';
 import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
 import { testAlertStore } from './store.conformance.alerts.ts';
@@ -609,6 +610,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   testRateStore(dialect);
   testStatusStore(dialect);
   testMetricsStore(dialect);
+  testHistoryStore(dialect);
   testAlertStore(dialect);
   testPostsStore(dialect);
 }

@@ -6,10 +6,9 @@ import { loadChannelModule, resolveModulePath, userPolicy } from '../publishers/
 import { ON_UNKNOWN, PLATFORMS, type OnUnknown, type Platform } from '../types.ts';
 import type { Config } from '../config.ts';
 import { CliError, configFrom, operation, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
-import { pauseChannel, removeChannel, resumeChannel } from '../operations/channels.ts';
-import { makeVault, parseKey, type Vault } from '../credentials/vault.ts';
-import type { Channel } from '../types.ts';
-import type { Store } from '../store/store.ts';
+import { pauseChannel, removeChannel, resumeChannel, rotateWebhook } from '../operations/channels.ts';
+import { credentialsState } from '../credentials/state.ts';
+import { makeVault, parseKey } from '../credentials/vault.ts';
 import { checkOneStdin, readSecretSource, secretFlag, SECRET_SOURCES } from './secrets.ts';
 import { describeLimits, effectiveLimits, formatRateLimit, parseRateLimit, RATE_LIMIT_SETTING } from '../ratelimits/limits.ts';
 
@@ -157,51 +156,7 @@ async function sealChecked(
   return vault.keyId === null ? vault.sealPlain(credentials) : vault.seal(credentials);
 }
 
-/**
- * A webhook's new URL and/or secret (rotation): merged into its sealed credentials,
- * checked as `add` checks them, sealed again. The values are never printed.
- */
-async function rotateWebhook(
-  store: Store,
-  channel: Channel,
-  fresh: { url: string | undefined; secret: string | undefined },
-  config: Config,
-  flags: { insecurePlaintext?: boolean; verify?: boolean },
-): Promise<void> {
-  if ('url' in channel.settings || 'secret' in channel.settings) throw new CliError(`channel ${channel.name} keeps its URL in plaintext settings: run channels rekey first`);
-  let current: Record<string, unknown> = {};
-  if (channel.credentials !== null) {
-    try {
-      current = makeVault(config.secretKey).open(channel.credentials);
-    } catch (e) {
-      throw new CliError(`channel ${channel.name}: its credentials cannot be opened (${e instanceof Error ? e.message : String(e)}); give both --url-from and --secret-from`);
-    }
-  }
-  const next = { ...current, ...(fresh.url === undefined ? {} : { url: fresh.url }), ...(fresh.secret === undefined ? {} : { secret: fresh.secret }) };
-  const module = await loadPublisherModule('webhook');
-  try {
-    module?.parseSettings({ ...channel.settings, ...next });
-  } catch (e) {
-    throw new CliError(e instanceof SettingsError ? e.message : String(e));
-  }
-  const sealed = await sealChecked('webhook', channel.settings, next, config, flags);
-  await store.saveCredentials(channel.id, sealed);
-  const what = [fresh.url !== undefined && 'URL', fresh.secret !== undefined && 'secret'].filter((w) => w !== false).join(' and ');
-  print(`Channel ${channel.name}: new ${what} stored`);
-}
-
-/** How a channel's credentials are stored, as `channels list` and `status` show it (never the values). */
-export function credentialsState(channel: Channel, vault: Vault): string {
-  if (channel.credentials === null) {
-    const legacy = 'url' in channel.settings || 'secret' in channel.settings;
-    return legacy ? 'plaintext in settings (run channels rekey)' : 'none';
-  }
-  if (channel.platform === 'webhook' && ('url' in channel.settings || 'secret' in channel.settings)) return 'partly plaintext in settings (run channels rekey)';
-  const d = vault.describe(channel.credentials);
-  if (d.kind === 'plaintext') return 'plaintext (--insecure-plaintext)';
-  if (d.kind === 'unreadable') return 'unreadable';
-  return d.keyId === vault.keyId ? `sealed (key ${d.keyId})` : `sealed with another key ${d.keyId} (run channels rekey)`;
-}
+export { credentialsState } from '../credentials/state.ts';
 
 export function registerChannels(program: Command, globals: () => GlobalFlags): void {
   const channels = program.command('channels').description('manage channels (where posts go)');
@@ -365,7 +320,9 @@ export function registerChannels(program: Command, globals: () => GlobalFlags): 
           if (existing === null) throw new CliError(`no channel named "${flags.name}" (see: post-scheduler channels list)`);
           if (rotating) {
             if (existing.platform !== 'webhook') throw new CliError(`--url-from and --secret-from are for webhook channels; ${existing.name} is ${existing.platform} (use --credentials-from)`);
-            await rotateWebhook(store, existing, { url: newUrl, secret: newSecret }, config, flags);
+            await operation(() => rotateWebhook(store, existing, { url: newUrl, secret: newSecret }, config.secretKey, { insecurePlaintext: flags.insecurePlaintext === true }));
+            const what = [newUrl !== undefined && 'URL', newSecret !== undefined && 'secret'].filter((w) => w !== false).join(' and ');
+            print(`Channel ${existing.name}: new ${what} stored`);
           }
           if (onUnknown !== undefined) await checkPolicy(existing.platform, existing.settings, config, onUnknown);
           if (fresh !== null) {

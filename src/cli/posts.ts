@@ -5,7 +5,7 @@ import type { Store } from '../store/store.ts';
 import type { Channel, PostPart } from '../types.ts';
 import { collect, flagOf, partsFromFlags, partsFromThreadFile, type ContentFlags } from './content.ts';
 import { CliError, configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
-import { cancelPosts, ContentError, schedulePost } from '../operations/posts.ts';
+import { cancelPosts, ContentError, markPublished, schedulePost } from '../operations/posts.ts';
 import { OperationError } from '../operations/errors.ts';
 import { registerPostsGroup } from './posts-manage.ts';
 
@@ -209,7 +209,7 @@ export function registerPosts(program: Command, globals: () => GlobalFlags): voi
       const config = configFrom(globals());
       const wanted = ids.map(postId);
       await withStore(config, async (store) => {
-        const done = new Set(await store.confirmPublished(wanted));
+        const done = new Set((await markPublished(store, wanted)).published);
         await refuseOthers(store, wanted, done, 'only posts whose outcome is unknown can be marked published');
         print(`Marked published: ${[...done].map((n) => `post ${n}`).join(', ')}`);
       });

@@ -47,7 +47,7 @@ API_TOKEN (none), SERVE_HOST (127.0.0.1), SERVE_PORT (8080).`,
 }
 
 /** The version in package.json (two folders up from this file, in src/ and in dist/ alike). */
-function packageVersion(): string {
+export function packageVersion(): string {
   try {
     const raw = fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
     return (JSON.parse(raw) as { version?: string }).version ?? 'unknown';

@@ -5,11 +5,12 @@ import { buildApp } from '../server/app.ts';
 import { storeSource } from '../server/store-source.ts';
 import { onSignals } from '../signals.ts';
 import { CliError, configFrom, print, type GlobalFlags } from './context.ts';
+import { packageVersion } from './program.ts';
 
 export function registerServe(program: Command, globals: () => GlobalFlags): void {
   program
     .command('serve')
-    .description('HTTP server: /healthz and Prometheus /metrics (API_TOKEN: bearer token; required beyond loopback)')
+    .description('HTTP server: the JSON API under /api/ (OpenAPI at /openapi.json), /healthz and Prometheus /metrics (API_TOKEN: bearer token; required beyond loopback; MEDIA_DIR: where API image paths may point)')
     .option('--host <address>', 'address to listen on (default: SERVE_HOST, else 127.0.0.1)')
     .option('--port <n>', 'port to listen on, 0 for any free one (default: SERVE_PORT, else 8080)')
     .action(async (flags: { host?: string; port?: string }) => {
@@ -24,7 +25,7 @@ export function registerServe(program: Command, globals: () => GlobalFlags): voi
         // it still serves: /healthz says the database is unreachable until it answers
         printWarning(`the database did not answer (${errorMessage(e)}); serving anyway, /healthz reports it`, config.logFormat);
       }
-      const app = buildApp(stores, config);
+      const app = buildApp(stores, config, packageVersion());
       const address = await app.listen({ host: config.serveHost, port: config.servePort });
       print(`Listening on ${address}${config.apiToken === null ? ' (no API_TOKEN: loopback only, no authentication)' : ''}`);
       const stop = () => {

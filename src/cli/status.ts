@@ -1,50 +1,7 @@
 import type { Command } from 'commander';
-import { makeVault } from '../credentials/vault.ts';
-import type { Channel, CycleRecord, LatenessReport, StatusReport } from '../types.ts';
-import { credentialsState } from './channels.ts';
+import { LATENESS_LIMIT, statusObject, statusOf, type CredentialsReport, type Glance } from '../operations/status.ts';
+import type { StatusReport } from '../types.ts';
 import { configFrom, parsePositiveInt, print, withStore, type GlobalFlags } from './context.ts';
-
-/** Channels whose credentials are not sealed with the current key: what an operator should fix. */
-interface CredentialsReport {
-  readonly key: string | null;
-  readonly attention: readonly { readonly channel: string; readonly state: string }[];
-  /** channels whose credentials the network refused or the key cannot open: their posts wait */
-  readonly needsOperator: readonly { readonly channel: string; readonly reason: string }[];
-}
-
-/** The window lateness is measured over: a day, at most the 10,000 most recent publications (a bounded index read). */
-const LATENESS_WINDOW_MS = 24 * 3_600_000;
-const LATENESS_LIMIT = 10_000;
-
-/** The seed's key figures, from the last cycles and the posts: what `status` shows first. */
-export interface Glance {
-  readonly dueNow: number;
-  readonly failedPosts: number;
-  /** workers that exited 0, of those spawned, over `cyclesCounted` cycles (null: none spawned) */
-  readonly workerSuccessRate: number | null;
-  readonly workersSpawned: number;
-  readonly workersSucceeded: number;
-  /** mean duration of the finished cycles among the last ones (null: none finished) */
-  readonly averageCycleMs: number | null;
-  readonly cyclesCounted: number;
-  readonly lateness: LatenessReport;
-}
-
-export function glanceAt(report: StatusReport, lateness: LatenessReport): Glance {
-  const finished = report.cycles.filter((c: CycleRecord) => c.state === 'finished' && c.durationMs !== null);
-  const spawned = report.cycles.reduce((n, c) => n + c.workersSpawned, 0);
-  const succeeded = report.cycles.reduce((n, c) => n + c.workersSucceeded, 0);
-  return {
-    dueNow: report.counts.duePending,
-    failedPosts: report.counts.failed,
-    workerSuccessRate: spawned === 0 ? null : succeeded / spawned,
-    workersSpawned: spawned,
-    workersSucceeded: succeeded,
-    averageCycleMs: finished.length === 0 ? null : Math.round(finished.reduce((n, c) => n + (c.durationMs ?? 0), 0) / finished.length),
-    cyclesCounted: report.cycles.length,
-    lateness,
-  };
-}
 
 /** 850ms, 12.3s, 4m 10s, 2h 5m: a duration a person reads without counting digits. */
 export function humanMs(ms: number | null): string {
@@ -65,17 +22,9 @@ export function registerStatus(program: Command, globals: () => GlobalFlags): vo
     .action(async (flags: { json?: boolean; cycles: string }) => {
       const config = configFrom(globals());
       const cycles = parsePositiveInt(flags.cycles, '--cycles', 1000);
-      const vault = makeVault(config.secretKey);
       await withStore(config, async (store) => {
-        const report = await store.status(cycles);
-        const glance = glanceAt(report, await store.lateness(LATENESS_WINDOW_MS, LATENESS_LIMIT));
-        const channels = await store.listChannels();
-        const attention = channels
-          .map((c: Channel) => ({ channel: c.name, state: credentialsState(c, vault) }))
-          .filter((c) => c.state !== 'none' && !c.state.startsWith('sealed (key'));
-        const needsOperator = channels.flatMap((c) => (c.attention === null ? [] : [{ channel: c.name, reason: c.attention }]));
-        const credentials: CredentialsReport = { key: vault.keyId, attention, needsOperator };
-        if (flags.json === true) print(JSON.stringify({ database: config.databaseLabel, ...report, glance, credentials }, null, 2));
+        const { report, glance, credentials } = await statusOf(store, config.secretKey, cycles);
+        if (flags.json === true) print(JSON.stringify(statusObject(config.databaseLabel, { report, glance, credentials }), null, 2));
         else printStatus(report, glance, config.databaseLabel, credentials);
       });
     });

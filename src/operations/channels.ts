@@ -1,6 +1,8 @@
 import type { ChannelRemoval, Store } from '../store/store.ts';
 import type { Channel } from '../types.ts';
-import { conflict, notFound } from './errors.ts';
+import { makeVault } from '../credentials/vault.ts';
+import { loadPublisherModule } from '../publishers/registry.ts';
+import { conflict, invalid, notFound } from './errors.ts';
 import type { OperationOptions } from './posts.ts';
 
 /**
@@ -41,4 +43,43 @@ export async function removeChannel(store: Store, name: string, cancelPosts: boo
   }
   options.log?.info(`Removed channel ${name}${result.cancelled > 0 ? ` and cancelled ${result.cancelled} posts` : ''}`, { channel: name });
   return result;
+}
+
+/**
+ * rotation: a webhook's new URL and/or secret, merged into its sealed credentials,
+ * checked against the webhook's settings and credentials schemas, sealed again with
+ * `secretKey` (plain only with `insecurePlaintext`). The values never appear in a message.
+ */
+export async function rotateWebhook(
+  store: Store,
+  channel: Channel,
+  fresh: { readonly url: string | undefined; readonly secret: string | undefined },
+  secretKey: Buffer | null,
+  options: OperationOptions & { readonly insecurePlaintext?: boolean } = {},
+): Promise<Channel> {
+  if (channel.platform !== 'webhook') throw invalid(`a new URL or secret is for webhook channels; ${channel.name} is ${channel.platform}`);
+  if ('url' in channel.settings || 'secret' in channel.settings) throw conflict(`channel ${channel.name} keeps its URL in plaintext settings: run channels rekey first`);
+  const vault = makeVault(secretKey);
+  let current: Record<string, unknown> = {};
+  if (channel.credentials !== null) {
+    try {
+      current = vault.open(channel.credentials);
+    } catch (e) {
+      throw conflict(`channel ${channel.name}: its credentials cannot be opened (${e instanceof Error ? e.message : String(e)}); give both --url-from and --secret-from`);
+    }
+  }
+  const next = { ...current, ...(fresh.url === undefined ? {} : { url: fresh.url }), ...(fresh.secret === undefined ? {} : { secret: fresh.secret }) };
+  const module = await loadPublisherModule('webhook');
+  try {
+    module?.parseSettings({ ...channel.settings, ...next });
+    module?.parseCredentials?.(next);
+  } catch (e) {
+    throw invalid(e instanceof Error ? e.message : String(e));
+  }
+  if (vault.keyId === null && options.insecurePlaintext !== true) {
+    throw invalid('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32, or pass --insecure-plaintext)');
+  }
+  await store.saveCredentials(channel.id, vault.keyId === null ? vault.sealPlain(next) : vault.seal(next));
+  options.log?.info(`Channel ${channel.name}: new ${[fresh.url !== undefined && 'URL', fresh.secret !== undefined && 'secret'].filter((w) => w !== false).join(' and ')} stored`, { channel: channel.name });
+  return (await store.findChannel(channel.name)) ?? channel;
 }

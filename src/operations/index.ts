@@ -5,6 +5,7 @@ export {
   ContentError,
   editPost,
   listPosts,
+  markPublished,
   retryPosts,
   schedulePost,
   showPost,
@@ -20,4 +21,5 @@ export {
   type ScheduleInput,
   type Scheduled,
 } from './posts.ts';
-export { pauseChannel, removeChannel, resumeChannel } from './channels.ts';
+export { pauseChannel, removeChannel, resumeChannel, rotateWebhook } from './channels.ts';
+export { statusObject, statusOf, type Status } from './status.ts';

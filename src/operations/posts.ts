@@ -242,3 +242,13 @@ export async function retryPosts(store: Store, ids: readonly number[] | 'allFail
   if (requeued.length > 0) options.log?.info(`Requeued ${requeued.length} posts`, { posts: requeued });
   return { requeued, refused };
 }
+
+/** mark-published: unknown posts an operator saw on the platform, to published; the others are named with their status. */
+export async function markPublished(store: Store, ids: readonly number[], options: OperationOptions = {}): Promise<{ published: number[]; refused: Refusal[] }> {
+  const done = new Set(await store.confirmPublished(ids));
+  const refused: Refusal[] = [];
+  for (const id of ids.filter((n) => !done.has(n))) refused.push({ id, status: (await store.getPost(id))?.status ?? null });
+  const published = ids.filter((n) => done.has(n));
+  if (published.length > 0) options.log?.info(`Marked published ${published.map((n) => `post ${n}`).join(', ')}`, { posts: published });
+  return { published, refused };
+}

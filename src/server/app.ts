@@ -4,24 +4,36 @@ import { bearerMatches } from './auth.ts';
 import { DASHBOARD_ROUTES, dashboardPlugin } from './dashboard/plugin.ts';
 import { buildMetrics } from './metrics.ts';
 import type { StoreSource } from './store-source.ts';
+import { registerChannelRoutes } from './api/channels.ts';
+import { installErrorHandler } from './api/errors.ts';
+import { registerHistoryRoutes } from './api/history.ts';
+import { openApiDocument } from './api/openapi.ts';
+import { registerPostRoutes } from './api/posts.ts';
+import type { RouteTable } from './api/routes.ts';
 
 /** How long /healthz waits for the database before it answers "unreachable". */
 export const HEALTH_TIMEOUT_MS = 2_000;
 
-/** Routes that need no token: /healthz, and the dashboard's static files (they hold no data). */
-const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', ...DASHBOARD_ROUTES]);
+/** The largest request body (413 beyond). */
+export const BODY_LIMIT = 1024 * 1024;
+
+/** Routes that answer without the token: they hold no data (the dashboard's files: the page asks for the token). */
+const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/openapi.json', ...DASHBOARD_ROUTES]);
 
 /**
- * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text) and the
- * dashboard at /. With API_TOKEN set, every other route requires `Authorization: Bearer <API_TOKEN>`.
+ * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text), the JSON
+ * API under /api/ and its OpenAPI document at /openapi.json (no token), and the dashboard
+ * at / (its static files need no token). With API_TOKEN set, every other route requires
+ * `Authorization: Bearer <API_TOKEN>`.
  */
-export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
-  const app = Fastify({ logger: false });
+export function buildApp(stores: StoreSource, config: Config, version = 'unknown'): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  installErrorHandler(app);
   const registry = buildMetrics(stores);
   const token = config.apiToken;
 
   app.addHook('onRequest', async (request, reply) => {
-    if (token === null || PUBLIC_ROUTES.has(request.routeOptions.url ?? '')) return;
+    if (token === null || OPEN_ROUTES.has(request.routeOptions.url ?? '')) return;
     if (!bearerMatches(request.headers.authorization, token)) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized: send Authorization: Bearer <API_TOKEN>' });
     }
@@ -41,6 +53,13 @@ export function buildApp(stores: StoreSource, config: Config): FastifyInstance {
       return reply.code(503).send({ error: 'the database did not answer' });
     }
   });
+
+  const table: RouteTable = [];
+  registerPostRoutes(app, table, stores, config);
+  registerChannelRoutes(app, table, stores, config);
+  registerHistoryRoutes(app, table, stores, config);
+  const document = openApiDocument(table, version);
+  app.get('/openapi.json', async () => document);
   void app.register(dashboardPlugin);
   return app;
 }

@@ -13,7 +13,7 @@ export function toDate(value: TimeValue): Date | null {
   return value instanceof Date ? value : new Date(value);
 }
 
-function required(value: TimeValue, column: string): Date {
+export function required(value: TimeValue, column: string): Date {
   const d = toDate(value);
   if (d === null) throw new Error(`column ${column} is unexpectedly null`);
   return d;
@@ -85,6 +85,8 @@ export interface ChannelRow {
   created_at: TimeValue;
   /** an operator's pause (absent from claim rows: a paused channel's posts are not claimed) */
   paused_at?: TimeValue;
+  /** a network's pause (a 429): no send before it */
+  paused_until?: TimeValue;
 }
 
 /** A policy read from the database; anything unexpected is treated as the safe one, hold. */
@@ -106,6 +108,7 @@ export function channelFromRow(row: ChannelRow): Channel {
     attention: row.attention,
     createdAt: required(row.created_at, 'channels.created_at'),
     pausedAt: toDate(row.paused_at ?? null),
+    ...(row.paused_until === undefined ? {} : { rateLimitedUntil: toDate(row.paused_until) }),
   };
 }
 
@@ -113,6 +116,8 @@ export interface PostRow {
   id: number;
   post_detail_id: number;
   channel_id: number;
+  created_at?: TimeValue;
+  updated_at?: TimeValue;
   text: string | null;
   run_at: TimeValue;
   status: PostStatus;
@@ -160,6 +165,8 @@ export function postFromRow(row: PostRow): Post {
     publishedParts: publishedPartsFrom(row.published_parts),
     scheduleKey: row.schedule_key ?? null,
     channelName: row.channel_name ?? null,
+    ...(row.created_at == null ? {} : { createdAt: required(row.created_at, 'post_schedule.created_at') }),
+    ...(row.updated_at == null ? {} : { updatedAt: required(row.updated_at, 'post_schedule.updated_at') }),
   };
 }
 

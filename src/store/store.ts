@@ -2,6 +2,7 @@ import { TRANSITIONS } from '../states.ts';
 import type {
   Channel,
   ClaimedPost,
+  CycleRecord,
   CycleResult,
   HeldPost,
   NewChannel,
@@ -234,12 +235,40 @@ export interface Store {
    * and unknown posts are cancelled in the same transaction (processing ones still refuse).
    */
   removeChannel(name: string, cancelPosts: boolean): Promise<ChannelRemoval | null>;
+  // ---- history (src/server/api/history.ts): the cycles and activity of `serve` ----
+  /**
+   * The last `limit` cycles, newest first (as `status` has them), each with its worker
+   * runs (read through worker_runs' primary key, cycle_id first).
+   */
+  recentCycles(limit: number): Promise<CycleHistory[]>;
+  /**
+   * What happened in the last `windowMs` (database's clock), in buckets of `bucketMs`:
+   * posts that ended published or failed per bucket of their updated_at (non-empty
+   * buckets only; at most the `limit` most recent such posts, read through the index of
+   * final states by updated_at), and the due count each cycle started with (cycles by
+   * started_at), oldest first.
+   */
+  activity(windowMs: number, bucketMs: number, limit: number): Promise<ActivityReport>;
 
   /**
    * Deletes posts published, failed or cancelled more than `olderThanMs` ago (with their
    * content), and cycle records (with their worker runs) that old; in batches.
    */
   prune(olderThanMs: number): Promise<{ posts: number; cycles: number }>;
+}
+
+/** Store.recentCycles: a cycle and the runs of its workers. */
+export interface CycleHistory extends CycleRecord {
+  readonly runs: readonly WorkerRun[];
+}
+
+/** Store.activity: `at` is a bucket's start (or a cycle's start, for backlog). */
+export interface ActivityReport {
+  readonly from: Date;
+  readonly to: Date;
+  readonly published: readonly { readonly at: Date; readonly posts: number }[];
+  readonly failed: readonly { readonly at: Date; readonly posts: number }[];
+  readonly backlog: readonly { readonly at: Date; readonly due: number }[];
 }
 
 /** Store.metrics. */

@@ -23,6 +23,7 @@ import {
 } from '../rows.ts';
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { POSTGRES_MIGRATIONS } from './migrations.ts';
+import { makePostgresHistory } from './history.ts';
 import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresManage } from './manage.ts';
 import { makePostgresMetrics } from './metrics.ts';
@@ -333,6 +334,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const store: Store = {
     ...makePostgresManage(q),
     ...makePostgresMetrics(q),
+    ...makePostgresHistory(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

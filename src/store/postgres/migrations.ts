@@ -278,4 +278,12 @@ CREATE TABLE alerts (
 );
 `,
   },
+  {
+    version: 10,
+    name: 'cycles by start',
+    sql: `
+-- serve's activity reads the cycles of the last hours by started_at (and prune deletes by it).
+CREATE INDEX cycles_started ON cycles (started_at);
+`,
+  },
 ];

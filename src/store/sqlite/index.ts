@@ -22,6 +22,7 @@ import {
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
+import { makeSqliteHistory } from './history.ts';
 import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteManage } from './manage.ts';
 import { makeSqliteMetrics } from './metrics.ts';
@@ -191,6 +192,7 @@ export function openSqliteStore(file: string): Store {
   const store: Store = {
     ...makeSqliteManage(stmt, immediate, read),
     ...makeSqliteMetrics(stmt, read),
+    ...makeSqliteHistory(stmt, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

@@ -275,4 +275,12 @@ CREATE TABLE alerts (
 );
 `,
   },
+  {
+    version: 11,
+    name: 'cycles by start',
+    sql: `
+-- serve's activity reads the cycles of the last hours by started_at (and prune deletes by it).
+CREATE INDEX cycles_started ON cycles (started_at);
+`,
+  },
 ];
