@@ -66,9 +66,10 @@ describe('the dashboard in a browser', () => {
     if (!browserAvailable('the dashboard browser test')) return;
     db = await createTestDatabase('sqlite');
     const env = testEnv(db.url, { API_TOKEN: TOKEN });
-    // refuses the script-tag post for good (400: it fails) until told otherwise
+    // refuses two posts for good (400: they fail) until told otherwise
     let refuse = true;
-    receiver = await startReceiver((d) => (refuse && d.text === SCRIPT_POST ? { status: 400, body: '{"error":"refused by the test"}' } : { status: 200 }));
+    const refused = new Set([SCRIPT_POST, 'hello two']);
+    receiver = await startReceiver((d) => (refuse && refused.has(d.text) ? { status: 400, body: '{"error":"refused by the test"}' } : { status: 200 }));
     let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
     assert.equal(r.code, 0, r.stderr);
     const ids: Record<string, number> = {};
@@ -78,6 +79,7 @@ describe('the dashboard in a browser', () => {
       ids[text] = Number(/\d+/.exec(r.stdout)?.[0]);
     }
     const scriptId = ids[SCRIPT_POST] ?? 0;
+    const twoId = ids['hello two'] ?? 0;
     ({ proc: server, url } = await serve(env));
 
     const browser = await launchBrowser();
@@ -102,12 +104,12 @@ describe('the dashboard in a browser', () => {
     assert.equal(await calendar.locator('img').count(), 0, 'no <img> element was made from a post');
     assert.ok(calendarText.includes('hook (1)'), `posts are grouped by channel: ${calendarText}`);
 
-    // a real cycle: two published, the script-tag post failed
+    // a real cycle: one published, two failed (the script-tag post among them)
     r = await run(['cron'], env, 120_000);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     await page.click('#refresh');
-    await seeText(count(page, 'published'), '2', 'published after the cycle');
-    await seeText(count(page, 'failed'), '1', 'failed after the cycle');
+    await seeText(count(page, 'published'), '1', 'published after the cycle');
+    await seeText(count(page, 'failed'), '2', 'failed after the cycle');
     await seeText(count(page, 'duePending'), '0', 'due after the cycle');
     const row = attentionRow(page, scriptId);
     await seeText(row.locator('td.status'), 'failed', 'the failed post is listed');
@@ -117,11 +119,20 @@ describe('the dashboard in a browser', () => {
     const cycles = page.locator('#cycles tbody tr');
     await waitFor('the cycle is listed', async () => (await cycles.count()) === 1);
     const cycleText = await cycles.first().innerText();
-    assert.match(cycleText, /2 published, 0 retried, 1 failed/, cycleText);
+    assert.match(cycleText, /1 published, 0 retried, 2 failed/, cycleText);
     assert.match(cycleText, /exit 0/, cycleText);
     assert.equal(await page.locator('#chart canvas').count() > 0, true, 'the activity chart is drawn');
 
-    // Retry: the receiver takes it now; the row says pending, the next cycle publishes it
+    // someone else retried "hello two" meanwhile: the page's Retry gets 409, and says so in the row
+    r = await run(['retry', String(twoId)], env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const twoRow = attentionRow(page, twoId);
+    await twoRow.locator('button[data-action="retry"]').click();
+    await waitFor('the refusal is shown in the row', async () => /Retry refused: .*pending/.test((await twoRow.locator('.note.error').textContent({ timeout: 1_000 }).catch(() => null)) ?? ''));
+    await page.click('#refresh');
+    await seeText(twoRow.locator('td.status'), 'pending', 'the refused row shows where the post is now');
+
+    // Retry: the receiver takes them now; the row says pending, the next cycle publishes it
     refuse = false;
     await row.locator('button[data-action="retry"]').click();
     await seeText(row.locator('td.status'), 'pending', 'the row after Retry');
@@ -139,7 +150,9 @@ describe('the dashboard in a browser', () => {
     process.stdout.write(`[test] dashboard screenshot: ${path.relative(ROOT, SCREENSHOT)}\n`);
 
     assert.deepEqual(browser.dialogs, [], 'no dialog opened (no post text ran as script)');
-    assert.deepEqual(browser.errors, [], 'no console errors (a CSP violation would be one)');
+    // the one refused request above is the only console error (a CSP violation would be one)
+    const unexpected = browser.errors.filter((e) => !/status of 409/.test(e));
+    assert.deepEqual(unexpected, [], 'no other console errors');
   });
 
   it('asks for the token when none is given, and again after a wrong one', async () => {

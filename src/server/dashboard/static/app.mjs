@@ -186,7 +186,8 @@ async function loadActivity() {
       width: Math.max(box.clientWidth, 300),
       height: 280,
       scales: { x: { time: true } },
-      axes: [{}, { label: 'posts' }],
+      // whole posts: no 0.5 ticks
+      axes: [{}, { label: 'posts', incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000] }],
       series: [
         {},
         { label: 'backlog (due at cycle start)', stroke: '#1f6feb', width: 2, spanGaps: true, points: { show: true, size: 5 } },
@@ -261,14 +262,14 @@ function shorten(text, n) {
 
 // ---- failed and unknown posts, with their actions --------------------------------
 
-/** posts acted on from this page: listed with their current status until the page is reloaded */
+/** posts acted on from this page (answered or refused): listed with their current status until the page is reloaded */
 const followed = new Set();
 /** post id -> the answer to the last action on it ({ text, error }) */
 const notes = new Map();
 const ACTIONS = [
-  { action: 'retry', label: 'Retry', from: ['failed', 'unknown'], done: (s) => `requeued: ${s}` },
-  { action: 'mark-published', label: 'Mark published', from: ['unknown'], done: (s) => `marked: ${s}` },
-  { action: 'cancel', label: 'Cancel', from: ['unknown'], confirm: 'Confirm cancel', done: (s) => `cancelled: ${s}` },
+  { action: 'retry', label: 'Retry', from: ['failed', 'unknown'] },
+  { action: 'mark-published', label: 'Mark published', from: ['unknown'] },
+  { action: 'cancel', label: 'Cancel', from: ['unknown'], confirm: 'Confirm cancel' },
 ];
 
 async function loadAttention() {
@@ -325,18 +326,21 @@ function renderAttention(posts) {
 
 async function act(post, a, row) {
   for (const b of row.querySelectorAll('button')) b.disabled = true;
+  // listed from now on with its current status and the answer, even when it leaves failed/unknown
+  followed.add(post.id);
   try {
     const answer = await api('POST', `/api/posts/${post.id}/${a.action}`);
-    followed.add(post.id);
-    notes.set(post.id, { text: a.done(answer.status), error: false });
+    // what was done and what the server answered; the status column shows where the post is now
+    const done = `${a.label} at ${timeOfDay.format(new Date())} → ${answer.status}`;
+    notes.set(post.id, { text: done, error: false });
     // the row at once; the rest of the page on the refresh below
     const status = row.querySelector('td.status');
     status.textContent = answer.status;
     status.className = `status status-${answer.status}`;
-    row.querySelector('td.actions').replaceChildren(el('p', { class: 'note muted' }, a.done(answer.status)));
+    row.querySelector('td.actions').replaceChildren(el('p', { class: 'note muted' }, done));
   } catch (e) {
     if (e instanceof Unauthorized) return;
-    notes.set(post.id, { text: e instanceof Error ? e.message : String(e), error: true });
+    notes.set(post.id, { text: `${a.label} refused: ${e instanceof Error ? e.message : String(e)}`, error: true });
     const actions = row.querySelector('td.actions');
     for (const b of actions.querySelectorAll('button')) b.disabled = false;
     for (const n of actions.querySelectorAll('.note')) n.remove();
