@@ -4,8 +4,9 @@ import type { RouteTable } from './routes.ts';
 
 const convert = (schema: v.GenericSchema): Record<string, unknown> => {
   // custom checks (a time's format, a number range in a query string) cannot be said in JSON Schema: left out
-  const { $schema: _, ...rest } = toJsonSchema(schema, { target: 'draft-2020-12', typeMode: 'input', errorMode: 'ignore' }) as Record<string, unknown>;
-  return rest;
+  const json: Record<string, unknown> = { ...toJsonSchema(schema, { target: 'draft-2020-12', typeMode: 'input', errorMode: 'ignore' }) };
+  delete json['$schema'];
+  return json;
 };
 
 /** One parameter per property of a query or params schema. */

@@ -49,7 +49,7 @@ export function route<P extends Schema | undefined, Q extends Schema | undefined
   spec: RouteSpec<P, Q, B>,
   handler: (input: Validated<Out<P>, Out<Q>, Out<B>>) => Promise<unknown>,
 ): void {
-  table.push(spec as RouteSpec<Schema | undefined, Schema | undefined, Schema | undefined>);
+  table.push(spec);
   app.route({
     method: spec.method,
     url: spec.url,

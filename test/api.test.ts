@@ -1,0 +1,322 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { killAll, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
+import { startReceiver } from './helpers/receiver.ts';
+
+const TOKEN = 'api-test-token-0123456789abcdef';
+const URL_TOKEN = 'urltoken-9f8e7d6c5b4a';
+const SIGNING_SECRET = 'signing-secret-a1b2c3d4e5f6';
+
+async function serve(env: NodeJS.ProcessEnv): Promise<{ proc: Running; url: string }> {
+  const proc = start(['serve', '--port', '0'], env, 180_000);
+  let url = '';
+  await waitFor('serve prints its address', () => {
+    url = /Listening on (http:\/\/\S+)/.exec(proc.output())?.[1] ?? '';
+    return url !== '';
+  });
+  return { proc, url };
+}
+
+async function stop(proc: Running): Promise<void> {
+  proc.child.kill('SIGTERM');
+  const r = await proc.done;
+  assert.equal(r.code, 0, r.stderr);
+}
+
+interface Answer {
+  status: number;
+  text: string;
+  json: Record<string, unknown>;
+}
+
+/** One call of the API with the token; the raw text is kept (to look for secrets in it). */
+function client(url: string, token: string | null) {
+  return async (method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> => {
+    const res = await fetch(`${url}${route}`, {
+      method,
+      headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await res.text();
+    return { status: res.status, text, json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+  };
+}
+
+for (const dialect of DIALECTS) {
+  describe(`HTTP API on ${dialect}`, () => {
+    const dbs: TestDatabase[] = [];
+    const media = fs.mkdtempSync(path.join(os.tmpdir(), 'api-media-'));
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'api-outside-'));
+    after(async () => {
+      killAll();
+      for (const db of dbs) await db.drop();
+      fs.rmSync(media, { recursive: true, force: true });
+      fs.rmSync(outside, { recursive: true, force: true });
+    });
+
+    it('schedules, lists, shows, edits, cancels, retries and marks published; manages channels; shows cycles and activity', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      fs.writeFileSync(path.join(outside, 'secret.png'), 'not yours');
+      fs.symlinkSync(path.join(outside, 'secret.png'), path.join(media, 'link.png'));
+      const env = testEnv(db.url, { API_TOKEN: TOKEN, MEDIA_DIR: media });
+      const receiver = await startReceiver((d) => (d.body.includes('bad') ? { status: 400, body: '{"error":"no"}' } : { status: 200 }));
+      const { proc, url } = await serve(env);
+      const api = client(url, TOKEN);
+      const channelAnswers: string[] = [];
+      try {
+        let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', `${receiver.url}/in?token=${URL_TOKEN}`, '--secret', SIGNING_SECRET], env);
+        assert.equal(r.code, 0, r.stderr);
+        r = await run(['channels', 'add', '--name', 'spare', '--platform', 'file', '--path', path.join(outside, 'out.jsonl')], env);
+        assert.equal(r.code, 0, r.stderr);
+
+        // schedule: 201, the same key again 200 with the same id, another content 409
+        const first = await api('POST', '/api/posts', { channel: 'hook', text: 'ok one', key: 'order-1' });
+        assert.equal(first.status, 201, first.text);
+        assert.equal(first.json['created'], true);
+        assert.equal(first.json['channel'], 'hook');
+        const again = await api('POST', '/api/posts', { channel: 'hook', text: 'ok one' }, { 'Idempotency-Key': 'order-1' });
+        assert.equal(again.status, 200, again.text);
+        assert.deepEqual([again.json['id'], again.json['created']], [first.json['id'], false]);
+        const reused = await api('POST', '/api/posts', { channel: 'hook', text: 'something else', key: 'order-1' });
+        assert.equal(reused.status, 409);
+        assert.match(String(reused.json['error']), /order-1/);
+        const both = await api('POST', '/api/posts', { channel: 'hook', text: 'ok', key: 'a' }, { 'Idempotency-Key': 'b' });
+        assert.equal(both.status, 400);
+
+        // bad input: 400 naming the field; unknown channel 404; images outside MEDIA_DIR 400
+        const bad = await api('POST', '/api/posts', { channel: 'hook', text: 42 });
+        assert.equal(bad.status, 400);
+        assert.equal(bad.json['field'], 'text');
+        assert.match(String(bad.json['error']), /^body\.text: /);
+        const unknownField = await api('POST', '/api/posts', { channel: 'hook', text: 'x', colour: 'red' });
+        assert.deepEqual([unknownField.status, unknownField.json['field']], [400, 'colour']);
+        const badAt = await api('POST', '/api/posts', { channel: 'hook', text: 'x', at: 'next tuesday' });
+        assert.deepEqual([badAt.status, badAt.json['field']], [400, 'at']);
+        assert.equal((await api('POST', '/api/posts', { channel: 'nowhere', text: 'x' })).status, 404);
+        for (const source of ['../' + path.basename(outside) + '/secret.png', path.join(outside, 'secret.png'), 'link.png', 'file:///etc/passwd']) {
+          const escaped = await api('POST', '/api/posts', { channel: 'hook', text: 'x', images: [{ source }] });
+          assert.equal(escaped.status, 400, `${source}: ${escaped.text}`);
+          assert.equal(escaped.json['field'], 'images.0.source');
+        }
+        const notJson = await api('POST', '/api/posts', '{"channel":');
+        assert.equal(notJson.status, 400);
+        const huge = await api('POST', '/api/posts', { channel: 'hook', text: 'x'.repeat(1_100_000) });
+        assert.equal(huge.status, 413);
+
+        // a channel's own limits: webhooks take one part
+        const thread = await api('POST', '/api/posts', { channel: 'hook', text: 'one', replies: ['two'] });
+        assert.deepEqual([thread.status, thread.json['field']], [400, 'parts']);
+
+        // more posts: two due (one fails), one given as parts, one later, one on the spare channel
+        const ids: number[] = [Number(first.json['id'])];
+        for (const body of [
+          { channel: 'hook', text: 'bad one' },
+          { channel: 'hook', parts: [{ text: 'in parts' }] },
+          { channel: 'hook', text: 'later', at: '+2h' },
+          { channel: 'spare', text: 'spare post', at: '+1d' },
+        ]) {
+          const made = await api('POST', '/api/posts', body);
+          assert.equal(made.status, 201, made.text);
+          ids.push(Number(made.json['id']));
+        }
+        const [okId, badId, threadId, laterId, spareId] = ids as [number, number, number, number, number];
+
+        // list: filters and pages
+        let list = await api('GET', '/api/posts?channel=hook&order=next&limit=2');
+        assert.equal(list.status, 200);
+        const page1 = list.json['posts'] as { id: number }[];
+        assert.equal(page1.length, 2);
+        const next = list.json['next'];
+        assert.equal(typeof next, 'string');
+        list = await api('GET', `/api/posts?channel=hook&order=next&limit=2&cursor=${encodeURIComponent(String(next))}`);
+        const page2 = list.json['posts'] as { id: number }[];
+        assert.equal(page2.length, 2);
+        assert.equal(list.json['next'], null);
+        assert.deepEqual([...page1, ...page2].map((p) => p.id).sort((a, b) => a - b), [okId, badId, threadId, laterId]);
+        list = await api('GET', `/api/posts?from=${encodeURIComponent(new Date(Date.now() + 3_600_000).toISOString())}`);
+        assert.deepEqual((list.json['posts'] as { id: number }[]).map((p) => p.id), [laterId, spareId]);
+        assert.equal((await api('GET', '/api/posts?status=sleeping')).json['field'], 'status');
+        assert.equal((await api('GET', '/api/posts?limit=5000')).status, 400);
+
+        // edit: 200 while pending
+        const edited = await api('PATCH', `/api/posts/${laterId}`, { text: 'later, edited', at: '+3h' });
+        assert.equal(edited.status, 200, edited.text);
+        assert.deepEqual((edited.json['post'] as { parts: unknown }).parts, [{ text: 'later, edited', images: [] }]);
+        assert.equal((await api('PATCH', '/api/posts/999999', { text: 'x' })).status, 404);
+
+        // a real cycle against the receiver
+        r = await run(['cron'], env);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+
+        const shown = await api('GET', `/api/posts/${okId}`);
+        assert.equal(shown.status, 200);
+        const post = shown.json['post'] as Record<string, unknown>;
+        assert.equal(post['status'], 'published');
+        assert.equal(typeof post['publishedAt'], 'string');
+        const attempts = shown.json['attempts'] as { outcome: string; workerId: string }[];
+        assert.deepEqual(attempts.map((a) => a.outcome), ['published']);
+        assert.ok(attempts[0]?.workerId);
+        assert.equal(((await api('GET', `/api/posts/${badId}`)).json['post'] as { status: string }).status, 'failed');
+        assert.equal((await api('GET', '/api/posts/999999')).status, 404);
+        assert.equal((await api('GET', '/api/posts/abc')).json['field'], 'id');
+
+        // edit after publish: 409
+        assert.equal((await api('PATCH', `/api/posts/${okId}`, { text: 'too late' })).status, 409);
+
+        // retry, cancel, mark-published by id: new status, 409 naming the status, 404
+        const retried = await api('POST', `/api/posts/${badId}/retry`);
+        assert.deepEqual(retried.json, { id: badId, status: 'pending' });
+        const notRetry = await api('POST', `/api/posts/${okId}/retry`);
+        assert.equal(notRetry.status, 409);
+        assert.match(String(notRetry.json['error']), /published/);
+        assert.equal((await api('POST', '/api/posts/999999/cancel')).status, 404);
+        assert.deepEqual((await api('POST', `/api/posts/${badId}/cancel`)).json, { id: badId, status: 'cancelled' });
+        // an unknown outcome (held for an operator), put there through the store
+        const store = await openStore(parseDatabaseUrl(db.url));
+        try {
+          await store.editPost(laterId, { runAt: new Date(Date.now() - 1000) });
+          const [claimed] = await store.claim('test-worker', 1, 60_000);
+          assert.equal(claimed?.id, laterId);
+          await store.recordOutcomes('test-worker', [{ kind: 'unknown', postId: laterId, token: claimed.token, error: 'timed out' }]);
+        } finally {
+          await store.close();
+        }
+        assert.equal((await api('POST', `/api/posts/${okId}/mark-published`)).status, 409);
+        assert.deepEqual((await api('POST', `/api/posts/${laterId}/mark-published`)).json, { id: laterId, status: 'published' });
+
+        // in bulk
+        const bulkCancel = await api('POST', '/api/posts/cancel', { ids: [spareId, okId] });
+        assert.deepEqual(bulkCancel.json, { cancelled: [spareId], refused: [{ id: okId, status: 'published' }] });
+        const bulkRetry = await api('POST', '/api/posts/retry', { ids: [okId] });
+        assert.deepEqual(bulkRetry.json, { requeued: [], refused: [{ id: okId, status: 'published' }] });
+        assert.deepEqual((await api('POST', '/api/posts/retry', { failed: true })).json, { requeued: [], refused: [] });
+        assert.equal((await api('POST', '/api/posts/retry', {})).status, 400);
+
+        // channels: list, pause, resume, update, remove (409 with posts)
+        const channels = await api('GET', '/api/channels');
+        channelAnswers.push(channels.text);
+        assert.deepEqual(
+          (channels.json['channels'] as { name: string; platform: string }[]).map((c) => [c.name, c.platform]),
+          [['hook', 'webhook'], ['spare', 'file']],
+        );
+        const paused = await api('POST', '/api/channels/hook/pause');
+        channelAnswers.push(paused.text);
+        assert.equal(typeof (paused.json['channel'] as { pausedAt: unknown }).pausedAt, 'string');
+        const resumed = await api('POST', '/api/channels/hook/resume');
+        channelAnswers.push(resumed.text);
+        assert.equal((resumed.json['channel'] as { pausedAt: unknown }).pausedAt, null);
+        assert.equal((await api('POST', '/api/channels/none/pause')).status, 404);
+        const rotated = await api('PATCH', '/api/channels/hook', { url: `${receiver.url}/new?token=${URL_TOKEN}2`, secret: `${SIGNING_SECRET}2` });
+        channelAnswers.push(rotated.text);
+        assert.equal(rotated.status, 200, rotated.text);
+        assert.equal((await api('PATCH', '/api/channels/spare', { secret: 'x' })).status, 400);
+        const pending = await api('POST', '/api/posts', { channel: 'hook', text: 'waits', at: '+1d' });
+        assert.equal(pending.status, 201);
+        const refusedRemove = await api('DELETE', '/api/channels/hook');
+        assert.equal(refusedRemove.status, 409);
+        assert.match(String(refusedRemove.json['error']), /1 pending/);
+        const removed = await api('DELETE', '/api/channels/hook?cancelPosts=true');
+        assert.deepEqual(removed.json, { removed: true, cancelled: 1 });
+        channelAnswers.push((await api('GET', '/api/channels')).text);
+        for (const text of channelAnswers) {
+          for (const secret of [URL_TOKEN, SIGNING_SECRET, receiver.url, '/in?', '/new?']) assert.ok(!text.includes(secret), `a channel answer shows ${secret}: ${text}`);
+        }
+
+        // history: the cycle with its worker runs, activity, status
+        const cycles = await api('GET', '/api/cycles?limit=5');
+        const [cycle] = cycles.json['cycles'] as { state: string; pending: number; runs: { exitCode: number; published: number; durationMs: number }[] }[];
+        assert.ok(cycle !== undefined);
+        assert.equal(cycle.state, 'finished');
+        assert.equal(cycle.pending, 3);
+        assert.ok(cycle.runs.length >= 1);
+        assert.equal(cycle.runs.reduce((n, run) => n + run.published, 0), 2, 'ok one and the one in parts');
+        assert.ok(cycle.runs.every((run) => run.exitCode === 0 && run.durationMs >= 0));
+        const activity = await api('GET', '/api/activity?hours=1');
+        assert.equal(activity.json['bucketMs'], 60_000);
+        const sum = (key: string) => (activity.json[key] as { posts: number }[]).reduce((n, x) => n + x.posts, 0);
+        // published: ok one, the one in parts, the post marked published; bad one was retried then cancelled
+        assert.equal(sum('published'), 3);
+        assert.equal(sum('failed'), 0);
+        assert.deepEqual((activity.json['backlog'] as { due: number }[]).map((b) => b.due), [3]);
+        assert.equal((await api('GET', '/api/activity?hours=49')).json['field'], 'hours');
+        const status = await api('GET', '/api/status');
+        r = await run(['status', '--json'], env);
+        const cli = JSON.parse(r.stdout) as { counts: unknown; database: string };
+        assert.deepEqual(status.json['counts'], cli.counts);
+        assert.equal(status.json['database'], cli.database);
+      } finally {
+        await stop(proc);
+        await receiver.close();
+      }
+    });
+
+    it('needs the token (not /healthz, /openapi.json); refuses image paths without MEDIA_DIR; /openapi.json lists every route and its invalid requests get 400', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const env = testEnv(db.url, { API_TOKEN: TOKEN });
+      const { proc, url } = await serve(env);
+      try {
+        const r = await run(['channels', 'add', '--name', 'spare', '--platform', 'file', '--path', path.join(outside, 'out2.jsonl')], env);
+        assert.equal(r.code, 0, r.stderr);
+        const anonymous = client(url, null);
+        for (const route of ['/api/posts', '/api/channels', '/api/status', '/api/cycles', '/api/activity']) assert.equal((await anonymous('GET', route)).status, 401, route);
+        assert.equal((await client(url, 'wrong-token-0123456789abc')('POST', '/api/posts', { channel: 'spare', text: 'x' })).status, 401);
+        assert.equal((await anonymous('GET', '/healthz')).status, 200);
+        const doc = await anonymous('GET', '/openapi.json');
+        assert.equal(doc.status, 200);
+        assert.equal(doc.json['openapi'], '3.1.0');
+
+        const api = client(url, TOKEN);
+        const noMedia = await api('POST', '/api/posts', { channel: 'spare', text: 'x', images: [{ source: path.join(outside, 'x.png') }] });
+        assert.equal(noMedia.status, 400);
+        assert.match(String(noMedia.json['error']), /MEDIA_DIR/);
+
+        // every /api/ route of the contract is in the document with its method
+        const paths = doc.json['paths'] as Record<string, Record<string, { requestBody?: { content: { 'application/json': { schema: { required?: string[] } } } }; parameters: { in: string }[] }>>;
+        const routes = [
+          ['get', '/api/posts'],
+          ['post', '/api/posts'],
+          ['get', '/api/posts/{id}'],
+          ['patch', '/api/posts/{id}'],
+          ['post', '/api/posts/{id}/retry'],
+          ['post', '/api/posts/{id}/mark-published'],
+          ['post', '/api/posts/{id}/cancel'],
+          ['post', '/api/posts/cancel'],
+          ['post', '/api/posts/retry'],
+          ['get', '/api/channels'],
+          ['post', '/api/channels/{name}/pause'],
+          ['post', '/api/channels/{name}/resume'],
+          ['delete', '/api/channels/{name}'],
+          ['patch', '/api/channels/{name}'],
+          ['get', '/api/status'],
+          ['get', '/api/cycles'],
+          ['get', '/api/activity'],
+        ] as const;
+        const documented = Object.entries(paths).flatMap(([p, methods]) => Object.keys(methods).map((m) => `${m} ${p}`));
+        assert.deepEqual(documented.sort(), routes.map(([m, p]) => `${m} ${p}`).sort());
+        // each required body field the document names: leaving it out is answered 400 naming it
+        for (const [method, p] of routes) {
+          const required = paths[p]?.[method]?.requestBody?.content['application/json'].schema.required ?? [];
+          for (const field of required) {
+            const concrete = p.replace('{id}', '1').replace('{name}', 'spare');
+            const answer = await api(method.toUpperCase(), concrete, {});
+            assert.equal(answer.status, 400, `${method} ${p} without ${field}: ${answer.text}`);
+            assert.equal(answer.json['field'], field);
+          }
+        }
+        assert.ok((paths['/api/posts']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('channel'));
+        assert.ok((paths['/api/posts/cancel']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('ids'));
+      } finally {
+        await stop(proc);
+      }
+    });
+  });
+}
