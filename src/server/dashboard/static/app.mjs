@@ -48,7 +48,12 @@ function el(tag, attrs = {}, ...children) {
 function takeToken() {
   const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
   if (m !== null) {
-    const given = decodeURIComponent(m[1] ?? '');
+    let given = m[1] ?? '';
+    try {
+      given = decodeURIComponent(given);
+    } catch {
+      // not percent-encoded as a URL would be: taken as written
+    }
     sessionStorage.setItem(TOKEN_KEY, given);
     // out of the address bar, the history and any copy of the link
     history.replaceState(null, '', location.pathname + location.search);
