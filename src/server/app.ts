@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { bearerMatches } from './auth.ts';
+import { DASHBOARD_ROUTES, dashboardPlugin } from './dashboard/plugin.ts';
 import { buildMetrics } from './metrics.ts';
 import type { StoreSource } from './store-source.ts';
 import { registerChannelRoutes } from './api/channels.ts';
@@ -16,13 +17,14 @@ export const HEALTH_TIMEOUT_MS = 2_000;
 /** The largest request body (413 beyond). */
 export const BODY_LIMIT = 1024 * 1024;
 
-/** Routes that answer without the token: they hold no data. */
-const OPEN_ROUTES = new Set(['/healthz', '/openapi.json']);
+/** Routes that answer without the token: they hold no data (the dashboard's files: the page asks for the token). */
+const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/openapi.json', ...DASHBOARD_ROUTES]);
 
 /**
  * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text), the JSON
- * API under /api/ and its OpenAPI document at /openapi.json (no token). With API_TOKEN
- * set, every other route requires `Authorization: Bearer <API_TOKEN>`.
+ * API under /api/ and its OpenAPI document at /openapi.json (no token), and the dashboard
+ * at / (its static files need no token). With API_TOKEN set, every other route requires
+ * `Authorization: Bearer <API_TOKEN>`.
  */
 export function buildApp(stores: StoreSource, config: Config, version = 'unknown'): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
@@ -65,6 +67,7 @@ export function buildApp(stores: StoreSource, config: Config, version = 'unknown
   if (undocumented.length > 0) throw new Error(`routes missing from /openapi.json: ${undocumented.join(', ')}`);
   const document = openApiDocument(table, version);
   app.get('/openapi.json', async () => document);
+  void app.register(dashboardPlugin);
   return app;
 }
 
