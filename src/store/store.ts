@@ -167,6 +167,15 @@ export interface Store {
    * is counted once the post ends.
    */
   metrics(windowMs: number, limit: number): Promise<MetricsSnapshot>;
+  // ---- deadline-aware sizing (src/sizing, WORKER_SIZING=deadline) ----
+  /**
+   * The due posts (as countDue counts them) by channel, read through the due index, each
+   * channel with its measured publish latency: the median of finished_at - started_at
+   * over the published attempts of its `samples` most recently published posts (read
+   * through the index of published posts by channel and updated_at, then post_attempts
+   * by post). latencyMs null: the channel has no such attempt yet.
+   */
+  dueByChannel(samples: number): Promise<DueChannelLoad[]>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all
@@ -251,6 +260,16 @@ export interface MetricsSnapshot {
   readonly now: Date;
   /** publishMs: the sum of finished_at - started_at over those with both (publishTimed of them) */
   readonly attempts: readonly { readonly outcome: string; readonly platform: string | null; readonly attempts: number; readonly publishTimed: number; readonly publishMs: number }[];
+}
+
+/** Store.dueByChannel: one channel with due posts. */
+export interface DueChannelLoad {
+  readonly channelId: number;
+  readonly due: number;
+  /** the median publish time of its recent published attempts, whole ms; null: none */
+  readonly latencyMs: number | null;
+  /** how many attempts the median is taken over */
+  readonly samples: number;
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */

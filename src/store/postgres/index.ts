@@ -26,6 +26,7 @@ import { POSTGRES_MIGRATIONS } from './migrations.ts';
 import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresManage } from './manage.ts';
 import { makePostgresMetrics } from './metrics.ts';
+import { makePostgresSizing } from './sizing.ts';
 import { makePostgresRate } from './rate.ts';
 
 /** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
@@ -333,6 +334,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
   const store: Store = {
     ...makePostgresManage(q),
     ...makePostgresMetrics(q),
+    ...makePostgresSizing(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

@@ -25,6 +25,7 @@ import { SQLITE_MIGRATIONS } from './migrations.ts';
 import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteManage } from './manage.ts';
 import { makeSqliteMetrics } from './metrics.ts';
+import { makeSqliteSizing } from './sizing.ts';
 import { makeSqliteRate } from './rate.ts';
 
 /** How long a write waits for another process's write lock before failing. */
@@ -191,6 +192,7 @@ export function openSqliteStore(file: string): Store {
   const store: Store = {
     ...makeSqliteManage(stmt, immediate, read),
     ...makeSqliteMetrics(stmt, read),
+    ...makeSqliteSizing(stmt, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,
