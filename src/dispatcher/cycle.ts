@@ -210,7 +210,7 @@ async function dispatchLocked(
   if (wanted === 0) {
     log.info('No pending posts, skipping worker spawn');
   } else {
-    log.info(sizing.reason);
+    log.info(sizing.reason, { sizing: config.workerSizing, workers: wanted, inFlight: sizing.inFlight ?? config.workerConcurrency });
     if (config.globalMaxWorkers !== null) {
       try {
         ids = await store.acquireWorkerSlots(config.host, ids, config.globalMaxWorkers, config.leaseMs);
