@@ -5,7 +5,7 @@ import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
-import { readDueLoad, sizeCycle } from './sizing.ts';
+import { readDueLoad, sizeCycle, type DueLoad } from './sizing.ts';
 import { spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
 import { cyclePosts, logSummary } from './summary.ts';
 
@@ -170,7 +170,7 @@ async function dispatchLocked(
 ): Promise<CycleResult> {
   const { config } = options;
   let pending: number;
-  let load: Awaited<ReturnType<typeof readDueLoad>>;
+  let load: DueLoad;
   let recovered: number;
   let cycleId: number;
   try {
