@@ -1,5 +1,5 @@
 /**
- * The benchmark harness: `npm run bench [-- --quick] [-- --only seed,throughput,resources,idle]`.
+ * The benchmark harness: `npm run bench [-- --quick] [-- --only seed,throughput,resources,idle,ratelimit,sizing]`.
  * Runs the built CLI (dist/) as real processes against fresh SQLite files and
  * PostgreSQL schemas, prints markdown tables, and writes bench/results/latest.md and
  * latest.json. Exits 1 when any run or check failed.
@@ -19,6 +19,7 @@ import { idleScenario } from './scenarios/idle.ts';
 import { ratelimitScenario } from './scenarios/ratelimit.ts';
 import { resourcesScenario } from './scenarios/resources.ts';
 import { seedScenario } from './scenarios/seed.ts';
+import { sizingScenario } from './scenarios/sizing.ts';
 import { throughputScenario } from './scenarios/throughput.ts';
 
 const SCENARIOS = {
@@ -27,6 +28,7 @@ const SCENARIOS = {
   resources: resourcesScenario,
   idle: idleScenario,
   ratelimit: ratelimitScenario,
+  sizing: sizingScenario,
 } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const NAMES = Object.keys(SCENARIOS) as ScenarioName[];

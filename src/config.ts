@@ -21,6 +21,12 @@ export type DatabaseTarget =
 
 export type LogFormat = 'text' | 'json';
 
+/**
+ * How a cycle sizes its workers: `seed`, the seed's formula from the due count;
+ * `deadline`, from the due posts and each channel's measured publish latency (src/sizing).
+ */
+export type WorkerSizing = 'seed' | 'deadline';
+
 export interface Config {
   readonly database: DatabaseTarget;
   /** the database as it may be shown: password replaced by *** */
@@ -40,6 +46,7 @@ export interface Config {
   readonly workerTimeoutMs: number;
   /** posts one worker publishes at the same time */
   readonly workerConcurrency: number;
+  readonly workerSizing: WorkerSizing;
   readonly maxAttempts: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
@@ -108,6 +115,7 @@ export const ENV_DEFAULTS = {
   TIMEOUT_MS: '55000',
   WORKER_TIMEOUT_MS: '50000',
   WORKER_CONCURRENCY: '',
+  WORKER_SIZING: 'seed',
   MAX_ATTEMPTS: '5',
   RETRY_BASE_MS: '30000',
   RETRY_MAX_MS: '3600000',
@@ -164,6 +172,7 @@ const schema = v.object({
   TIMEOUT_MS: integer('TIMEOUT_MS', 100),
   WORKER_TIMEOUT_MS: integer('WORKER_TIMEOUT_MS', 50),
   WORKER_CONCURRENCY: v.union([v.literal(''), integer('WORKER_CONCURRENCY', 1, 10_000)], 'WORKER_CONCURRENCY must be a whole number from 1 to 10000'),
+  WORKER_SIZING: v.pipe(v.string(), v.trim(), v.picklist(['seed', 'deadline'], 'WORKER_SIZING must be "seed" or "deadline"')),
   MAX_ATTEMPTS: integer('MAX_ATTEMPTS', 1, 1_000),
   RETRY_BASE_MS: integer('RETRY_BASE_MS', 0),
   RETRY_MAX_MS: integer('RETRY_MAX_MS', 0),
@@ -251,6 +260,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     timeoutMs: c.TIMEOUT_MS,
     workerTimeoutMs: c.WORKER_TIMEOUT_MS,
     workerConcurrency: c.WORKER_CONCURRENCY === '' ? c.BATCH_SIZE : c.WORKER_CONCURRENCY,
+    workerSizing: c.WORKER_SIZING,
     maxAttempts: c.MAX_ATTEMPTS,
     retryBaseMs: c.RETRY_BASE_MS,
     retryMaxMs: c.RETRY_MAX_MS,
@@ -325,6 +335,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     TIMEOUT_MS: String(config.timeoutMs),
     WORKER_TIMEOUT_MS: String(config.workerTimeoutMs),
     WORKER_CONCURRENCY: String(config.workerConcurrency),
+    WORKER_SIZING: config.workerSizing,
     MAX_ATTEMPTS: String(config.maxAttempts),
     RETRY_BASE_MS: String(config.retryBaseMs),
     RETRY_MAX_MS: String(config.retryMaxMs),

@@ -15,6 +15,8 @@ describe('config', () => {
     assert.equal(c.timeoutMs, 55_000);
     assert.equal(c.workerTimeoutMs, 50_000);
     assert.equal(c.workerConcurrency, 5, 'WORKER_CONCURRENCY defaults to BATCH_SIZE');
+    assert.equal(c.workerSizing, 'seed', "the seed's formula unless WORKER_SIZING=deadline");
+    assert.equal(loadConfig({ WORKER_SIZING: 'deadline' }).workerSizing, 'deadline');
     assert.equal(c.maxAttempts, 5);
     assert.equal(c.logFormat, 'text');
     assert.equal(c.globalMaxWorkers, null, 'no cap across hosts unless set');
@@ -38,6 +40,7 @@ describe('config', () => {
     [{ MIN_WORKERS: '6' }, /MIN_WORKERS \(6\) must not exceed MAX_WORKERS \(5\)/],
     [{ WORKER_TIMEOUT_MS: '55000' }, /WORKER_TIMEOUT_MS \(55000\) must be less than TIMEOUT_MS \(55000\)/],
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
+    [{ WORKER_SIZING: 'fast' }, /^Invalid configuration: WORKER_SIZING must be "seed" or "deadline" \(got "fast"\)$/],
     [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
     [{ PUBLISH_TIMEOUT_MS: '50001' }, /^Invalid configuration: PUBLISH_TIMEOUT_MS \(50001\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],

@@ -15,6 +15,7 @@ import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
 import { testAlertStore } from './store.conformance.alerts.ts';
 import { testTuneStore } from './store.conformance.tune.ts';
+import { testSizingStore } from './store.conformance.sizing.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -615,6 +616,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   testAlertStore(dialect);
   testPostsStore(dialect);
   testTuneStore(dialect);
+  testSizingStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { configToEnv, type Config } from '../config.ts';
 import { raiseAlerts } from '../alerts/raise.ts';
 import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
-import { workerCount } from '../scaling.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
+import { readDueLoad, sizeCycle, type DueLoad } from './sizing.ts';
 import { spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
 import { cyclePosts, logSummary } from './summary.ts';
 
@@ -170,6 +170,7 @@ async function dispatchLocked(
 ): Promise<CycleResult> {
   const { config } = options;
   let pending: number;
+  let load: DueLoad;
   let recovered: number;
   let cycleId: number;
   try {
@@ -191,7 +192,8 @@ async function dispatchLocked(
     }
     // ALERT_CHANNEL: failed and unknown posts reported, before the count so they go out now
     await raiseAlerts(store, config, log).catch((e: unknown) => log.error(`✗ Alerts not scheduled: ${errorMessage(e)}`));
-    pending = await store.countDue();
+    load = await readDueLoad(store, config);
+    pending = load.pending;
     cycleId = await store.startCycle(config.host);
   } catch (e) {
     log.error(`✗ Database error before spawning workers: ${errorMessage(e)}`);
@@ -202,12 +204,13 @@ async function dispatchLocked(
 
   await warnAboutConnections(store, config, log);
   log.info(`Pending posts: ${pending}`);
-  const wanted = workerCount(pending, config);
+  const sizing = sizeCycle(load, config);
+  const wanted = sizing.workers;
   let ids = workerIds(wanted);
   if (wanted === 0) {
     log.info('No pending posts, skipping worker spawn');
   } else {
-    log.info(`Calculated worker count: ${wanted} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
+    log.info(sizing.reason, { sizing: config.workerSizing, workers: wanted, inFlight: sizing.inFlight ?? config.workerConcurrency });
     if (config.globalMaxWorkers !== null) {
       try {
         ids = await store.acquireWorkerSlots(config.host, ids, config.globalMaxWorkers, config.leaseMs);
@@ -236,7 +239,7 @@ async function dispatchLocked(
 
   let exits: { results: WorkerExit[]; timedOut: boolean; stopped: boolean } = { results: [], timedOut: false, stopped: false };
   try {
-    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running);
+    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running, sizing.inFlight);
   } finally {
     if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots(ids).catch(() => undefined);
   }
@@ -292,9 +295,12 @@ async function runWorkers(
   log: Logger,
   started: number,
   running: Set<string>,
+  inFlight: number | null,
 ): Promise<{ results: WorkerExit[]; timedOut: boolean; stopped: boolean }> {
   const { config } = options;
-  const env = { ...process.env, ...configToEnv(config) };
+  // deadline sizing: each worker keeps `inFlight` posts in flight and claims up to that many at once
+  const sized = inFlight === null ? config : { ...config, workerConcurrency: inFlight, batchSize: Math.max(config.batchSize, inFlight) };
+  const env = { ...process.env, ...configToEnv(sized) };
   const workers: WorkerHandle[] = [];
   for (const workerId of ids) {
     log.info(`Spawning worker: ${workerId}`, { workerId });

@@ -178,6 +178,15 @@ export interface Store {
    * network's 429 paused until later.
    */
   tuneHistory(windowMs: number, limit: number): Promise<TuneHistory>;
+  // ---- deadline-aware sizing (src/sizing, WORKER_SIZING=deadline) ----
+  /**
+   * The due posts (as countDue counts them) by channel, read through the due index, each
+   * channel with its measured publish latency: the median of finished_at - started_at
+   * over the published attempts of its `samples` most recently published posts (read
+   * through the index of published posts by channel and updated_at, then post_attempts
+   * by post). latencyMs null: the channel has no such attempt yet.
+   */
+  dueByChannel(samples: number): Promise<DueChannelLoad[]>;
   // ---- rate limits (src/ratelimits): windows and pauses shared by every worker ----
   /**
    * Takes one slot of each window `keys` names for one send of channel `channelId`, all
@@ -336,6 +345,16 @@ export interface TuneHistory {
   /** latenessMs: published_at - scheduled_at */
   readonly published: readonly { readonly channel: string | null; readonly publishedAt: Date; readonly latenessMs: number }[];
   readonly paused: readonly { readonly channel: string; readonly until: Date; readonly reason: string | null }[];
+}
+
+/** Store.dueByChannel: one channel with due posts. */
+export interface DueChannelLoad {
+  readonly channelId: number;
+  readonly due: number;
+  /** the median publish time of its recent published attempts, whole ms; null: none */
+  readonly latencyMs: number | null;
+  /** how many attempts the median is taken over */
+  readonly samples: number;
 }
 
 /** A post whose failed or unknown outcome has not been reported yet. */

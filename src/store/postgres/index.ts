@@ -27,6 +27,7 @@ import { makePostgresHistory } from './history.ts';
 import { makePostgresAlerts } from './alerts.ts';
 import { makePostgresManage } from './manage.ts';
 import { makePostgresMetrics } from './metrics.ts';
+import { makePostgresSizing } from './sizing.ts';
 import { makePostgresRate } from './rate.ts';
 import { attemptRecord } from '../list.ts';
 import { makePostgresTune } from './tune.ts';
@@ -341,6 +342,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     ...makePostgresMetrics(q),
     ...makePostgresTune(q),
     ...makePostgresHistory(q),
+    ...makePostgresSizing(q),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

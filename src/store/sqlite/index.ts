@@ -26,6 +26,7 @@ import { makeSqliteHistory } from './history.ts';
 import { makeSqliteAlerts } from './alerts.ts';
 import { makeSqliteManage } from './manage.ts';
 import { makeSqliteMetrics } from './metrics.ts';
+import { makeSqliteSizing } from './sizing.ts';
 import { makeSqliteRate } from './rate.ts';
 import { attemptRecord } from '../list.ts';
 import { makeSqliteTune } from './tune.ts';
@@ -197,6 +198,7 @@ export function openSqliteStore(file: string): Store {
     ...makeSqliteMetrics(stmt, read),
     ...makeSqliteTune(stmt, read),
     ...makeSqliteHistory(stmt, read),
+    ...makeSqliteSizing(stmt, read),
     takeRateSlot: rate.takeRateSlot,
     unalertedOutcomes: alerts.unalertedOutcomes,
     scheduleAlerts: alerts.scheduleAlerts,

@@ -295,4 +295,15 @@ ALTER TABLE post_attempts ADD COLUMN reason TEXT;
 CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
 `,
   },
+  {
+    // the numbers between are other changes' (assigned numbers); the runner applies whatever is missing
+    version: 15,
+    name: 'published posts by channel',
+    sql: `
+-- Deadline-aware sizing (Store.dueByChannel): a channel's most recently published posts,
+-- whose attempts give its publish latency. Partial: only a post's move to published
+-- writes an entry; claims and retries never touch it.
+CREATE INDEX post_schedule_published ON post_schedule (channel_id, updated_at) WHERE status = 'published';
+`,
+  },
 ];
