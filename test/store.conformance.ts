@@ -13,6 +13,7 @@ import { testMetricsStore } from './store.conformance.metrics.ts';
 import { testStatusStore } from './store.conformance.status.ts';
 import { testStoreContent } from './store.conformance.content.ts';
 import { testAlertStore } from './store.conformance.alerts.ts';
+import { testDueStore } from './store.conformance.due.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -611,6 +612,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   testMetricsStore(dialect);
   testAlertStore(dialect);
   testPostsStore(dialect);
+  testDueStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */
