@@ -23,6 +23,8 @@ export function testDueStore(dialect: 'sqlite' | 'postgres'): void {
       ]);
       assert.ok(past !== undefined && soon !== undefined && later !== undefined);
       assert.equal((await store.nextDue())?.getTime(), now - 60_000, 'a post already due: its (past) run_at');
+      assert.equal((await store.nextDue(new Date(now - 60_000)))?.getTime(), now + 30_000, 'the next after a time already handed out');
+      assert.equal(await store.nextDue(new Date(now + 120_000)), null);
       assert.equal(await store.countDue(), 1);
       assert.equal(await store.countDue(60_000), 2, 'soon falls due within a minute');
       assert.equal(await store.countDue(600_000), 3);

@@ -105,7 +105,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     log,
     readiness,
     onExit: (r, exit) => {
-      if (r.busy === null) {
+      if (r.queued === 0) {
         const how = exit.signal !== null ? `killed by ${exit.signal}` : `exited with code ${String(exit.exitCode)}`;
         const line = `Worker ${r.workerId} ${how} (${exit.durationMs}ms resident)`;
         if (exit.exitCode === 0) log.info(line, { workerId: r.workerId });
@@ -156,6 +156,28 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   /** after a batch that claimed nothing for a due time, wait before trying it again */
   let emptyAt: number | null = null;
   let emptyBackoff = 0;
+  /** batches handed out and not yet reported (each finishes its cycle record) */
+  const inflight = new Set<Promise<void>>();
+  /** the latest due time handed out while batches are in flight: the next one is looked for after it */
+  let handedUpTo: number | null = null;
+  /** workers told to stop (SIGTERM once: a second one aborts their publishes) */
+  const signalled = new WeakSet<Resident>();
+  const terminate = (list: readonly Resident[]) => {
+    const fresh = list.filter((r) => !signalled.has(r));
+    for (const r of fresh) signalled.add(r);
+    return stopWorkers(
+      fresh.map((r) => r.handle),
+      config.killGraceMs,
+    );
+  };
+  // a second signal: every worker aborts what it has in flight
+  options.abort.addEventListener(
+    'abort',
+    () => {
+      for (const r of residents.live()) r.handle.process.kill('SIGTERM');
+    },
+    { once: true },
+  );
 
   try {
     while (!stop.aborted) {
@@ -180,7 +202,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           lockWaitLogged = false;
         }
         await housekeep();
-        const next = await db.nextDue();
+        const next = await db.nextDue(handedUpTo === null ? undefined : new Date(handedUpTo));
         if (dbDown) cron.info('✓ Database answers again');
         dbDown = false;
         const now = Date.now();
@@ -193,23 +215,37 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           if (until <= now && (at === null || at - now > lead)) residents.retire(r);
           else idleCheck = Math.min(idleCheck, Math.max(until, now + 50));
         }
-        if (at !== lastLogged) {
-          cron.info(at === null ? 'No post pending: sleeping' : `Next post due at ${new Date(at).toISOString()} (in ${Math.max(0, at - now)}ms)`);
-          lastLogged = at;
-        }
         if (at === null || at - now > lead) {
+          if (at !== lastLogged && inflight.size === 0) {
+            cron.info(at === null ? 'No post pending: sleeping' : `Next post due at ${new Date(at).toISOString()} (in ${at - now}ms)`);
+            lastLogged = at;
+          }
           await sleepUntil(Math.min(at === null ? Infinity : at - lead, now + SAFETY_MS, idleCheck));
           continue;
         }
+        lastLogged = undefined;
         if (at === emptyAt && now < at + emptyBackoff) {
           await sleepUntil(Math.min(at + emptyBackoff, now + SAFETY_MS));
           continue;
         }
-        const claimed = await batch(at);
-        if (claimed === 0) {
-          emptyBackoff = emptyAt === at ? Math.min(SAFETY_MS, emptyBackoff * 2) : 100;
-          emptyAt = at;
-        } else emptyAt = null;
+        const handed = await batch(at);
+        if (handed === null) {
+          // claimed meanwhile: look again shortly
+          await sleepUntil(Date.now() + 10);
+          continue;
+        }
+        const completion = handed.completion;
+        handedUpTo = Math.max(handedUpTo ?? at, at);
+        const tracked: Promise<void> = completion.then((claimed) => {
+          inflight.delete(tracked);
+          if (inflight.size === 0) handedUpTo = null;
+          if (claimed === 0) {
+            emptyBackoff = emptyAt === at ? Math.min(SAFETY_MS, emptyBackoff * 2) : 100;
+            emptyAt = at;
+          } else if (emptyAt === at) emptyAt = null;
+          wake();
+        });
+        inflight.add(tracked);
       } catch (e) {
         // the watch is opened again once the database answers
         await watch?.close().catch(() => undefined);
@@ -221,26 +257,30 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   } finally {
     clearInterval(coordination);
     const live = residents.live();
-    if (live.length > 0) cron.info(`Stopping ${live.length} idle workers`);
-    for (const r of live) residents.retire(r);
-    await stopWorkers(
-      live.map((r) => r.handle),
-      config.killGraceMs,
-    ).catch(() => undefined);
+    const busy = live.filter((r) => r.queued > 0).length;
+    if (busy > 0) log.warn(`Stop requested, stopping ${busy} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
+    else if (live.length > 0) cron.info(`Stopping ${live.length} idle workers`);
+    await terminate(live).catch(() => undefined);
+    await Promise.all(inflight);
     await watch?.close().catch(() => undefined);
     if (locked) await db.unlockCycle(config.host).catch(() => undefined);
     await db.close().catch(() => undefined);
     cron.info('Precise scheduler stopped');
   }
 
-  /** One batch for the posts due at `at`, as one cycle; returns how many posts its workers claimed. */
-  async function batch(at: number): Promise<number> {
+  /**
+   * Hands the posts due at `at` to workers, as one cycle: idle resident workers, new
+   * ones spawned now (ahead of `at`), and, when the seed's number is not reached within
+   * MAX_WORKERS, busy ones (they take it after their batch). Resolves, once handed out,
+   * with the batch's completion (the posts its workers claimed); null when nothing is due.
+   */
+  async function batch(at: number): Promise<{ completion: Promise<number> } | null> {
     const started = Date.now();
+    const pending = await db.countDue(Math.max(0, at - Date.now()) + SOON_MS);
+    // nothing: claimed meanwhile (by another host, or by a worker still claiming)
+    if (pending === 0) return null;
     const recovered = recoveredSince;
     recoveredSince = 0;
-    const pending = await db.countDue(Math.max(0, at - Date.now()) + SOON_MS);
-    // nothing: claimed by another host meanwhile (its record is that host's cycle)
-    if (pending === 0) return 0;
     const cycleId = await db.startCycle(config.host);
     const clog = withFields(log, { cycleId });
     clog.blank();
@@ -271,50 +311,48 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
       clog.info(`Spawning worker: ${id}`, { workerId: id });
       taking.push(residents.spawn(id, cycleId, global));
     }
+    // short of the number: busy workers take it after what they have
+    for (const r of residents.busy()) {
+      if (taking.length >= wanted) break;
+      if (!taking.includes(r)) {
+        clog.info(`Resident worker ${r.workerId} takes part after its batch`, { workerId: r.workerId });
+        taking.push(r);
+      }
+    }
     clog.blank();
+    if (taking.length === 0) {
+      clog.warn('No worker available (the worker caps are reached); the posts wait for a worker to be free');
+      await db.finishCycle(cycleId, emptyResult(cycleId, pending, recovered, started), []).catch(() => undefined);
+      return { completion: Promise.resolve(0) };
+    }
+    const reported = Promise.all(taking.map((r) => residents.dispatch(r, at, cycleId)));
+    return { completion: finish(at, cycleId, clog, started, pending, recovered, taking, reported) };
+  }
 
-    const exits: WorkerExit[] = [];
-    const reported = Promise.all(
-      taking.map(async (r) => {
-        const exit = await residents.dispatch(r, at, cycleId);
-        exits.push(exit);
-        return exit;
-      }),
-    );
-    // the cycle's guard counts from the due time; a stop ends it too
+  /** Waits for a batch's workers (stopping them at the cycle's guard, TIMEOUT_MS after the due time), then records its cycle. */
+  async function finish(
+    at: number,
+    cycleId: number,
+    clog: Logger,
+    started: number,
+    pending: number,
+    recovered: number,
+    taking: readonly Resident[],
+    reported: Promise<WorkerExit[]>,
+  ): Promise<number> {
     let timer: NodeJS.Timeout | undefined;
-    let onStop: (() => void) | undefined;
     const ended = await Promise.race([
       reported.then(() => 'done' as const),
-      new Promise<'timeout' | 'signal'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), Math.max(0, at + config.timeoutMs - Date.now()));
-        onStop = () => resolve('signal');
-        if (stop.aborted) onStop();
-        else stop.addEventListener('abort', onStop, { once: true });
-      }),
+      new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, at + config.timeoutMs - Date.now())))),
     ]);
     clearTimeout(timer);
-    if (onStop !== undefined) stop.removeEventListener('abort', onStop);
-    if (ended !== 'done') {
+    if (ended === 'timeout') {
       const busy = taking.filter((r) => r.handle.process.exitCode === null && r.handle.process.signalCode === null);
-      if (ended === 'timeout') clog.error(`Exceeded ${config.timeoutMs}ms timeout, stopping ${busy.length} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
-      else clog.warn(`Stop requested, stopping ${busy.length} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
-      const again = () => {
-        for (const r of busy) r.handle.process.kill('SIGTERM');
-      };
-      // a second signal: the workers abort what is in flight
-      options.abort.addEventListener('abort', again, { once: true });
-      await stopWorkers(
-        busy.map((r) => r.handle),
-        config.killGraceMs,
-      );
-      options.abort.removeEventListener('abort', again);
-      await reported;
+      clog.error(`Exceeded ${config.timeoutMs}ms timeout, stopping ${busy.length} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
+      await terminate(busy);
     }
-    const order = new Map(taking.map((r, i) => [r.workerId, i]));
-    exits.sort((a, b) => (order.get(a.workerId) ?? 0) - (order.get(b.workerId) ?? 0));
+    const exits = await reported;
     for (const exit of exits) logBatch(clog, exit);
-
     const succeeded = exits.filter((e) => e.exitCode === 0).length;
     const result: CycleResult = {
       cycleId,
@@ -325,7 +363,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
       recovered,
       durationMs: Date.now() - started,
       exitCode: cycleExitCode(exits, ended === 'timeout'),
-      stopped: ended === 'signal',
+      stopped: stop.aborted,
       posts: cyclePosts(exits),
     };
     logSummary(clog, result, exits);
@@ -342,6 +380,21 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     await db.finishCycle(cycleId, result, runs).catch((e: unknown) => clog.error(`✗ Cycle not recorded: ${errorMessage(e)}`));
     return exits.reduce((n, e) => n + (e.report?.claimed ?? 0), 0);
   }
+}
+
+function emptyResult(cycleId: number, pending: number, recovered: number, started: number): CycleResult {
+  return {
+    cycleId,
+    pending,
+    workersSpawned: 0,
+    workersSucceeded: 0,
+    workersFailed: 0,
+    recovered,
+    durationMs: Date.now() - started,
+    exitCode: 0,
+    stopped: false,
+    posts: { published: 0, retried: 0, failed: 0, held: 0 },
+  };
 }
 
 function logBatch(log: Logger, exit: WorkerExit): void {

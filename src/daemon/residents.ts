@@ -14,8 +14,8 @@ export interface Resident {
   readonly handle: WorkerHandle;
   /** resolves when the worker says it is ready (false: it exited first) */
   readonly ready: Promise<boolean>;
-  /** the cycle it works for, null when idle */
-  busy: number | null;
+  /** batches handed to it and not reported yet (it works them in order) */
+  queued: number;
   /** when its last batch ended (or it was spawned) */
   idleSince: number;
   /** told to exit */
@@ -24,8 +24,10 @@ export interface Resident {
 
 export interface Residents {
   spawn(workerId: string, cycleId: number, slot: boolean): Resident;
-  /** live workers not retiring, not busy */
+  /** live workers not retiring, with no batch */
   idle(): Resident[];
+  /** live workers with batches, least loaded first */
+  busy(): Resident[];
   /** every live worker process (they all hold a MAX_WORKERS place, and a slot under GLOBAL_MAX_WORKERS) */
   live(): Resident[];
   /** hands `at` to the worker (once it is ready); resolves with its batch, or its exit if it ends first */
@@ -58,7 +60,7 @@ export function makeResidents(options: {
         });
         void handle.exited.then(() => resolve(false));
       });
-      const r: Resident = { workerId, handle, ready, busy: null, idleSince: Date.now(), retiring: false };
+      const r: Resident = { workerId, handle, ready, queued: 0, idleSince: Date.now(), retiring: false };
       all.set(workerId, r);
       void handle.exited.then((exit) => {
         all.delete(workerId);
@@ -66,10 +68,11 @@ export function makeResidents(options: {
       });
       return r;
     },
-    idle: () => [...all.values()].filter((r) => r.busy === null && !r.retiring),
+    idle: () => [...all.values()].filter((r) => r.queued === 0 && !r.retiring),
+    busy: () => [...all.values()].filter((r) => r.queued > 0 && !r.retiring).sort((a, b) => a.queued - b.queued),
     live: () => [...all.values()],
     async dispatch(r, at, cycleId) {
-      r.busy = cycleId;
+      r.queued++;
       const batch = new Promise<WorkerExit>((resolve) => {
         const onMessage = (m: ResidentMessage) => {
           if (m.type !== 'batch' || m.cycleId !== cycleId) return;
@@ -93,7 +96,7 @@ export function makeResidents(options: {
       });
       if (await r.ready) send(r, { type: 'due', at, cycleId });
       const result = await batch;
-      r.busy = null;
+      r.queued--;
       r.idleSince = Date.now();
       return result;
     },

@@ -68,9 +68,10 @@ export interface Store {
   /**
    * The earliest run_at of a pending post of a channel not paused, on the database's
    * clock (served by the due index; past when posts are already due); null when no post
-   * is pending. `daemon --precise` sleeps until then.
+   * is pending. `daemon --precise` sleeps until then. With `after`, the earliest later
+   * than it (the daemon has handed out the due times up to `after` already).
    */
-  nextDue(): Promise<Date | null>;
+  nextDue(after?: Date): Promise<Date | null>;
   /**
    * Calls `onChange` soon after another connection schedules, edits, cancels, retries or
    * recovers a post (anything that may move the next due time), and once each time the

@@ -499,11 +499,12 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       return row?.n ?? 0;
     },
 
-    async nextDue() {
+    async nextDue(after?: Date) {
       const [row] = await q<{ run_at: Date }>(
-        `SELECT run_at FROM post_schedule WHERE status = 'pending'
+        `SELECT run_at FROM post_schedule WHERE status = 'pending' AND ($1::timestamptz IS NULL OR run_at > $1::timestamptz)
             AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
           ORDER BY run_at LIMIT 1`,
+        [after?.toISOString() ?? null],
       );
       return row?.run_at ?? null;
     },

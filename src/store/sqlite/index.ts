@@ -135,7 +135,7 @@ export function openSqliteStore(file: string): Store {
     dueCount: `SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= ?
                  AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)`,
     // the next due time: the first entry of the partial due index not of a paused channel
-    nextDue: `SELECT run_at FROM post_schedule WHERE status = 'pending'
+    nextDue: `SELECT run_at FROM post_schedule WHERE status = 'pending' AND run_at > ?
                 AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)
               ORDER BY run_at LIMIT 1`,
     // the attempt as it was before its outcome (posts show)
@@ -336,8 +336,8 @@ export function openSqliteStore(file: string): Store {
       return row.n;
     },
 
-    async nextDue() {
-      const row = (await read(() => stmt(SQL.nextDue).get())) as { run_at: number } | undefined;
+    async nextDue(after?: Date) {
+      const row = (await read(() => stmt(SQL.nextDue).get(after?.getTime() ?? -1))) as { run_at: number } | undefined;
       return row === undefined ? null : new Date(row.run_at);
     },
 
