@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseDatabaseUrl } from '../../src/config.ts';
@@ -77,7 +78,7 @@ async function receiver(delayMs: number): Promise<Arrivals> {
 function startDaemon(db: BenchDatabase): { child: ChildProcess; output: () => string; stop: () => Promise<number | null> } {
   const child = spawn(process.execPath, [CLI, 'daemon', '--precise'], {
     cwd: ROOT,
-    env: childEnv(db.url, { LOG_FORMAT: 'text', WORKER_IDLE_MS: '5000' }),
+    env: childEnv(db.url, { LOG_FORMAT: 'text', LOG_TIMESTAMPS: 'true', WORKER_IDLE_MS: '5000' }),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -113,7 +114,7 @@ function percentile(values: readonly number[], p: number): number {
 }
 
 /** One repetition: posts at `runAts` (epoch ms), the daemon started before; per post lateness, and when the last answer went out. */
-async function oneRun(dialect: 'sqlite' | 'postgres', delayMs: number, offsets: readonly number[]): Promise<{ lateness: number[]; wallMs: number; duplicates: number }> {
+export async function oneRun(dialect: 'sqlite' | 'postgres', delayMs: number, offsets: readonly number[]): Promise<{ lateness: number[]; wallMs: number; duplicates: number }> {
   const db = await freshDatabase(dialect);
   const rx = await receiver(delayMs);
   const store = await openStore(parseDatabaseUrl(db.url));
@@ -135,6 +136,9 @@ async function oneRun(dialect: 'sqlite' | 'postgres', delayMs: number, offsets: 
     return { lateness, wallMs: rx.lastAnswer - Math.min(...runAts), duplicates: rx.duplicates };
   } finally {
     const code = await daemon?.stop();
+    // the daemon's log, for a look at a run: PRECISE_BENCH_LOG=<file>
+    const logFile = process.env['PRECISE_BENCH_LOG'];
+    if (logFile !== undefined && daemon !== null) fs.appendFileSync(logFile, daemon.output());
     if (code !== 0 && daemon !== null) progress(`precise: daemon exited ${String(code)}: ${daemon.output().split('\n').slice(-5).join(' | ')}`);
     await store.close();
     await rx.close();

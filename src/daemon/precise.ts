@@ -77,7 +77,8 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
 
   // ---- the database: opened (and re-opened) until it answers
   let store: Store | null = null;
-  let dbDown = false;
+  // set in callbacks too: the checker must not narrow it
+  let dbDown = false as boolean;
   const down = (e: unknown, doing: string) => {
     if (!dbDown) cron.error(`✗ Database error while ${doing} (${config.databaseLabel}): ${errorMessage(e)}; re-checking every ${SAFETY_MS}ms`);
     dbDown = true;
@@ -154,12 +155,12 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   let lockWaitLogged = false;
   let lastLogged: number | null | undefined = undefined;
   /** after a batch that claimed nothing for a due time, wait before trying it again */
-  let emptyAt: number | null = null;
+  let emptyAt = null as number | null;
   let emptyBackoff = 0;
   /** batches handed out and not yet reported (each finishes its cycle record) */
   const inflight = new Set<Promise<void>>();
   /** the latest due time handed out while batches are in flight: the next one is looked for after it */
-  let handedUpTo: number | null = null;
+  let handedUpTo = null as number | null;
   /** workers told to stop (SIGTERM once: a second one aborts their publishes) */
   const signalled = new WeakSet<Resident>();
   const terminate = (list: readonly Resident[]) => {
@@ -298,12 +299,12 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     if (global && ids.length > 0) {
       const asked = ids.length;
       try {
-        ids = await db.acquireWorkerSlots(config.host, ids, config.globalMaxWorkers ?? 0, config.leaseMs);
+        ids = await db.acquireWorkerSlots(config.host, ids, config.globalMaxWorkers, config.leaseMs);
       } catch (e) {
         clog.error(`✗ Database error while taking worker slots: ${errorMessage(e)}`);
         ids = [];
       }
-      if (ids.length < asked) clog.warn(`Global worker cap ${config.globalMaxWorkers ?? 0}: ${ids.length} of ${asked} slots free (other hosts hold the rest)`);
+      if (ids.length < asked) clog.warn(`Global worker cap ${config.globalMaxWorkers}: ${ids.length} of ${asked} slots free (other hosts hold the rest)`);
     }
     for (const r of taking) clog.info(`Resident worker ${r.workerId} takes part`, { workerId: r.workerId });
     if (ids.length > 0) clog.info(`Spawning ${ids.length} workers...`);

@@ -4,7 +4,7 @@
  * last READY_KEEP, seeded with READY_SEED_MS until the first is measured. The daemon
  * spawns that long (and a margin) before a due time.
  */
-export const READY_SEED_MS = 1_000;
+export const READY_SEED_MS = 2_000;
 const READY_KEEP = 10;
 /** added to the slowest start: scheduling noise of a loaded 2-core machine */
 const READY_MARGIN_MS = 50;

@@ -1,5 +1,6 @@
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
+import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type ExitCode } from '../types.ts';
 import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
@@ -49,8 +50,8 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
   const { config, store, log, stop } = options;
   const send = (m: ResidentMessage) =>
     new Promise<void>((resolve) => {
-      if (process.send === undefined || !process.connected) return resolve();
-      process.send(m, undefined, {}, () => resolve());
+      if (process.send === undefined || !process.connected) resolve();
+      else process.send(m, undefined, {}, () => resolve());
     });
   const inbox: DaemonMessage[] = [];
   let wake: (() => void) | null = null;
@@ -65,8 +66,10 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
   });
   stop.addEventListener('abort', poke, { once: true });
 
-  // connected and ready: the daemon measures spawn to here
-  await store.ping();
+  // connected, and the publishers of the channels in use loaded (the module cache keeps
+  // them for runWorker): ready. The daemon measures spawn to here.
+  const platforms = new Set((await store.listChannels()).filter((c) => c.enabled).map((c) => c.platform));
+  await Promise.all([...platforms].map((p) => loadPublisherModule(p).catch(() => null)));
   await send({ type: 'ready' });
   log.info('Ready, waiting for the due time');
 
@@ -88,7 +91,8 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
         stop.addEventListener('abort', done, { once: true });
       });
     }
-    if (stop.aborted) break;
+    // a stop may have come during the wait (the checker cannot see it)
+    if ((stop.aborted as boolean)) break;
     const startedAt = Date.now();
     // a batch's hard stop, as an ephemeral worker's process has it from its start
     const hardStop = setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs);

@@ -359,7 +359,12 @@ export function openSqliteStore(file: string): Store {
       }, DUE_POLL_MS);
       timer.unref();
       queueMicrotask(onChange);
-      return Promise.resolve({ close: () => Promise.resolve(clearInterval(timer)) });
+      return Promise.resolve({
+        close: () => {
+          clearInterval(timer);
+          return Promise.resolve();
+        },
+      });
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {
