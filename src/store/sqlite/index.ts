@@ -34,8 +34,10 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /**
  * How often watchDue reads the file's data_version (a change by another process may
- * have moved the next due time). 50 ms: the read costs ~1 µs, and the lateness of a post
- * scheduled to go out at once is bounded by it.
+ * have moved the next due time). 50 ms: the read costs ~5 µs (measured; nextDue's indexed
+ * look-up with 100,000 posts pending, ~6 µs), and it says only that something was written,
+ * so the daemon reads nextDue only then; a post scheduled to go out at once waits at most
+ * this long to be seen.
  */
 const DUE_POLL_MS = 50;
 
