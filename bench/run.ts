@@ -1,5 +1,5 @@
 /**
- * The benchmark harness: `npm run bench [-- --quick] [-- --only seed,throughput,resources,idle,ratelimit,sizing]`.
+ * The benchmark harness: `npm run bench [-- --quick] [-- --only seed,throughput,resources,idle,ratelimit,sizing,precise]`.
  * Runs the built CLI (dist/) as real processes against fresh SQLite files and
  * PostgreSQL schemas, prints markdown tables, and writes bench/results/latest.md and
  * latest.json. Exits 1 when any run or check failed.
@@ -16,6 +16,7 @@ import { Report } from './lib/markdown.ts';
 import { CLI, killAllChildren, ROOT, startedGroups } from './lib/proc.ts';
 import { errorText, progress, type BenchContext, type ScenarioResult } from './lib/scenario.ts';
 import { idleScenario } from './scenarios/idle.ts';
+import { preciseScenario } from './scenarios/precise.ts';
 import { ratelimitScenario } from './scenarios/ratelimit.ts';
 import { resourcesScenario } from './scenarios/resources.ts';
 import { seedScenario } from './scenarios/seed.ts';
@@ -29,6 +30,7 @@ const SCENARIOS = {
   idle: idleScenario,
   ratelimit: ratelimitScenario,
   sizing: sizingScenario,
+  precise: preciseScenario,
 } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const NAMES = Object.keys(SCENARIOS) as ScenarioName[];

@@ -59,6 +59,11 @@ export interface Config {
   readonly leaseMs: number;
   /** between SIGTERM and SIGKILL when the dispatcher stops its workers */
   readonly killGraceMs: number;
+  /**
+   * `daemon --precise`: how long a resident worker stays, connected and idle, after its
+   * last post for what falls due next, before it is told to exit
+   */
+  readonly workerIdleMs: number;
   readonly logFormat: LogFormat;
   /** text log lines start with their ISO time (the seed dates only a run's first line) */
   readonly logTimestamps: boolean;
@@ -123,6 +128,7 @@ export const ENV_DEFAULTS = {
   PUBLISH_TIMEOUT_MS: '',
   LEASE_MS: '30000',
   KILL_GRACE_MS: '3000',
+  WORKER_IDLE_MS: '5000',
   LOG_FORMAT: 'text',
   LOG_TIMESTAMPS: 'false',
   // empty: no alerts; else the name of an existing channel
@@ -179,6 +185,7 @@ const schema = v.object({
   PUBLISH_TIMEOUT_MS: v.union([v.literal(''), integer('PUBLISH_TIMEOUT_MS', 1)], 'PUBLISH_TIMEOUT_MS must be a whole number of at least 1'),
   LEASE_MS: integer('LEASE_MS', 100),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
+  WORKER_IDLE_MS: integer('WORKER_IDLE_MS', 0, 3_600_000),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
   LOG_TIMESTAMPS: v.pipe(
     v.string(),
@@ -267,6 +274,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     publishTimeoutMs: c.PUBLISH_TIMEOUT_MS === '' ? Math.min(10_000, c.WORKER_TIMEOUT_MS) : c.PUBLISH_TIMEOUT_MS,
     leaseMs: c.LEASE_MS,
     killGraceMs: c.KILL_GRACE_MS,
+    workerIdleMs: c.WORKER_IDLE_MS,
     logFormat: c.LOG_FORMAT,
     logTimestamps: ['true', '1', 'yes'].includes(c.LOG_TIMESTAMPS),
     alertChannel: c.ALERT_CHANNEL === '' ? null : c.ALERT_CHANNEL,
@@ -342,6 +350,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     PUBLISH_TIMEOUT_MS: String(config.publishTimeoutMs),
     LEASE_MS: String(config.leaseMs),
     KILL_GRACE_MS: String(config.killGraceMs),
+    WORKER_IDLE_MS: String(config.workerIdleMs),
     LOG_FORMAT: config.logFormat,
     LOG_TIMESTAMPS: String(config.logTimestamps),
     ALERT_CHANNEL: config.alertChannel ?? '',

@@ -42,6 +42,8 @@ describe('config', () => {
     [{ WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
     [{ WORKER_SIZING: 'fast' }, /^Invalid configuration: WORKER_SIZING must be "seed" or "deadline" \(got "fast"\)$/],
     [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
+    [{ WORKER_IDLE_MS: '-1' }, /^Invalid configuration: WORKER_IDLE_MS must be at least 0 \(got "-1"\)$/],
+    [{ WORKER_IDLE_MS: '3600001' }, /^Invalid configuration: WORKER_IDLE_MS must be at most 3600000 \(got "3600001"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
     [{ PUBLISH_TIMEOUT_MS: '50001' }, /^Invalid configuration: PUBLISH_TIMEOUT_MS \(50001\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
     [{ TIMEOUT_MS: '3000', WORKER_TIMEOUT_MS: '2000', PUBLISH_TIMEOUT_MS: '2500' }, /PUBLISH_TIMEOUT_MS \(2500\) must not exceed WORKER_TIMEOUT_MS \(2000\)/],

@@ -16,6 +16,7 @@ import { testStoreContent } from './store.conformance.content.ts';
 import { testAlertStore } from './store.conformance.alerts.ts';
 import { testTuneStore } from './store.conformance.tune.ts';
 import { testSizingStore } from './store.conformance.sizing.ts';
+import { testDueStore } from './store.conformance.due.ts';
 
 /**
  * The storage conformance suite: every dialect runs exactly these tests against a
@@ -617,6 +618,7 @@ export function testStore(dialect: 'sqlite' | 'postgres'): void {
   testPostsStore(dialect);
   testTuneStore(dialect);
   testSizingStore(dialect);
+  testDueStore(dialect);
 }
 
 /** Runs one statement on the test database through a connection of its own. */

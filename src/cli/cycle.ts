@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ConfigError, cronIntervalWarning, scheduleIntervalProblem, type Config, type ConfigInput } from '../config.ts';
 import { initScheduler, scheduleIntervalMs, SchedulerError } from '../cron/init-scheduler.ts';
 import { runCronTrigger } from '../cron/run-cron.ts';
+import { runPrecise } from '../daemon/precise.ts';
 import { createLogger, printWarning } from '../log.ts';
 import { onSignals } from '../signals.ts';
 import { prepareDatabaseFile } from '../store/sqlite/database-file.ts';
@@ -48,6 +49,24 @@ function preflight(config: Config): void {
   if (config.database.dialect === 'sqlite') prepareDatabaseFile(config.database.path);
 }
 
+/** `daemon --precise`: the resident dispatcher (src/daemon/precise.ts) until a signal. */
+async function preciseDaemon(config: Config): Promise<void> {
+  const log = createLogger('CRON', config);
+  const stop = new AbortController();
+  const abort = new AbortController();
+  onSignals(
+    () => {
+      log.info('Stopping: no more claims, finishing posts in flight');
+      stop.abort('signal');
+    },
+    () => {
+      log.warn('Second signal: aborting posts in flight');
+      abort.abort('signal');
+    },
+  );
+  await runPrecise({ config, stop: stop.signal, abort: abort.signal });
+}
+
 export function registerCycle(program: Command, globals: () => GlobalFlags): void {
   withCycleFlags(program.command('cron').description('run one dispatch cycle, then exit 0 / 1 / 2 (for system cron)')).action(
     async (flags: CycleFlags) => {
@@ -67,9 +86,15 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
       .description('in-process scheduler: a cycle on a cron expression, never two at once')
       .option('--cron <expr>', 'cron expression', '* * * * *')
       .option('--timezone <tz>', 'IANA time zone of the expression', 'UTC')
-      .option('--run-immediately', 'run a cycle at start too'),
-  ).action(async (flags: CycleFlags & { cron: string; timezone: string; runImmediately?: boolean }) => {
+      .option('--run-immediately', 'run a cycle at start too')
+      .option('--precise', 'no schedule: each post at its run_at, workers started ahead and kept WORKER_IDLE_MS (see README, Precise mode)'),
+  ).action(async (flags: CycleFlags & { cron: string; timezone: string; runImmediately?: boolean; precise?: boolean }) => {
     const config = configFrom(globals(), overrides(flags));
+    if (flags.precise === true) {
+      preflight(config);
+      await preciseDaemon(config);
+      return;
+    }
     let intervalMs: number | null;
     try {
       intervalMs = scheduleIntervalMs(flags.cron, flags.timezone);

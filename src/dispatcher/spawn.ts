@@ -57,10 +57,13 @@ function workerExecArgv(entry: string): string[] {
   return keep;
 }
 
-/** `slot`: the worker holds a GLOBAL_MAX_WORKERS slot in its name (it renews and frees it). */
-export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY, slot = false): WorkerHandle {
+/**
+ * `slot`: the worker holds a GLOBAL_MAX_WORKERS slot in its name (it renews and frees it).
+ * `resident`: a worker of `daemon --precise` (src/workers/resident.ts).
+ */
+export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY, slot = false, resident = false): WorkerHandle {
   const startedAt = new Date();
-  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId), ...(slot ? ['--slot'] : [])], {
+  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId), ...(slot ? ['--slot'] : []), ...(resident ? ['--resident'] : [])], {
     env,
     execArgv: workerExecArgv(entry),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

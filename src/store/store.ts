@@ -60,8 +60,27 @@ export interface Store {
   /** inserts posts (content and schedule) in one transaction; returns their ids in order */
   schedulePosts(posts: readonly NewPost[]): Promise<number[]>;
   getPost(id: number): Promise<Post | null>;
-  /** posts pending with run_at <= the database's now (served by the due index) */
-  countDue(): Promise<number>;
+  /**
+   * posts pending with run_at <= the database's now (served by the due index); with
+   * `aheadMs`, also those falling due within that many ms from now (`daemon --precise`
+   * sizes its workers before the due time)
+   */
+  countDue(aheadMs?: number): Promise<number>;
+  /**
+   * The earliest run_at of a pending post of a channel not paused, on the database's
+   * clock (served by the due index; past when posts are already due); null when no post
+   * is pending. `daemon --precise` sleeps until then. With `after`, the earliest later
+   * than it (the daemon has handed out the due times up to `after` already).
+   */
+  nextDue(after?: Date): Promise<Date | null>;
+  /**
+   * Calls `onChange` soon after another connection schedules, edits, cancels, retries or
+   * recovers a post (anything that may move the next due time), and once each time the
+   * watch (re)connects, since changes may have been missed meanwhile. PostgreSQL: LISTEN
+   * on post_scheduler_due (a trigger notifies); SQLite: the file's data_version read
+   * every DUE_POLL_MS. A hint only: the daemon re-checks nextDue every few seconds too.
+   */
+  watchDue(onChange: () => void): Promise<DueWatch>;
 
   /**
    * claim: moves up to `limit` due posts, oldest run_at first, to processing for
@@ -466,6 +485,11 @@ export interface ClaimOptions {
    * was taken claims nothing).
    */
   readonly slot?: boolean;
+}
+
+/** A watch of changes to the due posts (Store.watchDue); close() ends it. */
+export interface DueWatch {
+  close(): Promise<void>;
 }
 
 export interface Exchange {

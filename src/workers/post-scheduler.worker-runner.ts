@@ -1,6 +1,7 @@
 /**
  * Ephemeral worker entry point, spawned by the dispatcher:
  *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<hex>-<n> --cycle-id <id> [--slot]
+ * `--resident` (daemon --precise): it waits for due times from its daemon, see resident.ts.
  * `--slot`: the dispatcher took a GLOBAL_MAX_WORKERS slot in this worker's name; the
  * worker renews it while it runs and gives it back when it ends.
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
@@ -13,6 +14,7 @@ import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
 import { runWorker } from './post-scheduler.worker.ts';
+import { runResident } from './resident.ts';
 
 export interface WorkerMessage {
   readonly type: 'report';
@@ -25,17 +27,19 @@ export interface WorkerMessage {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' }, slot: { type: 'boolean' } },
+    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' }, slot: { type: 'boolean' }, resident: { type: 'boolean' } },
     strict: true,
   });
   const workerId = values['worker-id'] ?? `worker-${Date.now()}-${process.pid}`;
   const config = loadConfig();
   const cycleId = values['cycle-id'] === undefined ? null : Number(values['cycle-id']);
   const log = withFields(createLogger(`WORKER ${workerId}`, config), { workerId, cycleId });
-  log.info('Starting ephemeral worker');
+  const resident = values.resident === true;
+  log.info(resident ? 'Starting resident worker' : 'Starting ephemeral worker');
 
-  // Hard stop: whatever happens, this process ends before the cycle's guard does.
-  setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs).unref();
+  // Hard stop: whatever happens, this process ends before the cycle's guard does
+  // (a resident worker has one per batch, see resident.ts).
+  if (!resident) setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs).unref();
 
   const stop = new AbortController();
   const abort = new AbortController();
@@ -60,6 +64,7 @@ async function main(): Promise<number> {
     return EXIT.error;
   }
   try {
+    if (resident) return await runResident({ workerId, config, store, log, stop: stop.signal, abort: abort.signal, holdsSlot: values.slot === true });
     const report = await runWorker({
       workerId,
       config,

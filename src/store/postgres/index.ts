@@ -43,10 +43,17 @@ const MIGRATE_LOCK = "hashtext('post-scheduler:migrate')";
 /** The tables of post-scheduler before it had a schema of its own (in `public`). */
 const LEGACY_TABLES = ['schema_migrations', 'channels', 'post_details', 'post_schedule', 'cycles', 'worker_runs'];
 
+/** The NOTIFY channel of a change to the due posts (trigger of migration 12), payload the schema. */
+const DUE_CHANNEL = 'post_scheduler_due';
+
+/** How long watchDue waits before listening again after its connection was lost. */
+const WATCH_RETRY_MS = 1_000;
+
 /** Above this many rows (the planner's estimate), status estimates the final states' counts. */
 const ESTIMATE_ABOVE = 200_000;
 
 /** Rows of a finished post deleted by one prune statement. */
+
 const PRUNE_BATCH = 5_000;
 
 export interface PostgresTarget {
@@ -493,10 +500,81 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
       return row === undefined ? null : postFromRow(row);
     },
 
-    async countDue() {
-      const [row] = await q<{ n: number }>(`SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now()
-          AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))`);
+    async countDue(aheadMs = 0) {
+      const [row] = await q<{ n: number }>(
+        `SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now() + $1 * interval '1 millisecond'
+          AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))`,
+        [aheadMs],
+      );
       return row?.n ?? 0;
+    },
+
+    async nextDue(after?: Date) {
+      const [row] = await q<{ run_at: Date }>(
+        `SELECT run_at FROM post_schedule WHERE status = 'pending' AND ($1::timestamptz IS NULL OR run_at > $1::timestamptz)
+            AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
+          ORDER BY run_at LIMIT 1`,
+        [after?.toISOString() ?? null],
+      );
+      return row?.run_at ?? null;
+    },
+
+    async watchDue(onChange: () => void) {
+      // A connection of its own, LISTENing; the trigger of migration 12 names the schema
+      // in its payload (a database may hold several). A lost connection is opened again
+      // every second until it listens again; then onChange, as notifications may be lost.
+      let closed = false;
+      let current: Sql | null = null;
+      let retry: NodeJS.Timeout | undefined;
+      const open = async (): Promise<void> => {
+        // onnotify: an option of postgres.js (what its own listen() uses) its types leave out
+        const notify = { onnotify: (_channel: string, payload: string) => payload === target.schema && onChange() };
+        const listener: Sql = postgres(target.url, {
+          ...(notify as object),
+          types,
+          max: 1,
+          idle_timeout: 0,
+          max_lifetime: null,
+          connect_timeout: Math.max(1, Math.ceil(options.timeoutMs / 1000)),
+          onnotice: () => undefined,
+          onclose: () => {
+            if (closed || current !== listener) return;
+            current = null;
+            listener.end({ timeout: 0 }).catch(() => undefined);
+            reopen();
+          },
+          connection: { application_name: 'post-scheduler', search_path: target.schema },
+        });
+        try {
+          await within(listener, (db) => db.unsafe(`LISTEN ${DUE_CHANNEL}`), options.timeoutMs, () => undefined);
+        } catch (e) {
+          await listener.end({ timeout: 0 }).catch(() => undefined);
+          throw e instanceof StoreError ? e : connectError(e);
+        }
+        if (closed) {
+          await listener.end({ timeout: 0 }).catch(() => undefined);
+          return;
+        }
+        current = listener;
+        onChange();
+      };
+      const reopen = (): void => {
+        retry = setTimeout(() => {
+          open().catch(() => {
+            if (!closed) reopen();
+          });
+        }, WATCH_RETRY_MS);
+      };
+      await open();
+      return {
+        async close() {
+          closed = true;
+          clearTimeout(retry);
+          const listener = current;
+          current = null;
+          await listener?.end({ timeout: 1 }).catch(() => undefined);
+        },
+      };
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {

@@ -299,6 +299,31 @@ CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
 `,
   },
   {
+    version: 12,
+    name: 'due notifications',
+    sql: `
+-- daemon --precise sleeps until the next due time; a change that may move it earlier
+-- wakes it (LISTEN post_scheduler_due, payload the schema): a post inserted pending, a
+-- post that becomes pending or whose run_at moves while pending (edit, retry, requeue,
+-- recovery), a channel resumed. Not a claim or an outcome that leaves pending (the
+-- WHEN clauses keep the claim path free of it); the daemon's safety re-check covers the
+-- rest. NOTIFY in one transaction is sent once, however many rows fire it.
+CREATE FUNCTION post_scheduler_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('post_scheduler_due', TG_TABLE_SCHEMA);
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER post_schedule_due_insert AFTER INSERT ON post_schedule
+  FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION post_scheduler_notify_due();
+CREATE TRIGGER post_schedule_due_update AFTER UPDATE OF status, run_at ON post_schedule
+  FOR EACH ROW WHEN (NEW.status = 'pending' AND (OLD.status <> 'pending' OR OLD.run_at <> NEW.run_at))
+  EXECUTE FUNCTION post_scheduler_notify_due();
+CREATE TRIGGER channels_due_resume AFTER UPDATE OF paused_at ON channels
+  FOR EACH ROW WHEN (OLD.paused_at IS NOT NULL AND NEW.paused_at IS NULL) EXECUTE FUNCTION post_scheduler_notify_due();
+`,
+  },
+  {
     // the numbers between are other changes' (assigned numbers); the runner applies whatever is missing
     version: 14,
     name: 'published posts by channel',

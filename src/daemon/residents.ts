@@ -1,0 +1,109 @@
+import type { Logger } from '../log.ts';
+import { spawnWorker, type WorkerExit, type WorkerHandle } from '../dispatcher/spawn.ts';
+import type { DaemonMessage, ResidentMessage } from '../workers/resident.ts';
+import type { Readiness } from './readiness.ts';
+
+/**
+ * The resident workers of `daemon --precise`: worker processes started ahead of a due
+ * time that stay between batches (src/workers/resident.ts). The daemon hands each a due
+ * time and a cycle; each batch comes back as a WorkerExit, the shape the dispatcher's
+ * summary and cycle records take.
+ */
+export interface Resident {
+  readonly workerId: string;
+  readonly handle: WorkerHandle;
+  /** resolves when the worker says it is ready (false: it exited first) */
+  readonly ready: Promise<boolean>;
+  /** batches handed to it and not reported yet (it works them in order) */
+  queued: number;
+  /** when its last batch ended (or it was spawned) */
+  idleSince: number;
+  /** told to exit */
+  retiring: boolean;
+}
+
+export interface Residents {
+  spawn(workerId: string, cycleId: number, slot: boolean): Resident;
+  /** live workers not retiring, with no batch */
+  idle(): Resident[];
+  /** live workers with batches, least loaded first */
+  busy(): Resident[];
+  /** every live worker process (they all hold a MAX_WORKERS place, and a slot under GLOBAL_MAX_WORKERS) */
+  live(): Resident[];
+  /** hands `at` to the worker (once it is ready); resolves with its batch, or its exit if it ends first */
+  dispatch(r: Resident, at: number, cycleId: number): Promise<WorkerExit>;
+  /** tells an idle worker to exit (after WORKER_IDLE_MS) */
+  retire(r: Resident): void;
+}
+
+export function makeResidents(options: {
+  readonly env: NodeJS.ProcessEnv;
+  readonly entry?: string;
+  readonly log: Logger;
+  readonly readiness: Readiness;
+  /** a worker process ended (its slot, if any, is free) */
+  readonly onExit: (r: Resident, exit: WorkerExit) => void;
+}): Residents {
+  const all = new Map<string, Resident>();
+  const send = (r: Resident, m: DaemonMessage) => {
+    if (r.handle.process.connected) r.handle.process.send(m);
+  };
+  return {
+    spawn(workerId, cycleId, slot) {
+      const handle = spawnWorker(workerId, cycleId, options.env, options.entry, slot, true);
+      const spawnedAt = performance.now();
+      const ready = new Promise<boolean>((resolve) => {
+        handle.process.on('message', (m: ResidentMessage) => {
+          if (m.type !== 'ready') return;
+          options.readiness.record(performance.now() - spawnedAt);
+          resolve(true);
+        });
+        void handle.exited.then(() => resolve(false));
+      });
+      const r: Resident = { workerId, handle, ready, queued: 0, idleSince: Date.now(), retiring: false };
+      all.set(workerId, r);
+      void handle.exited.then((exit) => {
+        all.delete(workerId);
+        options.onExit(r, exit);
+      });
+      return r;
+    },
+    idle: () => [...all.values()].filter((r) => r.queued === 0 && !r.retiring),
+    busy: () => [...all.values()].filter((r) => r.queued > 0 && !r.retiring).sort((a, b) => a.queued - b.queued),
+    live: () => [...all.values()],
+    async dispatch(r, at, cycleId) {
+      r.queued++;
+      const batch = new Promise<WorkerExit>((resolve) => {
+        const onMessage = (m: ResidentMessage) => {
+          if (m.type !== 'batch' || m.cycleId !== cycleId) return;
+          r.handle.process.off('message', onMessage);
+          resolve({
+            workerId: r.workerId,
+            startedAt: new Date(m.startedAt),
+            finishedAt: new Date(m.finishedAt),
+            durationMs: m.finishedAt - m.startedAt,
+            exitCode: m.exitCode,
+            signal: null,
+            report: { type: 'report', claimed: m.claimed, published: m.published, retried: m.retried, failed: m.failed, unknown: m.unknown },
+          });
+        };
+        r.handle.process.on('message', onMessage);
+        // it ended before reporting this batch: its exit is the batch's result
+        void r.handle.exited.then((exit) => {
+          r.handle.process.off('message', onMessage);
+          resolve(exit);
+        });
+      });
+      if (await r.ready) send(r, { type: 'due', at, cycleId });
+      const result = await batch;
+      r.queued--;
+      r.idleSince = Date.now();
+      return result;
+    },
+    retire(r) {
+      r.retiring = true;
+      options.log.info(`Worker ${r.workerId} idle, told to exit`, { workerId: r.workerId });
+      send(r, { type: 'exit' });
+    },
+  };
+}

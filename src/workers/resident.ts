@@ -1,0 +1,133 @@
+import type { Config } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { loadPublisherModule } from '../publishers/registry.ts';
+import type { Store } from '../store/store.ts';
+import { EXIT, type ExitCode } from '../types.ts';
+import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
+
+/**
+ * A resident worker (`daemon --precise`): started ahead of the due time, it connects and
+ * says it is ready, then waits. Each `due` message from its daemon names a time: at that
+ * moment it claims and keeps claiming while posts are due (one runWorker, under its own
+ * WORKER_TIMEOUT_MS budget), then reports the batch and waits again. It exits when the
+ * daemon says `exit` (after WORKER_IDLE_MS without work, decided by the daemon so that a
+ * `due` and an exit never cross), on SIGTERM, or when the daemon is gone.
+ */
+export type DaemonMessage = { readonly type: 'due'; readonly at: number; readonly cycleId: number } | { readonly type: 'exit' };
+
+export type ResidentMessage =
+  | { readonly type: 'ready' }
+  | {
+      readonly type: 'batch';
+      readonly cycleId: number;
+      readonly startedAt: number;
+      readonly finishedAt: number;
+      readonly exitCode: ExitCode;
+      readonly claimed: number;
+      readonly published: number;
+      readonly retried: number;
+      readonly failed: number;
+      readonly unknown: number;
+    };
+
+export interface ResidentOptions {
+  readonly workerId: string;
+  readonly config: Config;
+  readonly store: Store;
+  readonly log: Logger;
+  readonly stop: AbortSignal;
+  readonly abort: AbortSignal;
+  readonly holdsSlot: boolean;
+}
+
+/** The exit code of one batch, as an ephemeral worker's process would have it. */
+function batchExit(report: WorkerReport): ExitCode {
+  if (report.error !== null || report.fencedOut > 0) return EXIT.error;
+  return report.timedOut ? EXIT.timeout : EXIT.ok;
+}
+
+export async function runResident(options: ResidentOptions): Promise<ExitCode> {
+  const { config, store, log, stop } = options;
+  const send = (m: ResidentMessage) =>
+    new Promise<void>((resolve) => {
+      if (process.send === undefined || !process.connected) resolve();
+      else process.send(m, undefined, {}, () => resolve());
+    });
+  const inbox: DaemonMessage[] = [];
+  let wake: (() => void) | null = null;
+  const poke = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  process.on('message', (m: DaemonMessage) => {
+    inbox.push(m);
+    poke();
+  });
+  stop.addEventListener('abort', poke, { once: true });
+
+  // connected, and the publishers of the channels in use loaded (the module cache keeps
+  // them for runWorker): ready. The daemon measures spawn to here.
+  const platforms = new Set((await store.listChannels()).filter((c) => c.enabled).map((c) => c.platform));
+  await Promise.all([...platforms].map((p) => loadPublisherModule(p).catch(() => null)));
+  await send({ type: 'ready' });
+  log.info('Ready, waiting for the due time');
+
+  let worst: ExitCode = EXIT.ok;
+  for (;;) {
+    while (inbox.length === 0 && !stop.aborted) await new Promise<void>((resolve) => (wake = resolve));
+    const message = inbox.shift();
+    if (stop.aborted || message === undefined || message.type === 'exit') break;
+    // sleep until the due time (a stop ends the wait)
+    const waitMs = message.at - Date.now();
+    if (waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          stop.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, waitMs);
+        stop.addEventListener('abort', done, { once: true });
+      });
+    }
+    // a stop may have come during the wait (the checker cannot see it)
+    if ((stop.aborted as boolean)) break;
+    const startedAt = Date.now();
+    // a batch's hard stop, as an ephemeral worker's process has it from its start
+    const hardStop = setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs);
+    let report: WorkerReport;
+    try {
+      report = await runWorker({
+        workerId: options.workerId,
+        config,
+        store,
+        log,
+        stop,
+        abort: options.abort,
+        stopGraceMs: Math.floor(config.killGraceMs / 2),
+        startedAt,
+        holdsSlot: options.holdsSlot,
+      });
+    } finally {
+      clearTimeout(hardStop);
+    }
+    const exitCode = batchExit(report);
+    if (exitCode > worst) worst = exitCode;
+    await send({
+      type: 'batch',
+      cycleId: message.cycleId,
+      startedAt,
+      finishedAt: Date.now(),
+      exitCode,
+      claimed: report.claimed,
+      published: report.published,
+      retried: report.retried,
+      failed: report.failed,
+      unknown: report.unknown,
+    });
+    // a database error or a lost lease: a fresh process next time
+    if (exitCode === EXIT.error) break;
+  }
+  return worst;
+}

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { after, afterEach, describe, it } from 'node:test';
+import { parseDatabaseUrl } from '../src/config.ts';
+import { openStore } from '../src/store/open.ts';
+import type { Store } from '../src/store/store.ts';
+import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { childPids, killAll, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
+import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts';
+import { startTcpProxy } from './helpers/tcp-proxy.ts';
+
+/**
+ * `daemon --precise` as a user runs it: a real daemon process, its resident workers,
+ * a webhook receiver on 127.0.0.1 that notes when each post arrives. Correctness, not
+ * speed: each post once, never before its run_at, and within a generous bound after it.
+ */
+/** The two clocks are the same machine's; a post's run_at is stored to the millisecond. */
+const EARLY_TOLERANCE_MS = 20;
+/** "on time" for a test on a loaded 2-core machine (the bench measures the real lateness) */
+const LATE_BOUND_MS = 2_000;
+
+for (const dialect of DIALECTS) {
+  describe(`daemon --precise (${dialect})`, () => {
+    const cleanups: (() => Promise<void>)[] = [];
+    afterEach(async () => {
+      killAll();
+      for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+    });
+    after(() => killAll());
+
+    async function setup(answer: (d: { postId: number }) => Answer = () => ({ status: 200 })) {
+      const db: TestDatabase = await createTestDatabase(dialect);
+      cleanups.push(() => db.drop());
+      const store: Store = await openStore(parseDatabaseUrl(db.url));
+      cleanups.push(() => store.close());
+      await store.migrate();
+      const arrivals = new Map<number, number[]>();
+      const receiver: Receiver = await startReceiver((d) => {
+        arrivals.set(d.postId, [...(arrivals.get(d.postId) ?? []), Date.now()]);
+        return answer(d);
+      });
+      cleanups.push(() => receiver.close());
+      const channel = await store.addChannel({ name: 'hook', platform: 'webhook', settings: { url: receiver.url }, onUnknown: 'retry' });
+      const schedule = async (runAt: number): Promise<number> => {
+        const [id] = await store.schedulePosts([{ channelId: channel.id, text: `at ${runAt}`, runAt: new Date(runAt) }]);
+        assert.ok(id !== undefined);
+        return id;
+      };
+      return { db, store, receiver, arrivals, schedule };
+    }
+
+    function daemon(url: string, extra: Record<string, string> = {}): Running {
+      const env = testEnv(url, { WORKER_IDLE_MS: '1000', MAX_WORKERS: '2', BATCH_SIZE: '5', LEASE_MS: '3000', KILL_GRACE_MS: '3000', ...extra });
+      return start(['daemon', '--precise'], env, 90_000);
+    }
+
+    it('sends each post once at its time: scheduled while it sleeps on a later one, moved earlier by an edit; idle, it holds no worker', async () => {
+      const { db, store, arrivals, schedule } = await setup();
+      const d = daemon(db.url);
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+
+      // it sleeps on a post a minute away...
+      const far = await schedule(Date.now() + 60_000);
+      await waitFor('the far post to be seen', () => d.output().includes('(in 5') || d.output().includes('(in 6'), 10_000);
+      // ...when posts are scheduled for the next seconds (random milliseconds)
+      const base = Date.now();
+      const due = new Map<number, number>();
+      for (let i = 0; i < 5; i++) {
+        const at = base + 1_500 + i * 600 + Math.floor(Math.random() * 400);
+        due.set(await schedule(at), at);
+      }
+      // and one scheduled late, moved earlier by an edit
+      const moved = await schedule(Date.now() + 45_000);
+      const movedAt = Date.now() + 2_700 + Math.floor(Math.random() * 300);
+      assert.equal((await store.editPost(moved, { runAt: new Date(movedAt) })).edited, true);
+      due.set(moved, movedAt);
+
+      await waitFor('every post due to be received', () => [...due.keys()].every((id) => arrivals.has(id)), 30_000);
+      for (const [id, at] of due) {
+        const got = arrivals.get(id) ?? [];
+        assert.equal(got.length, 1, `post ${id} received once`);
+        const lateness = (got[0] ?? 0) - at;
+        assert.ok(lateness >= -EARLY_TOLERANCE_MS, `post ${id} not before its run_at (${lateness} ms)`);
+        assert.ok(lateness <= LATE_BOUND_MS, `post ${id} within ${LATE_BOUND_MS} ms of its run_at (${lateness} ms)`);
+      }
+      assert.equal(arrivals.has(far), false, 'the far post waits for its time');
+
+      // idle: the workers leave after WORKER_IDLE_MS; the daemon alone remains
+      const pid = d.child.pid ?? 0;
+      await waitFor('no worker process left', () => childPids(pid).length === 0, 15_000);
+      assert.equal(d.child.exitCode, null, 'the daemon stays');
+
+      // status shows the batches as cycles, their posts published
+      const s = await store.status(20);
+      assert.equal(s.counts.published, due.size);
+      assert.ok(s.cycles.length >= 1);
+      assert.equal(
+        s.cycles.reduce((n, c) => n + c.workersSpawned, 0) >= 1,
+        true,
+      );
+
+      d.child.kill('SIGTERM');
+      const r = await d.done;
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /\[CRON\] Precise scheduler stopped/);
+      assert.match(r.stdout, /\[DISPATCHER\] Dispatch cycle started at .+ \(precise: posts due at /);
+      assert.match(r.stdout, /\[WORKER worker-\d+-[0-9a-f]+-\d\] Ready, waiting for the due time/);
+    });
+
+    it('SIGTERM mid-batch: posts in flight finish, the rest stay pending; nothing lost or sent twice', async () => {
+      const { db, store, receiver, schedule } = await setup(() => ({ status: 200, delayMs: 400 }));
+      const at = Date.now() + 2_000;
+      const ids: number[] = [];
+      for (let i = 0; i < 20; i++) ids.push(await schedule(at + i));
+      const d = daemon(db.url);
+      await waitFor('the first posts in flight', () => receiver.deliveries.length >= 2, 20_000);
+      d.child.kill('SIGTERM');
+      const r = await d.done;
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /Stop requested, stopping \d workers/);
+      const s = await store.status(5);
+      assert.equal(s.counts.processing, 0, 'nothing left processing');
+      assert.equal(s.counts.published + s.counts.duePending + s.counts.scheduledLater, ids.length);
+      assert.ok(s.counts.duePending > 0, 'the rest were not claimed');
+
+      // a new daemon sends the rest
+      const again = daemon(db.url);
+      await waitFor('every post published', async () => (await store.status(1)).counts.published === ids.length, 30_000);
+      again.child.kill('SIGTERM');
+      assert.equal((await again.done).code, 0);
+      assert.deepEqual([...receiver.accepted.keys()].sort((a, b) => a - b), ids, 'every post delivered');
+      assert.deepEqual([...receiver.accepted.values()].filter((n) => n > 1), [], 'none twice');
+    });
+
+    if (dialect === 'postgres') {
+      it('a silent database: the daemon logs, keeps running and catches up', async () => {
+        const { db, arrivals, schedule } = await setup();
+        const target = new URL(db.url);
+        const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+        cleanups.push(() => proxy.close());
+        target.port = String(proxy.port);
+        const d = daemon(target.toString(), { DB_TIMEOUT_MS: '1000' });
+        await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+        proxy.freeze();
+        const id = await schedule(Date.now() + 1_000);
+        await waitFor('the daemon to see the database fail', () => /✗ Database error while/.test(d.output()), 20_000);
+        assert.equal(arrivals.has(id), false);
+        proxy.thaw();
+        await waitFor('the post sent after the database answers', () => arrivals.has(id), 30_000);
+        assert.equal(arrivals.get(id)?.length, 1);
+        assert.equal(d.child.exitCode, null, 'the daemon stayed');
+        assert.match(d.output(), /✓ Database answers again/);
+        d.child.kill('SIGTERM');
+        assert.equal((await d.done).code, 0);
+      });
+    }
+  });
+}
