@@ -17,6 +17,7 @@ import { CLI, killAllChildren, ROOT, startedGroups } from './lib/proc.ts';
 import { errorText, progress, type BenchContext, type ScenarioResult } from './lib/scenario.ts';
 import { idleScenario } from './scenarios/idle.ts';
 import { ratelimitScenario } from './scenarios/ratelimit.ts';
+import { refillScenario } from './scenarios/refill.ts';
 import { resourcesScenario } from './scenarios/resources.ts';
 import { seedScenario } from './scenarios/seed.ts';
 import { throughputScenario } from './scenarios/throughput.ts';
@@ -27,6 +28,7 @@ const SCENARIOS = {
   resources: resourcesScenario,
   idle: idleScenario,
   ratelimit: ratelimitScenario,
+  refill: refillScenario,
 } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const NAMES = Object.keys(SCENARIOS) as ScenarioName[];
