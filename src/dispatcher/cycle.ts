@@ -6,7 +6,7 @@ import { workerCount } from '../scaling.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
-import { spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
+import { liftSharesOnceAllClaimed, spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
 import { cyclePosts, logSummary } from './summary.ts';
 
 /**
@@ -236,7 +236,7 @@ async function dispatchLocked(
 
   let exits: { results: WorkerExit[]; timedOut: boolean; stopped: boolean } = { results: [], timedOut: false, stopped: false };
   try {
-    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running);
+    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running, pending);
   } finally {
     if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots(ids).catch(() => undefined);
   }
@@ -292,15 +292,20 @@ async function runWorkers(
   log: Logger,
   started: number,
   running: Set<string>,
+  pending: number,
 ): Promise<{ results: WorkerExit[]; timedOut: boolean; stopped: boolean }> {
   const { config } = options;
   const env = { ...process.env, ...configToEnv(config) };
+  // Each worker's first claims are limited to its share of what is due, until all have
+  // claimed: a worker that starts first does not take the posts of those still starting.
+  const share = ids.length > 1 ? Math.max(1, Math.ceil(pending / ids.length)) : null;
   const workers: WorkerHandle[] = [];
   for (const workerId of ids) {
     log.info(`Spawning worker: ${workerId}`, { workerId });
     running.add(workerId);
-    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null));
+    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null, share));
   }
+  if (share !== null) liftSharesOnceAllClaimed(workers);
   log.blank();
 
   const results: WorkerExit[] = [];

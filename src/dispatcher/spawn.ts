@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
+import { SHARES_LIFTED, type WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
 
 /**
  * Starting and stopping worker processes. Workers are forked with an IPC channel:
@@ -23,6 +23,8 @@ export interface WorkerHandle {
   readonly workerId: string;
   readonly process: ChildProcess;
   readonly exited: Promise<WorkerExit>;
+  /** resolves once the worker has made its first claim, or has exited */
+  readonly firstClaim: Promise<void>;
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -57,18 +59,26 @@ function workerExecArgv(entry: string): string[] {
   return keep;
 }
 
-/** `slot`: the worker holds a GLOBAL_MAX_WORKERS slot in its name (it renews and frees it). */
-export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY, slot = false): WorkerHandle {
+/**
+ * `slot`: the worker holds a GLOBAL_MAX_WORKERS slot in its name (it renews and frees it).
+ * `share`: the most posts it claims until its shares are lifted (see liftSharesOnceAllClaimed).
+ */
+export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.ProcessEnv, entry = WORKER_ENTRY, slot = false, share: number | null = null): WorkerHandle {
   const startedAt = new Date();
-  const child = fork(entry, ['--worker-id', workerId, '--cycle-id', String(cycleId), ...(slot ? ['--slot'] : [])], {
+  const args = ['--worker-id', workerId, '--cycle-id', String(cycleId), ...(slot ? ['--slot'] : []), ...(share === null ? [] : ['--share', String(share)])];
+  const child = fork(entry, args, {
     env,
     execArgv: workerExecArgv(entry),
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     serialization: 'json',
   });
   let report: WorkerMessage | null = null;
+  let claimed: () => void = () => undefined;
+  const firstClaim = new Promise<void>((resolve) => (claimed = resolve));
   child.on('message', (m: unknown) => {
-    if (typeof m === 'object' && m !== null && (m as { type?: unknown }).type === 'report') report = m as WorkerMessage;
+    const type = typeof m === 'object' && m !== null ? (m as { type?: unknown }).type : undefined;
+    if (type === 'report') report = m as WorkerMessage;
+    else if (type === 'first-claim') claimed();
   });
   const exited = new Promise<WorkerExit>((resolve) => {
     let spawnError: Error | null = null;
@@ -76,6 +86,7 @@ export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.Proce
       spawnError = e;
     });
     child.once('exit', (code, signal) => {
+      claimed();
       const finishedAt = new Date();
       resolve({
         workerId,
@@ -88,7 +99,19 @@ export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.Proce
       });
     });
   });
-  return { workerId, process: child, exited };
+  return { workerId, process: child, exited, firstClaim };
+}
+
+/**
+ * Once every worker of a cycle has made its first claim (or exited), tells those still
+ * running that their shares are lifted: from then on each claims whatever it has room for.
+ */
+export function liftSharesOnceAllClaimed(workers: readonly WorkerHandle[]): void {
+  void Promise.all(workers.map((w) => w.firstClaim)).then(() => {
+    for (const w of workers) {
+      if (w.process.connected) w.process.send({ type: SHARES_LIFTED }, (e) => void e);
+    }
+  });
 }
 
 /** SIGTERM now, SIGKILL after `graceMs` to those still running; resolves when all have exited. */
