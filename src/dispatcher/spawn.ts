@@ -2,7 +2,8 @@ import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SHARES_LIFTED, type WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
+import { SHARES_LIFTED } from '../workers/messages.ts';
+import type { WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
 
 /**
  * Starting and stopping worker processes. Workers are forked with an IPC channel:

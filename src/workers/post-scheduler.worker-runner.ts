@@ -15,15 +15,8 @@ import { createLogger, errorMessage, printError, reportUncaught, withFields } fr
 import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
+import { SHARES_LIFTED, type FirstClaimMessage } from './messages.ts';
 import { runWorker } from './post-scheduler.worker.ts';
-
-/** What the dispatcher tells its workers: every sibling has made its first claim. */
-export const SHARES_LIFTED = 'shares-lifted';
-/** What a worker tells its dispatcher once it has made its first claim. */
-export interface FirstClaimMessage {
-  readonly type: 'first-claim';
-  readonly claimed: number;
-}
 
 export interface WorkerMessage {
   readonly type: 'report';
