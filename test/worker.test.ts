@@ -435,7 +435,7 @@ for (const dialect of DIALECTS) {
           store: f.faulty.store,
           log: createLogger(`WORKER ${WORKER_ID}`, 'text', (line) => f.logs.push(line)),
           loadPublisherModule: f.fake.load,
-          share: { posts: 3, lifted },
+          share: { posts: 3, lifted, holdMs: 60_000 },
           onFirstClaim: (n) => firstClaims.push(n),
         }),
         'runWorker to return',
@@ -450,6 +450,26 @@ for (const dialect of DIALECTS) {
       const report = await running;
       assert.deepEqual(counts(report), { ...none, claimed: 8, published: 8 });
       assert.deepEqual(firstClaims, [3]);
+    });
+
+    it('claims the rest by itself when its shares are not lifted within its hold (a sibling slow to start)', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      await f.schedule(main, ...Array.from({ length: 8 }, (_, i) => `h${i}`));
+      const report = await within(
+        runWorker({
+          workerId: WORKER_ID,
+          config: loadConfig({ DATABASE_URL: f.db.url, ...BASE_ENV }),
+          store: f.faulty.store,
+          log: createLogger(`WORKER ${WORKER_ID}`, 'text', (line) => f.logs.push(line)),
+          loadPublisherModule: f.fake.load,
+          share: { posts: 3, lifted: new Promise<void>(() => undefined), holdMs: 50 },
+        }),
+        'runWorker to return',
+        20_000,
+      );
+      assert.deepEqual(counts(report), { ...none, claimed: 8, published: 8 });
+      assert.equal(f.faulty.exchanges[0]?.limit, 3, 'its first claim was its share');
     });
 
     // -------------------------------------------------------------------------------

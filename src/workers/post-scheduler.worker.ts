@@ -26,6 +26,11 @@ import { effectiveLimits } from '../ratelimits/limits.ts';
  */
 /** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
+/**
+ * The longest a worker holds to its share after its first claim when a sibling is slow
+ * to make its own (a start-up on a loaded machine, a crash): then it claims the rest.
+ */
+const SHARE_HOLD_MS = 1_000;
 
 export interface WorkerOptions {
   readonly workerId: string;
@@ -50,9 +55,10 @@ export interface WorkerOptions {
    * This worker's share of the posts due when its cycle started: it claims at most
    * `posts` in all until `lifted` resolves (the dispatcher lifts the shares once every
    * sibling has made its first claim), so that a worker that started first does not
-   * take its late siblings' posts.
+   * take its late siblings' posts; at most `holdMs` (SHARE_HOLD_MS) after its own first
+   * claim (half the time left before its claims stop, if less).
    */
-  readonly share?: { readonly posts: number; readonly lifted: Promise<void> };
+  readonly share?: { readonly posts: number; readonly lifted: Promise<void>; readonly holdMs?: number };
   /** called once with the number of posts of the worker's first claim */
   readonly onFirstClaim?: (claimed: number) => void;
 }
@@ -285,10 +291,13 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const claimThreshold = Math.max(1, Math.ceil(capacity / 2));
   // Until the dispatcher lifts the shares, this worker claims at most its share in all.
   let shareLeft = options.share?.posts ?? Number.POSITIVE_INFINITY;
-  void options.share?.lifted.then(() => {
+  let shareTimer: NodeJS.Timeout | undefined;
+  const liftShare = (): void => {
     shareLeft = Number.POSITIVE_INFINITY;
+    clearTimeout(shareTimer);
     wake();
-  });
+  };
+  void options.share?.lifted.then(liftShare);
   // After a failed round trip (the database is down or restarting), outcomes are kept
   // and written again with backoff until the budget runs out; no more claims.
   let retryRecordAt = 0;
@@ -367,6 +376,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
             options.onFirstClaim?.(posts.length);
+            if (options.share !== undefined) shareTimer = setTimeout(liftShare, Math.min(options.share.holdMs ?? SHARE_HOLD_MS, Math.max(0, Math.floor((claimCutoff - Date.now()) / 2))));
           }
           if (posts.length < limit) drained = true;
           for (const post of posts) {
@@ -394,6 +404,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     clearInterval(heartbeat);
     clearTimeout(budgetTimer);
     clearTimeout(stopTimer);
+    clearTimeout(shareTimer);
     options.stop?.removeEventListener('abort', onStop);
     options.abort?.removeEventListener('abort', onAbort);
     await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));
