@@ -110,7 +110,7 @@ export function spawnWorker(workerId: string, cycleId: number, env: NodeJS.Proce
 export function liftSharesOnceAllClaimed(workers: readonly WorkerHandle[]): void {
   void Promise.all(workers.map((w) => w.firstClaim)).then(() => {
     for (const w of workers) {
-      if (w.process.connected) w.process.send({ type: SHARES_LIFTED }, (e) => void e);
+      if (w.process.connected) w.process.send({ type: SHARES_LIFTED }, () => undefined);
     }
   });
 }

@@ -26,11 +26,6 @@ import { effectiveLimits } from '../ratelimits/limits.ts';
  */
 /** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
-/**
- * The longest a worker holds to its share after its first claim when a sibling is slow
- * to make its own (a start-up on a loaded machine, a crash): then it claims the rest.
- */
-const SHARE_HOLD_MS = 1_000;
 
 export interface WorkerOptions {
   readonly workerId: string;
@@ -55,8 +50,9 @@ export interface WorkerOptions {
    * This worker's share of the posts due when its cycle started: it claims at most
    * `posts` in all until `lifted` resolves (the dispatcher lifts the shares once every
    * sibling has made its first claim), so that a worker that started first does not
-   * take its late siblings' posts; at most `holdMs` (SHARE_HOLD_MS) after its own first
-   * claim (half the time left before its claims stop, if less).
+   * take its late siblings' posts. A sibling that exits lifts them too; one that hangs
+   * before its first claim holds them at most `holdMs` after this worker's first claim
+   * (by default half the time left before its claims stop), then this worker claims the rest.
    */
   readonly share?: { readonly posts: number; readonly lifted: Promise<void>; readonly holdMs?: number };
   /** called once with the number of posts of the worker's first claim */
@@ -376,7 +372,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
             options.onFirstClaim?.(posts.length);
-            if (options.share !== undefined) shareTimer = setTimeout(liftShare, Math.min(options.share.holdMs ?? SHARE_HOLD_MS, Math.max(0, Math.floor((claimCutoff - Date.now()) / 2))));
+            if (options.share !== undefined) shareTimer = setTimeout(liftShare, options.share.holdMs ?? Math.max(0, Math.floor((claimCutoff - Date.now()) / 2)));
           }
           if (posts.length < limit) drained = true;
           for (const post of posts) {
