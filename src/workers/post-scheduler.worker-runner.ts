@@ -89,7 +89,8 @@ async function main(): Promise<number> {
       ...(sharePosts === null ? {} : { share: { posts: sharePosts, lifted } }),
       onFirstClaim: (claimed) => {
         const message: FirstClaimMessage = { type: 'first-claim', claimed };
-        if (process.connected) process.send?.(message);
+        // a callback, so that a channel closing meanwhile is no uncaught error
+        if (process.connected) process.send?.(message, undefined, {}, () => undefined);
       },
     });
     const message: WorkerMessage = {
