@@ -18,6 +18,7 @@ import { errorText, progress, type BenchContext, type ScenarioResult } from './l
 import { idleScenario } from './scenarios/idle.ts';
 import { preciseScenario } from './scenarios/precise.ts';
 import { ratelimitScenario } from './scenarios/ratelimit.ts';
+import { refillScenario } from './scenarios/refill.ts';
 import { resourcesScenario } from './scenarios/resources.ts';
 import { seedScenario } from './scenarios/seed.ts';
 import { sizingScenario } from './scenarios/sizing.ts';
@@ -31,6 +32,7 @@ const SCENARIOS = {
   ratelimit: ratelimitScenario,
   sizing: sizingScenario,
   precise: preciseScenario,
+  refill: refillScenario,
 } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 const NAMES = Object.keys(SCENARIOS) as ScenarioName[];

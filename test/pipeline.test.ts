@@ -73,6 +73,39 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(new Set(receiver.deliveries.map((d) => d.postId)), new Set(ids));
     });
 
+    it('gives every worker of a 5-worker cycle on 25 due posts at least one post, cycle after cycle', async () => {
+      // publishes that take a while, so a worker that started first could come back for more
+      const { db, store, receiver } = await setup(25, () => ({ status: 200, delayMs: 200 }));
+      const env = testEnv(db.url, { MAX_WORKERS: '5', BATCH_SIZE: '5', WORKER_CONCURRENCY: '5', LOG_FORMAT: 'json' });
+      const [channel] = await store.listChannels();
+      assert.ok(channel !== undefined);
+      for (let cycle = 1; cycle <= 10; cycle++) {
+        const runAt = new Date(Date.now() - 1_000);
+        if (cycle > 1) await store.schedulePosts(Array.from({ length: 25 }, (_, i) => ({ channelId: channel.id, text: `cycle ${cycle} post ${i}`, runAt })));
+        const r = await run(['cron'], env, 60_000);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        // each worker's last line says how many posts it claimed in all
+        const claimed = r.stdout
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { scope?: string; claimed?: unknown; roundTrips?: unknown })
+          .filter((l) => l.scope?.startsWith('WORKER ') === true && typeof l.roundTrips === 'number')
+          .map((l) => Number(l.claimed));
+        assert.equal(claimed.length, 5, `cycle ${cycle}: five workers reported\n${r.stdout}`);
+        assert.ok(
+          claimed.every((n) => n >= 1),
+          `cycle ${cycle}: every worker claimed at least one post (claims: ${claimed.join(', ')})`,
+        );
+        assert.equal(
+          claimed.reduce((a, b) => a + b, 0),
+          25,
+          `cycle ${cycle}: the 25 posts claimed once`,
+        );
+      }
+      assert.equal(receiver.deliveries.length, 250, 'every post sent once');
+      assert.equal((await store.status(1)).counts.published, 250);
+    });
+
     it('publishes the posts of a worker killed mid-batch in a later cycle, none lost', async () => {
       const { db, store, receiver, ids } = await setup(20, () => ({ status: 200, delayMs: 1_500 }));
       const env = testEnv(db.url, {

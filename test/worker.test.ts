@@ -388,6 +388,90 @@ for (const dialect of DIALECTS) {
       assert.ok(f.logged(/Published 12 posts successfully/), f.logs.join('\n'));
     });
 
+    it('refills a freed slot at once, while the other publishes are still held', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const texts = Array.from({ length: 9 }, (_, i) => `r${i}`);
+      await f.schedule(main, ...texts);
+      // every publish is held until the test opens it, one at a time
+      const gates = new Map<string, ReturnType<typeof gate>>();
+      for (const text of texts) {
+        const g = gate();
+        gates.set(text, g);
+        f.fake.on(text, g.behaviour);
+      }
+      const opened = new Set<string>();
+      const held = (): string[] => f.fake.publishes.map((r) => r.text).filter((t) => !opened.has(t));
+      const running = f.run({ env: { BATCH_SIZE: '5', WORKER_CONCURRENCY: '5' } });
+      await waitFor('the first 5 publishes', () => f.fake.publishes.length === 5);
+      // open the oldest held publish: its slot is refilled before any other one frees
+      for (let sent = 5; sent < texts.length; sent++) {
+        const oldest = held()[0] ?? '';
+        opened.add(oldest);
+        gates.get(oldest)?.open({ externalId: `ext-${oldest}`, externalUrl: null });
+        await waitFor(`publish ${sent + 1} to start`, () => f.fake.publishes.length === sent + 1);
+        assert.equal(f.fake.inFlight, 5, 'the freed slot was refilled while the 4 others are still held');
+      }
+      for (const g of gates.values()) g.open({ externalId: 'ext', externalUrl: null });
+      const report = await running;
+      assert.deepEqual(counts(report), { ...none, claimed: 9, published: 9 });
+      // one round trip per freed slot: each carried the outcome and claimed the next post
+      const refills = f.faulty.exchanges.filter((c) => c.outcomes.length === 1 && c.limit === 1);
+      assert.ok(refills.length >= 4, `freed slots refilled one by one (${f.faulty.exchanges.map((c) => `${c.outcomes.length}/${c.limit}`).join(' ')})`);
+    });
+
+    it('claims at most its share until the share is lifted, then the rest', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const texts = Array.from({ length: 8 }, (_, i) => `s${i}`);
+      await f.schedule(main, ...texts);
+      let lift: () => void = () => undefined;
+      const lifted = new Promise<void>((resolve) => (lift = resolve));
+      const firstClaims: number[] = [];
+      const running = within(
+        runWorker({
+          workerId: WORKER_ID,
+          config: loadConfig({ DATABASE_URL: f.db.url, ...BASE_ENV }),
+          store: f.faulty.store,
+          log: createLogger(`WORKER ${WORKER_ID}`, 'text', (line) => f.logs.push(line)),
+          loadPublisherModule: f.fake.load,
+          share: { posts: 3, lifted, holdMs: 60_000 },
+          onFirstClaim: (n) => firstClaims.push(n),
+        }),
+        'runWorker to return',
+        20_000,
+      );
+      await waitFor('its share to be published', async () => (await f.real.status(1)).counts.published === 3);
+      // its share done, the worker waits (it neither ends nor claims more) until the shares are lifted
+      await delay(100);
+      assert.equal(f.fake.publishes.length, 3, 'no more than its share before the lift');
+      assert.equal(await f.real.countDue(), 5, 'the rest left for its siblings');
+      lift();
+      const report = await running;
+      assert.deepEqual(counts(report), { ...none, claimed: 8, published: 8 });
+      assert.deepEqual(firstClaims, [3]);
+    });
+
+    it('claims the rest by itself when its shares are not lifted within its hold (a sibling slow to start)', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      await f.schedule(main, ...Array.from({ length: 8 }, (_, i) => `h${i}`));
+      const report = await within(
+        runWorker({
+          workerId: WORKER_ID,
+          config: loadConfig({ DATABASE_URL: f.db.url, ...BASE_ENV }),
+          store: f.faulty.store,
+          log: createLogger(`WORKER ${WORKER_ID}`, 'text', (line) => f.logs.push(line)),
+          loadPublisherModule: f.fake.load,
+          share: { posts: 3, lifted: new Promise<void>(() => undefined), holdMs: 50 },
+        }),
+        'runWorker to return',
+        20_000,
+      );
+      assert.deepEqual(counts(report), { ...none, claimed: 8, published: 8 });
+      assert.equal(f.faulty.exchanges[0]?.limit, 3, 'its first claim was its share');
+    });
+
     // -------------------------------------------------------------------------------
     // The outcome rules, one row each
 

@@ -50,7 +50,7 @@ export function makeResidents(options: {
   };
   return {
     spawn(workerId, cycleId, slot) {
-      const handle = spawnWorker(workerId, cycleId, options.env, options.entry, slot, true);
+      const handle = spawnWorker(workerId, cycleId, options.env, options.entry, slot, { resident: true });
       const spawnedAt = performance.now();
       const ready = new Promise<boolean>((resolve) => {
         handle.process.on('message', (m: ResidentMessage) => {

@@ -6,7 +6,7 @@ import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
 import { readDueLoad, sizeCycle, type DueLoad } from './sizing.ts';
-import { spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
+import { liftSharesOnceAllClaimed, spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
 import { cyclePosts, logSummary } from './summary.ts';
 
 /**
@@ -239,7 +239,7 @@ async function dispatchLocked(
 
   let exits: { results: WorkerExit[]; timedOut: boolean; stopped: boolean } = { results: [], timedOut: false, stopped: false };
   try {
-    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running, sizing.inFlight);
+    if (count > 0) exits = await runWorkers(ids, cycleId, options, log, started, running, sizing.inFlight, pending);
   } finally {
     if (config.globalMaxWorkers !== null && count > 0) await store.releaseWorkerSlots(ids).catch(() => undefined);
   }
@@ -296,17 +296,22 @@ async function runWorkers(
   started: number,
   running: Set<string>,
   inFlight: number | null,
+  pending: number,
 ): Promise<{ results: WorkerExit[]; timedOut: boolean; stopped: boolean }> {
   const { config } = options;
   // deadline sizing: each worker keeps `inFlight` posts in flight and claims up to that many at once
   const sized = inFlight === null ? config : { ...config, workerConcurrency: inFlight, batchSize: Math.max(config.batchSize, inFlight) };
   const env = { ...process.env, ...configToEnv(sized) };
+  // Each worker's first claims are limited to its share of what is due, until all have
+  // claimed: a worker that starts first does not take the posts of those still starting.
+  const share = ids.length > 1 ? Math.max(1, Math.ceil(pending / ids.length)) : null;
   const workers: WorkerHandle[] = [];
   for (const workerId of ids) {
     log.info(`Spawning worker: ${workerId}`, { workerId });
     running.add(workerId);
-    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null));
+    workers.push(spawnWorker(workerId, cycleId, env, options.workerEntry, config.globalMaxWorkers !== null, { share }));
   }
+  if (share !== null) liftSharesOnceAllClaimed(workers);
   log.blank();
 
   const results: WorkerExit[] = [];

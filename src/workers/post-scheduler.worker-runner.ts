@@ -1,9 +1,12 @@
 /**
  * Ephemeral worker entry point, spawned by the dispatcher:
- *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<hex>-<n> --cycle-id <id> [--slot]
+ *   node dist/workers/post-scheduler.worker-runner.js --worker-id worker-<ms>-<hex>-<n> --cycle-id <id> [--slot] [--share <posts>] [--resident]
  * `--resident` (daemon --precise): it waits for due times from its daemon, see resident.ts.
  * `--slot`: the dispatcher took a GLOBAL_MAX_WORKERS slot in this worker's name; the
  * worker renews it while it runs and gives it back when it ends.
+ * `--share`: the worker claims at most this many posts until the dispatcher says (a
+ * `shares-lifted` message) that every sibling has made its first claim; it tells the
+ * dispatcher of its own first claim (a `first-claim` message).
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
  */
@@ -13,6 +16,7 @@ import { createLogger, errorMessage, printError, reportUncaught, withFields } fr
 import { guardOutput } from '../output.ts';
 import { openStore } from '../store/open.ts';
 import { EXIT } from '../types.ts';
+import { SHARES_LIFTED, type FirstClaimMessage } from './messages.ts';
 import { runWorker } from './post-scheduler.worker.ts';
 import { runResident } from './resident.ts';
 
@@ -27,7 +31,7 @@ export interface WorkerMessage {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' }, slot: { type: 'boolean' }, resident: { type: 'boolean' } },
+    options: { 'worker-id': { type: 'string' }, 'cycle-id': { type: 'string' }, slot: { type: 'boolean' }, share: { type: 'string' }, resident: { type: 'boolean' } },
     strict: true,
   });
   const workerId = values['worker-id'] ?? `worker-${Date.now()}-${process.pid}`;
@@ -56,6 +60,17 @@ async function main(): Promise<number> {
   // The dispatcher is gone (even by SIGKILL): stop, so no worker outlives it.
   process.on('disconnect', () => onSignal('dispatcher gone'));
 
+  const sharePosts = values.share === undefined ? null : Number(values.share);
+  if (sharePosts !== null && !(Number.isInteger(sharePosts) && sharePosts > 0)) throw new Error(`--share must be a positive integer, got "${values.share ?? ''}"`);
+  // without a dispatcher to lift it (or once it is gone), the share is lifted at once
+  const lifted = new Promise<void>((resolve) => {
+    if (process.send === undefined) resolve();
+    process.on('message', (m: unknown) => {
+      if (typeof m === 'object' && m !== null && (m as { type?: unknown }).type === SHARES_LIFTED) resolve();
+    });
+    process.on('disconnect', () => resolve());
+  });
+
   let store;
   try {
     store = await openStore(config.database, { dbTimeoutMs: config.dbTimeoutMs });
@@ -76,6 +91,12 @@ async function main(): Promise<number> {
       // the budget counts from the process start, as the hard stop above does
       startedAt: Math.round(performance.timeOrigin),
       holdsSlot: values.slot === true,
+      ...(sharePosts === null ? {} : { share: { posts: sharePosts, lifted } }),
+      onFirstClaim: (claimed) => {
+        const message: FirstClaimMessage = { type: 'first-claim', claimed };
+        // a callback, so that a channel closing meanwhile is no uncaught error
+        if (process.connected) process.send?.(message, undefined, {}, () => undefined);
+      },
     });
     const message: WorkerMessage = {
       type: 'report',

@@ -20,10 +20,11 @@ import { effectiveLimits } from '../ratelimits/limits.ts';
  * Up to WORKER_CONCURRENCY posts are in flight. The worker makes one database round
  * trip at a time (Store.exchange): it records every outcome that settled since the
  * last one and claims as many posts as there are free slots (up to BATCH_SIZE) in the
- * same statement, so round trips per post stay few under load, and slots are refilled
- * as soon as they free.
+ * same statement. A freed slot is refilled by the next round trip (outcomes that settle
+ * in the same turn of the event loop, or during a round trip, travel together), so
+ * round trips per post stay few under load and no slot waits for its neighbours.
  */
-/** The longest an outcome waits to ride along with the next claim before it is written alone. */
+/** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
 
 export interface WorkerOptions {
@@ -45,6 +46,17 @@ export interface WorkerOptions {
   readonly holdsSlot?: boolean;
   /** where publisher modules come from (test/worker.test.ts injects fakes); default: src/publishers/registry.ts */
   readonly loadPublisherModule?: (platform: string) => Promise<PublisherModule | null>;
+  /**
+   * This worker's share of the posts due when its cycle started: it claims at most
+   * `posts` in all until `lifted` resolves (the dispatcher lifts the shares once every
+   * sibling has made its first claim), so that a worker that started first does not
+   * take its late siblings' posts. A sibling that exits lifts them too; one that hangs
+   * before its first claim holds them at most `holdMs` after this worker's first claim
+   * (by default half the time left before its claims stop), then this worker claims the rest.
+   */
+  readonly share?: { readonly posts: number; readonly lifted: Promise<void>; readonly holdMs?: number };
+  /** called once with the number of posts of the worker's first claim */
+  readonly onFirstClaim?: (claimed: number) => void;
 }
 
 export interface WorkerReport {
@@ -266,11 +278,22 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     }
   };
 
-  // A worker publishes at most WORKER_CONCURRENCY posts at once and claims when at
-  // least half of its slots are free (or none is busy), up to BATCH_SIZE at a time, so
-  // that fast publishers are fed in batches; outcomes ride along with the next claim.
+  // A worker publishes at most WORKER_CONCURRENCY posts at once and claims as soon as a
+  // slot is free, up to BATCH_SIZE at a time: one round trip at a time, so that fast
+  // publishers are still fed in batches (whatever settled during a round trip rides
+  // along with the next). Outcomes ride along with the next claim; once nothing more
+  // can be claimed they wait for half a capacity of them, or OUTCOME_DELAY_MS at most.
   const capacity = config.workerConcurrency;
   const claimThreshold = Math.max(1, Math.ceil(capacity / 2));
+  // Until the dispatcher lifts the shares, this worker claims at most its share in all.
+  let shareLeft = options.share?.posts ?? Number.POSITIVE_INFINITY;
+  let shareTimer: NodeJS.Timeout | undefined;
+  const liftShare = (): void => {
+    shareLeft = Number.POSITIVE_INFINITY;
+    clearTimeout(shareTimer);
+    wake();
+  };
+  void options.share?.lifted.then(liftShare);
   // After a failed round trip (the database is down or restarting), outcomes are kept
   // and written again with backoff until the budget runs out; no more claims.
   let retryRecordAt = 0;
@@ -308,8 +331,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       // `stopping`, `slotLost` and `error` change in callbacks, which the type checker cannot see
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
       const canClaim: boolean = !stopping && !slotLost && !drained && error === null && now < claimCutoff && !inFlightAbort.signal.aborted;
-      const want: number = canClaim ? Math.min(capacity - inFlight, config.batchSize) : 0;
-      const claimNow: boolean = !reconcileNeeded && want > 0 && (want >= claimThreshold || inFlight === 0);
+      const want: number = canClaim ? Math.min(capacity - inFlight, config.batchSize, shareLeft) : 0;
+      // its share taken, the worker waits for the shares to be lifted rather than end
+      const waitingForShare = canClaim && shareLeft === 0;
+      const claimNow: boolean = !reconcileNeeded && want > 0;
       // Outcomes wait for the next claim, for half a capacity of them, for the last
       // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
       const recordNow: boolean =
@@ -341,10 +366,13 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         }
         if (limit > 0) {
           counts.claimed += posts.length;
+          shareLeft -= posts.length;
           if (firstClaim) {
             firstClaim = false;
             const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
+            options.onFirstClaim?.(posts.length);
+            if (options.share !== undefined) shareTimer = setTimeout(liftShare, options.share.holdMs ?? Math.max(0, Math.floor((claimCutoff - Date.now()) / 2)));
           }
           if (posts.length < limit) drained = true;
           for (const post of posts) {
@@ -355,7 +383,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         }
         continue;
       }
-      if (!reconcileNeeded && inFlight === 0 && queued.length === 0) break;
+      if (!reconcileNeeded && inFlight === 0 && queued.length === 0 && !waitingForShare) break;
       // the database stayed down for the whole budget: what is left returns after its lease
       if (error !== null && inFlight === 0 && Date.now() >= deadline) break;
       let wakeAt: number | null = null;
@@ -372,6 +400,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     clearInterval(heartbeat);
     clearTimeout(budgetTimer);
     clearTimeout(stopTimer);
+    clearTimeout(shareTimer);
     options.stop?.removeEventListener('abort', onStop);
     options.abort?.removeEventListener('abort', onAbort);
     await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));

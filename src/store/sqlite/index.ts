@@ -21,6 +21,7 @@ import {
 } from '../rows.ts';
 import { foreignTablesMessage, leaseExpiredMessage, newerSchemaMessage, recoveredStatus, StoreError, type ClaimOptions, type Exchange, type Store } from '../store.ts';
 import { prepareDatabaseFile } from './database-file.ts';
+import { nativeBindingOption } from './native-binding.ts';
 import { SQLITE_MIGRATIONS } from './migrations.ts';
 import { makeSqliteHistory } from './history.ts';
 import { makeSqliteAlerts } from './alerts.ts';
@@ -70,7 +71,7 @@ export function openSqliteStore(file: string): Store {
   const { created } = prepareDatabaseFile(file);
   let db: Database.Database;
   try {
-    db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+    db = new Database(file, { timeout: BUSY_TIMEOUT_MS, ...nativeBindingOption() });
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 0');
