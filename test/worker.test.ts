@@ -174,6 +174,8 @@ class FaultyStore {
   reconcileFault: (n: number) => Fault = () => null;
   /** runs after a faulty exchange committed, before its answer is lost */
   afterCommit: (call: ExchangeCall) => Promise<void> = async () => undefined;
+  /** runs after an exchange committed, before its answer reaches the worker (an answer held back) */
+  beforeAnswer: (call: ExchangeCall) => Promise<void> = async () => undefined;
   readonly store: Store;
 
   constructor(readonly real: Store) {
@@ -189,6 +191,7 @@ class FaultyStore {
         await this.afterCommit(call);
         throw new Error(`injected: exchange ${call.n} committed, its answer was lost`);
       }
+      await this.beforeAnswer(call);
       return result;
     };
     const reconcile: Store['reconcile'] = async (workerId, ids) => {
@@ -939,6 +942,32 @@ for (const dialect of DIALECTS) {
         assert.equal(f.fake.publishes.length, 1);
       });
     }
+
+    it('15. a claim answered after its lease ran out (a partition held the answer): nothing is sent on it, recovery and the next claimant own the posts', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const ids = await f.schedule(main, 'a', 'b');
+      // LEASE_MS is 600: the answer comes back after it, by which time recovery took the
+      // posts back and another worker claimed them
+      f.faulty.beforeAnswer = async (call) => {
+        if (call.n !== 1) return;
+        await delay(700);
+        await f.real.recoverExpired(3);
+        const other = await f.real.exchange('worker-test-2', [], 5, 60_000);
+        assert.equal(other.claimed.length, 2, 'the other worker claimed both posts');
+      };
+      const report = await f.run();
+
+      assert.equal(f.faulty.exchanges[0]?.result?.claimed.length, 2, 'the late answer did carry both posts');
+      assert.equal(f.fake.publishes.length, 0, 'nothing sent on a claim whose lease had run out');
+      assert.deepEqual(counts(report), { ...none, claimed: 2, fencedOut: 2 });
+      for (const id of ids) {
+        const p = await f.post(id);
+        assert.equal(p.status, 'processing');
+        assert.equal(p.workerId, 'worker-test-2', 'the posts stay with the worker that claimed them in time');
+      }
+      assert.ok(f.logged(/Claim of 2 posts answered after \d+ms, too close to its lease \(600ms\): not sent, handed back/), f.logs.join('\n'));
+    });
 
     it('14. the GLOBAL_MAX_WORKERS slot is lost: the worker logs it, claims nothing more, and finishes what is in flight', async () => {
       const f = await setup();

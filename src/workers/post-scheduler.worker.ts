@@ -375,10 +375,24 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             if (options.share !== undefined) shareTimer = setTimeout(liftShare, options.share.holdMs ?? Math.max(0, Math.floor((claimCutoff - Date.now()) / 2)));
           }
           if (posts.length < limit) drained = true;
+          // A claim's leases run from the database's now, no earlier than when it was sent.
+          // An answer that came back late (a partition held it) may bring leases that ran
+          // out, or would before the heartbeat renews them: recovery may have handed those
+          // posts to another worker, so none is sent; they are handed back (fenced: only
+          // if still ours).
+          const lateMs = Date.now() - exchangeSentAt;
+          const stale = lateMs > leaseMs - Math.floor(leaseMs / 3);
+          if (stale && posts.length > 0) {
+            log.warn(`Claim of ${posts.length} posts answered after ${lateMs}ms, too close to its lease (${leaseMs}ms): not sent, handed back`);
+          }
           for (const post of posts) {
             held.set(post.id, post.token);
             renewedAt.set(post.id, exchangeSentAt);
-            start(post);
+            if (!stale) start(post);
+            else {
+              if (queued.length === 0) oldestQueuedAt = Date.now();
+              queued.push({ kind: 'released', postId: post.id, token: post.token });
+            }
           }
         }
         continue;

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 
 /**
  * A local HTTP server standing in for a webhook endpoint (the network edge). It
@@ -15,6 +15,10 @@ export interface Delivery {
   readonly body: string;
   /** every request header, as Node gives them */
   readonly headers: http.IncomingHttpHeaders;
+  /** the local address the request came in on (which host's path, when it listens on several) */
+  readonly via: string;
+  /** when it arrived, epoch ms */
+  readonly at: number;
 }
 
 export interface Answer {
@@ -42,6 +46,12 @@ export interface ReceiverOptions {
    * already accepted is a replay (the platform acts once), counted in `replays`
    */
   readonly idempotent?: boolean;
+  /**
+   * listen on these addresses (one port, the first's) instead of 127.0.0.1: each host
+   * of test/hosts.slow.test.ts reaches the receiver on its own link's address
+   */
+  readonly addresses?: readonly string[];
+  readonly port?: number;
 }
 
 export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ status: 200 }), options: ReceiverOptions = {}): Promise<Receiver> {
@@ -68,6 +78,8 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
         signature: req.headers['x-post-scheduler-signature'] as string | undefined,
         body,
         headers: req.headers,
+        via: req.socket.localAddress ?? '',
+        at: Date.now(),
       };
       deliveries.push(delivery);
       const answer = respond(delivery);
@@ -89,16 +101,26 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
     });
   });
   server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const [first = '127.0.0.1', ...others] = options.addresses ?? [];
+  const listen = (s: net.Server, address: string, at: number) =>
+    new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(at, address, resolve);
+    });
+  await listen(server, first, options.port ?? 0);
   const { port } = server.address() as AddressInfo;
+  // the other addresses: listeners whose connections the same server answers
+  const more = others.map(() => net.createServer((socket) => server.emit('connection', socket)));
+  await Promise.all(more.map((s, i) => listen(s, others[i] ?? '', port)));
   return {
-    url: `http://127.0.0.1:${port}/hook`,
+    url: `http://${first}:${port}/hook`,
     deliveries,
     accepted,
     replays,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
+        for (const s of more) s.close();
         server.close(() => resolve());
       }),
   };
