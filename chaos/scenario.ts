@@ -149,15 +149,27 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // Chaos: two hosts run cycles back to back while workers (and once a dispatcher) are
     // SIGKILLed and, on PostgreSQL, the server restarts once.
     const chaosEnds = Date.now() + options.chaosMs;
-    const hosts = ['host-a', 'host-b'].map((host) => processes.cronLoop({ ...env, SCHEDULER_HOST: host }, () => Date.now() < chaosEnds));
     const counts = { workersKilled: 0, dispatchersKilled: 0, dispatchersStopped: 0, databaseRestarts: 0 };
+    // On a slow machine the window can pass before a worker was alive to be killed: it
+    // then goes on (at most 3 more windows) until one is, so every run kills workers.
+    const inChaos = () => Date.now() < chaosEnds || (counts.workersKilled === 0 && Date.now() < chaosEnds + 3 * options.chaosMs);
+    const hosts = ['host-a', 'host-b'].map((host) => processes.cronLoop({ ...env, SCHEDULER_HOST: host }, inChaos));
     const stopDispatcherAt = Date.now() + options.chaosMs * 0.3;
     const restartAt = started + options.chaosMs * 0.4;
     const killDispatcherAt = Date.now() + options.chaosMs * 0.6;
-    while (Date.now() < chaosEnds) {
+    let restart: Promise<void> | null = null;
+    while (inChaos()) {
       await sleep(options.killEveryMs * (0.5 + random()));
-      const workers = processes.workers();
-      const victim = workers[Math.floor(random() * workers.length)];
+      // a kill falls on a worker: when none is alive at this moment (between cycles, or
+      // all still starting on a busy machine), it waits for one, up to killEveryMs
+      const lookUntil = Date.now() + options.killEveryMs;
+      let victim: number | undefined;
+      for (;;) {
+        const workers = processes.workers();
+        victim = workers[Math.floor(random() * workers.length)];
+        if (victim !== undefined || Date.now() >= lookUntil) break;
+        await sleep(20);
+      }
       if (victim !== undefined && kill(victim)) counts.workersKilled++;
       if (counts.dispatchersStopped === 0 && Date.now() >= stopDispatcherAt) {
         const dispatcher = processes.dispatchers()[0];
@@ -167,12 +179,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         const dispatcher = processes.dispatchers()[0];
         if (dispatcher !== undefined && kill(dispatcher)) counts.dispatchersKilled++;
       }
-      if (pg !== null && counts.databaseRestarts === 0 && Date.now() >= restartAt) {
+      if (pg !== null && restart === null && Date.now() >= restartAt) {
         log('[chaos] restarting PostgreSQL');
-        await pg.restart(500);
+        // not awaited here: kills go on while the server is down and comes back
+        restart = pg.restart(500);
         counts.databaseRestarts++;
       }
     }
+    await restart;
     await Promise.all(hosts);
     receiver.setFaults(false);
     log(`[chaos] chaos over after ${processes.cycles} cycles; settling without faults`);
