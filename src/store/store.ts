@@ -283,8 +283,8 @@ export interface Store {
    * What happened in the last `windowMs` (database's clock), in buckets of `bucketMs`:
    * posts that ended published or failed per bucket of their updated_at (non-empty
    * buckets only; at most the `limit` most recent such posts, read through the index of
-   * final states by updated_at), and the due count each cycle started with (cycles by
-   * started_at), oldest first.
+   * final states by updated_at), and the due count each cycle started with (the `limit`
+   * most recent cycles by started_at), oldest first.
    */
   activity(windowMs: number, bucketMs: number, limit: number): Promise<ActivityReport>;
 
