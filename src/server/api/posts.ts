@@ -95,7 +95,7 @@ export function registerPostRoutes(app: FastifyInstance, table: RouteTable, stor
       summary: 'Schedule a post (idempotent with key or Idempotency-Key)',
       body: s.SchedulePostBody,
       headers: [{ name: 'Idempotency-Key', description: 'the same as body.key (both given and different: 400)' }],
-      answers: { 201: s.ScheduledAnswer, 200: s.ScheduledAnswer },
+      answers: { 201: s.ScheduledAnswer, 200: s.ScheduledAnswer, 404: s.ErrorAnswer, 409: s.ErrorAnswer },
     },
     async ({ body, request, reply }) => {
       const header = request.headers['idempotency-key'];
