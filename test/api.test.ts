@@ -286,7 +286,8 @@ for (const dialect of DIALECTS) {
     it('needs the token (not /healthz, /openapi.json); refuses image paths without MEDIA_DIR; /openapi.json lists every route and its invalid requests get 400', async () => {
       const db = await createTestDatabase(dialect);
       dbs.push(db);
-      const env = testEnv(db.url, { API_TOKEN: TOKEN });
+      // a server whose local time is not UTC (from/to below)
+      const env = testEnv(db.url, { API_TOKEN: TOKEN, TZ: 'Asia/Tokyo' });
       const { proc, url } = await serve(env);
       try {
         const r = await run(['channels', 'add', '--name', 'spare', '--platform', 'file', '--path', path.join(outside, 'out2.jsonl')], env);
@@ -338,6 +339,19 @@ for (const dialect of DIALECTS) {
           }
         }
         assert.ok((paths['/api/posts']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('channel'));
+        // the answers that happen are listed
+        const answers = (m: string, p: string) => Object.keys((doc.json['paths'] as Record<string, Record<string, { responses: object }>>)[p]?.[m]?.responses ?? {}).sort();
+        assert.deepEqual(answers('post', '/api/posts'), ['200', '201', '400', '401', '403', '404', '409', '413', '415']);
+        assert.deepEqual(answers('patch', '/api/channels/{name}'), ['200', '400', '401', '403', '404', '409', '413', '415']);
+        assert.deepEqual(answers('get', '/api/status'), ['200', '401']);
+
+        // from/to as `at` reads them: UTC when no zone is given, whatever the server's TZ; never a number
+        const later = await api('POST', '/api/posts', { channel: 'spare', text: 'in 2030', at: '2030-01-01T10:00:00Z' });
+        assert.equal(later.status, 201, later.text);
+        const listed = (query: string) => api('GET', `/api/posts?${query}`);
+        assert.deepEqual(((await listed('from=2030-01-01T10:30')).json['posts'] as unknown[]).length, 0, 'read as 10:30 UTC, not 10:30 in Tokyo');
+        assert.deepEqual(((await listed('from=2030-01-01T09:30')).json['posts'] as { id: number }[]).map((p) => p.id), [Number(later.json['id'])]);
+        for (const bad of ['from=1', 'to=1', 'from=tomorrow', 'to=%2B1h']) assert.equal((await listed(bad)).status, 400, bad);
         assert.ok((paths['/api/posts/cancel']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('ids'));
       } finally {
         await stop(proc);
