@@ -22,7 +22,7 @@ export const ATTEMPT_REASONS = {
   rejected: 'the network refused the post (4xx)',
   /** the network failed (5xx) */
   server: 'the network answered with a server error (5xx)',
-  /** our own check: the content breaks the channel's limits, or an image cannot be used */
+  /** our own check: the content breaks the channel's limits, or an image cannot be used (its host refused it or failed: 4xx, 429, 5xx) */
   content: "the content breaks the channel's limits (our own check)",
   /** the channel is gone, disabled, of an unknown platform, or its settings do not fit */
   channel: 'the channel is gone, disabled or misconfigured',

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -49,6 +50,24 @@ function client(url: string, token: string | null) {
   };
 }
 
+/** One request with headers fetch will not send as given (Host, Origin, Sec-Fetch-Site): status and body. */
+function raw(url: string, method: string, route: string, headers: Record<string, string>, body?: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}${route}`, { method, headers: { ...headers, ...(method === 'GET' || method === 'HEAD' ? {} : { 'content-length': String(Buffer.byteLength(body ?? '')) }) }, timeout: 30_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${route}: no answer in 30 s`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The first bytes of a PNG: enough for the type check. */
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0]);
+
 for (const dialect of DIALECTS) {
   describe(`HTTP API on ${dialect}`, () => {
     const dbs: TestDatabase[] = [];
@@ -70,6 +89,7 @@ for (const dialect of DIALECTS) {
       const receiver = await startReceiver((d) => (d.body.includes('bad') ? { status: 400, body: '{"error":"no"}' } : { status: 200 }));
       const { proc, url } = await serve(env);
       const api = client(url, TOKEN);
+      /** every answer scanned for secrets: the channels', the posts' with their attempts */
       const channelAnswers: string[] = [];
       try {
         let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', `${receiver.url}/in?token=${URL_TOKEN}`, '--secret', SIGNING_SECRET], env);
@@ -158,6 +178,7 @@ for (const dialect of DIALECTS) {
 
         const shown = await api('GET', `/api/posts/${okId}`);
         assert.equal(shown.status, 200);
+        channelAnswers.push(shown.text, (await api('GET', `/api/posts/${badId}`)).text);
         const post = shown.json['post'] as Record<string, unknown>;
         assert.equal(post['status'], 'published');
         assert.equal(typeof post['publishedAt'], 'string');
@@ -248,6 +269,10 @@ for (const dialect of DIALECTS) {
         assert.deepEqual((activity.json['backlog'] as { due: number }[]).map((b) => b.due), [3]);
         assert.equal((await api('GET', '/api/activity?hours=49')).json['field'], 'hours');
         const status = await api('GET', '/api/status');
+        // no secret in what the status, a post's attempts or the server's log show
+        for (const text of [status.text, ...channelAnswers, proc.output()]) {
+          for (const secret of [URL_TOKEN, SIGNING_SECRET, TOKEN, '/in?', '/new?']) assert.ok(!text.includes(secret), `an answer or the log shows ${secret}: ${text.slice(0, 2000)}`);
+        }
         r = await run(['status', '--json'], env);
         const cli = JSON.parse(r.stdout) as { counts: unknown; database: string };
         assert.deepEqual(status.json['counts'], cli.counts);
@@ -261,7 +286,8 @@ for (const dialect of DIALECTS) {
     it('needs the token (not /healthz, /openapi.json); refuses image paths without MEDIA_DIR; /openapi.json lists every route and its invalid requests get 400', async () => {
       const db = await createTestDatabase(dialect);
       dbs.push(db);
-      const env = testEnv(db.url, { API_TOKEN: TOKEN });
+      // a server whose local time is not UTC (from/to below)
+      const env = testEnv(db.url, { API_TOKEN: TOKEN, TZ: 'Asia/Tokyo' });
       const { proc, url } = await serve(env);
       try {
         const r = await run(['channels', 'add', '--name', 'spare', '--platform', 'file', '--path', path.join(outside, 'out2.jsonl')], env);
@@ -313,7 +339,145 @@ for (const dialect of DIALECTS) {
           }
         }
         assert.ok((paths['/api/posts']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('channel'));
+        // the answers that happen are listed
+        const answers = (m: string, p: string) => Object.keys((doc.json['paths'] as Record<string, Record<string, { responses: object }>>)[p]?.[m]?.responses ?? {}).sort();
+        assert.deepEqual(answers('post', '/api/posts'), ['200', '201', '400', '401', '403', '404', '409', '413', '415']);
+        assert.deepEqual(answers('patch', '/api/channels/{name}'), ['200', '400', '401', '403', '404', '409', '413', '415']);
+        assert.deepEqual(answers('get', '/api/status'), ['200', '401']);
+
+        // from/to as `at` reads them: UTC when no zone is given, whatever the server's TZ; never a number
+        const later = await api('POST', '/api/posts', { channel: 'spare', text: 'in 2030', at: '2030-01-01T10:00:00Z' });
+        assert.equal(later.status, 201, later.text);
+        const listed = (query: string) => api('GET', `/api/posts?${query}`);
+        assert.deepEqual(((await listed('from=2030-01-01T10:30')).json['posts'] as unknown[]).length, 0, 'read as 10:30 UTC, not 10:30 in Tokyo');
+        assert.deepEqual(((await listed('from=2030-01-01T09:30')).json['posts'] as { id: number }[]).map((p) => p.id), [Number(later.json['id'])]);
+        for (const bad of ['from=1', 'to=1', 'from=tomorrow', 'to=%2B1h']) assert.equal((await listed(bad)).status, 400, bad);
         assert.ok((paths['/api/posts/cancel']?.['post']?.requestBody?.content['application/json'].schema.required ?? []).includes('ids'));
+      } finally {
+        await stop(proc);
+      }
+    });
+    it('without API_TOKEN: answers only to a loopback Host, refuses requests from other sites, takes HEAD and bodyless POSTs', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const env = testEnv(db.url, {});
+      delete env['API_TOKEN'];
+      const { proc, url } = await serve(env);
+      try {
+        const r = await run(['channels', 'add', '--name', 'spare', '--platform', 'file', '--path', path.join(outside, 'out3.jsonl')], env);
+        assert.equal(r.code, 0, r.stderr);
+        const api = client(url, null);
+        const made = await api('POST', '/api/posts', { channel: 'spare', text: 'x', at: '+1d' });
+        assert.equal(made.status, 201, made.text);
+        const id = Number(made.json['id']);
+        const host = new URL(url).host;
+        const port = new URL(url).port;
+        // a page of another site: a form-like text/plain body, an Origin, Sec-Fetch-Site
+        const refusals: [Record<string, string>, string | undefined][] = [
+          [{ host, 'content-type': 'text/plain', origin: 'https://evil.example' }, 'x'],
+          [{ host, 'content-type': 'text/plain' }, '{}'],
+          [{ host, 'content-type': 'application/x-www-form-urlencoded' }, 'a=b'],
+          [{ host, 'content-type': 'application/json', origin: 'https://evil.example' }, '{}'],
+          [{ host, origin: 'https://evil.example' }, undefined],
+          [{ host, 'sec-fetch-site': 'cross-site' }, undefined],
+          [{ host, 'sec-fetch-site': 'same-site' }, undefined],
+          [{ host, origin: `http://localhost:${Number(port) + 1}` }, undefined],
+        ];
+        for (const [headers, body] of refusals) {
+          const answer = await raw(url, 'POST', `/api/posts/${id}/cancel`, headers, body);
+          assert.equal(answer.status, 403, `${JSON.stringify(headers)}: ${answer.text}`);
+          assert.match(answer.text, /^\{"error":"forbidden: [^\n]+"\}$/);
+        }
+        // DNS rebinding: another name for this address is refused, reads too
+        for (const name of ['evil.example', `evil.example:${port}`, `127.0.0.1.evil.example:${port}`]) {
+          assert.equal((await raw(url, 'GET', '/api/posts', { host: name })).status, 403, name);
+        }
+        for (const name of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'localhost']) {
+          assert.equal((await raw(url, 'GET', '/api/posts', { host: name })).status, 200, name);
+        }
+        assert.equal(((await api('GET', `/api/posts/${id}`)).json['post'] as { status: string }).status, 'pending', 'none of them cancelled it');
+        // the same origin (the dashboard) and clients that send no Origin: taken
+        const head = await raw(url, 'HEAD', '/api/posts', { host });
+        assert.equal(head.status, 200);
+        const same = await raw(url, 'POST', '/api/posts', { host, 'content-type': 'application/json', origin: `http://${host}`, 'sec-fetch-site': 'same-origin' }, JSON.stringify({ channel: 'spare', text: 'y', at: '+1d' }));
+        assert.equal(same.status, 201, same.text);
+        const bodyless = await api('POST', `/api/posts/${id}/cancel`);
+        assert.deepEqual(bodyless.json, { id, status: 'cancelled' });
+      } finally {
+        await stop(proc);
+      }
+    });
+
+    it('image paths: inside MEDIA_DIR published; outside refused alike before any file is read; a symlink swapped in after scheduling is refused at publish time', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'api-media2-'));
+      const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'api-elsewhere-'));
+      try {
+        fs.mkdirSync(path.join(dir, 'pics'));
+        fs.writeFileSync(path.join(dir, 'pics', 'ok.png'), PNG);
+        fs.mkdirSync(path.join(dir, 'swap'));
+        fs.writeFileSync(path.join(dir, 'swap', 'x.png'), PNG);
+        fs.writeFileSync(path.join(elsewhere, 'x.png'), Buffer.concat([PNG, Buffer.from('private')]));
+        const out = path.join(elsewhere, 'out.jsonl');
+        const env = testEnv(db.url, { API_TOKEN: TOKEN, MEDIA_DIR: dir });
+        const { proc, url } = await serve(env);
+        try {
+          const r = await run(['channels', 'add', '--name', 'pics', '--platform', 'file', '--path', out], env);
+          assert.equal(r.code, 0, r.stderr);
+          const api = client(url, TOKEN);
+          // outside: one answer whether the file exists or not; an unknown channel is answered first
+          const exists = await api('POST', '/api/posts', { channel: 'pics', text: 'x', images: [{ source: '../../../../../../etc/passwd' }] });
+          const missing = await api('POST', '/api/posts', { channel: 'pics', text: 'x', images: [{ source: '../../../../../../etc/nonexistent' }] });
+          assert.deepEqual([exists.status, missing.status], [400, 400]);
+          assert.equal(exists.json['error'], missing.json['error']);
+          assert.equal(exists.json['error'], 'body.images.0.source: not a file inside MEDIA_DIR');
+          assert.equal((await api('POST', '/api/posts', { channel: 'nowhere', text: 'x', images: [{ source: '../../../../../../etc/passwd' }] })).status, 404);
+
+          const good = await api('POST', '/api/posts', { channel: 'pics', text: 'with a picture', images: [{ source: 'pics/ok.png', alt: 'ok' }] });
+          assert.equal(good.status, 201, good.text);
+          const swapped = await api('POST', '/api/posts', { channel: 'pics', text: 'swapped', images: [{ source: path.join(dir, 'swap', 'x.png') }] });
+          assert.equal(swapped.status, 201, swapped.text);
+          // after scheduling, the directory becomes a symlink to a directory outside
+          fs.rmSync(path.join(dir, 'swap'), { recursive: true });
+          fs.symlinkSync(elsewhere, path.join(dir, 'swap'));
+
+          const cron = await run(['cron'], env);
+          assert.ok(cron.code === 0 || cron.code === 1, cron.stdout + cron.stderr);
+          const published = await api('GET', `/api/posts/${Number(good.json['id'])}`);
+          assert.equal((published.json['post'] as { status: string }).status, 'published', published.text);
+          const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { text: string; images?: { filename: string; bytes: number }[] });
+          assert.deepEqual(lines.map((l) => [l.text, l.images?.map((i) => [i.filename, i.bytes])]), [['with a picture', [['ok.png', PNG.length]]]], 'the refused image was never published');
+          const refused = await api('GET', `/api/posts/${Number(swapped.json['id'])}`);
+          const post = refused.json['post'] as { status: string; lastError: string };
+          assert.equal(post.status, 'failed', refused.text);
+          assert.match(post.lastError, /not a file inside MEDIA_DIR/);
+          assert.ok(!refused.text.includes(elsewhere), 'the answer does not name where the symlink leads');
+        } finally {
+          await stop(proc);
+        }
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+        fs.rmSync(elsewhere, { recursive: true, force: true });
+      }
+    });
+
+    it('a webhook whose credentials cannot be opened (the key was lost) is rotated by giving both a new URL and a new secret', async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const lostKey = Buffer.alloc(32, 9).toString('base64'); // not the tests' own key
+      const r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', `http://127.0.0.1:9/in?token=${URL_TOKEN}`, '--secret', SIGNING_SECRET], testEnv(db.url, { POST_SCHEDULER_SECRET_KEY: lostKey }));
+      assert.equal(r.code, 0, r.stderr);
+      const env = testEnv(db.url, { API_TOKEN: TOKEN });
+      const { proc, url } = await serve(env);
+      try {
+        const api = client(url, TOKEN);
+        const one = await api('PATCH', '/api/channels/hook', { secret: 'a-new-signing-secret' });
+        assert.equal(one.status, 409, one.text);
+        assert.match(String(one.json['error']), /give both a new URL and a new secret/);
+        assert.ok(!String(one.json['error']).includes('--'), `no CLI flag in an API answer: ${one.text}`);
+        const both = await api('PATCH', '/api/channels/hook', { url: 'http://127.0.0.1:9/new', secret: 'a-new-signing-secret' });
+        assert.equal(both.status, 200, both.text);
       } finally {
         await stop(proc);
       }

@@ -51,15 +51,19 @@ describe('the dashboard in a browser', () => {
   let server: Running | undefined;
   let url = '';
   const browsers: Browser[] = [];
+  /** what the second test starts for itself */
+  const own: { dbs: TestDatabase[]; servers: Running[] } = { dbs: [], servers: [] };
   after(async () => {
     for (const b of browsers) await b.close();
-    if (server !== undefined) {
-      server.child.kill('SIGTERM');
-      await Promise.race([server.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
+    for (const s of [server, ...own.servers]) {
+      if (s === undefined) continue;
+      s.child.kill('SIGTERM');
+      await Promise.race([s.done, new Promise((r) => setTimeout(r, 10_000).unref())]);
     }
     killAll();
     await receiver?.close();
     await db?.drop();
+    for (const d of own.dbs) await d.drop();
   });
 
   it('shows the counts, the week ahead, failed posts with Retry, the cycles; post text stays text', async () => {
@@ -157,11 +161,23 @@ describe('the dashboard in a browser', () => {
 
   it('asks for the token when none is given, and again after a wrong one', async () => {
     if (!browserAvailable('the dashboard browser test')) return;
-    assert.notEqual(url, '', 'the first test started the server');
+    // its own database and server: it does not depend on the first test
+    const ownDb = await createTestDatabase('sqlite');
+    own.dbs.push(ownDb);
+    const env = testEnv(ownDb.url, { API_TOKEN: TOKEN });
+    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    const r = await run(['channels', 'add', '--name', 'later', '--platform', 'file', '--path', path.join(path.dirname(SCREENSHOT), 'login-test.jsonl')], env);
+    assert.equal(r.code, 0, r.stderr);
+    for (const text of ['one', 'two', 'three']) {
+      const s = await run(['schedule', '--channel', 'later', '--text', text, '--at', '+1d'], env);
+      assert.equal(s.code, 0, s.stderr);
+    }
+    const started = await serve(env);
+    own.servers.push(started.proc);
     const browser = await launchBrowser();
     browsers.push(browser);
     const { page } = browser;
-    await page.goto(`${url}/`);
+    await page.goto(`${started.url}/`);
     await page.locator('#login').waitFor({ state: 'visible' });
     assert.equal(await page.locator('#main').isVisible(), false, 'nothing is shown without the token');
     await page.fill('#token-input', 'wrong-token-0123456789');
@@ -170,7 +186,7 @@ describe('the dashboard in a browser', () => {
     await page.locator('#login').waitFor({ state: 'visible' });
     await page.fill('#token-input', TOKEN);
     await page.click('#login button[type="submit"]');
-    await seeText(count(page, 'published'), '3', 'the counts with the right token');
+    await seeText(count(page, 'scheduledLater'), '3', 'the counts with the right token');
     assert.equal(await page.locator('#login').isVisible(), false);
     assert.deepEqual(browser.dialogs, []);
   });

@@ -149,7 +149,7 @@ for (const dialect of DIALECTS) {
       const waiting = await schedule(env, '--channel', 'local', '--text', 'waiting', '--at', '+1h');
       let r = await run(['channels', 'remove', 'local'], env);
       assert.equal(r.code, 1);
-      assert.equal(r.stderr, 'post-scheduler: channel local has posts (1 pending): cancel them first, or add --cancel-posts\n');
+      assert.equal(r.stderr, 'post-scheduler: channel local has posts (1 pending): cancel them first, or remove it with its posts cancelled (--cancel-posts; cancelPosts=true over the API)\n');
       r = await ok(['channels', 'remove', 'local', '--cancel-posts'], env);
       assert.equal(r.stdout, 'Removed channel local (cancelled 1 posts)\n');
       r = await ok(['posts', 'show', String(done)], env);

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { loadConfig } from '../src/config.ts';
 import type { ContentRules } from '../src/content/check.ts';
 import { createLogger } from '../src/log.ts';
-import { RetryablePublishError, type LoadedImage, type Publisher, type PublishRequest } from '../src/publishers/publisher.ts';
+import { PermanentPublishError, RetryablePublishError, type LoadedImage, type Publisher, type PublishRequest } from '../src/publishers/publisher.ts';
 import type { Channel, ClaimedPost, OnUnknown, PostPart, PublishedPart } from '../src/types.ts';
 import { publishPost, type PublishDeps } from '../src/workers/publish-post.ts';
 
@@ -173,5 +173,26 @@ describe('publishPost: threads, images and limits', () => {
     const outcome = await publishPost(claimed([part('pic', [{ source: 'https://example.com/a.png', alt: '' }])], [], 'hold'), h.deps);
     assert.equal(outcome.kind, 'released', JSON.stringify(outcome));
     assert.equal(h.sent.length, 0);
+  });
+
+  it("an image host's 429, 403 or 5xx is the content's reason, never the channel's rate-limited or auth; an image timeout is a timeout", async () => {
+    const cases: [Error, string][] = [
+      [new RetryablePublishError('image https://img.example/a.png: HTTP 429'), 'content'],
+      [new RetryablePublishError('image https://img.example/a.png: HTTP 503'), 'content'],
+      [new PermanentPublishError('image https://img.example/a.png: HTTP 403'), 'content'],
+      [new RetryablePublishError('image https://img.example/a.png: no answer in time', null, false, false, 'timeout'), 'timeout'],
+      [new RetryablePublishError('image https://img.example/a.png: ECONNREFUSED', null, false, false, 'network'), 'network'],
+    ];
+    for (const [error, reason] of cases) {
+      const h = harness({
+        loadImage: async () => {
+          throw error;
+        },
+      });
+      const outcome = await publishPost(claimed([part('pic', [{ source: 'https://img.example/a.png', alt: '' }])], [], 'hold'), h.deps);
+      assert.ok(outcome.kind === 'retry' || outcome.kind === 'failed', JSON.stringify(outcome));
+      assert.equal(outcome.reason, reason, error.message);
+      assert.equal(h.sent.length, 0);
+    }
   });
 });

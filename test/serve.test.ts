@@ -95,7 +95,7 @@ for (const dialect of DIALECTS) {
         assert.equal(figures.get('post_scheduler_recent_worker_runs{result="succeeded"}'), last.workersSucceeded);
         assert.equal(figures.get(`post_scheduler_recent_cycles{exit_code="${last.exitCode}"}`), 1);
         assert.ok((figures.get('post_scheduler_lateness_seconds{quantile="1"}') ?? 0) >= 60, 'the post due a minute ago went out at least a minute late');
-        assert.equal(figures.get('post_scheduler_recent_failed_attempts{outcome="failed",platform="webhook",reason="rejected"}'), 2, 'the two 400s');
+        assert.equal(figures.get('post_scheduler_recent_unpublished_attempts{outcome="failed",platform="webhook",reason="rejected"}'), 2, 'the two 400s');
 
         // real failures, each with its reason: a 500, a 401, a 429 (then accepted), an answer past PUBLISH_TIMEOUT_MS
         const busy = new Set<number>();
@@ -119,6 +119,9 @@ for (const dialect of DIALECTS) {
           const roughEnv = { ...env, MAX_ATTEMPTS: '1', PUBLISH_TIMEOUT_MS: '500' };
           r = await run(['cron'], roughEnv);
           assert.ok(r.code === 0 || r.code === 1, r.stdout + r.stderr);
+          // the 429's wait counts while its post still waits (an alert on it fires now, not once the post ends)
+          const waiting = parseMetrics(await (await fetch(`${url}/metrics`, { headers: auth })).text());
+          assert.equal(waiting.get('post_scheduler_recent_unpublished_attempts{outcome="waited",platform="webhook",reason="rate-limited"}'), 1, 'the 429, its post still pending');
           // the 429 paused the channel for a second; the post waited with its attempt, then went out
           await waitFor('the post refused with a 429 goes out after the pause', async () => {
             await run(['cron'], roughEnv);
@@ -130,14 +133,14 @@ for (const dialect of DIALECTS) {
         r = await run(['status', '--json'], env);
         const after = (JSON.parse(r.stdout) as { counts: Record<string, number> }).counts;
         figures = parseMetrics(await (await fetch(`${url}/metrics`, { headers: auth })).text());
-        const failedBy = (outcome: string, reason: string) => figures.get(`post_scheduler_recent_failed_attempts{outcome="${outcome}",platform="webhook",reason="${reason}"}`);
+        const failedBy = (outcome: string, reason: string) => figures.get(`post_scheduler_recent_unpublished_attempts{outcome="${outcome}",platform="webhook",reason="${reason}"}`);
         assert.equal(failedBy('failed', 'auth'), 1, 'the 401');
         assert.equal(failedBy('unknown', 'server'), 1, 'the 500 (maybe delivered, held)');
         assert.equal(failedBy('unknown', 'timeout'), 1, 'the slow answer (maybe delivered, held)');
         assert.equal(failedBy('waited', 'rate-limited'), 1, 'the 429: a wait, not an attempt used up');
         // they agree with status --json: each failed and unknown post's last attempt is one of these
         assert.deepEqual([after['published'], after['failed'], after['unknown']], [3, 3, 2]);
-        const sum = (outcome: string) => [...figures].filter(([k]) => k.startsWith(`post_scheduler_recent_failed_attempts{outcome="${outcome}",`)).reduce((n, [, v]) => n + v, 0);
+        const sum = (outcome: string) => [...figures].filter(([k]) => k.startsWith(`post_scheduler_recent_unpublished_attempts{outcome="${outcome}",`)).reduce((n, [, v]) => n + v, 0);
         assert.equal(sum('failed'), after['failed']);
         assert.equal(sum('unknown'), after['unknown']);
         assert.equal(figures.get('post_scheduler_recent_attempts{outcome="published",platform="webhook"}'), after['published'], 'the existing series, whatever the reasons');

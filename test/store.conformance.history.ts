@@ -84,6 +84,11 @@ export function testHistoryStore(dialect: 'sqlite' | 'postgres'): void {
       // the limit bounds the posts read: the most recent one only
       const one = await store.activity(HOUR, MINUTE, 1);
       assert.equal(one.published.reduce((n, x) => n + x.posts, 0) + one.failed.reduce((n, x) => n + x.posts, 0), 1);
+      // and the cycles read: the newest ones, still oldest first
+      const later = await store.startCycle('host-a');
+      await store.finishCycle(later, { cycleId: later, pending: 7, workersSpawned: 1, workersSucceeded: 1, workersFailed: 0, recovered: 0, durationMs: 10, exitCode: 0, stopped: false, posts: { published: 0, retried: 0, failed: 0, held: 0 } }, []);
+      assert.deepEqual((await store.activity(HOUR, MINUTE, 1000)).backlog.map((x) => x.due), [4, 7]);
+      assert.deepEqual((await store.activity(HOUR, MINUTE, 1)).backlog.map((x) => x.due), [7], 'the newest cycle, not the oldest');
     });
   });
 }

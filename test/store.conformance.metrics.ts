@@ -111,5 +111,30 @@ export function testMetricsStore(dialect: 'sqlite' | 'postgres'): void {
         ],
       );
     });
+
+    it('counts the attempts of a post still pending (a 429 wait, refused credentials) at once, at most the limit most recent', async () => {
+      const { store } = await migrated();
+      const ch = await store.addChannel({ name: 'w', platform: 'webhook', settings: {}, onUnknown: 'retry' });
+      const [id] = await store.schedulePosts([{ channelId: ch.id, text: 'x', runAt: new Date(Date.now() - 1000) }]);
+      assert.ok(id !== undefined);
+      for (const reason of ['rate-limited', 'auth'] as const) {
+        const [c] = await store.claim('w', 1, 60_000);
+        assert.ok(c !== undefined && c.id === id);
+        await store.recordOutcomes('w', [{ kind: 'retry', postId: id, token: c.token, error: 'wait', delayMs: 0, unconfirmed: false, uncounted: true, reason }]);
+        await new Promise((r) => setTimeout(r, 5)); // the second ends later: "the most recent" is one
+      }
+      assert.equal((await store.getPost(id))?.status, 'pending');
+      const m = await store.metrics(HOUR, 1000);
+      assert.deepEqual(
+        m.attempts.map((x) => [x.outcome, x.platform, x.reason, x.attempts]).sort(),
+        [
+          ['waited', 'webhook', 'auth', 1],
+          ['waited', 'webhook', 'rate-limited', 1],
+        ],
+        'an alert on reason="auth" sees the wait while the post still waits',
+      );
+      const one = await store.metrics(HOUR, 1);
+      assert.deepEqual(one.attempts.map((x) => [x.reason, x.attempts]), [['auth', 1]], 'the most recent one only');
+    });
   });
 }

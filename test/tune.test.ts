@@ -99,6 +99,16 @@ describe('tune: recommendations from a history', () => {
     assert.deepEqual(settingsOf(history({ attempts }), { ...DEFAULTS, publishTimeoutMs: 50_000 }), [], 'already at WORKER_TIMEOUT_MS');
   });
 
+  it('a channel where every attempt timed out (none published): down, not slow, so no PUBLISH_TIMEOUT_MS raise', () => {
+    const attempts = times(5, { outcome: 'retry', reason: 'timeout', publishMs: 10_000 });
+    assert.deepEqual(settingsOf(history({ attempts })), []);
+  });
+
+  it("an image host's 429s (recorded as content) call for no rate limit on the channel", () => {
+    const attempts = [...times(10, {}), ...times(3, { outcome: 'retry', reason: 'content', publishMs: 5 })];
+    assert.deepEqual(settingsOf(history({ attempts })), []);
+  });
+
   it('429s on a channel: a rate limit below what the network took in its busiest minute, or below the current one', () => {
     const attempts = [...times(10, {}), ...times(3, { outcome: 'waited', reason: 'rate-limited', publishMs: 5 })];
     assert.deepEqual(settingsOf(history({ attempts })), [['rate_limit', 'default', '8/1m']], '10 went through within a minute: 80% of them');

@@ -112,7 +112,7 @@ export function registerPostsGroup(program: Command, globals: () => GlobalFlags)
       await withStore(config, async (store) => {
         let post;
         try {
-          post = await editPost(store, n, { ...(text === undefined ? {} : { text }), ...(runAt === undefined ? {} : { runAt }) }, { moduleDir: config.moduleDir });
+          post = await editPost(store, n, { ...(text === undefined ? {} : { text }), ...(runAt === undefined ? {} : { runAt }) }, { moduleDir: config.moduleDir, mediaDir: config.mediaDir });
         } catch (e) {
           if (e instanceof ContentError) throw new CliError(`--text does not fit channel ${e.channel}: ${e.problem.message}`);
           if (e instanceof OperationError) throw new CliError(e.message);

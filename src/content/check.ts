@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { MediaLimits } from '../publishers/publisher.ts';
 import type { PostPart } from '../types.ts';
-import { imageBytesProblem, imageName, isUrlSource, sniffImageType, SNIFF_BYTES, tooLarge } from './images.ts';
+import { imageBytesProblem, imageName, isUrlSource, MEDIA_PREFIX, MediaDirError, openImageFile, sniffImageType, SNIFF_BYTES, tooLarge } from './images.ts';
 
 /**
  * What a channel takes: its platform's text check, the images one part may carry (null:
@@ -40,6 +40,8 @@ export async function contentProblem(
   from = 0,
   /** the last part checked (default: to the end) */
   to = parts.length - 1,
+  /** where `media:` sources are (MEDIA_DIR), null: not set here */
+  mediaDir: string | null = null,
 ): Promise<ContentProblem | null> {
   const count = parts.length;
   if (count === 0) return { field: 'text', message: 'the post has no content' };
@@ -49,13 +51,13 @@ export async function contentProblem(
   for (const [index, part] of parts.entries()) {
     if (index < from || index > to) continue;
     const prefix = count > 1 ? `part ${index + 1} of ${count}: ` : '';
-    const problem = await partProblem(rules, part, settings);
+    const problem = await partProblem(rules, part, settings, mediaDir);
     if (problem !== null) return { field: problem.field, message: prefix + problem.message };
   }
   return null;
 }
 
-async function partProblem(rules: ContentRules, part: PostPart, settings: Record<string, unknown>): Promise<ContentProblem | null> {
+async function partProblem(rules: ContentRules, part: PostPart, settings: Record<string, unknown>, mediaDir: string | null): Promise<ContentProblem | null> {
   const text = rules.checkText(part.text, settings, part.images.length);
   if (text !== null) return { field: 'text', message: text };
   if (part.images.length === 0) return null;
@@ -67,24 +69,25 @@ async function partProblem(rules: ContentRules, part: PostPart, settings: Record
     if (image.alt.length > media.maxAltLength) {
       return { field: 'alt', message: `the alt text of image ${i + 1} (${name}) is ${image.alt.length} characters; ${rules.platform} takes at most ${media.maxAltLength}` };
     }
-    const problem = await sourceProblem(image.source, name, media, rules.platform);
+    const problem = await sourceProblem(image.source, name, media, rules.platform, mediaDir);
     if (problem !== null) return { field: 'images', message: problem };
   }
   return null;
 }
 
 /** Why an image's source cannot be read as an image (URLs: only their form), or null. */
-async function sourceProblem(source: string, name: string, media: MediaLimits, platform: string): Promise<string | null> {
+async function sourceProblem(source: string, name: string, media: MediaLimits, platform: string, mediaDir: string | null): Promise<string | null> {
   if (isUrlSource(source)) {
     if (!URL.canParse(source)) return `image ${name}: not a URL`;
     const protocol = new URL(source).protocol;
     return protocol === 'http:' || protocol === 'https:' ? null : `image ${name}: only a file path or an http(s) URL (not ${protocol})`;
   }
-  if (!path.isAbsolute(source)) return `image ${name}: not an absolute path`;
+  if (!source.startsWith(MEDIA_PREFIX) && !path.isAbsolute(source)) return `image ${name}: not an absolute path`;
   let handle: fs.FileHandle;
   try {
-    handle = await fs.open(source, 'r');
+    handle = await openImageFile(source, name, mediaDir);
   } catch (e) {
+    if (e instanceof MediaDirError) return e.message;
     const code = (e as NodeJS.ErrnoException).code;
     return code === 'ENOENT' ? `image ${name}: no such file` : `image ${name}: cannot read it (${code ?? String(e)})`;
   }

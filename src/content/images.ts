@@ -6,7 +6,8 @@ import type { PostImage } from '../types.ts';
 
 /**
  * Reading a post's images just before their part is sent: a file path (absolute, fixed
- * when the post was scheduled) or an http(s) URL fetched through the HTTP client and its
+ * when the post was scheduled), a file of MEDIA_DIR given over the API (`media:rel/path`,
+ * checked again once opened: see openImageFile) or an http(s) URL fetched through the HTTP client and its
  * SSRF guard. At most the platform's `maxBytes` are read; the type comes from the first
  * bytes, never from a name or a header. A missing file, a 4xx, a non-image or a too large
  * image fails the post (permanent); a 5xx or a connection failure may pass (retryable,
@@ -30,6 +31,55 @@ export function sniffImageType(bytes: Buffer): string | null {
 
 /** Bytes enough to tell an image's type. */
 export const SNIFF_BYTES = 12;
+
+/** How a source given over the API is stored: its path relative to MEDIA_DIR after this. */
+export const MEDIA_PREFIX = 'media:';
+
+/** A `media:` source that cannot be read inside MEDIA_DIR here: the message is whole. */
+export class MediaDirError extends Error {
+  override name = 'MediaDirError';
+}
+
+/**
+ * Opens an image file for reading: an absolute path as it is, or a `media:` source in
+ * this process's MEDIA_DIR, refused unless the file opened (whatever symlinks its path
+ * went through when it was opened) is inside MEDIA_DIR. Throws MediaDirError, or open's
+ * own error.
+ */
+export async function openImageFile(source: string, name: string, mediaDir: string | null): Promise<fs.FileHandle> {
+  if (!source.startsWith(MEDIA_PREFIX)) return fs.open(source, 'r');
+  if (mediaDir === null) throw new MediaDirError(`image ${name}: MEDIA_DIR is not set here`);
+  const rel = source.slice(MEDIA_PREFIX.length);
+  const outside = new MediaDirError(`image ${name}: not a file inside MEDIA_DIR`);
+  if (rel === '' || path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) throw outside;
+  let root: string;
+  try {
+    root = await fs.realpath(mediaDir);
+  } catch {
+    throw new MediaDirError(`image ${name}: MEDIA_DIR cannot be read`);
+  }
+  const handle = await fs.open(path.join(root, rel), 'r');
+  try {
+    if (await insideDir(handle, path.join(root, rel), root)) return handle;
+  } catch {
+    // unreadable: outside
+  }
+  await handle.close();
+  throw outside;
+}
+
+/** Whether the file open as `handle` is inside `root` (a realpath): the path the kernel opened, else the same inode as the file's realpath. */
+async function insideDir(handle: fs.FileHandle, file: string, root: string): Promise<boolean> {
+  const inside = (p: string) => p.startsWith(root + path.sep);
+  try {
+    return inside(await fs.readlink(`/proc/self/fd/${handle.fd}`));
+  } catch {
+    // no /proc: the realpath now must be inside and be the very file opened
+    const real = await fs.realpath(file);
+    const [opened, now] = [await handle.stat(), await fs.stat(real)];
+    return inside(real) && opened.dev === now.dev && opened.ino === now.ino;
+  }
+}
 
 /** Whether an image source is a URL (scheme://...) rather than a file path. */
 export function isUrlSource(source: string): boolean {
@@ -73,25 +123,28 @@ export interface ImageSource {
   readonly signal: AbortSignal;
   /** the channel opted in to private addresses (its `allow_private_network`) */
   readonly allowPrivateNetwork: boolean;
+  /** where `media:` sources are (MEDIA_DIR), null: not set here */
+  readonly mediaDir: string | null;
   readonly platform: string;
 }
 
 /** Reads one image for a part about to be sent (see the top of this file for what fails how). */
 export async function loadImage(image: PostImage, limits: MediaLimits, from: ImageSource): Promise<LoadedImage> {
   const name = imageName(image.source);
-  const bytes = isUrlSource(image.source) ? await fetchImage(image.source, name, limits, from) : await readImageFile(image.source, name, limits);
+  const bytes = isUrlSource(image.source) ? await fetchImage(image.source, name, limits, from) : await readImageFile(image.source, name, limits, from.mediaDir);
   const mimeType = sniffImageType(bytes);
   const problem = imageBytesProblem(name, mimeType, limits, from.platform);
   if (problem !== null || mimeType === null) throw new PermanentPublishError(problem ?? name);
   return { bytes, mimeType, alt: image.alt, filename: imageFilename(image.source) };
 }
 
-async function readImageFile(file: string, name: string, limits: MediaLimits): Promise<Buffer> {
-  if (!path.isAbsolute(file)) throw new PermanentPublishError(`image ${name}: not an absolute path`);
+async function readImageFile(file: string, name: string, limits: MediaLimits, mediaDir: string | null): Promise<Buffer> {
+  if (!file.startsWith(MEDIA_PREFIX) && !path.isAbsolute(file)) throw new PermanentPublishError(`image ${name}: not an absolute path`);
   let handle: fs.FileHandle;
   try {
-    handle = await fs.open(file, 'r');
+    handle = await openImageFile(file, name, mediaDir);
   } catch (e) {
+    if (e instanceof MediaDirError) throw new PermanentPublishError(e.message);
     throw new PermanentPublishError(`image ${name}: cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }
   try {
@@ -136,9 +189,9 @@ async function fetchImage(source: string, name: string, limits: MediaLimits, fro
             'allow it with ALLOW_PRIVATE_NETWORK=true or the channel\'s allow_private_network',
         );
       }
-      throw new RetryablePublishError(`image ${name}: ${e.timedOut ? 'no answer in time' : e.code ?? 'no answer'}`);
+      throw new RetryablePublishError(`image ${name}: ${e.timedOut ? 'no answer in time' : e.code ?? 'no answer'}`, null, false, false, e.timedOut ? 'timeout' : 'network');
     }
-    throw new RetryablePublishError(`image ${name}: ${e instanceof Error ? e.name : 'no answer'}`);
+    throw new RetryablePublishError(`image ${name}: ${e instanceof Error ? e.name : 'no answer'}`, null, false, false, 'network');
   }
   if (answer.status >= 500 || answer.status === 429 || answer.status === 408) throw new RetryablePublishError(`image ${name}: HTTP ${answer.status}`);
   if (answer.status !== 200) throw new PermanentPublishError(`image ${name}: HTTP ${answer.status}`);

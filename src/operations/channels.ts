@@ -38,7 +38,7 @@ export async function removeChannel(store: Store, name: string, cancelPosts: boo
     const counts = Object.entries(result.blocking)
       .map(([status, n]) => `${n} ${status}`)
       .join(', ');
-    const fix = (result.blocking.processing ?? 0) > 0 ? 'wait until the processing ones finish, then remove it' : 'cancel them first, or add --cancel-posts';
+    const fix = (result.blocking.processing ?? 0) > 0 ? 'wait until the processing ones finish, then remove it' : 'cancel them first, or remove it with its posts cancelled (--cancel-posts; cancelPosts=true over the API)';
     throw conflict(`channel ${name} has posts (${counts}): ${fix}`);
   }
   options.log?.info(`Removed channel ${name}${result.cancelled > 0 ? ` and cancelled ${result.cancelled} posts` : ''}`, { channel: name });
@@ -58,14 +58,15 @@ export async function rotateWebhook(
   options: OperationOptions & { readonly insecurePlaintext?: boolean } = {},
 ): Promise<Channel> {
   if (channel.platform !== 'webhook') throw invalid(`a new URL or secret is for webhook channels; ${channel.name} is ${channel.platform}`);
-  if ('url' in channel.settings || 'secret' in channel.settings) throw conflict(`channel ${channel.name} keeps its URL in plaintext settings: run channels rekey first`);
+  if ('url' in channel.settings || 'secret' in channel.settings) throw conflict(`channel ${channel.name} keeps its URL in plaintext settings: rekey it first (post-scheduler channels rekey)`);
   const vault = makeVault(secretKey);
   let current: Record<string, unknown> = {};
-  if (channel.credentials !== null) {
+  // both given: the old credentials are replaced whole, so a lost key does not stand in the way
+  if (channel.credentials !== null && (fresh.url === undefined || fresh.secret === undefined)) {
     try {
       current = vault.open(channel.credentials);
     } catch (e) {
-      throw conflict(`channel ${channel.name}: its credentials cannot be opened (${e instanceof Error ? e.message : String(e)}); give both --url-from and --secret-from`);
+      throw conflict(`channel ${channel.name}: its credentials cannot be opened (${e instanceof Error ? e.message : String(e)}); give both a new URL and a new secret`);
     }
   }
   const next = { ...current, ...(fresh.url === undefined ? {} : { url: fresh.url }), ...(fresh.secret === undefined ? {} : { secret: fresh.secret }) };
@@ -77,7 +78,7 @@ export async function rotateWebhook(
     throw invalid(e instanceof Error ? e.message : String(e));
   }
   if (vault.keyId === null && options.insecurePlaintext !== true) {
-    throw invalid('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32, or pass --insecure-plaintext)');
+    throw invalid('POST_SCHEDULER_SECRET_KEY is not set: credentials are stored encrypted (set it, e.g. openssl rand -base64 32; the CLI also takes --insecure-plaintext)');
   }
   await store.saveCredentials(channel.id, vault.keyId === null ? vault.sealPlain(next) : vault.seal(next));
   options.log?.info(`Channel ${channel.name}: new ${[fresh.url !== undefined && 'URL', fresh.secret !== undefined && 'secret'].filter((w) => w !== false).join(' and ')} stored`, { channel: channel.name });

@@ -24,6 +24,8 @@ export class ContentError extends OperationError {
 export interface OperationOptions {
   /** where module channels' user modules may be loaded from (MODULE_DIR) */
   readonly moduleDir?: string | null;
+  /** where `media:` image sources are (MEDIA_DIR) */
+  readonly mediaDir?: string | null;
   readonly log?: Logger;
 }
 
@@ -34,14 +36,14 @@ export async function channelNamed(store: Store, name: string): Promise<Channel>
   return channel;
 }
 
-async function checkContent(channel: Channel, parts: readonly PostPart[], moduleDir: string | null): Promise<void> {
+async function checkContent(channel: Channel, parts: readonly PostPart[], options: OperationOptions): Promise<void> {
   let rules;
   try {
-    rules = await rulesFor(channel, moduleDir);
+    rules = await rulesFor(channel, options.moduleDir ?? null);
   } catch (e) {
     throw invalid(`channel ${channel.name}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  const problem = rules === null ? null : await contentProblem(rules, parts, channel.settings);
+  const problem = rules === null ? null : await contentProblem(rules, parts, channel.settings, 0, parts.length - 1, options.mediaDir ?? null);
   if (problem !== null) throw new ContentError(channel.name, problem);
 }
 
@@ -81,7 +83,7 @@ export async function schedulePost(store: Store, input: ScheduleInput, options: 
   if (first === undefined) throw invalid('a post needs at least one part');
   if (input.key !== undefined && (input.key.length === 0 || input.key.length > MAX_KEY)) throw invalid(`a schedule key has 1 to ${MAX_KEY} characters`);
   const channel = await channelNamed(store, input.channel);
-  await checkContent(channel, input.parts, options.moduleDir ?? null);
+  await checkContent(channel, input.parts, options);
   const post = { channelId: channel.id, text: first.text, runAt: input.runAt, parts: input.parts };
   const warnings = channel.pausedAt != null ? [`channel ${channel.name} is paused: the post waits until \`channels resume ${channel.name}\``] : [];
   if (input.key === undefined) {
@@ -200,7 +202,7 @@ export async function editPost(store: Store, id: number, input: EditInput, optio
     const [first, ...rest] = post.parts;
     const parts = [{ text: input.text, images: first?.images ?? [] }, ...rest];
     const channel = (await store.listChannels()).find((c) => c.id === post.channelId);
-    if (channel !== undefined) await checkContent(channel, parts, options.moduleDir ?? null);
+    if (channel !== undefined) await checkContent(channel, parts, options);
     content = { text: input.text, parts };
   }
   const result = await store.editPost(id, { ...(content === undefined ? {} : { content }), ...(input.runAt === undefined ? {} : { runAt: input.runAt }) });

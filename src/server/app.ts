@@ -3,6 +3,7 @@ import type { Config } from '../config.ts';
 import { bearerMatches } from './auth.ts';
 import { DASHBOARD_ROUTES, dashboardPlugin } from './dashboard/plugin.ts';
 import { buildMetrics } from './metrics.ts';
+import { crossSiteRefusal } from './origin.ts';
 import type { StoreSource } from './store-source.ts';
 import { registerChannelRoutes } from './api/channels.ts';
 import { installErrorHandler } from './api/errors.ts';
@@ -24,7 +25,8 @@ const OPEN_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/openapi.json', .
  * The HTTP server of `serve`: /healthz (no token), /metrics (Prometheus text), the JSON
  * API under /api/ and its OpenAPI document at /openapi.json (no token), and the dashboard
  * at / (its static files need no token). With API_TOKEN set, every other route requires
- * `Authorization: Bearer <API_TOKEN>`.
+ * `Authorization: Bearer <API_TOKEN>`. Requests from other sites are refused first
+ * (src/server/origin.ts).
  */
 export function buildApp(stores: StoreSource, config: Config, version = 'unknown'): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
@@ -33,6 +35,11 @@ export function buildApp(stores: StoreSource, config: Config, version = 'unknown
   const token = config.apiToken;
 
   app.addHook('onRequest', async (request, reply) => {
+    const refused = crossSiteRefusal(request, token !== null);
+    if (refused !== null) {
+      await reply.code(403).send({ error: refused });
+      return;
+    }
     if (token === null || OPEN_ROUTES.has(request.routeOptions.url ?? '')) return;
     if (!bearerMatches(request.headers.authorization, token)) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized: send Authorization: Bearer <API_TOKEN>' });

@@ -53,15 +53,15 @@ export function buildMetrics(stores: StoreSource): Registry {
     const m = (await snapshot()).metrics;
     g.set(m.oldestDueAt === null ? 0 : Math.max(0, m.now.getTime() - m.oldestDueAt.getTime()) / 1000);
   });
-  gauge(registry, 'post_scheduler_recent_attempts', 'Attempts that ended in the last hour (of the posts that ended or went unknown in it) by outcome and platform', ['outcome', 'platform'], async (g) => {
+  gauge(registry, 'post_scheduler_recent_attempts', 'Attempts that ended in the last hour (whatever their post\'s state now) by outcome and platform', ['outcome', 'platform'], async (g) => {
     for (const a of (await snapshot()).metrics.attempts) g.inc({ outcome: a.outcome, platform: a.platform ?? '(none)' }, a.attempts);
   });
   // A gauge, not a `_total` counter: it is read from the database over a sliding hour, so
   // it goes down as attempts leave the window (rate() over a counter would misread that).
   gauge(
     registry,
-    'post_scheduler_recent_failed_attempts',
-    `Those attempts that did not publish, by outcome, platform and reason (${REASONS.join(', ')})`,
+    'post_scheduler_recent_unpublished_attempts',
+    `Those attempts that did not publish (failed, retry, waited, unknown, expired), by outcome, platform and reason (${REASONS.join(', ')})`,
     ['outcome', 'platform', 'reason'],
     async (g) => {
       for (const a of (await snapshot()).metrics.attempts) {

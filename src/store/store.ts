@@ -181,10 +181,9 @@ export interface Store {
    * The posts that wait (pending, processing, unknown) by state and channel, each
    * state counted through its partial index, and the run_at of the oldest due post.
    * `attempts`: the attempts, by outcome, channel platform and reason, that ended within the
-   * last `windowMs` of the posts that ended (or went unknown) in that window, at most
-   * the `limit` most recent such posts (read through the indexes of final and unknown
-   * states by updated_at, then post_attempts by post): a retry of a post still pending
-   * is counted once the post ends.
+   * last `windowMs`, at most the `limit` most recent (read through post_attempts by
+   * finished_at), whatever their post's state: a wait or a retry of a post still pending
+   * counts as soon as it ends.
    */
   metrics(windowMs: number, limit: number): Promise<MetricsSnapshot>;
   // ---- tune (src/tune): the history its recommendations are computed from ----
@@ -283,8 +282,8 @@ export interface Store {
    * What happened in the last `windowMs` (database's clock), in buckets of `bucketMs`:
    * posts that ended published or failed per bucket of their updated_at (non-empty
    * buckets only; at most the `limit` most recent such posts, read through the index of
-   * final states by updated_at), and the due count each cycle started with (cycles by
-   * started_at), oldest first.
+   * final states by updated_at), and the due count each cycle started with (the `limit`
+   * most recent cycles by started_at), oldest first.
    */
   activity(windowMs: number, bucketMs: number, limit: number): Promise<ActivityReport>;
 

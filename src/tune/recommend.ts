@@ -133,7 +133,8 @@ function idleRule(f: Figures, s: TuneSettings): Recommendation | null {
 function timeoutRule(f: Figures, s: TuneSettings): Recommendation | null {
   const slow = f.channels
     .map((c) => ({ c, timeouts: c.reasons.timeout ?? 0 }))
-    .filter(({ c, timeouts }) => timeouts > 0 && timeouts / c.attempts >= TIMEOUT_SHARE)
+    // a channel none of whose attempts published is down, not slow: a longer wait would not help
+    .filter(({ c, timeouts }) => timeouts > 0 && timeouts / c.attempts >= TIMEOUT_SHARE && c.publishP90Ms !== null)
     .sort((a, b) => b.timeouts / b.c.attempts - a.timeouts / a.c.attempts);
   const worst = slow[0];
   if (worst === undefined) return null;

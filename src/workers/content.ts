@@ -19,7 +19,7 @@ export function workerContent(
   workerId: string,
   store: Store,
   moduleFor: (platform: string) => Promise<PublisherModule | null>,
-): { deps(signal: AbortSignal): Pick<PublishDeps, 'contentRules' | 'loadImage' | 'recordPart'>; close(): Promise<void> } {
+): { deps(signal: AbortSignal): Pick<PublishDeps, 'contentRules' | 'mediaDir' | 'loadImage' | 'recordPart'>; close(): Promise<void> } {
   let http: HttpClient | null = null;
   const contentRules = async (channel: Channel): Promise<ContentRules | null> => {
     if (channel.platform === 'module') return rulesFor(channel, config.moduleDir);
@@ -29,9 +29,10 @@ export function workerContent(
   return {
     deps: (signal) => ({
       contentRules,
+      mediaDir: config.mediaDir,
       loadImage: (image, limits, channel) => {
         http ??= createHttpClient({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency, allowPrivateNetwork: config.allowPrivateNetwork });
-        return loadImage(image, limits, { http, signal, platform: channel.platform, allowPrivateNetwork: channel.settings['allow_private_network'] === true });
+        return loadImage(image, limits, { http, signal, platform: channel.platform, allowPrivateNetwork: channel.settings['allow_private_network'] === true, mediaDir: config.mediaDir });
       },
       recordPart: (postId, token, index, part) => store.recordPart(workerId, postId, token, index, part),
     }),

@@ -57,6 +57,8 @@ export interface PublishDeps {
   readonly rateGate?: RateGate;
   /** what the channel takes (content/rules.ts); null for a platform nobody knows */
   contentRules(channel: Channel): Promise<ContentRules | null>;
+  /** where `media:` image sources are (MEDIA_DIR); absent: not set */
+  readonly mediaDir?: string | null;
   /** reads one image of a part about to be sent (content/images.ts) */
   loadImage(image: PostImage, limits: MediaLimits, channel: Channel): Promise<LoadedImage>;
   /** puts one published part of a thread on record (fenced: false when the claim is no longer ours) */
@@ -171,7 +173,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const unsentFrom = Math.min(post.publishedParts.length, parts.length);
   const checkFrom = mayBeOut && channel.onUnknown !== 'retry' ? unsentFrom + 1 : unsentFrom;
   const contentFailure = async (from: number, only?: number): Promise<Outcome | null> => {
-    const problem = await contentProblem(contentRules, parts, channel.settings, from, only);
+    const problem = await contentProblem(contentRules, parts, channel.settings, from, only, deps.mediaDir ?? null);
     return problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`, 'content');
   };
   const unfit = await contentFailure(checkFrom);
@@ -285,7 +287,10 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
         if (deps.signal.aborted) return { kind: 'released', ...base };
         if (e instanceof PermanentPublishError) return fail(`${label}${e.message}`, 'content');
-        return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false, reasonOf(e));
+        // an image host's answer (its 429, 403, 5xx) says nothing of the channel: content,
+        // unless the image could not be reached at all (timeout, network)
+        const reason = e instanceof RetryablePublishError && (e.reason === 'timeout' || e.reason === 'network') ? e.reason : 'content';
+        return retryOrGiveUp(`${label}${errorMessage(e)}`, e instanceof RetryablePublishError ? e.retryAfterMs : null, false, reason);
       }
     }
 

@@ -41,6 +41,8 @@ export function openApiDocument(table: RouteTable, version: string): Record<stri
         ...Object.fromEntries(Object.entries(r.answers).map(([status, schema]) => [status, { description: `HTTP ${status}`, content: { 'application/json': { schema: convert(schema) } } }])),
         ...(r.params !== undefined || r.query !== undefined || r.body !== undefined ? { 400: { $ref: '#/components/responses/Invalid' } } : {}),
         401: { $ref: '#/components/responses/Unauthorized' },
+        ...(r.method === 'GET' ? {} : { 403: { $ref: '#/components/responses/CrossSite' } }),
+        ...(r.body === undefined ? {} : { 413: { $ref: '#/components/responses/TooLarge' }, 415: { $ref: '#/components/responses/NotJson' } }),
       },
     };
     if (r.body !== undefined) operation['requestBody'] = { required: true, content: { 'application/json': { schema: convert(r.body) } } };
@@ -56,6 +58,9 @@ export function openApiDocument(table: RouteTable, version: string): Record<stri
       responses: {
         Invalid: { description: 'invalid input: the error names the field and the reason', content: { 'application/json': { schema: error } } },
         Unauthorized: { description: 'API_TOKEN is set and the request did not carry it', content: { 'application/json': { schema: error } } },
+        CrossSite: { description: 'from another site: a body that is not application/json, Sec-Fetch-Site cross-site or same-site, an Origin other than this server (or, without API_TOKEN, a Host other than loopback)', content: { 'application/json': { schema: error } } },
+        TooLarge: { description: 'the body is over 1 MiB', content: { 'application/json': { schema: error } } },
+        NotJson: { description: 'the body is not application/json', content: { 'application/json': { schema: error } } },
       },
     },
     security: [{ bearer: [] }],

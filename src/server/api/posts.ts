@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import * as v from 'valibot';
 import type { Config } from '../../config.ts';
-import { ContentError, cancelPosts, editPost, listPosts, markPublished, retryPosts, schedulePost, showPost } from '../../operations/posts.ts';
+import { ContentError, cancelPosts, channelNamed, editPost, listPosts, markPublished, retryPosts, schedulePost, showPost } from '../../operations/posts.ts';
 import { conflict, notFound } from '../../operations/errors.ts';
 import type { Post, PostImage, PostPart, PostStatus } from '../../types.ts';
 import { parseWhen } from '../../when.ts';
@@ -63,15 +63,22 @@ function single(id: number, refused: readonly { id: number; status: PostStatus |
   throw conflict(`post ${id} is ${r.status}; ${rule}`);
 }
 
+/** from/to of the list, validated by the schema already: read with the same rules. */
+function queryTime(value: string, field: string): Date {
+  const date = s.isoDate(value);
+  if (date === null) throw new ApiError(400, `query.${field}: must be an ISO-8601 time`, field);
+  return date;
+}
+
 export function registerPostRoutes(app: FastifyInstance, table: RouteTable, stores: StoreSource, config: Config): void {
-  const options = { moduleDir: config.moduleDir };
+  const options = { moduleDir: config.moduleDir, mediaDir: config.mediaDir };
 
   route(app, table, { method: 'GET', url: '/api/posts', summary: 'List posts (filters combine; keyset pages)', query: s.ListPostsQuery, answers: { 200: s.PostPageAnswer } }, async ({ query }) => {
     const page = await listPosts(await stores.get(), {
       ...(query.status === undefined ? {} : { statuses: query.status.split(',').map((x) => x.trim() as PostStatus) }),
       ...(query.channel === undefined ? {} : { channel: query.channel }),
-      ...(query.from === undefined ? {} : { from: new Date(query.from) }),
-      ...(query.to === undefined ? {} : { to: new Date(query.to) }),
+      ...(query.from === undefined ? {} : { from: queryTime(query.from, 'from') }),
+      ...(query.to === undefined ? {} : { to: queryTime(query.to, 'to') }),
       ...(query.order === undefined ? {} : { order: query.order }),
       ...(query.limit === undefined ? {} : { limit: Number(query.limit) }),
       ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
@@ -88,7 +95,7 @@ export function registerPostRoutes(app: FastifyInstance, table: RouteTable, stor
       summary: 'Schedule a post (idempotent with key or Idempotency-Key)',
       body: s.SchedulePostBody,
       headers: [{ name: 'Idempotency-Key', description: 'the same as body.key (both given and different: 400)' }],
-      answers: { 201: s.ScheduledAnswer, 200: s.ScheduledAnswer },
+      answers: { 201: s.ScheduledAnswer, 200: s.ScheduledAnswer, 404: s.ErrorAnswer, 409: s.ErrorAnswer },
     },
     async ({ body, request, reply }) => {
       const header = request.headers['idempotency-key'];
@@ -97,6 +104,8 @@ export function registerPostRoutes(app: FastifyInstance, table: RouteTable, stor
       const key = body.key ?? headerKey;
       if (key !== undefined && (key.length === 0 || key.length > 200)) throw new ApiError(400, 'headers.idempotency-key: 1 to 200 characters', 'key');
       const now = new Date();
+      // an unknown channel is refused before any image path is looked at
+      await channelNamed(await stores.get(), body.channel);
       const parts = await partsOf(body, config.mediaDir);
       const exactTime = body.at !== undefined && body.at !== 'now' && !body.at.startsWith('+');
       let done;

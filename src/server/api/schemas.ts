@@ -23,12 +23,23 @@ const whenString = (field: string) =>
     v.description('now, +30s, +5m, +2h, +1d or an ISO-8601 time (UTC when it has no zone)'),
   );
 
+/** An ISO-8601 time as `at` takes one (parseWhen's rules: UTC when it has no zone); parse it with isoDate. */
 const isoTime = (field: string) =>
   v.pipe(
     v.string(`${field} must be a string`),
-    v.check((s) => !Number.isNaN(Date.parse(s)), `${field} must be an ISO-8601 time`),
-    v.description('an ISO-8601 time'),
+    v.check((s) => isoDate(s) !== null, `${field} must be an ISO-8601 time such as 2026-12-01T09:00:00Z (UTC when it has no zone)`),
+    v.description('an ISO-8601 time (UTC when it has no zone)'),
   );
+
+/** The time an ISO-8601 string names, read as `at` reads it (never now or +1h), or null. */
+export function isoDate(s: string): Date | null {
+  if (s.trim() === '' || s.trim() === 'now' || s.trim().startsWith('+')) return null;
+  try {
+    return parseWhen(s);
+  } catch {
+    return null;
+  }
+}
 
 const text = v.pipe(v.string('text must be a string'), v.maxLength(MAX_TEXT, `text is longer than ${MAX_TEXT} characters`));
 

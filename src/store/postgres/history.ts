@@ -31,11 +31,11 @@ export function makePostgresHistory(q: Query): Pick<Store, 'recentCycles' | 'act
           GROUP BY 1, p.status`,
         [bucketMs, from, limit],
       );
-      const cycles = await q<{ started_at: Date; pending: number | null }>('SELECT started_at, pending FROM cycles WHERE started_at >= $1 ORDER BY started_at, id LIMIT $2', [
+      const cycles = await q<{ started_at: Date; pending: number | null }>('SELECT started_at, pending FROM cycles WHERE started_at >= $1 ORDER BY started_at DESC, id DESC LIMIT $2', [
         from,
         limit,
       ]);
-      return { from, to, ...seriesOf(rows), backlog: cycles.map((c) => ({ at: c.started_at, due: c.pending ?? 0 })) };
+      return { from, to, ...seriesOf(rows), backlog: cycles.reverse().map((c) => ({ at: c.started_at, due: c.pending ?? 0 })) }; // the newest `limit`, oldest first
     },
   };
 }

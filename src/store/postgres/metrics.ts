@@ -22,16 +22,15 @@ export function makePostgresMetrics(q: Query): Pick<Store, 'metrics'> {
       const [oldest] = await q<{ at: Date | null; now: Date }>(
         "SELECT (SELECT min(run_at) FROM post_schedule WHERE status = 'pending' AND run_at <= now()) AS at, now() AS now",
       );
-      const part = (states: string) => `
-          SELECT a.outcome, ch.platform, a.reason, count(*) AS n, count(a.started_at) AS timed,
-                 coalesce(sum(extract(epoch FROM a.finished_at - a.started_at) * 1000), 0)::float8 AS ms
-            FROM (SELECT id, channel_id FROM post_schedule WHERE ${states} AND updated_at >= now() - $1 * interval '1 millisecond'
-                   ORDER BY updated_at DESC LIMIT $2) p
-            JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= now() - $1 * interval '1 millisecond'
-            LEFT JOIN channels ch ON ch.id = p.channel_id
-           GROUP BY a.outcome, ch.platform, a.reason`;
+      // the most recent attempts through post_attempts_finished, whatever their post's state
       const attempts = await q<{ outcome: string; platform: string | null; reason: string | null; n: number; timed: number; ms: number }>(
-        `${part("status IN ('published', 'failed', 'cancelled')")} UNION ALL ${part("status = 'unknown'")}`,
+        `SELECT a.outcome, ch.platform, a.reason, count(*) AS n, count(a.started_at) AS timed,
+                coalesce(sum(extract(epoch FROM a.finished_at - a.started_at) * 1000), 0)::float8 AS ms
+           FROM (SELECT post_id, outcome, reason, started_at, finished_at FROM post_attempts
+                  WHERE finished_at >= now() - $1 * interval '1 millisecond' ORDER BY finished_at DESC LIMIT $2) a
+           LEFT JOIN post_schedule p ON p.id = a.post_id
+           LEFT JOIN channels ch ON ch.id = p.channel_id
+          GROUP BY a.outcome, ch.platform, a.reason`,
         [windowMs, limit],
       );
       return {

@@ -33,7 +33,7 @@ export function makeSqliteHistory(stmt: (text: string) => Database.Statement, re
             WHERE p.status IN ('published', 'failed')
             GROUP BY at, p.status`,
         ).all(bucketMs, bucketMs, from, limit) as { at: number; status: string; n: number }[];
-        const cycles = stmt('SELECT started_at, pending FROM cycles WHERE started_at >= ? ORDER BY started_at, id LIMIT ?').all(from, limit) as {
+        const cycles = stmt('SELECT started_at, pending FROM cycles WHERE started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?').all(from, limit) as {
           started_at: number;
           pending: number | null;
         }[];
@@ -41,7 +41,8 @@ export function makeSqliteHistory(stmt: (text: string) => Database.Statement, re
           from: new Date(from),
           to: new Date(to),
           ...seriesOf(rows),
-          backlog: cycles.map((c) => ({ at: new Date(c.started_at), due: c.pending ?? 0 })),
+          // the newest `limit`, oldest first
+          backlog: cycles.reverse().map((c) => ({ at: new Date(c.started_at), due: c.pending ?? 0 })),
         };
       });
     },

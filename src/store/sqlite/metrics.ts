@@ -24,23 +24,16 @@ export function makeSqliteMetrics(stmt: (text: string) => Database.Statement, re
         );
         const oldest = stmt("SELECT min(run_at) AS at FROM post_schedule WHERE status = 'pending' AND run_at <= ?").get(now) as { at: number | null };
         const since = now - windowMs;
-        // each state as its partial index states it, so SQLite reads the index
+        // the most recent attempts through post_attempts_finished, whatever their post's state
         const attempts = stmt(
           `SELECT a.outcome, ch.platform, a.reason, count(*) AS n,
                   count(a.started_at) AS timed, coalesce(sum(a.finished_at - a.started_at), 0) AS ms
-             FROM (SELECT id, channel_id FROM post_schedule WHERE status IN ('published', 'failed', 'cancelled') AND updated_at >= ?
-                    ORDER BY updated_at DESC LIMIT ?) p
-             JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
-             LEFT JOIN channels ch ON ch.id = p.channel_id
-            GROUP BY a.outcome, ch.platform, a.reason
-           UNION ALL
-           SELECT a.outcome, ch.platform, a.reason, count(*), count(a.started_at), coalesce(sum(a.finished_at - a.started_at), 0)
-             FROM (SELECT id, channel_id FROM post_schedule WHERE status = 'unknown' AND updated_at >= ?
-                    ORDER BY updated_at DESC LIMIT ?) p
-             JOIN post_attempts a ON a.post_id = p.id AND a.finished_at >= ?
+             FROM (SELECT post_id, outcome, reason, started_at, finished_at FROM post_attempts WHERE finished_at >= ?
+                    ORDER BY finished_at DESC LIMIT ?) a
+             LEFT JOIN post_schedule p ON p.id = a.post_id
              LEFT JOIN channels ch ON ch.id = p.channel_id
             GROUP BY a.outcome, ch.platform, a.reason`,
-        ).all(since, limit, since, since, limit, since) as { outcome: string; platform: string | null; reason: string | null; n: number; timed: number; ms: number }[];
+        ).all(since, limit) as { outcome: string; platform: string | null; reason: string | null; n: number; timed: number; ms: number }[];
         return {
           waiting,
           oldestDueAt: oldest.at === null ? null : new Date(oldest.at),
