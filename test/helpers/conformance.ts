@@ -2,6 +2,7 @@ import { after, afterEach } from 'node:test';
 import { parseDatabaseUrl } from '../../src/config.ts';
 import { openStore } from '../../src/store/open.ts';
 import type { Store } from '../../src/store/store.ts';
+import type { Channel } from '../../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './databases.ts';
 
 /**
@@ -30,5 +31,20 @@ export function migratedStores(dialect: 'sqlite' | 'postgres'): () => Promise<{ 
     const store = await connect();
     await store.migrate();
     return { db, store, connect };
+  };
+}
+
+/**
+ * migratedStores, each fresh database with one channel, `main` (file, on_unknown retry):
+ * where most tests of the suite start from.
+ */
+export function storesWithChannel(
+  dialect: 'sqlite' | 'postgres',
+): () => Promise<{ db: TestDatabase; store: Store; channel: Channel; connect: () => Promise<Store> }> {
+  const migrated = migratedStores(dialect);
+  return async () => {
+    const { db, store, connect } = await migrated();
+    const channel = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'retry' });
+    return { db, store, channel, connect };
   };
 }

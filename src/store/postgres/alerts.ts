@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import type { AlertCandidate, Store } from '../store.ts';
-
-type Query = <R>(text: string, values?: unknown[]) => Promise<R[]>;
+import type { AlertStore } from '../concerns/alerts.ts';
+import type { AlertCandidate } from '../store.ts';
+import type { PostgresConnection } from './connection.ts';
 
 /**
- * Alerts on PostgreSQL (see Store.unalertedOutcomes, scheduleAlerts). Each alert is one
+ * Alerts on PostgreSQL (see AlertStore). Each alert is one
  * statement: its `alerts` row (post id, claim token) first, ON CONFLICT DO NOTHING, and
  * the alert post only from the row inserted. A second dispatcher inserting the same row
  * waits for the first to commit, then inserts nothing.
  */
-export function makePostgresAlerts(q: Query): Pick<Store, 'unalertedOutcomes' | 'scheduleAlerts'> {
+export function makePostgresAlerts(c: PostgresConnection): AlertStore {
+  const { q } = c;
   return {
     async unalertedOutcomes(alertChannelId, withinMs, limit) {
       // one branch per status, each served by its partial index on updated_at

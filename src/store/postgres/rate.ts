@@ -1,14 +1,14 @@
 import type { StatusReport } from '../../types.ts';
-import type { Store } from '../store.ts';
-
-type Query = <R>(text: string, values?: unknown[]) => Promise<R[]>;
+import type { RateStore } from '../concerns/rate.ts';
+import type { PostgresConnection } from './connection.ts';
 
 /**
- * Rate windows and channel pauses on PostgreSQL (see Store.takeRateSlot): a take is one
+ * Rate windows and channel pauses on PostgreSQL (see RateStore): a take is one
  * call of take_rate_slot (migration 6), which locks the windows' rows and reads the
  * database's clock, so workers on every host share the same windows.
  */
-export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'acquireSendSlot' | 'releaseSendSlot' | 'pauseChannel'> & { pausedChannels(): Promise<StatusReport['pausedChannels']> } {
+export function makePostgresRate(c: PostgresConnection): RateStore {
+  const { q } = c;
   return {
     async takeRateSlot(channelId, keys) {
       // take_rate_slot returns minus the slot's time when it grants one, else the wait
@@ -68,12 +68,14 @@ export function makePostgresRate(q: Query): Pick<Store, 'takeRateSlot' | 'settle
         [channelId, Math.max(0, Math.round(delayMs)), reason],
       );
     },
-
-    async pausedChannels() {
-      const rows = await q<{ name: string; paused_until: Date; pause_reason: string | null }>(
-        'SELECT name, paused_until, pause_reason FROM channels WHERE paused_until > now() ORDER BY paused_until, name',
-      );
-      return rows.map((r) => ({ channel: r.name, until: r.paused_until, reason: r.pause_reason }));
-    },
   };
+}
+
+/** The channels a network's 429 paused until a time still ahead (status shows them). */
+export async function postgresPausedChannels(c: PostgresConnection): Promise<StatusReport['pausedChannels']> {
+  const { q } = c;
+  const rows = await q<{ name: string; paused_until: Date; pause_reason: string | null }>(
+    'SELECT name, paused_until, pause_reason FROM channels WHERE paused_until > now() ORDER BY paused_until, name',
+  );
+  return rows.map((r) => ({ channel: r.name, until: r.paused_until, reason: r.pause_reason }));
 }

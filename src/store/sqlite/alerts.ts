@@ -1,17 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import type Database from 'better-sqlite3';
-import type { AlertCandidate, Store } from '../store.ts';
+import type { AlertStore } from '../concerns/alerts.ts';
+import type { AlertCandidate } from '../store.ts';
+import type { SqliteConnection } from './connection.ts';
 
 /**
- * Alerts on SQLite (see Store.unalertedOutcomes, scheduleAlerts). Each alert is one
+ * Alerts on SQLite (see AlertStore). Each alert is one
  * BEGIN IMMEDIATE transaction: its `alerts` row (post id, claim token) first, the alert
  * post only when that row is new.
  */
-export function makeSqliteAlerts(
-  stmt: (text: string) => Database.Statement,
-  immediate: <T>(fn: () => T) => Promise<T>,
-  read: <T>(fn: () => T) => Promise<T>,
-): Pick<Store, 'unalertedOutcomes' | 'scheduleAlerts'> {
+export function makeSqliteAlerts(c: SqliteConnection): AlertStore {
+  const { stmt, immediate, read } = c;
   return {
     async unalertedOutcomes(alertChannelId, withinMs, limit) {
       // one branch per status, each served by its partial index on updated_at

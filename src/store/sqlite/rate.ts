@@ -1,16 +1,15 @@
-import type Database from 'better-sqlite3';
 import type { StatusReport } from '../../types.ts';
-import type { RateGrant, Store } from '../store.ts';
+import type { RateStore } from '../concerns/rate.ts';
+import type { RateGrant } from '../store.ts';
+import type { SqliteConnection } from './connection.ts';
 
 /**
- * Rate windows and channel pauses on SQLite (see Store.takeRateSlot). A take runs in one
+ * Rate windows and channel pauses on SQLite (see RateStore). A take runs in one
  * BEGIN IMMEDIATE transaction, so every process on the file sees the windows one at a
  * time; the clock is this machine's (SQLite lives on one machine).
  */
-export function makeSqliteRate(
-  stmt: (text: string) => Database.Statement,
-  immediate: <T>(fn: () => T) => Promise<T>,
-): Pick<Store, 'takeRateSlot' | 'settleRateSlot' | 'acquireSendSlot' | 'releaseSendSlot' | 'pauseChannel'> & { pausedChannels(): StatusReport['pausedChannels'] } {
+export function makeSqliteRate(c: SqliteConnection): RateStore {
+  const { stmt, immediate } = c;
   return {
     async takeRateSlot(channelId, keys) {
       return immediate((): RateGrant => {
@@ -74,14 +73,16 @@ export function makeSqliteRate(
         ).run(until, reason, channelId, until);
       });
     },
-
-    pausedChannels() {
-      const rows = stmt('SELECT name, paused_until, pause_reason FROM channels WHERE paused_until > ? ORDER BY paused_until, name').all(Date.now()) as {
-        name: string;
-        paused_until: number;
-        pause_reason: string | null;
-      }[];
-      return rows.map((r) => ({ channel: r.name, until: new Date(r.paused_until), reason: r.pause_reason }));
-    },
   };
+}
+
+/** The channels a network's 429 paused until a time still ahead (status shows them). */
+export function sqlitePausedChannels(c: SqliteConnection): StatusReport['pausedChannels'] {
+  const { stmt } = c;
+  const rows = stmt('SELECT name, paused_until, pause_reason FROM channels WHERE paused_until > ? ORDER BY paused_until, name').all(Date.now()) as {
+    name: string;
+    paused_until: number;
+    pause_reason: string | null;
+  }[];
+  return rows.map((r) => ({ channel: r.name, until: new Date(r.paused_until), reason: r.pause_reason }));
 }

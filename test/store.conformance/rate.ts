@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { RateKey, Store } from '../src/store/store.ts';
-import type { Channel } from '../src/types.ts';
-import { migratedStores } from './helpers/conformance.ts';
+import type { RateKey, Store } from '../../src/store/store.ts';
+import type { Channel } from '../../src/types.ts';
+import { migratedStores } from '../helpers/conformance.ts';
 
 /**
  * The rate-limit part of the storage conformance suite (Store.takeRateSlot,

@@ -1,41 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Store } from '../src/store/store.ts';
-import type { Channel } from '../src/types.ts';
-import { migratedStores } from './helpers/conformance.ts';
+import { storesWithChannel } from '../helpers/conformance.ts';
 
 /**
- * The part of the storage conformance suite that manages posts and channels
- * (scheduleWithKey, listPosts, postAttempts, editPost, setChannelPaused, removeChannel),
- * run by test/store.conformance.ts on every dialect.
+ * The posts part of the storage conformance suite (PostsStore: listPosts, postAttempts,
+ * editPost), run by test/store.conformance.ts on every dialect.
  */
 export function testPostsStore(dialect: 'sqlite' | 'postgres'): void {
-  describe(`store conformance, managing posts and channels: ${dialect}`, () => {
-    const migrated = migratedStores(dialect);
-
-    async function fresh(): Promise<{ store: Store; channel: Channel; connect: () => Promise<Store> }> {
-      const { store, connect } = await migrated();
-      const channel = await store.addChannel({ name: 'main', platform: 'file', settings: { path: '/tmp/x.jsonl' }, onUnknown: 'retry' });
-      return { store, channel, connect };
-    }
+  describe(`store conformance, posts: ${dialect}`, () => {
+    const fresh = storesWithChannel(dialect);
     const past = (ms: number) => new Date(Date.now() - ms);
-
-    it('scheduleWithKey: one post per key, also when many connections race with it', async () => {
-      const { store, channel, connect } = await fresh();
-      const post = { channelId: channel.id, text: 'keyed', runAt: past(1000), parts: [{ text: 'keyed', images: [{ source: '/tmp/a.png', alt: 'a' }] }] };
-      const first = await store.scheduleWithKey(post, 'k-1');
-      assert.equal(first.created, true);
-      assert.deepEqual(await store.scheduleWithKey(post, 'k-1'), { id: first.id, created: false });
-      const saved = await store.getPost(first.id);
-      assert.equal(saved?.scheduleKey, 'k-1');
-      assert.deepEqual(saved?.parts, post.parts);
-      const stores = await Promise.all(Array.from({ length: 6 }, () => connect()));
-      const results = await Promise.all(stores.map((s) => s.scheduleWithKey({ ...post, text: 'race' }, 'k-race')));
-      assert.equal(new Set(results.map((r) => r.id)).size, 1);
-      assert.equal(results.filter((r) => r.created).length, 1);
-      const all = await store.listPosts({ order: 'next', limit: 100 });
-      assert.equal(all.length, 2, 'no second post, no orphaned content');
-    });
 
     it('listPosts: filters by status, channel and time, in both orders, page by page without repeats', async () => {
       const { store, channel } = await fresh();
@@ -119,55 +93,6 @@ export function testPostsStore(dialect: 'sqlite' | 'postgres'): void {
       await store.claim('w1', 5, 60_000);
       assert.deepEqual(await store.editPost(other, { runAt: at }), { edited: false, status: 'processing' });
       assert.deepEqual(await store.editPost(999_999, { runAt: at }), { edited: false, status: null });
-    });
-
-    it("an operator's pause: its posts are neither counted due nor claimed, and wait with their attempts until resume", async () => {
-      const { store, channel } = await fresh();
-      const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: past(1000) }]);
-      const paused = await store.setChannelPaused('main', true);
-      assert.ok(paused?.pausedAt instanceof Date);
-      assert.equal(await store.countDue(), 0);
-      assert.deepEqual(await store.claim('w1', 5, 60_000), []);
-      assert.equal((await store.getPost(id))?.attempts, 0);
-      assert.ok((await store.findChannel('main'))?.pausedAt instanceof Date);
-      // status says so, with the time it was paused
-      const shown = (await store.status(1)).operatorPaused;
-      assert.deepEqual(shown.map((p) => [p.channel, p.since.getTime()]), [['main', paused?.pausedAt?.getTime()]]);
-      assert.equal((await store.setChannelPaused('main', false))?.pausedAt, null);
-      assert.deepEqual((await store.status(1)).operatorPaused, []);
-      assert.equal(await store.countDue(), 1);
-      assert.deepEqual((await store.claim('w1', 5, 60_000)).map((c) => c.id), [id]);
-      assert.equal(await store.setChannelPaused('nope', true), null);
-    });
-
-    it('removeChannel: refused while posts wait, cancels them when asked, keeps the history and frees the name', async () => {
-      const { store, channel } = await fresh();
-      const [a = 0, b = 0, c = 0] = await store.schedulePosts([
-        { channelId: channel.id, text: 'a', runAt: past(1000) },
-        { channelId: channel.id, text: 'b', runAt: new Date(Date.now() + 3_600_000) },
-        { channelId: channel.id, text: 'c', runAt: past(500) },
-      ]);
-      const [claimed] = await store.claim('w1', 1, 60_000);
-      assert.equal(claimed?.id, a);
-      await store.recordOutcomes('w1', [{ kind: 'published', postId: a, token: claimed?.token ?? 0, externalId: 'e', externalUrl: null }]);
-      assert.deepEqual(await store.removeChannel('main', false), { removed: false, cancelled: 0, blocking: { pending: 2 } });
-      const [held] = await store.claim('w2', 1, 60_000);
-      assert.equal(held?.id, c);
-      const refused = await store.removeChannel('main', true);
-      assert.equal(refused?.removed, false);
-      assert.deepEqual(refused?.blocking, { pending: 1, processing: 1 });
-      assert.equal((await store.getPost(b))?.status, 'pending', 'nothing cancelled while one is processing');
-      await store.recordOutcomes('w2', [{ kind: 'failed', postId: c, token: held?.token ?? 0, error: 'no' }]);
-      assert.deepEqual(await store.removeChannel('main', true), { removed: true, cancelled: 1, blocking: {} });
-      assert.equal((await store.getPost(b))?.status, 'cancelled');
-      assert.equal(await store.findChannel('main'), null);
-      assert.equal((await store.listChannels()).length, 0);
-      const shown = await store.getPost(a);
-      assert.equal(shown?.status, 'published');
-      assert.equal(shown?.channelName, `main (removed #${channel.id})`);
-      assert.equal(await store.removeChannel('main', false), null);
-      const again = await store.addChannel({ name: 'main', platform: 'file', settings: {}, onUnknown: 'retry' });
-      assert.notEqual(again.id, channel.id);
     });
   });
 }

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Store } from '../src/store/store.ts';
-import type { Channel } from '../src/types.ts';
-import { migratedStores } from './helpers/conformance.ts';
+import type { Store } from '../../src/store/store.ts';
+import type { Channel } from '../../src/types.ts';
+import { migratedStores } from '../helpers/conformance.ts';
 
 /**
  * The alerts part of the storage conformance suite (Store.unalertedOutcomes,

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import type { Store } from '../src/store/store.ts';
-import type { Channel, PostPart } from '../src/types.ts';
+import type { Store } from '../../src/store/store.ts';
+import type { Channel, PostPart } from '../../src/types.ts';
 
 /**
- * The conformance tests of post content (images, threads): called by testStore
- * (test/store.conformance.ts), so every dialect runs them on a real database.
+ * The conformance tests of post content (images, threads): called by the queue part
+ * (queue.ts), so every dialect runs them on a real database.
  */
 export function testStoreContent(fresh: () => Promise<{ store: Store; channel: Channel }>): void {
   const ago = (ms: number) => new Date(Date.now() - ms);

@@ -1,0 +1,345 @@
+import { TRANSITIONS, whereFrom } from '../../states.ts';
+import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
+import type { QueueStore } from '../concerns/queue.ts';
+import { attemptRecord } from '../list.ts';
+import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, OUTCOME_STATUS, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
+import type { PostgresConnection } from './connection.ts';
+
+/**
+ * The queue on PostgreSQL (see QueueStore), on the database's clock. Claims use FOR
+ * UPDATE SKIP LOCKED, so workers on any number of hosts take disjoint sets of posts
+ * without waiting; a claim and the outcomes before it are one statement (exchange).
+ */
+export function makePostgresQueue(c: PostgresConnection): QueueStore {
+  const { q } = c;
+  /**
+   * Outcomes and the next claim in one statement (one round trip, one commit).
+   * - done: the outcomes, fenced by the claim token: a row changes only while it is still
+   *   processing under this worker and claim; a post recovered and claimed by another
+   *   worker is left alone. A `published` also lands on a post recovery took back
+   *   (pending or unknown) if nobody claimed it since (publishLate).
+   *   The claim skips the posts of these outcomes (a row changed by `claimed` would be
+   *   silently skipped by `done`).
+   * - due / claimed: the claim. Locks the due rows picked, FOR UPDATE; rows another claim
+   *   holds are skipped, not waited for. Posts `done` returns to pending are not seen by
+   *   `due` (same snapshot), so they are never re-claimed by the same call.
+   * Always returns at least one row: `applied` (comma-separated ids) on every row.
+   */
+  const EXCHANGE = `
+    WITH v AS (
+      SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent, uncounted = 1 AS uncounted,
+             attempt_outcome, reason,
+             CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
+                       WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
+                       WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
+                       WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
+                       WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
+        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[], $14::text[], $15::text[])
+             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted, attempt_outcome, reason)
+    ), before AS (
+      -- the attempts as they were (the same snapshot as done): who claimed them, when
+      SELECT id, attempts, worker_id, locked_at FROM post_schedule WHERE id = ANY($2::bigint[])
+    ), done AS (
+      UPDATE post_schedule s
+         SET status = v.status,
+             run_at = CASE WHEN v.kind = 'retry' THEN now() + v.delay_ms * interval '1 millisecond' ELSE s.run_at END,
+             published_at = CASE WHEN v.kind = 'published' THEN now() ELSE s.published_at END,
+             external_id = COALESCE(v.external_id, s.external_id),
+             external_url = COALESCE(v.external_url, s.external_url),
+             last_error = CASE WHEN v.kind IN ('retry', 'failed', 'unknown') THEN v.error ELSE s.last_error END,
+             unconfirmed = CASE WHEN v.kind = 'published' THEN false
+                                WHEN v.kind = 'unknown' THEN true
+                                ELSE s.unconfirmed OR v.maybe_sent END,
+             worker_id = CASE WHEN v.status = 'pending' THEN NULL ELSE s.worker_id END,
+             locked_at = CASE WHEN v.status = 'pending' THEN NULL ELSE s.locked_at END,
+             attempts = CASE WHEN v.kind = 'released' OR v.uncounted THEN s.attempts - 1 ELSE s.attempts END,
+             lease_expires_at = NULL,
+             updated_at = now()
+        FROM v
+       WHERE s.id = v.id AND s.claim_token = v.token
+         AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
+              OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
+      RETURNING s.id
+    ), attempt AS (
+      -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
+      INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
+      SELECT v.id, b.attempts, b.worker_id, b.locked_at, now(), v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
+        FROM done JOIN v ON v.id = done.id JOIN before b ON b.id = done.id
+       WHERE v.attempt_outcome IS NOT NULL
+    ), slot AS (
+      -- the worker's GLOBAL_MAX_WORKERS slot ($12), extended as long as the leases taken
+      UPDATE worker_slots SET expires_at = now() + $10 * interval '1 millisecond'
+       WHERE $12::boolean AND $9 > 0 AND holder = $1 AND expires_at > now()
+      RETURNING 1
+    ), due AS (
+      SELECT id FROM post_schedule
+       WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $12::boolean OR EXISTS (SELECT 1 FROM slot))
+         -- never a post of a channel an operator paused (read once per statement)
+         AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
+         -- never a post this call records an outcome for: the same snapshot still sees a
+         -- post recovery put back as pending, and a claim would hide its late publish
+         AND NOT (id = ANY($2::bigint[]))
+       ORDER BY run_at, id
+       LIMIT $9
+       FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+      UPDATE post_schedule s
+         SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
+             lease_expires_at = now() + $10 * interval '1 millisecond',
+             attempts = s.attempts + 1, claim_token = s.claim_token + 1, updated_at = now()
+        FROM due
+       WHERE s.id = due.id
+      RETURNING s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
+                s.published_parts, s.post_detail_id, s.channel_id
+    )
+    SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
+      FROM (SELECT 1) AS one
+      LEFT JOIN (
+        SELECT ${CLAIM_COLUMNS},
+               -- a lookup by primary key per claimed row, never a scan of all content
+               (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
+               (SELECT d.parts FROM post_details d WHERE d.id = s.post_detail_id) AS parts
+          FROM claimed s
+          LEFT JOIN channels ch ON ch.id = s.channel_id
+      ) AS c ON true
+     ORDER BY c.run_at, c.id`;
+
+  const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> => {
+    // one row even when nothing was claimed: then every column but `applied` is null
+    const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
+      workerId,
+      outcomes.map((o) => o.postId),
+      outcomes.map((o) => o.token),
+      outcomes.map((o) => o.kind),
+      outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null)),
+      outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
+      outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
+      outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
+      Math.max(0, limit),
+      leaseMs,
+      outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
+      claim.slot === true,
+      outcomes.map((o) => (o.kind === 'retry' && o.uncounted === true ? 1 : 0)),
+      outcomes.map((o) => attemptRecord(o)?.outcome ?? null),
+      outcomes.map((o) => attemptRecord(o)?.reason ?? null),
+    ]);
+    const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
+    return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
+  };
+
+  const findByKey = async (key: string): Promise<number | null> => {
+    const [row] = await q<{ id: number }>('SELECT id FROM post_schedule WHERE schedule_key = $1', [key]);
+    return row?.id ?? null;
+  };
+  return {
+    async schedulePosts(posts: readonly NewPost[]) {
+      if (posts.length === 0) return [];
+      const { randomUUID } = await import('node:crypto');
+      // One statement for the whole batch: content rows first, then their schedule rows,
+      // paired by ordinality so ids come back in input order.
+      const rows = await q<{ id: number }>(
+        `WITH input AS (
+           SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::text[], $5::jsonb[])
+                    WITH ORDINALITY AS t(text, channel_id, run_at, idempotency_key, parts, n)
+         ), details AS (
+           INSERT INTO post_details (text, parts) SELECT text, parts FROM input ORDER BY n RETURNING id
+         ), numbered AS (
+           SELECT id, row_number() OVER (ORDER BY id) AS n FROM details
+         )
+         INSERT INTO post_schedule (post_detail_id, channel_id, run_at, scheduled_at, status, idempotency_key)
+         SELECT numbered.id, input.channel_id, input.run_at, input.run_at, 'pending', input.idempotency_key
+           FROM input JOIN numbered USING (n)
+          ORDER BY input.n
+         RETURNING id`,
+        [
+          posts.map((p) => p.text),
+          posts.map((p) => p.channelId),
+          posts.map((p) => p.runAt.toISOString()),
+          posts.map(() => randomUUID()),
+          posts.map((p) => partsColumn(p)),
+        ],
+      );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async scheduleWithKey(post, key) {
+      const existing = await findByKey(key);
+      if (existing !== null) return { id: existing, created: false };
+      const { randomUUID } = await import('node:crypto');
+      // The unique index on schedule_key settles a race: the loser's statement inserts
+      // nothing (ON CONFLICT DO NOTHING on the schedule row, and its content row is not
+      // kept: the content is inserted only if the schedule row is).
+      const rows = await q<{ id: number }>(
+        `WITH claimed_key AS (
+           INSERT INTO post_schedule (post_detail_id, channel_id, run_at, scheduled_at, status, idempotency_key, schedule_key)
+           VALUES (nextval(pg_get_serial_sequence('post_details', 'id')), $2, $3, $3, 'pending', $4, $5)
+           ON CONFLICT (schedule_key) WHERE schedule_key IS NOT NULL DO NOTHING
+           RETURNING id, post_detail_id
+         ), details AS (
+           INSERT INTO post_details (id, text, parts) SELECT post_detail_id, $1, $6::text::jsonb FROM claimed_key
+         )
+         SELECT id FROM claimed_key`,
+        [post.text, post.channelId, post.runAt.toISOString(), randomUUID(), key, partsColumn(post)],
+      );
+      const id = rows[0]?.id;
+      if (id !== undefined) return { id, created: true };
+      const winner = await findByKey(key);
+      if (winner === null) throw new Error(`schedule key ${key}: taken, then not found`);
+      return { id: winner, created: false };
+    },
+
+    async getPost(id: number) {
+      const [row] = await q<PostRow>(
+        `SELECT s.*, d.text, d.parts, ch.name AS channel_name FROM post_schedule s LEFT JOIN post_details d ON d.id = s.post_detail_id
+          LEFT JOIN channels ch ON ch.id = s.channel_id WHERE s.id = $1`,
+        [id],
+      );
+      return row === undefined ? null : postFromRow(row);
+    },
+
+    async countDue(aheadMs = 0) {
+      const [row] = await q<{ n: number }>(
+        `SELECT count(*) AS n FROM post_schedule WHERE status = 'pending' AND run_at <= now() + $1 * interval '1 millisecond'
+          AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))`,
+        [aheadMs],
+      );
+      return row?.n ?? 0;
+    },
+
+    async nextDue(after?: Date) {
+      const [row] = await q<{ run_at: Date }>(
+        `SELECT run_at FROM post_schedule WHERE status = 'pending' AND ($1::timestamptz IS NULL OR run_at > $1::timestamptz)
+            AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
+          ORDER BY run_at LIMIT 1`,
+        [after?.toISOString() ?? null],
+      );
+      return row?.run_at ?? null;
+    },
+
+    async claim(workerId: string, limit: number, leaseMs: number) {
+      return (await exchange(workerId, [], limit, leaseMs)).claimed;
+    },
+
+    async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
+      return (await exchange(workerId, outcomes, 0, 0)).applied;
+    },
+
+    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, outcomes, limit, leaseMs, claim),
+
+    async recordPart(workerId, postId, token, index, part) {
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule SET published_parts = published_parts || jsonb_build_array($5::text::jsonb), updated_at = now()
+          WHERE id = $1 AND status = 'processing' AND worker_id = $2 AND claim_token = $3 AND jsonb_array_length(published_parts) = $4
+         RETURNING id`,
+        [postId, workerId, token, index, publishedPartColumn(part)],
+      );
+      return rows.length > 0;
+    },
+
+    async recoverExpired(maxAttempts: number) {
+      const rows = await q<{ id: number; worker_id: string | null; attempts: number; used: number; claim_token: number; locked_at: Date | null; on_unknown: OnUnknown | null }>(
+        `SELECT s.id, s.worker_id, s.attempts, s.attempts - s.attempts_base AS used, s.claim_token, s.locked_at, ch.on_unknown FROM post_schedule s
+           LEFT JOIN channels ch ON ch.id = s.channel_id
+          WHERE ${whereFrom('recover', 's.status')} AND s.lease_expires_at < now()`,
+      );
+      if (rows.length === 0) return [];
+      const recovered = rows.map((r): RecoveredPost => ({
+        id: r.id,
+        workerId: r.worker_id,
+        attempts: r.attempts,
+        status: recoveredStatus(r.on_unknown, r.used, maxAttempts),
+      }));
+      const tokens = new Map(rows.map((r) => [r.id, r.claim_token]));
+      const started = new Map(rows.map((r) => [r.id, r.locked_at]));
+      // Fenced by the claim token and by the lease still being out, as read by this
+      // statement: a post renewed or recorded meanwhile is left alone.
+      const applied = await q<{ id: number }>(
+        `WITH v AS (
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[], $7::int[])
+                    AS v(id, status, error, token, worker_id, locked_at, attempts)
+         ), done AS (
+           UPDATE post_schedule s
+              SET status = v.status, last_error = v.error, unconfirmed = true, worker_id = NULL, locked_at = NULL,
+                  lease_expires_at = NULL, updated_at = now()
+             FROM v
+            WHERE s.id = v.id AND s.status = 'processing' AND s.claim_token = v.token AND s.lease_expires_at < now()
+           RETURNING s.id
+         ), attempt AS (
+           INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error)
+           SELECT v.id, v.attempts, v.worker_id, v.locked_at, now(), 'expired', 'lease-expired', v.error FROM done JOIN v ON v.id = done.id
+         )
+         SELECT id FROM done`,
+        [
+          recovered.map((r) => r.id),
+          recovered.map((r) => r.status),
+          recovered.map((r) => leaseExpiredMessage(r.workerId, r.attempts, r.status === 'unknown')),
+          recovered.map((r) => tokens.get(r.id) ?? 0),
+          recovered.map((r) => r.workerId),
+          recovered.map((r) => started.get(r.id)?.toISOString() ?? null),
+          recovered.map((r) => r.attempts),
+        ],
+      );
+      const ids = new Set(applied.map((r) => r.id));
+      return recovered.filter((r) => ids.has(r.id));
+    },
+
+    async renewLeases(workerId, held, leaseMs) {
+      if (held.length === 0) return [];
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule s SET lease_expires_at = now() + $4 * interval '1 millisecond'
+           FROM unnest($2::bigint[], $3::bigint[]) AS v(id, token)
+          WHERE s.id = v.id AND s.status = 'processing' AND s.worker_id = $1 AND s.claim_token = v.token
+         RETURNING s.id`,
+        [workerId, held.map((h) => h.postId), held.map((h) => h.token), leaseMs],
+      );
+      return rows.map((r) => r.id);
+    },
+
+    async reconcile(workerId, ids) {
+      const rows = await q<{ id: number; status: PostStatus; worker_id: string | null; claim_token: number }>(
+        `SELECT id, status, worker_id, claim_token FROM post_schedule WHERE status = 'processing' AND worker_id = $1
+         UNION
+         SELECT id, status, worker_id, claim_token FROM post_schedule WHERE id = ANY($2::bigint[])`,
+        [workerId, ids],
+      );
+      return rows.map((r): HeldPost => ({ id: r.id, status: r.status, workerId: r.worker_id, token: r.claim_token }));
+    },
+
+    async requeue(ids: readonly number[] | 'allFailed') {
+      const set = `SET status = '${TRANSITIONS.requeue.to}', run_at = now(), attempts_base = attempts, unconfirmed = false, worker_id = NULL,
+                       locked_at = NULL, lease_expires_at = NULL, updated_at = now()`;
+      const rows =
+        ids === 'allFailed'
+          ? await q<{ id: number }>(`UPDATE post_schedule ${set} WHERE status = 'failed' RETURNING id`)
+          : await q<{ id: number }>(
+              `UPDATE post_schedule ${set} WHERE id = ANY($1::bigint[]) AND ${whereFrom('requeue')} RETURNING id`,
+              [ids],
+            );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async confirmPublished(ids: readonly number[]) {
+      const rows = await q<{ id: number }>(
+        `UPDATE post_schedule SET status = '${TRANSITIONS.confirm.to}', published_at = now(), last_error = NULL, updated_at = now()
+          WHERE id = ANY($1::bigint[]) AND ${whereFrom('confirm')} RETURNING id`,
+        [ids],
+      );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
+    },
+
+    async cancel(id: number) {
+      // One statement: `before` reads the status the update sees (same snapshot).
+      const [row] = await q<{ status: PostStatus | null; cancelled: number }>(
+        `WITH before AS (SELECT status FROM post_schedule WHERE id = $1),
+              done AS (
+                UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = now()
+                 WHERE id = $1 AND ${whereFrom('cancel')} RETURNING id)
+         SELECT (SELECT status FROM before) AS status, (SELECT count(*) FROM done) AS cancelled`,
+        [id],
+      );
+      if (row?.status == null) return { cancelled: false, status: null };
+      return { cancelled: row.cancelled > 0, status: row.status };
+    },
+  };
+}
