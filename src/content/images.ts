@@ -1,6 +1,8 @@
-import fs from 'node:fs/promises';
+// node:fs, its promises API taken at the call: node:fs/promises is not loaded at start-up
+import fs from 'node:fs';
 import path from 'node:path';
-import { HttpSendFailure, type HttpClient } from '../publishers/http-client.ts';
+import type { HttpClient } from '../publishers/http-client.ts';
+import { HttpSendFailure } from '../publishers/http-failure.ts';
 import { PermanentPublishError, RetryablePublishError, type LoadedImage, type MediaLimits } from '../publishers/publisher.ts';
 import type { PostImage } from '../types.ts';
 
@@ -88,9 +90,9 @@ export async function loadImage(image: PostImage, limits: MediaLimits, from: Ima
 
 async function readImageFile(file: string, name: string, limits: MediaLimits): Promise<Buffer> {
   if (!path.isAbsolute(file)) throw new PermanentPublishError(`image ${name}: not an absolute path`);
-  let handle: fs.FileHandle;
+  let handle: fs.promises.FileHandle;
   try {
-    handle = await fs.open(file, 'r');
+    handle = await fs.promises.open(file, 'r');
   } catch (e) {
     throw new PermanentPublishError(`image ${name}: cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
   }

@@ -89,7 +89,8 @@ async function main(): Promise<number> {
       abort: abort.signal,
       stopGraceMs: Math.floor(config.killGraceMs / 2),
       // the budget counts from the process start, as the hard stop above does
-      startedAt: Math.round(performance.timeOrigin),
+      // (process.uptime(), not performance.timeOrigin: that loads perf_hooks)
+      startedAt: Date.now() - Math.round(process.uptime() * 1000),
       holdsSlot: values.slot === true,
       ...(sharePosts === null ? {} : { share: { posts: sharePosts, lifted } }),
       onFirstClaim: (claimed) => {
