@@ -41,14 +41,17 @@ const bundle = path.join(workers, 'post-scheduler.worker-runner.cjs');
 export const WORKER_ENTRY = ext === '.js' && fs.existsSync(bundle) ? bundle : path.join(workers, `post-scheduler.worker-runner${ext}`);
 
 /**
- * Heap flags of every worker: a small young generation (peak RSS of a busy worker
+ * V8 flags of every worker: a small young generation (peak RSS of a busy worker
  * 75 -> 66 MB measured, throughput unchanged within noise), an old generation capped at
  * 96 MB, so that V8 collects rather than grows its heap (peak RSS of one worker with 25
- * webhook publishes in flight: SQLite 88-90 -> 75 MB, PostgreSQL 71-73 -> 68 MB).
+ * webhook publishes in flight: SQLite 88-90 -> 75 MB, PostgreSQL 71-73 -> 68 MB), and
+ * no optimizing compiler (`--no-opt`: the baseline compiler stays; a worker waits on its
+ * database and publishers, and TurboFan's code and compile buffers cost a busy worker
+ * 10-15 MB of RSS with no measured throughput gain, BENCHMARKS.md "Lighter cycles").
  * scripts/bundle-worker.mjs builds the worker's start-up snapshot under the same flags:
  * V8 refuses a snapshot built under other ones.
  */
-export const WORKER_HEAP_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--max-old-space-size=96'];
+export const WORKER_HEAP_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--max-old-space-size=96', '--no-opt'];
 
 /** The worker's V8 start-up snapshot beside its bundle, and what it was built from. */
 export const WORKER_SNAPSHOT = `${bundle.slice(0, -'.cjs'.length)}.blob`;
