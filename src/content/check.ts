@@ -1,4 +1,5 @@
-import fs from 'node:fs/promises';
+// node:fs, its promises API taken at the call: node:fs/promises is not loaded at start-up
+import fs from 'node:fs';
 import path from 'node:path';
 import type { MediaLimits } from '../publishers/publisher.ts';
 import type { PostPart } from '../types.ts';
@@ -83,7 +84,7 @@ async function sourceProblem(source: string, name: string, media: MediaLimits, p
     return protocol === 'http:' || protocol === 'https:' ? null : `image ${name}: only a file path or an http(s) URL (not ${protocol})`;
   }
   if (!source.startsWith(MEDIA_PREFIX) && !path.isAbsolute(source)) return `image ${name}: not an absolute path`;
-  let handle: fs.FileHandle;
+  let handle: fs.promises.FileHandle;
   try {
     handle = await openImageFile(source, name, mediaDir);
   } catch (e) {

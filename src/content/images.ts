@@ -1,6 +1,8 @@
-import fs from 'node:fs/promises';
+// node:fs, its promises API taken at the call: node:fs/promises is not loaded at start-up
+import fs from 'node:fs';
 import path from 'node:path';
-import { HttpSendFailure, type HttpClient } from '../publishers/http-client.ts';
+import type { HttpClient } from '../publishers/http-client.ts';
+import { HttpSendFailure } from '../publishers/http-failure.ts';
 import { PermanentPublishError, RetryablePublishError, type LoadedImage, type MediaLimits } from '../publishers/publisher.ts';
 import type { PostImage } from '../types.ts';
 
@@ -46,19 +48,19 @@ export class MediaDirError extends Error {
  * went through when it was opened) is inside MEDIA_DIR. Throws MediaDirError, or open's
  * own error.
  */
-export async function openImageFile(source: string, name: string, mediaDir: string | null): Promise<fs.FileHandle> {
-  if (!source.startsWith(MEDIA_PREFIX)) return fs.open(source, 'r');
+export async function openImageFile(source: string, name: string, mediaDir: string | null): Promise<fs.promises.FileHandle> {
+  if (!source.startsWith(MEDIA_PREFIX)) return fs.promises.open(source, 'r');
   if (mediaDir === null) throw new MediaDirError(`image ${name}: MEDIA_DIR is not set here`);
   const rel = source.slice(MEDIA_PREFIX.length);
   const outside = new MediaDirError(`image ${name}: not a file inside MEDIA_DIR`);
   if (rel === '' || path.isAbsolute(rel) || rel.split(/[\\/]/).includes('..')) throw outside;
   let root: string;
   try {
-    root = await fs.realpath(mediaDir);
+    root = await fs.promises.realpath(mediaDir);
   } catch {
     throw new MediaDirError(`image ${name}: MEDIA_DIR cannot be read`);
   }
-  const handle = await fs.open(path.join(root, rel), 'r');
+  const handle = await fs.promises.open(path.join(root, rel), 'r');
   try {
     if (await insideDir(handle, path.join(root, rel), root)) return handle;
   } catch {
@@ -69,14 +71,14 @@ export async function openImageFile(source: string, name: string, mediaDir: stri
 }
 
 /** Whether the file open as `handle` is inside `root` (a realpath): the path the kernel opened, else the same inode as the file's realpath. */
-async function insideDir(handle: fs.FileHandle, file: string, root: string): Promise<boolean> {
+async function insideDir(handle: fs.promises.FileHandle, file: string, root: string): Promise<boolean> {
   const inside = (p: string) => p.startsWith(root + path.sep);
   try {
-    return inside(await fs.readlink(`/proc/self/fd/${handle.fd}`));
+    return inside(await fs.promises.readlink(`/proc/self/fd/${handle.fd}`));
   } catch {
     // no /proc: the realpath now must be inside and be the very file opened
-    const real = await fs.realpath(file);
-    const [opened, now] = [await handle.stat(), await fs.stat(real)];
+    const real = await fs.promises.realpath(file);
+    const [opened, now] = [await handle.stat(), await fs.promises.stat(real)];
     return inside(real) && opened.dev === now.dev && opened.ino === now.ino;
   }
 }
@@ -140,7 +142,7 @@ export async function loadImage(image: PostImage, limits: MediaLimits, from: Ima
 
 async function readImageFile(file: string, name: string, limits: MediaLimits, mediaDir: string | null): Promise<Buffer> {
   if (!file.startsWith(MEDIA_PREFIX) && !path.isAbsolute(file)) throw new PermanentPublishError(`image ${name}: not an absolute path`);
-  let handle: fs.FileHandle;
+  let handle: fs.promises.FileHandle;
   try {
     handle = await openImageFile(file, name, mediaDir);
   } catch (e) {

@@ -2,6 +2,10 @@ import http from 'node:http';
 import type https from 'node:https';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { HttpSendFailure } from './http-failure.ts';
+
+/** Defined apart so that code that only tells failures apart does not load node:http. */
+export { HttpSendFailure };
 
 /**
  * A small HTTP client for the publishers that speak HTTP (the webhook, Mastodon,
@@ -102,40 +106,6 @@ export const STALE_RESET_MS = 500;
 
 /** Resets a request meets on a socket the server closed. */
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
-
-/**
- * A request that got no (complete) answer.
- * - `sent`: the request had been handed to the network (maybe delivered);
- * - `addressRefused`: the SSRF guard refused the address (nothing was sent);
- * - `timedOut`: no complete answer within the client's timeoutMs;
- * - `aborted`: the caller's signal aborted it;
- * - `code`: the system error code (ECONNREFUSED, ECONNRESET, ...) when there is one;
- * - `staleSocket`: it went out on a reused keep-alive socket that was reset soon, before
- *   any byte of an answer came back (the server had closed the idle connection).
- * The message never holds a header or a body.
- */
-export class HttpSendFailure extends Error {
-  override name = 'HttpSendFailure';
-  readonly sent: boolean;
-  readonly timedOut: boolean;
-  readonly addressRefused: boolean;
-  readonly aborted: boolean;
-  readonly code: string | undefined;
-  readonly staleSocket: boolean;
-  constructor(
-    message: string,
-    details: { sent: boolean; timedOut?: boolean; addressRefused?: boolean; aborted?: boolean; code?: string | undefined; staleSocket?: boolean },
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.sent = details.sent;
-    this.timedOut = details.timedOut ?? false;
-    this.addressRefused = details.addressRefused ?? false;
-    this.aborted = details.aborted ?? false;
-    this.code = details.code;
-    this.staleSocket = details.staleSocket ?? false;
-  }
-}
 
 /** request-filtering-agent refuses with a plain Error: "DNS lookup <ip>(...) is not allowed. Because, ..." */
 function isAddressRefusal(e: Error): boolean {

@@ -9,8 +9,11 @@
  * dispatcher of its own first claim (a `first-claim` message).
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
+ * Built into a V8 start-up snapshot (scripts/bundle-worker.mjs), this module is evaluated
+ * at build time and does not start: the snapshot calls `startWorker` when a worker runs.
  */
 import { parseArgs } from 'node:util';
+import { startupSnapshot } from 'node:v8';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
 import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';
 import { guardOutput } from '../output.ts';
@@ -89,7 +92,8 @@ async function main(): Promise<number> {
       abort: abort.signal,
       stopGraceMs: Math.floor(config.killGraceMs / 2),
       // the budget counts from the process start, as the hard stop above does
-      startedAt: Math.round(performance.timeOrigin),
+      // (process.uptime(), not performance.timeOrigin: that loads perf_hooks)
+      startedAt: Date.now() - Math.round(process.uptime() * 1000),
       holdsSlot: values.slot === true,
       ...(sharePosts === null ? {} : { share: { posts: sharePosts, lifted } }),
       onFirstClaim: (claimed) => {
@@ -119,13 +123,17 @@ async function main(): Promise<number> {
   }
 }
 
-reportUncaught(requestedLogFormat(), 'post-scheduler worker');
-guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
-    printError(message, requestedLogFormat(), {}, 'post-scheduler worker');
-    process.exit(EXIT.error);
-  },
-);
+export function startWorker(): void {
+  reportUncaught(requestedLogFormat(), 'post-scheduler worker');
+  guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
+  main().then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
+      printError(message, requestedLogFormat(), {}, 'post-scheduler worker');
+      process.exit(EXIT.error);
+    },
+  );
+}
+
+if (!startupSnapshot.isBuildingSnapshot()) startWorker();

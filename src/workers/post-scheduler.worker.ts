@@ -369,7 +369,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           shareLeft -= posts.length;
           if (firstClaim) {
             firstClaim = false;
-            const fields = { claimed: posts.length, msSinceProcessStart: Math.round(performance.now()) };
+            const fields = { claimed: posts.length, msSinceProcessStart: Math.round(process.uptime() * 1000) };
             log.info(posts.length === 0 ? 'No due posts left to claim' : `Processing ${posts.length} posts...`, fields);
             options.onFirstClaim?.(posts.length);
             if (options.share !== undefined) shareTimer = setTimeout(liftShare, options.share.holdMs ?? Math.max(0, Math.floor((claimCutoff - Date.now()) / 2)));
