@@ -68,11 +68,13 @@ export interface Store {
   countDue(aheadMs?: number): Promise<number>;
   /**
    * The earliest run_at of a pending post of a channel not paused, on the database's
-   * clock (served by the due index; past when posts are already due); null when no post
-   * is pending. `daemon --precise` sleeps until then. With `after`, the earliest later
-   * than it (the daemon has handed out the due times up to `after` already).
+   * clock (served by the due index; past when posts are already due), with how far it is
+   * from the database's now (`inMs`, negative when already due): `daemon --precise`
+   * sleeps that long, never comparing run_at to its own clock. null when no post is
+   * pending. With `after`, the earliest later than it (the daemon has handed out the due
+   * times up to `after` already).
    */
-  nextDue(after?: Date): Promise<Date | null>;
+  nextDue(after?: Date): Promise<NextDue | null>;
   /**
    * Calls `onChange` soon after another connection schedules, edits, cancels, retries or
    * recovers a post (anything that may move the next due time), and once each time the
@@ -485,6 +487,12 @@ export interface ClaimOptions {
    * was taken claims nothing).
    */
   readonly slot?: boolean;
+}
+
+/** The next due time (Store.nextDue): run_at, and run_at less the database's now, in ms. */
+export interface NextDue {
+  readonly runAt: Date;
+  readonly inMs: number;
 }
 
 /** A watch of changes to the due posts (Store.watchDue); close() ends it. */

@@ -349,7 +349,8 @@ export function openSqliteStore(file: string): Store {
 
     async nextDue(after?: Date) {
       const row = (await read(() => stmt(SQL.nextDue).get(after?.getTime() ?? -1))) as { run_at: number } | undefined;
-      return row === undefined ? null : new Date(row.run_at);
+      // the database's clock is this host's (the store writes run_at with Date.now())
+      return row === undefined ? null : { runAt: new Date(row.run_at), inMs: row.run_at - Date.now() };
     },
 
     watchDue(onChange: () => void) {
