@@ -140,6 +140,9 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     for (const r of residents.idle()) residents.retire(r);
   };
   let renewing = false;
+  let renewSentAt = 0;
+  // renewals every third of LEASE_MS; the lock's age checked twice as often
+  const tickMs = Math.max(20, Math.floor(config.leaseMs / 6));
   const coordination = setInterval(() => {
     // the lock may lapse: a cron on this host could take it and spawn MAX_WORKERS of its own
     if (!lockHeld()) {
@@ -147,9 +150,10 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
       staleLogged = true;
       retireIdle();
     } else staleLogged = false;
-    if (renewing) return;
+    if (renewing || Date.now() - renewSentAt < config.leaseMs / 3 - tickMs / 2) return;
     renewing = true;
     const sentAt = Date.now();
+    renewSentAt = sentAt;
     const workers = global ? residents.live().map((r) => r.workerId) : [];
     Promise.all([
       !locked
@@ -173,7 +177,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     ])
       .catch((e: unknown) => cron.warn(`Renewing the cycle lock and worker slots failed: ${errorMessage(e)}`))
       .finally(() => (renewing = false));
-  }, Math.max(20, Math.floor(config.leaseMs / 3)));
+  }, tickMs);
 
   /**
    * Housekeeping, every SAFETY_MS rather than per batch (keeps a batch to a few round
