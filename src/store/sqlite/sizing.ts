@@ -2,6 +2,11 @@ import type Database from 'better-sqlite3';
 import { dueLoads } from '../sizing.ts';
 import type { Store } from '../store.ts';
 
+/** One due channel's recent publish times (channel, samples), exported for the conformance suite's plan check. */
+export const RECENT_PUBLISH_TIMES = `SELECT a.finished_at - a.started_at AS ms
+             FROM (SELECT id FROM post_schedule WHERE channel_id = ? AND status = 'published' ORDER BY updated_at DESC LIMIT ?) p
+             JOIN post_attempts a ON a.post_id = p.id AND a.outcome = 'published' AND a.started_at IS NOT NULL`;
+
 /**
  * Store.dueByChannel on SQLite: the due posts grouped by channel through the due index
  * (`+channel_id`, as in metrics, so SQLite groups in a temporary b-tree rather than walk
@@ -20,9 +25,7 @@ export function makeSqliteSizing(stmt: (text: string) => Database.Statement, rea
             GROUP BY +channel_id`,
         ).all(Date.now()) as { channel_id: number; due: number }[];
         const times = stmt(
-          `SELECT a.finished_at - a.started_at AS ms
-             FROM (SELECT id FROM post_schedule WHERE channel_id = ? AND status = 'published' ORDER BY updated_at DESC LIMIT ?) p
-             JOIN post_attempts a ON a.post_id = p.id AND a.outcome = 'published' AND a.started_at IS NOT NULL`,
+          RECENT_PUBLISH_TIMES,
         );
         return dueLoads(
           due.flatMap((d): { channelId: number; due: number; ms: number | null }[] => {
