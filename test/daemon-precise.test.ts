@@ -163,6 +163,33 @@ for (const dialect of DIALECTS) {
       assert.equal((await d.done).code, 0);
     });
 
+    it('a resident killed with a second batch queued behind its first: its death is recorded in one cycle, not both', async () => {
+      const { db, store, arrivals, schedule } = await setup((p) => ({ status: 200, delayMs: p.postId === 1 ? 4_000 : 0 }));
+      const d = daemon(db.url, { MAX_WORKERS: '1' });
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+      const slow = await schedule(Date.now() + 1_500);
+      assert.equal(slow, 1, 'the first post is the slow one');
+      await waitFor('the slow post in flight', () => arrivals.has(slow), 20_000);
+      // the next post falls due while the only worker publishes the slow one: queued behind it
+      const next = await schedule(Date.now() + 1_000);
+      await waitFor('a second batch queued on the busy worker', () => /takes part after its batch/.test(d.output()), 10_000);
+      const pid = d.child.pid ?? 0;
+      const [worker] = childPids(pid);
+      assert.ok(worker !== undefined);
+      process.kill(worker, 'SIGKILL');
+      await waitFor('both cycles recorded', async () => {
+        const cycles = (await store.status(20)).cycles;
+        return cycles.length >= 2 && cycles.every((c) => c.finishedAt !== null);
+      }, 20_000);
+      const cycles = (await store.status(20)).cycles;
+      assert.equal(cycles.reduce((n, c) => n + c.workersFailed, 0), 1, `one failed worker over the cycles: ${JSON.stringify(cycles)}`);
+      // the next post still goes out (a new worker), once
+      await waitFor('the next post sent', () => arrivals.has(next), 30_000);
+      assert.equal(arrivals.get(next)?.length, 1);
+      d.child.kill('SIGTERM');
+      assert.equal((await d.done).code, 0);
+    });
+
     if (dialect === 'postgres') {
       it('a cron on the same host while the daemon cannot reach the database: never more than MAX_WORKERS worker processes', async () => {
         const { db, arrivals, schedule } = await setup();
@@ -170,7 +197,7 @@ for (const dialect of DIALECTS) {
         const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
         cleanups.push(() => proxy.close());
         target.port = String(proxy.port);
-        const d = daemon(target.toString(), { DB_TIMEOUT_MS: '1000', WORKER_IDLE_MS: '60000' });
+        const d = daemon(target.toString(), { DB_TIMEOUT_MS: '1000', WORKER_IDLE_MS: '60000', LOG_TIMESTAMPS: 'true' });
         await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
         const first: number[] = [];
         for (let i = 0; i < 10; i++) first.push(await schedule(Date.now() + 1_500 + i));
@@ -208,7 +235,8 @@ for (const dialect of DIALECTS) {
         await waitFor('a post after the database answers', () => arrivals.has(late), 30_000);
         assert.deepEqual([...first, ...second, late].filter((id) => arrivals.get(id)?.length !== 1), [], 'each post once');
         d.child.kill('SIGTERM');
-        assert.equal((await d.done).code, 0);
+        const r = await d.done;
+        assert.equal(r.code, 0, r.stdout.slice(-6000) + r.stderr);
       });
 
       it('an outage past LEASE_MS with a resident of GLOBAL_MAX_WORKERS=1: its slot went to another host, a new worker sends the next posts', async () => {
