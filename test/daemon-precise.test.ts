@@ -4,9 +4,11 @@ import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
-import { childPids, killAll, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
+import { childPids, killAll, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
 import { startReceiver, type Answer, type Receiver } from './helpers/receiver.ts';
 import { startTcpProxy } from './helpers/tcp-proxy.ts';
+import Database from 'better-sqlite3';
+import postgres from 'postgres';
 
 /**
  * `daemon --precise` as a user runs it: a real daemon process, its resident workers,
@@ -131,7 +133,146 @@ for (const dialect of DIALECTS) {
       assert.deepEqual([...receiver.accepted.values()].filter((n) => n > 1), [], 'none twice');
     });
 
+    it('GLOBAL_MAX_WORKERS with resident workers: waiting residents keep their slots, never more than the cap', async () => {
+      const { db, arrivals, schedule } = await setup();
+      // a long WORKER_IDLE_MS: the residents wait, their slots renewed by the daemon past LEASE_MS
+      const d = daemon(db.url, { GLOBAL_MAX_WORKERS: '1', MAX_WORKERS: '2', WORKER_IDLE_MS: '60000' });
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+      const at = Date.now() + 1_500;
+      const ids: number[] = [];
+      for (let i = 0; i < 10; i++) ids.push(await schedule(at + i));
+      await waitFor('every post received', () => ids.every((id) => arrivals.has(id)), 30_000);
+      const pid = d.child.pid ?? 0;
+      // past twice LEASE_MS (3 s): a slot not renewed would have expired
+      const until = Date.now() + 7_000;
+      let samples = 0;
+      while (Date.now() < until) {
+        const before = childPids(pid).length;
+        const slots = await liveSlots(db.url);
+        const after = childPids(pid).length;
+        assert.ok(slots <= 1, `${slots} live slots: at most GLOBAL_MAX_WORKERS=1`);
+        assert.ok(Math.max(before, after) <= 1, `${Math.max(before, after)} worker processes: at most GLOBAL_MAX_WORKERS=1`);
+        if (before === 1 && after === 1) {
+          assert.equal(slots, 1, 'the waiting resident holds a live slot');
+          samples++;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.ok(samples > 0, 'a resident was seen waiting');
+      d.child.kill('SIGTERM');
+      assert.equal((await d.done).code, 0);
+    });
+
+    it('a resident killed with a second batch queued behind its first: its death is recorded in one cycle, not both', async () => {
+      const { db, store, arrivals, schedule } = await setup((p) => ({ status: 200, delayMs: p.postId === 1 ? 4_000 : 0 }));
+      const d = daemon(db.url, { MAX_WORKERS: '1' });
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+      const slow = await schedule(Date.now() + 1_500);
+      assert.equal(slow, 1, 'the first post is the slow one');
+      await waitFor('the slow post in flight', () => arrivals.has(slow), 20_000);
+      // the next post falls due while the only worker publishes the slow one: queued behind it
+      const next = await schedule(Date.now() + 1_000);
+      await waitFor('a second batch queued on the busy worker', () => /takes part after its batch/.test(d.output()), 10_000);
+      const pid = d.child.pid ?? 0;
+      const [worker] = childPids(pid);
+      assert.ok(worker !== undefined);
+      process.kill(worker, 'SIGKILL');
+      await waitFor('both cycles recorded', async () => {
+        const cycles = (await store.status(20)).cycles;
+        return cycles.length >= 2 && cycles.every((c) => c.finishedAt !== null);
+      }, 20_000);
+      const cycles = (await store.status(20)).cycles;
+      assert.equal(cycles.reduce((n, c) => n + c.workersFailed, 0), 1, `one failed worker over the cycles: ${JSON.stringify(cycles)}`);
+      // the next post still goes out (a new worker), once
+      await waitFor('the next post sent', () => arrivals.has(next), 30_000);
+      assert.equal(arrivals.get(next)?.length, 1);
+      d.child.kill('SIGTERM');
+      assert.equal((await d.done).code, 0);
+    });
+
     if (dialect === 'postgres') {
+      it('a cron on the same host while the daemon cannot reach the database: never more than MAX_WORKERS worker processes', async () => {
+        const { db, arrivals, schedule } = await setup();
+        const target = new URL(db.url);
+        const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+        cleanups.push(() => proxy.close());
+        target.port = String(proxy.port);
+        const d = daemon(target.toString(), { DB_TIMEOUT_MS: '1000', WORKER_IDLE_MS: '60000', LOG_TIMESTAMPS: 'true' });
+        await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+        const first: number[] = [];
+        for (let i = 0; i < 10; i++) first.push(await schedule(Date.now() + 1_500 + i));
+        await waitFor('the first posts received', () => first.every((id) => arrivals.has(id)), 30_000);
+        const count = (re: RegExp) => (d.output().match(re) ?? []).length;
+        await waitFor('their batches reported', () => count(/Dispatch Summary:/g) === count(/Dispatch cycle started at/g), 20_000);
+        const pid = d.child.pid ?? 0;
+        await waitFor('the resident workers waiting', () => childPids(pid).length === 2, 10_000);
+
+        // the daemon's database goes silent: its lock lapses after LEASE_MS, and a cron takes it
+        proxy.freeze();
+        const second: number[] = [];
+        for (let i = 0; i < 10; i++) second.push(await schedule(Date.now() - 1_000 + i));
+        let cronPid = 0;
+        const host = sampleMax(() => childPids(pid).length + (cronPid === 0 ? 0 : childPids(cronPid).length));
+        const env = testEnv(db.url, { MAX_WORKERS: '2', BATCH_SIZE: '5', LEASE_MS: '3000' });
+        await waitFor(
+          'a cron cycle to take the lock and send the posts',
+          async () => {
+            const c = start(['cron'], env, 60_000);
+            cronPid = c.child.pid ?? 0;
+            const r = await c.done;
+            assert.equal(r.code, 0, r.stdout + r.stderr);
+            return second.every((id) => arrivals.has(id));
+          },
+          30_000,
+        );
+        const most = host.stop();
+        assert.ok(most <= 2, `${most} worker processes on the host at once: at most MAX_WORKERS=2`);
+        assert.match(d.output(), /Cycle lock of .+ not renewed for \d+ms: idle workers told to exit/);
+
+        proxy.thaw();
+        // the daemon takes the lock again and goes on
+        const late = await schedule(Date.now() + 1_500);
+        await waitFor('a post after the database answers', () => arrivals.has(late), 30_000);
+        assert.deepEqual([...first, ...second, late].filter((id) => arrivals.get(id)?.length !== 1), [], 'each post once');
+        d.child.kill('SIGTERM');
+        const r = await d.done;
+        assert.equal(r.code, 0, r.stdout.slice(-6000) + r.stderr);
+      });
+
+      it('an outage past LEASE_MS with a resident of GLOBAL_MAX_WORKERS=1: its slot went to another host, a new worker sends the next posts', async () => {
+        const { db, arrivals, schedule } = await setup();
+        const target = new URL(db.url);
+        const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+        cleanups.push(() => proxy.close());
+        target.port = String(proxy.port);
+        const d = daemon(target.toString(), { DB_TIMEOUT_MS: '1000', WORKER_IDLE_MS: '60000', GLOBAL_MAX_WORKERS: '1', MAX_WORKERS: '1' });
+        await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+        const first = await schedule(Date.now() + 1_500);
+        await waitFor('the first post received', () => arrivals.has(first), 30_000);
+        const pid = d.child.pid ?? 0;
+        await waitFor('the resident waiting', () => childPids(pid).length === 1 && /Dispatch Summary:/.test(d.output()), 10_000);
+
+        proxy.freeze();
+        // another host's cron takes the slot once it expired (LEASE_MS 3 s) and sends a post
+        const other = await schedule(Date.now() - 500);
+        const env = testEnv(db.url, { SCHEDULER_HOST: 'other-host', GLOBAL_MAX_WORKERS: '1', MAX_WORKERS: '1', LEASE_MS: '3000' });
+        await waitFor(
+          "the other host's cron to send its post",
+          async () => {
+            const r = await run(['cron'], env, 30_000);
+            assert.equal(r.code, 0, r.stdout + r.stderr);
+            return arrivals.has(other);
+          },
+          30_000,
+        );
+        proxy.thaw();
+        const next = await schedule(Date.now() + 1_000);
+        await waitFor('the next post sent by the daemon', () => arrivals.has(next), 30_000);
+        assert.equal(arrivals.get(next)?.length, 1);
+        d.child.kill('SIGTERM');
+        assert.equal((await d.done).code, 0);
+      });
+
       it('a silent database: the daemon logs, keeps running and catches up', async () => {
         const { db, arrivals, schedule } = await setup();
         const target = new URL(db.url);
@@ -154,4 +295,36 @@ for (const dialect of DIALECTS) {
       });
     }
   });
+}
+
+/** The GLOBAL_MAX_WORKERS slots not expired, read from the database as an operator would. */
+async function liveSlots(url: string): Promise<number> {
+  const target = parseDatabaseUrl(url);
+  if (target.dialect === 'sqlite') {
+    const raw = new Database(target.path, { readonly: true });
+    try {
+      return (raw.prepare('SELECT count(*) AS n FROM worker_slots WHERE expires_at > ?').get(Date.now()) as { n: number }).n;
+    } finally {
+      raw.close();
+    }
+  }
+  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
+  try {
+    const [row] = await sql.unsafe<{ n: number }[]>('SELECT count(*)::int AS n FROM worker_slots WHERE expires_at > now()');
+    return row?.n ?? 0;
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+/** Samples `count` every 20 ms until stopped; returns the largest value seen. */
+function sampleMax(count: () => number): { stop: () => number } {
+  let max = 0;
+  const timer = setInterval(() => (max = Math.max(max, count())), 20);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return Math.max(max, count());
+    },
+  };
 }

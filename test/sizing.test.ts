@@ -66,10 +66,28 @@ describe('deadline-aware sizing', () => {
     const wide = deadlineSizing([channel(1, 5_000, 200)], { ...LIMITS, maxWorkers: 10, workerConcurrency: 10 });
     assert.deepEqual([wide.workers, wide.inFlight], [1, 100], '1,000 s at 100 in flight: 10 s, one worker of 100');
     const global = deadlineSizing([channel(1, 2_000, 2_000)], { ...LIMITS, globalMaxWorkers: 2 });
-    assert.deepEqual([global.workers, global.inFlight], [2, 12], 'two processes, still at most 25 in flight');
+    assert.deepEqual([global.workers, global.inFlight], [2, 5], 'two slots of WORKER_CONCURRENCY: the global bound is slots x 5');
+    assert.equal(global.saturated, true);
+    // under GLOBAL_MAX_WORKERS a backlog one worker clears is one worker of WORKER_CONCURRENCY, not 25 in flight
+    const light = deadlineSizing([channel(1, 100, 200)], { ...LIMITS, globalMaxWorkers: 4 });
+    assert.deepEqual([light.workers, light.inFlight], [1, 5]);
+    // 1,200 at 200 ms = 240 s: one worker of 5 would take 48 s, over the 45 s budget; two take 24 s
+    const some = deadlineSizing([channel(1, 1_200, 200)], { ...LIMITS, globalMaxWorkers: 4 });
+    assert.deepEqual([some.workers, some.inFlight, some.saturated], [2, 5, false]);
     const min = deadlineSizing([channel(1, 200, 200)], { ...LIMITS, minWorkers: 2 });
     assert.deepEqual([min.workers, min.inFlight], [2, 12]);
-    for (const s of [wide, global, min]) assert.ok(s.workers * s.inFlight <= 100);
+    // each case within its own MAX_WORKERS x WORKER_CONCURRENCY (and under the global cap, WORKER_CONCURRENCY each)
+    const cases: [ReturnType<typeof deadlineSizing>, { maxWorkers: number; workerConcurrency: number; globalMaxWorkers: number | null }][] = [
+      [wide, { ...LIMITS, maxWorkers: 10, workerConcurrency: 10 }],
+      [global, { ...LIMITS, globalMaxWorkers: 2 }],
+      [light, { ...LIMITS, globalMaxWorkers: 4 }],
+      [some, { ...LIMITS, globalMaxWorkers: 4 }],
+      [min, LIMITS],
+    ];
+    for (const [s, l] of cases) {
+      assert.ok(s.workers * s.inFlight <= l.maxWorkers * l.workerConcurrency, `${s.workers} x ${s.inFlight} within ${l.maxWorkers} x ${l.workerConcurrency}`);
+      if (l.globalMaxWorkers !== null) assert.ok(s.inFlight <= l.workerConcurrency && s.workers <= l.globalMaxWorkers);
+    }
   });
 
   it('a rate window: posts it holds back are not counted, and it sets a floor on the time', () => {

@@ -24,10 +24,20 @@ import { makeResidents, type Resident } from './residents.ts';
  *   has reported (or TIMEOUT_MS after the due time, when they are stopped).
  *
  * The host's cycle lock is held for the daemon's whole life (a `cron` on the same host
- * finds it taken and exits), renewed with the live workers' slots every third of
- * LEASE_MS. A database that fails is logged and re-checked every SAFETY_MS; the daemon
- * never exits for it. Times: run_at is on the database's clock, the sleep on this host's;
- * they are assumed to agree (NTP), as leases already do.
+ * finds it taken and exits), renewed every third of LEASE_MS, and the live workers'
+ * slots with it whatever the lock's state. A worker whose slot was not renewed (it
+ * expired and may be another's) is told to exit. When the lock is lost, or not renewed
+ * for half of LEASE_MS (it may lapse, and a cron on this host take it), the idle
+ * workers are told to exit and no batch is handed out until the lock is held again:
+ * the host never runs more than MAX_WORKERS. A database that fails is logged and
+ * re-checked every SAFETY_MS; the daemon never exits for it. Times: run_at is on the
+ * database's clock; nextDue gives its distance from the database's now, and the daemon
+ * and its workers keep to this host's clock with that offset (measured at each nextDue).
+ *
+ * WORKER_SIZING=deadline does not apply here (said once at start): a batch is sized with
+ * the seed's formula. A post that becomes pending with a run_at earlier than the due
+ * times already handed out (a retry while batches are in flight) is found by the full
+ * look every SAFETY_MS: it waits at most about twice SAFETY_MS.
  */
 export interface PreciseOptions {
   readonly config: Config;
@@ -74,6 +84,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     `Precise scheduler started at ${new Date().toISOString()} on ${config.host}: each post at its run_at, ` +
       `workers started ahead and kept ${config.workerIdleMs}ms (WORKER_IDLE_MS) after their last post`,
   );
+  if (config.workerSizing === 'deadline') cron.warn('WORKER_SIZING=deadline does not apply to daemon --precise: batches are sized with the seed formula');
 
   // ---- the database: opened (and re-opened) until it answers
   let store: Store | null = null;
@@ -117,22 +128,56 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     },
   });
   let locked = false;
+  /** when (this host's clock) the last take or renewal of the lock that succeeded was sent */
+  let lockRenewedAt = 0;
+  /**
+   * the lock is ours and renewed within half of LEASE_MS: the other half is left for
+   * idle workers to exit before it could lapse and a cron on this host take it
+   */
+  const lockHeld = () => locked && Date.now() - lockRenewedAt < config.leaseMs / 2;
+  let staleLogged = false;
+  const retireIdle = () => {
+    for (const r of residents.idle()) residents.retire(r);
+  };
   let renewing = false;
+  let renewSentAt = 0;
+  // renewals every third of LEASE_MS; the lock's age checked twice as often
+  const tickMs = Math.max(20, Math.floor(config.leaseMs / 6));
   const coordination = setInterval(() => {
-    if (renewing || !locked) return;
+    // the lock may lapse: a cron on this host could take it and spawn MAX_WORKERS of its own
+    if (!lockHeld()) {
+      if (locked && !staleLogged) cron.warn(`Cycle lock of ${config.host} not renewed for ${Date.now() - lockRenewedAt}ms: idle workers told to exit, no new batch until it is`);
+      staleLogged = true;
+      retireIdle();
+    } else staleLogged = false;
+    if (renewing || Date.now() - renewSentAt < config.leaseMs / 3 - tickMs / 2) return;
     renewing = true;
+    const sentAt = Date.now();
+    renewSentAt = sentAt;
     const workers = global ? residents.live().map((r) => r.workerId) : [];
     Promise.all([
-      db.renewCycleLock(config.host, config.leaseMs).then((ours) => {
-        if (ours || !locked) return;
-        locked = false;
-        cron.error(`✗ Cycle lock of ${config.host} lost (it expired and another dispatcher may hold it): no new batch until it is taken again`);
+      !locked
+        ? undefined
+        : db.renewCycleLock(config.host, config.leaseMs).then((ours) => {
+            if (ours) lockRenewedAt = Math.max(lockRenewedAt, sentAt);
+            if (ours || !locked) return;
+            locked = false;
+            cron.error(`✗ Cycle lock of ${config.host} lost (it expired and another dispatcher may hold it): idle workers told to exit, no new batch until it is taken again`);
+            retireIdle();
+          }),
+      // whatever the lock's state: a slot not renewed has expired and may be another host's
+      db.renewWorkerSlots(workers, config.leaseMs).then((kept) => {
+        const ok = new Set(kept);
+        for (const r of residents.live()) {
+          if (!workers.includes(r.workerId) || ok.has(r.workerId) || r.retiring) continue;
+          log.warn(`Worker ${r.workerId}: its slot (GLOBAL_MAX_WORKERS) expired and may be taken`, { workerId: r.workerId });
+          residents.retire(r);
+        }
       }),
-      db.renewWorkerSlots(workers, config.leaseMs),
     ])
       .catch((e: unknown) => cron.warn(`Renewing the cycle lock and worker slots failed: ${errorMessage(e)}`))
       .finally(() => (renewing = false));
-  }, Math.max(20, Math.floor(config.leaseMs / 3)));
+  }, tickMs);
 
   /**
    * Housekeeping, every SAFETY_MS rather than per batch (keeps a batch to a few round
@@ -159,8 +204,23 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   let emptyBackoff = 0;
   /** batches handed out and not yet reported (each finishes its cycle record) */
   const inflight = new Set<Promise<void>>();
-  /** the latest due time handed out while batches are in flight: the next one is looked for after it */
+  /** the latest due time (run_at, the database's clock) handed out while batches are in flight: the next one is looked for after it */
   let handedUpTo = null as number | null;
+  /** when the last look for the next due time without `after` was (every SAFETY_MS at least) */
+  let fullLookAt = 0;
+  /** the next due time on this host's clock, as last read (idle workers stay for it) */
+  let dueAt = null as number | null;
+  /** idle workers past WORKER_IDLE_MS are told to exit, unless the lock is held and work is due within the lead; returns when to look again */
+  const retireIdleAfter = (now: number): number => {
+    let check = Infinity;
+    const soon = lockHeld() && !dbDown && dueAt !== null && dueAt - now <= readiness.leadMs();
+    for (const r of residents.idle()) {
+      const until = r.idleSince + config.workerIdleMs;
+      if (until <= now && !soon) residents.retire(r);
+      else check = Math.min(check, Math.max(until, now + 50));
+    }
+    return check;
+  };
   /** workers told to stop (SIGTERM once: a second one aborts their publishes) */
   const signalled = new WeakSet<Resident>();
   const terminate = (list: readonly Resident[]) => {
@@ -183,6 +243,9 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   try {
     while (!stop.aborted) {
       changed = false;
+      // idle workers leave after WORKER_IDLE_MS unless work is about to come (as last
+      // read), before any database call: a database that does not answer keeps none
+      let idleCheck = retireIdleAfter(Date.now());
       try {
         if (watch === null) {
           watch = await db.watchDue(() => {
@@ -191,7 +254,10 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           });
         }
         if (!locked) {
+          retireIdle();
+          const sentAt = Date.now();
           locked = await db.tryLockCycle(config.host, config.leaseMs);
+          if (locked) lockRenewedAt = sentAt;
           if (!locked) {
             if (!lockWaitLogged) cron.info(`Cycle lock of ${config.host} held (a cron cycle or another daemon): waiting for it`);
             lockWaitLogged = true;
@@ -203,33 +269,47 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           lockWaitLogged = false;
         }
         await housekeep();
-        const next = await db.nextDue(handedUpTo === null ? undefined : new Date(handedUpTo));
+        // after the due times handed out, but every SAFETY_MS from the start: a post that
+        // became pending with an earlier run_at (a retry, a release) meanwhile is found
+        const full = handedUpTo === null || Date.now() - fullLookAt >= SAFETY_MS;
+        let asked = Date.now();
+        let next = await db.nextDue(full ? undefined : new Date(handedUpTo ?? 0));
+        if (full) fullLookAt = Date.now();
+        // a due time already handed out, due for less than SAFETY_MS: its batch is still
+        // claiming it, so the next after it (due for longer: it was skipped, a batch for it)
+        if (full && next !== null && handedUpTo !== null && next.runAt.getTime() <= handedUpTo && next.inMs > -SAFETY_MS) {
+          asked = Date.now();
+          next = await db.nextDue(new Date(handedUpTo));
+        }
+        const now = Date.now();
         if (dbDown) cron.info('✓ Database answers again');
         dbDown = false;
-        const now = Date.now();
         const lead = readiness.leadMs();
-        const at = next?.getTime() ?? null;
-        // idle workers leave after WORKER_IDLE_MS unless work is about to come
-        let idleCheck = Infinity;
-        for (const r of residents.idle()) {
-          const until = r.idleSince + config.workerIdleMs;
-          if (until <= now && (at === null || at - now > lead)) residents.retire(r);
-          else idleCheck = Math.min(idleCheck, Math.max(until, now + 50));
-        }
-        if (at === null || at - now > lead) {
+        // run_at on the database's clock; `due` the same moment on this host's, never
+        // compared with run_at (the database's now is run_at - inMs, read between asked and now)
+        const at = next?.runAt.getTime() ?? null;
+        const due = next === null ? null : Math.round((asked + now) / 2) + next.inMs;
+        dueAt = due;
+        idleCheck = retireIdleAfter(now);
+        if (due === null || at === null || due - now > lead) {
           if (at !== lastLogged && inflight.size === 0) {
-            cron.info(at === null ? 'No post pending: sleeping' : `Next post due at ${new Date(at).toISOString()} (in ${at - now}ms)`);
+            cron.info(at === null || due === null ? 'No post pending: sleeping' : `Next post due at ${new Date(at).toISOString()} (in ${due - now}ms)`);
             lastLogged = at;
           }
-          await sleepUntil(Math.min(at === null ? Infinity : at - lead, now + SAFETY_MS, idleCheck));
+          await sleepUntil(Math.min(due === null ? Infinity : due - lead, now + SAFETY_MS, idleCheck));
           continue;
         }
         lastLogged = undefined;
-        if (at === emptyAt && now < at + emptyBackoff) {
-          await sleepUntil(Math.min(at + emptyBackoff, now + SAFETY_MS));
+        if (at === emptyAt && now < due + emptyBackoff) {
+          await sleepUntil(Math.min(due + emptyBackoff, now + SAFETY_MS));
           continue;
         }
-        const handed = await batch(at);
+        // the lock not renewed lately: no batch until it is (the idle workers have gone)
+        if (!lockHeld()) {
+          await sleepUntil(now + Math.max(20, Math.floor(config.leaseMs / 6)));
+          continue;
+        }
+        const handed = await batch(at, due);
         if (handed === null) {
           // claimed meanwhile: look again shortly
           await sleepUntil(Date.now() + 10);
@@ -270,14 +350,15 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
   }
 
   /**
-   * Hands the posts due at `at` to workers, as one cycle: idle resident workers, new
-   * ones spawned now (ahead of `at`), and, when the seed's number is not reached within
-   * MAX_WORKERS, busy ones (they take it after their batch). Resolves, once handed out,
-   * with the batch's completion (the posts its workers claimed); null when nothing is due.
+   * Hands the posts due at `at` (run_at; `due` the same moment on this host's clock) to
+   * workers, as one cycle: idle resident workers, new ones spawned now (ahead of it), and,
+   * when the seed's number is not reached within MAX_WORKERS, busy ones (they take it
+   * after their batch). Resolves, once handed out, with the batch's completion (the posts
+   * its workers claimed); null when nothing is due.
    */
-  async function batch(at: number): Promise<{ completion: Promise<number> } | null> {
+  async function batch(at: number, due: number): Promise<{ completion: Promise<number> } | null> {
     const started = Date.now();
-    const pending = await db.countDue(Math.max(0, at - Date.now()) + SOON_MS);
+    const pending = await db.countDue(Math.max(0, due - Date.now()) + SOON_MS);
     // nothing: claimed meanwhile (by another host, or by a worker still claiming)
     if (pending === 0) return null;
     const recovered = recoveredSince;
@@ -326,44 +407,78 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
       await db.finishCycle(cycleId, emptyResult(cycleId, pending, recovered, started), []).catch(() => undefined);
       return { completion: Promise.resolve(0) };
     }
-    const reported = Promise.all(taking.map((r) => residents.dispatch(r, at, cycleId)));
-    return { completion: finish(at, cycleId, clog, started, pending, recovered, taking, reported) };
+    const runs = taking.map((r): BatchRun => {
+      let onStart: () => void = () => undefined;
+      const run: BatchRun = { resident: r, startedAt: null, started: new Promise<void>((resolve) => (onStart = resolve)), result: Promise.resolve(null) };
+      run.result = residents.dispatch(r, due, cycleId, (t) => {
+        run.startedAt = t;
+        onStart();
+      });
+      return run;
+    });
+    return { completion: finish({ due, cycleId, clog, started, pending, recovered, spawned: ids.length, runs }) };
   }
 
-  /** Waits for a batch's workers (stopping them at the cycle's guard, TIMEOUT_MS after the due time), then records its cycle. */
-  async function finish(
-    at: number,
-    cycleId: number,
-    clog: Logger,
-    started: number,
-    pending: number,
-    recovered: number,
-    taking: readonly Resident[],
-    reported: Promise<WorkerExit[]>,
-  ): Promise<number> {
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([
-      reported.then(() => 'done' as const),
-      new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), Math.max(0, at + config.timeoutMs - Date.now())))),
-    ]);
-    clearTimeout(timer);
-    if (ended === 'timeout') {
-      const busy = taking.filter((r) => r.handle.process.exitCode === null && r.handle.process.signalCode === null);
-      clog.error(`Exceeded ${config.timeoutMs}ms timeout, stopping ${busy.length} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
-      await terminate(busy);
+  /**
+   * Stops one worker's batch if it runs past TIMEOUT_MS from its own start (from the due
+   * time until it starts, unless it is still on an earlier batch: that batch's limit
+   * covers it). A batch queued behind another is never stopped within its own budget.
+   * Resolves true when it stopped the worker.
+   */
+  async function limit(run: BatchRun, cycleId: number, due: number): Promise<boolean> {
+    const done = run.result.then(() => 'done' as const);
+    const started = run.started.then(() => 'started' as const);
+    for (;;) {
+      if (run.startedAt === null && run.resident.cycles[0] !== cycleId) {
+        // still on an earlier batch (or this one is over): that batch's limit covers it
+        if ((await Promise.race([done, started])) === 'done') return false;
+        continue;
+      }
+      const wait = (run.startedAt ?? due) + config.timeoutMs - Date.now();
+      if (wait <= 0) {
+        await terminate([run.resident]);
+        return true;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const time = new Promise<'time'>((resolve) => (timer = setTimeout(() => resolve('time'), wait)));
+      // until it starts, its start moves the limit
+      const ended = await Promise.race(run.startedAt === null ? [done, started, time] : [done, time]);
+      clearTimeout(timer);
+      if (ended === 'done') return false;
     }
-    const exits = await reported;
+  }
+
+  /** Waits for a batch's workers (each stopped at its own limit), then records its cycle. */
+  async function finish(b: {
+    due: number;
+    cycleId: number;
+    clog: Logger;
+    started: number;
+    pending: number;
+    recovered: number;
+    spawned: number;
+    runs: readonly BatchRun[];
+  }): Promise<number> {
+    const { cycleId, clog, started, pending, recovered } = b;
+    const stopped = await Promise.all(b.runs.map((run) => limit(run, cycleId, b.due)));
+    const timedOut = stopped.some((x) => x);
+    if (timedOut) clog.error(`Exceeded ${config.timeoutMs}ms timeout, stopped ${stopped.filter((x) => x).length} workers (SIGTERM, SIGKILL after ${config.killGraceMs}ms)`);
+    // a worker that ended before reaching this batch took no part in it
+    const exits = (await Promise.all(b.runs.map((run) => run.result))).filter((e): e is WorkerExit => e !== null);
     for (const exit of exits) logBatch(clog, exit);
     const succeeded = exits.filter((e) => e.exitCode === 0).length;
+    const reused = Math.max(0, exits.length - b.spawned);
+    if (reused > 0) clog.info(`Resident workers reused: ${reused}`);
     const result: CycleResult = {
       cycleId,
       pending,
-      workersSpawned: exits.length,
+      // processes spawned for this batch; the resident ones reused are in the log line above
+      workersSpawned: b.spawned,
       workersSucceeded: succeeded,
       workersFailed: exits.length - succeeded,
       recovered,
       durationMs: Date.now() - started,
-      exitCode: cycleExitCode(exits, ended === 'timeout'),
+      exitCode: cycleExitCode(exits, timedOut),
       stopped: stop.aborted,
       posts: cyclePosts(exits),
     };
@@ -381,6 +496,14 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     await db.finishCycle(cycleId, result, runs).catch((e: unknown) => clog.error(`✗ Cycle not recorded: ${errorMessage(e)}`));
     return exits.reduce((n, e) => n + (e.report?.claimed ?? 0), 0);
   }
+}
+
+/** One worker's part in a batch: when it started it (this host's clock), and its result. */
+interface BatchRun {
+  readonly resident: Resident;
+  startedAt: number | null;
+  readonly started: Promise<void>;
+  result: Promise<WorkerExit | null>;
 }
 
 function emptyResult(cycleId: number, pending: number, recovered: number, started: number): CycleResult {

@@ -16,6 +16,10 @@ export interface Resident {
   readonly ready: Promise<boolean>;
   /** batches handed to it and not reported yet (it works them in order) */
   queued: number;
+  /** their cycles, in order: the first is the one it works (or starts next) */
+  readonly cycles: number[];
+  /** the cycle it was working (or about to start) when it exited: that batch alone ends with its exit */
+  exitedIn: number | null;
   /** when its last batch ended (or it was spawned) */
   idleSince: number;
   /** told to exit */
@@ -30,9 +34,14 @@ export interface Residents {
   busy(): Resident[];
   /** every live worker process (they all hold a MAX_WORKERS place, and a slot under GLOBAL_MAX_WORKERS) */
   live(): Resident[];
-  /** hands `at` to the worker (once it is ready); resolves with its batch, or its exit if it ends first */
-  dispatch(r: Resident, at: number, cycleId: number): Promise<WorkerExit>;
-  /** tells an idle worker to exit (after WORKER_IDLE_MS) */
+  /**
+   * hands `at` (this host's clock) to the worker once it is ready; `onStart` when it starts
+   * the batch. Resolves with its batch, or with its exit if it ended working it (or before
+   * starting its first); null when it ended before reaching this batch (queued behind
+   * another): that batch's cycle records the exit, this one nothing.
+   */
+  dispatch(r: Resident, at: number, cycleId: number, onStart: (startedAt: number) => void): Promise<WorkerExit | null>;
+  /** tells a worker to exit after what it has (idle after WORKER_IDLE_MS, or its slot or lock lost) */
   retire(r: Resident): void;
 }
 
@@ -60,9 +69,11 @@ export function makeResidents(options: {
         });
         void handle.exited.then(() => resolve(false));
       });
-      const r: Resident = { workerId, handle, ready, queued: 0, idleSince: Date.now(), retiring: false };
+      const r: Resident = { workerId, handle, ready, queued: 0, cycles: [], exitedIn: null, idleSince: Date.now(), retiring: false };
       all.set(workerId, r);
+      // registered before any dispatch's: exitedIn is set when theirs run
       void handle.exited.then((exit) => {
+        r.exitedIn = r.cycles[0] ?? null;
         all.delete(workerId);
         options.onExit(r, exit);
       });
@@ -71,10 +82,12 @@ export function makeResidents(options: {
     idle: () => [...all.values()].filter((r) => r.queued === 0 && !r.retiring),
     busy: () => [...all.values()].filter((r) => r.queued > 0 && !r.retiring).sort((a, b) => a.queued - b.queued),
     live: () => [...all.values()],
-    async dispatch(r, at, cycleId) {
+    async dispatch(r, at, cycleId, onStart) {
       r.queued++;
-      const batch = new Promise<WorkerExit>((resolve) => {
+      r.cycles.push(cycleId);
+      const batch = new Promise<WorkerExit | null>((resolve) => {
         const onMessage = (m: ResidentMessage) => {
+          if (m.type === 'start' && m.cycleId === cycleId) onStart(m.startedAt);
           if (m.type !== 'batch' || m.cycleId !== cycleId) return;
           r.handle.process.off('message', onMessage);
           resolve({
@@ -88,21 +101,23 @@ export function makeResidents(options: {
           });
         };
         r.handle.process.on('message', onMessage);
-        // it ended before reporting this batch: its exit is the batch's result
+        // it ended before reporting this batch: its exit is the result of the batch it was on
         void r.handle.exited.then((exit) => {
           r.handle.process.off('message', onMessage);
-          resolve(exit);
+          resolve(r.exitedIn === cycleId ? exit : null);
         });
       });
       if (await r.ready) send(r, { type: 'due', at, cycleId });
       const result = await batch;
+      r.cycles.splice(r.cycles.indexOf(cycleId), 1);
       r.queued--;
       r.idleSince = Date.now();
       return result;
     },
     retire(r) {
+      if (r.retiring) return;
       r.retiring = true;
-      options.log.info(`Worker ${r.workerId} idle, told to exit`, { workerId: r.workerId });
+      options.log.info(`Worker ${r.workerId} ${r.queued === 0 ? 'idle' : 'after its batch'}, told to exit`, { workerId: r.workerId });
       send(r, { type: 'exit' });
     },
   };

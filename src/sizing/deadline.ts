@@ -11,6 +11,8 @@
  * When even that cannot (saturated), throughput matters most and the cycle takes the
  * seed's maximum shape (MAX_WORKERS workers of WORKER_CONCURRENCY, which drain faster
  * than one worker of the same total, measured in issue 10: 1.41x against 1.60x the ideal).
+ * With GLOBAL_MAX_WORKERS set, each worker keeps WORKER_CONCURRENCY in flight (the
+ * global bound is slots x WORKER_CONCURRENCY) and the sizing only saves processes.
  */
 
 /** The posts due on one channel, as Store.dueByChannel reads them. */
@@ -87,6 +89,16 @@ export function deadlineSizing(channels: readonly DueChannel[], limits: Deadline
 
   const total = Math.max(1, Math.min(counted, maxInFlight));
   const clears = (inFlight: number) => Math.max(publishMs / inFlight, floorMs);
+  if (limits.globalMaxWorkers !== null) {
+    // GLOBAL_MAX_WORKERS bounds the posts in flight across hosts as slots x
+    // WORKER_CONCURRENCY: a worker may not carry more (nor more when fewer slots are
+    // granted). The shape only saves processes: the fewest at WORKER_CONCURRENCY that clear.
+    const perWorker = limits.workerConcurrency;
+    const needed = Math.ceil(publishMs / budgetMs / perWorker);
+    const over = needed > processCap;
+    const workers = Math.max(1, Math.min(Math.max(needed, limits.minWorkers), processCap));
+    return { ...base, workers, inFlight: perWorker, clearsInMs: clears(workers * perWorker), saturated: over };
+  }
   // throughput alone decides: a rate window or a slow single post is not helped by processes
   const saturated = publishMs / total > budgetMs;
   const wanted = saturated ? limits.maxWorkers : 1;

@@ -9,7 +9,7 @@ import type { AlertStore } from './concerns/alerts.ts';
 import type { HistoryStore } from './concerns/history.ts';
 import type { FiguresStore } from './concerns/figures.ts';
 
-export type { ClaimOptions, Exchange } from './concerns/queue.ts';
+export type { ClaimOptions, Exchange, NextDue } from './concerns/queue.ts';
 export { LIST_TEXT } from './concerns/posts.ts';
 export type { PostQuery, PostListItem, PostAttempt, PostEdit } from './concerns/posts.ts';
 export type { ChannelChanges, ChannelRemoval } from './concerns/channels.ts';

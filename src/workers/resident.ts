@@ -13,10 +13,13 @@ import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
  * daemon says `exit` (after WORKER_IDLE_MS without work, decided by the daemon so that a
  * `due` and an exit never cross), on SIGTERM, or when the daemon is gone.
  */
+/** `at`: the due time on this host's clock (the daemon converts run_at with the database's measured offset). */
 export type DaemonMessage = { readonly type: 'due'; readonly at: number; readonly cycleId: number } | { readonly type: 'exit' };
 
 export type ResidentMessage =
   | { readonly type: 'ready' }
+  /** a batch starts (its budget, and the daemon's limit on it, run from here) */
+  | { readonly type: 'start'; readonly cycleId: number; readonly startedAt: number }
   | {
       readonly type: 'batch';
       readonly cycleId: number;
@@ -94,6 +97,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
     // a stop may have come during the wait (the checker cannot see it)
     if ((stop.aborted as boolean)) break;
     const startedAt = Date.now();
+    await send({ type: 'start', cycleId: message.cycleId, startedAt });
     // a batch's hard stop, as an ephemeral worker's process has it from its start
     const hardStop = setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs);
     let report: WorkerReport;

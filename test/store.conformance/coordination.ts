@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Store } from '../../src/store/store.ts';
 import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
 
 /**
@@ -106,10 +107,24 @@ export function testCoordinationStore(dialect: 'sqlite' | 'postgres'): void {
         })();
         assert.ok(id !== undefined);
         await changed('an edit of run_at', () => other.editPost(id, { runAt: new Date(Date.now() + 1_000) }));
-        await other.editPost(id, { runAt: new Date(Date.now() - 1_000) });
-        const [claimed] = await other.claim('w', 1, 60_000);
+        await changed('an edit to an earlier run_at', () => other.editPost(id, { runAt: new Date(Date.now() - 1_000) }));
+        // the worker's paths: on PostgreSQL a claim and a retry never notify (NOTIFY takes a
+        // database-wide lock at commit; the daemon's safety re-check finds a retry). SQLite's
+        // data_version changes with any commit, so there they do.
+        const quiet = async (what: string, act: () => Promise<unknown>) => {
+          const before = changes;
+          await act();
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          if (dialect === 'postgres') assert.equal(changes, before, `no notification after ${what}`);
+        };
+        let claimed: Awaited<ReturnType<Store['claim']>>[number] | undefined;
+        await quiet('a claim', async () => ([claimed] = await other.claim('w', 1, 60_000)));
         assert.ok(claimed !== undefined);
-        await changed('a retry', () => other.recordOutcomes('w', [{ kind: 'retry', postId: claimed.id, token: claimed.token, delayMs: 5_000, error: 'HTTP 503', unconfirmed: false }]));
+        const held = claimed;
+        await quiet('a retry', () => other.recordOutcomes('w', [{ kind: 'retry', postId: held.id, token: held.token, delayMs: 5_000, error: 'HTTP 503', unconfirmed: false }]));
+        // an operator's change does: a channel resumed
+        await other.setChannelPaused('a', true);
+        await changed('a channel resumed', () => other.setChannelPaused('a', false));
       } finally {
         await watch.close();
       }

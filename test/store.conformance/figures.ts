@@ -5,6 +5,8 @@ import { describe, it } from 'node:test';
 import postgres from 'postgres';
 import { parseDatabaseUrl } from '../../src/config.ts';
 import type { Store } from '../../src/store/store.ts';
+import { DUE_BY_CHANNEL } from '../../src/store/postgres/figures.ts';
+import { RECENT_PUBLISH_TIMES } from '../../src/store/sqlite/figures.ts';
 import type { Outcome } from '../../src/types.ts';
 import { migratedStores } from '../helpers/conformance.ts';
 import type { TestDatabase } from '../helpers/databases.ts';
@@ -419,15 +421,14 @@ export function testFiguresStore(dialect: 'sqlite' | 'postgres'): void {
   });
 }
 
-/** The database's plan for one channel's most recently published posts, through a separate connection. */
+/** The database's plan for the store's own statement reading one channel's most recently published posts, through a separate connection. */
 async function explainRecent(db: TestDatabase, channelId: number): Promise<string> {
   const target = parseDatabaseUrl(db.url);
-  const query = `SELECT id FROM post_schedule WHERE channel_id = ${channelId} AND status = 'published' ORDER BY updated_at DESC LIMIT 20`;
   if (target.dialect === 'sqlite') {
     const raw = new Database(target.path);
     try {
       raw.exec('ANALYZE');
-      return (raw.prepare(`EXPLAIN QUERY PLAN ${query}`).all() as { detail: string }[]).map((r) => r.detail).join(' | ');
+      return (raw.prepare(`EXPLAIN QUERY PLAN ${RECENT_PUBLISH_TIMES}`).all(channelId, 20) as { detail: string }[]).map((r) => r.detail).join(' | ');
     } finally {
       raw.close();
     }
@@ -435,7 +436,8 @@ async function explainRecent(db: TestDatabase, channelId: number): Promise<strin
   const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
   try {
     await sql.unsafe('ANALYZE post_schedule');
-    const rows = await sql.unsafe(`EXPLAIN ${query}`);
+    // Store.dueByChannel's whole statement: the published index is read inside its lateral join
+    const rows = await sql.unsafe(`EXPLAIN ${DUE_BY_CHANNEL}`, [20]);
     return rows.map((r) => String(Object.values(r)[0])).join(' | ');
   } finally {
     await sql.end({ timeout: 1 });

@@ -461,8 +461,13 @@ export function testQueueStore(dialect: 'sqlite' | 'postgres'): void {
         { channelId: a.id, text: 'later', runAt: new Date(now + 120_000) },
       ]);
       assert.ok(past !== undefined && soon !== undefined && later !== undefined);
-      assert.equal((await store.nextDue())?.getTime(), now - 60_000, 'a post already due: its (past) run_at');
-      assert.equal((await store.nextDue(new Date(now - 60_000)))?.getTime(), now + 30_000, 'the next after a time already handed out');
+      const first = await store.nextDue();
+      assert.equal(first?.runAt.getTime(), now - 60_000, 'a post already due: its (past) run_at');
+      // how far from the database's now (its clock is this machine's): about a minute ago
+      assert.ok(first !== null && first.inMs <= -60_000 + 1_000 && first.inMs > -60_000 - 30_000, `inMs ${first?.inMs}`);
+      const next = await store.nextDue(new Date(now - 60_000));
+      assert.ok(next !== null && next.inMs > 0 && next.inMs <= 30_000, `inMs ${next?.inMs}: in the future, within 30 s`);
+      assert.equal((await store.nextDue(new Date(now - 60_000)))?.runAt.getTime(), now + 30_000, 'the next after a time already handed out');
       assert.equal(await store.nextDue(new Date(now + 120_000)), null);
       assert.equal(await store.countDue(), 1);
       assert.equal(await store.countDue(60_000), 2, 'soon falls due within a minute');
@@ -471,15 +476,15 @@ export function testQueueStore(dialect: 'sqlite' | 'postgres'): void {
       // claimed: no longer pending
       const [claimed] = await store.claim('w', 1, 60_000);
       assert.equal(claimed?.id, past);
-      assert.equal((await store.nextDue())?.getTime(), now + 30_000);
+      assert.equal((await store.nextDue())?.runAt.getTime(), now + 30_000);
       // a paused channel's posts wait: not due for the daemon either
       await store.setChannelPaused('b', true);
-      assert.equal((await store.nextDue())?.getTime(), now + 120_000);
+      assert.equal((await store.nextDue())?.runAt.getTime(), now + 120_000);
       assert.equal(await store.countDue(600_000), 1);
       await store.setChannelPaused('b', false);
       // an edit moves it
       await store.editPost(later, { runAt: new Date(now + 10_000) });
-      assert.equal((await store.nextDue())?.getTime(), now + 10_000);
+      assert.equal((await store.nextDue())?.runAt.getTime(), now + 10_000);
       await store.cancel(later);
       await store.cancel(soon);
       assert.equal(await store.nextDue(), null, 'cancelled and processing posts are not due');

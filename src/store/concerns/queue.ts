@@ -24,11 +24,13 @@ export interface QueueStore {
   countDue(aheadMs?: number): Promise<number>;
   /**
    * The earliest run_at of a pending post of a channel not paused, on the database's
-   * clock (served by the due index; past when posts are already due); null when no post
-   * is pending. `daemon --precise` sleeps until then. With `after`, the earliest later
-   * than it (the daemon has handed out the due times up to `after` already).
+   * clock (served by the due index; past when posts are already due), with how far it is
+   * from the database's now (`inMs`, negative when already due): `daemon --precise`
+   * sleeps that long, never comparing run_at to its own clock. null when no post is
+   * pending. With `after`, the earliest later than it (the daemon has handed out the due
+   * times up to `after` already).
    */
-  nextDue(after?: Date): Promise<Date | null>;
+  nextDue(after?: Date): Promise<NextDue | null>;
   /**
    * claim: moves up to `limit` due posts, oldest run_at first, to processing for
    * `workerId` in one atomic statement, with attempts + 1 and a lease of `leaseMs`.
@@ -103,4 +105,10 @@ export interface Exchange {
   /** ids of the outcomes that were applied (the rest were fenced out) */
   readonly applied: number[];
   readonly claimed: ClaimedPost[];
+}
+
+/** The next due time (Store.nextDue): run_at, and run_at less the database's now, in ms. */
+export interface NextDue {
+  readonly runAt: Date;
+  readonly inMs: number;
 }

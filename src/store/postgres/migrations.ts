@@ -303,21 +303,31 @@ CREATE INDEX post_attempts_finished ON post_attempts (finished_at);
     name: 'due notifications',
     sql: `
 -- daemon --precise sleeps until the next due time; a change that may move it earlier
--- wakes it (LISTEN post_scheduler_due, payload the schema): a post inserted pending, a
--- post that becomes pending or whose run_at moves while pending (edit, retry, requeue,
--- recovery), a channel resumed. Not a claim or an outcome that leaves pending (the
--- WHEN clauses keep the claim path free of it); the daemon's safety re-check covers the
--- rest. NOTIFY in one transaction is sent once, however many rows fire it.
+-- wakes it (LISTEN post_scheduler_due, payload the schema): posts inserted pending (one
+-- call per statement, however many rows: a 10,000-post schedule is one EXISTS over its
+-- transition table), an operator's change (a post edited to an earlier run_at, a failed
+-- or unknown post requeued), a channel resumed. Not the worker's paths: a claim, an
+-- outcome, a retry or a release back to pending (processing -> pending) never notify, as
+-- NOTIFY takes a database-wide lock at commit; the daemon's safety re-check (every
+-- SAFETY_MS, 3 s) finds those. NOTIFY in one transaction is sent once.
 CREATE FUNCTION post_scheduler_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM pg_notify('post_scheduler_due', TG_TABLE_SCHEMA);
   RETURN NULL;
 END
 $$;
+CREATE FUNCTION post_scheduler_notify_due_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM inserted WHERE status = 'pending') THEN
+    PERFORM pg_notify('post_scheduler_due', TG_TABLE_SCHEMA);
+  END IF;
+  RETURN NULL;
+END
+$$;
 CREATE TRIGGER post_schedule_due_insert AFTER INSERT ON post_schedule
-  FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION post_scheduler_notify_due();
+  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION post_scheduler_notify_due_inserted();
 CREATE TRIGGER post_schedule_due_update AFTER UPDATE OF status, run_at ON post_schedule
-  FOR EACH ROW WHEN (NEW.status = 'pending' AND (OLD.status <> 'pending' OR OLD.run_at <> NEW.run_at))
+  FOR EACH ROW WHEN (NEW.status = 'pending' AND (OLD.status NOT IN ('pending', 'processing') OR NEW.run_at < OLD.run_at))
   EXECUTE FUNCTION post_scheduler_notify_due();
 CREATE TRIGGER channels_due_resume AFTER UPDATE OF paused_at ON channels
   FOR EACH ROW WHEN (OLD.paused_at IS NOT NULL AND NEW.paused_at IS NULL) EXECUTE FUNCTION post_scheduler_notify_due();

@@ -208,13 +208,15 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
     },
 
     async nextDue(after?: Date) {
-      const [row] = await q<{ run_at: Date }>(
-        `SELECT run_at FROM post_schedule WHERE status = 'pending' AND ($1::timestamptz IS NULL OR run_at > $1::timestamptz)
+      // in_ms on the database's clock: the daemon never compares run_at to its host's
+      const [row] = await q<{ run_at: Date; in_ms: number }>(
+        `SELECT run_at, (extract(epoch FROM run_at - now()) * 1000)::float8 AS in_ms
+           FROM post_schedule WHERE status = 'pending' AND ($1::timestamptz IS NULL OR run_at > $1::timestamptz)
             AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
           ORDER BY run_at LIMIT 1`,
         [after?.toISOString() ?? null],
       );
-      return row?.run_at ?? null;
+      return row === undefined ? null : { runAt: row.run_at, inMs: Math.round(row.in_ms) };
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {

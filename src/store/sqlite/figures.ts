@@ -10,6 +10,11 @@ import type { SqliteConnection } from './connection.ts';
 import { SQL } from './queue.ts';
 import { sqlitePausedChannels } from './rate.ts';
 
+/** One due channel's recent publish times (channel, samples), exported for the conformance suite's plan check. */
+export const RECENT_PUBLISH_TIMES = `SELECT a.finished_at - a.started_at AS ms
+             FROM (SELECT id FROM post_schedule WHERE channel_id = ? AND status = 'published' ORDER BY updated_at DESC LIMIT ?) p
+             JOIN post_attempts a ON a.post_id = p.id AND a.outcome = 'published' AND a.started_at IS NOT NULL`;
+
 /**
  * Figures on SQLite (see FiguresStore), each read one read transaction.
  */
@@ -210,9 +215,7 @@ export function makeSqliteFigures(c: SqliteConnection): FiguresStore {
             GROUP BY +channel_id`,
         ).all(Date.now()) as { channel_id: number; due: number }[];
         const times = stmt(
-          `SELECT a.finished_at - a.started_at AS ms
-             FROM (SELECT id FROM post_schedule WHERE channel_id = ? AND status = 'published' ORDER BY updated_at DESC LIMIT ?) p
-             JOIN post_attempts a ON a.post_id = p.id AND a.outcome = 'published' AND a.started_at IS NOT NULL`,
+          RECENT_PUBLISH_TIMES,
         );
         return dueLoads(
           due.flatMap((d): { channelId: number; due: number; ms: number | null }[] => {

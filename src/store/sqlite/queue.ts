@@ -162,7 +162,8 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
 
     async nextDue(after?: Date) {
       const row = (await read(() => stmt(SQL.nextDue).get(after?.getTime() ?? -1))) as { run_at: number } | undefined;
-      return row === undefined ? null : new Date(row.run_at);
+      // the database's clock is this host's (the store writes run_at with Date.now())
+      return row === undefined ? null : { runAt: new Date(row.run_at), inMs: row.run_at - Date.now() };
     },
 
     async claim(workerId: string, limit: number, leaseMs: number) {
