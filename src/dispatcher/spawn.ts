@@ -1,5 +1,4 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,53 +47,14 @@ export const WORKER_ENTRY = ext === '.js' && fs.existsSync(bundle) ? bundle : pa
  * no optimizing compiler (`--no-opt`: the baseline compiler stays; a worker waits on its
  * database and publishers, and TurboFan's code and compile buffers cost a busy worker
  * 10-15 MB of RSS with no measured throughput gain, BENCHMARKS.md "Lighter cycles").
- * scripts/bundle-worker.mjs builds the worker's start-up snapshot under the same flags:
- * V8 refuses a snapshot built under other ones.
  */
 export const WORKER_HEAP_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--max-old-space-size=96', '--no-opt'];
 
-/** The worker's V8 start-up snapshot beside its bundle, and what it was built from. */
-export const WORKER_SNAPSHOT = `${bundle.slice(0, -'.cjs'.length)}.blob`;
-export interface WorkerSnapshotInfo {
-  readonly node: string;
-  readonly flags: readonly string[];
-  readonly bundleSha256: string;
-}
-
-let snapshotSeen: { readonly key: string; readonly usable: boolean } | null = null;
-
 /**
- * Whether workers start from the snapshot: it exists and was built by this Node, under
- * WORKER_HEAP_FLAGS, from the bundle as it is now (a stale or missing blob: the plain
- * bundle). Checked again only when the bundle or the blob changes on disk (a rebuild
- * under a running daemon).
- */
-export function workerSnapshotUsable(): boolean {
-  try {
-    const a = fs.statSync(bundle);
-    const b = fs.statSync(WORKER_SNAPSHOT);
-    const key = `${a.mtimeMs}:${a.size}:${b.mtimeMs}:${b.size}`;
-    if (snapshotSeen?.key !== key) {
-      const info = JSON.parse(fs.readFileSync(`${WORKER_SNAPSHOT}.json`, 'utf8')) as Partial<WorkerSnapshotInfo>;
-      const usable =
-        info.node === process.version &&
-        JSON.stringify(info.flags) === JSON.stringify(WORKER_HEAP_FLAGS) &&
-        info.bundleSha256 === createHash('sha256').update(fs.readFileSync(bundle)).digest('hex');
-      snapshotSeen = { key, usable };
-    }
-    return snapshotSeen.usable;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Node flags for the worker: the heap flags, the snapshot when the entry is the bundle
- * and its snapshot is usable, and, when running from TypeScript sources, the parent's
- * loader flags (tsx).
+ * Node flags for the worker: the heap flags and, when running from TypeScript sources,
+ * the parent's loader flags (tsx).
  */
 function workerExecArgv(entry: string): string[] {
-  if (entry === bundle && workerSnapshotUsable()) return ['--snapshot-blob', WORKER_SNAPSHOT, ...WORKER_HEAP_FLAGS];
   const keep: string[] = [...WORKER_HEAP_FLAGS];
   if (entry.endsWith('.js') || entry.endsWith('.cjs')) return keep;
   const args = process.execArgv;

@@ -9,11 +9,8 @@
  * dispatcher of its own first claim (a `first-claim` message).
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
- * Built into a V8 start-up snapshot (scripts/bundle-worker.mjs), this module is evaluated
- * at build time and does not start: the snapshot calls `startWorker` when a worker runs.
  */
 import { parseArgs } from 'node:util';
-import { startupSnapshot } from 'node:v8';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
 import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';
 import { guardOutput } from '../output.ts';
@@ -123,17 +120,13 @@ async function main(): Promise<number> {
   }
 }
 
-export function startWorker(): void {
-  reportUncaught(requestedLogFormat(), 'post-scheduler worker');
-  guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
-  main().then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
-      printError(message, requestedLogFormat(), {}, 'post-scheduler worker');
-      process.exit(EXIT.error);
-    },
-  );
-}
-
-if (!startupSnapshot.isBuildingSnapshot()) startWorker();
+reportUncaught(requestedLogFormat(), 'post-scheduler worker');
+guardOutput(); // a closed stdout (EPIPE) must not kill a worker mid-publish: see src/output.ts
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    const message = e instanceof ConfigError ? e.message : `worker crashed: ${errorMessage(e)}`;
+    printError(message, requestedLogFormat(), {}, 'post-scheduler worker');
+    process.exit(EXIT.error);
+  },
+);
