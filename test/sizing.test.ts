@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { deadlineSizing, describeSizing, type DeadlineLimits, type DueChannel } from '../src/sizing/deadline.ts';
 
 // Defaults: MAX_WORKERS 5, WORKER_CONCURRENCY 5 (25 in flight), WORKER_TIMEOUT_MS 50 s
-// (a 45 s budget), PUBLISH_TIMEOUT_MS 10 s (2.5 s assumed without history).
-const LIMITS: DeadlineLimits = { maxWorkers: 5, minWorkers: 1, workerConcurrency: 5, globalMaxWorkers: null, workerTimeoutMs: 50_000, defaultLatencyMs: 2_500 };
+// (a 36 s budget), PUBLISH_TIMEOUT_MS 10 s (2.5 s assumed without history).
+const LIMITS: DeadlineLimits = { maxWorkers: 5, minWorkers: 1, workerConcurrency: 5, globalMaxWorkers: null, workerTimeoutMs: 50_000, publishTimeoutMs: 10_000, defaultLatencyMs: 2_500 };
 const channel = (channelId: number, due: number, latencyMs: number | null, rate: DueChannel['rate'] = null): DueChannel => ({ channelId, due, latencyMs, rate });
 
 describe('deadline-aware sizing', () => {
@@ -21,7 +21,7 @@ describe('deadline-aware sizing', () => {
     assert.equal(s.saturated, false);
     assert.equal(
       describeSizing(s, 2_500),
-      '200 due, est. 40.0 s of publishing at 200 ms/post -> 1 worker x 25 in flight (clears in ~1.6 s of the 45 s budget)',
+      '200 due, est. 40.0 s of publishing at 200 ms/post -> 1 worker x 25 in flight (clears in ~1.6 s of the 36 s budget)',
     );
   });
 
@@ -30,7 +30,7 @@ describe('deadline-aware sizing', () => {
     assert.equal(s.workers, 5);
     assert.equal(s.inFlight, 5);
     assert.equal(s.saturated, true);
-    assert.match(describeSizing(s, 2_500), /^2000 due, est\. 4000\.0 s of publishing at 2000 ms\/post -> 5 workers x 5 in flight \(does not clear: ~160\.0 s against the 45 s budget, the maximum\)$/);
+    assert.match(describeSizing(s, 2_500), /^2000 due, est\. 4000\.0 s of publishing at 2000 ms\/post -> 5 workers x 5 in flight \(does not clear: ~160\.0 s against the 36 s budget, the maximum\)$/);
   });
 
   it('few posts: one worker with as many in flight as there are posts', () => {
@@ -39,7 +39,7 @@ describe('deadline-aware sizing', () => {
   });
 
   it('a mix of fast and slow channels is weighed by each one latency', () => {
-    // 300 x 100 ms + 100 x 5 s = 530 s of publishing: 21.2 s at 25 in flight, inside 45 s
+    // 300 x 100 ms + 100 x 5 s = 530 s of publishing: 21.2 s at 25 in flight, inside 36 s
     const mixed = deadlineSizing([channel(1, 300, 100), channel(2, 100, 5_000)], LIMITS);
     assert.deepEqual([mixed.workers, mixed.inFlight, mixed.publishMs], [1, 25, 530_000]);
     // three times the slow posts: 1,530 s, 61 s at 25 in flight: the maximum
@@ -71,7 +71,7 @@ describe('deadline-aware sizing', () => {
     // under GLOBAL_MAX_WORKERS a backlog one worker clears is one worker of WORKER_CONCURRENCY, not 25 in flight
     const light = deadlineSizing([channel(1, 100, 200)], { ...LIMITS, globalMaxWorkers: 4 });
     assert.deepEqual([light.workers, light.inFlight], [1, 5]);
-    // 1,200 at 200 ms = 240 s: one worker of 5 would take 48 s, over the 45 s budget; two take 24 s
+    // 1,200 at 200 ms = 240 s: one worker of 5 would take 48 s, over the 36 s budget; two take 24 s
     const some = deadlineSizing([channel(1, 1_200, 200)], { ...LIMITS, globalMaxWorkers: 4 });
     assert.deepEqual([some.workers, some.inFlight, some.saturated], [2, 5, false]);
     const min = deadlineSizing([channel(1, 200, 200)], { ...LIMITS, minWorkers: 2 });
@@ -91,11 +91,11 @@ describe('deadline-aware sizing', () => {
   });
 
   it('a rate window: posts it holds back are not counted, and it sets a floor on the time', () => {
-    // 20 per minute for 100 due: 20 x (floor(45 s / 60 s) + 1) = 20 go this cycle
+    // 20 per minute for 100 due: 20 x (floor(36 s / 60 s) + 1) = 20 go this cycle
     const s = deadlineSizing([channel(1, 100, 200, { limit: 20, windowMs: 60_000 })], LIMITS);
     assert.deepEqual([s.counted, s.workers, s.inFlight], [20, 1, 20]);
     assert.match(describeSizing(s, 2_500), /^100 due, est\. 4\.0 s of publishing at 200 ms\/post \(80 held back by rate limits\) -> 1 worker x 20 in flight/);
-    // 5 per second for 100 due: all fit in 45 s, but not faster than 19 windows
+    // 5 per second for 100 due: all fit in 36 s, but not faster than 19 windows
     const paced = deadlineSizing([channel(1, 100, 200, { limit: 5, windowMs: 1_000 })], LIMITS);
     assert.equal(paced.counted, 100);
     assert.equal(paced.clearsInMs, 19_200);

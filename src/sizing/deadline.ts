@@ -31,6 +31,7 @@ export interface DeadlineLimits {
   readonly workerConcurrency: number;
   readonly globalMaxWorkers: number | null;
   readonly workerTimeoutMs: number;
+  readonly publishTimeoutMs: number;
   /** the latency assumed on a channel without history */
   readonly defaultLatencyMs: number;
 }
@@ -44,7 +45,7 @@ export interface DeadlineSizing {
   readonly counted: number;
   /** estimated publishing time of the counted posts one after another */
   readonly publishMs: number;
-  /** the worker budget the backlog should clear in: WORKER_TIMEOUT_MS less BUDGET_MARGIN */
+  /** the time the backlog should clear in: a worker's claim window (claimWindowMs) less BUDGET_MARGIN */
   readonly budgetMs: number;
   /** estimated time to clear the counted posts with the chosen shape */
   readonly clearsInMs: number;
@@ -54,8 +55,17 @@ export interface DeadlineSizing {
   readonly unmeasured: number;
 }
 
-/** The share of WORKER_TIMEOUT_MS kept free of the estimate: start-up, the last outcomes, error. */
+/** The share of the claim window kept free of the estimate: start-up, the last outcomes, error. */
 export const BUDGET_MARGIN = 0.1;
+
+/**
+ * How long after its start a worker still claims: a publish started later could not end
+ * inside WORKER_TIMEOUT_MS (the worker stops claiming PUBLISH_TIMEOUT_MS before its end,
+ * at most half its budget). What is not claimed by then waits for the next cycle.
+ */
+export function claimWindowMs(workerTimeoutMs: number, publishTimeoutMs: number): number {
+  return workerTimeoutMs - Math.min(publishTimeoutMs, Math.floor(workerTimeoutMs / 2));
+}
 
 /** How many of `due` posts a window of `limit` per `windowMs` lets out within `budgetMs` (the window empty at the start). */
 function rateAllows(due: number, rate: DueChannel['rate'], budgetMs: number): number {
@@ -64,7 +74,7 @@ function rateAllows(due: number, rate: DueChannel['rate'], budgetMs: number): nu
 }
 
 export function deadlineSizing(channels: readonly DueChannel[], limits: DeadlineLimits): DeadlineSizing {
-  const budgetMs = Math.floor(limits.workerTimeoutMs * (1 - BUDGET_MARGIN));
+  const budgetMs = Math.floor(claimWindowMs(limits.workerTimeoutMs, limits.publishTimeoutMs) * (1 - BUDGET_MARGIN));
   const maxInFlight = limits.maxWorkers * limits.workerConcurrency;
   const processCap = Math.min(limits.maxWorkers, limits.globalMaxWorkers ?? limits.maxWorkers);
   let due = 0;
@@ -111,7 +121,7 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 /**
  * The reason, as the dispatcher logs it:
- * `200 due, est. 40.0 s of publishing at 200 ms/post -> 1 worker x 25 in flight (clears in ~1.6 s of the 45 s budget)`.
+ * `200 due, est. 40.0 s of publishing at 200 ms/post -> 1 worker x 25 in flight (clears in ~1.6 s of the 36 s budget)`.
  */
 export function describeSizing(s: DeadlineSizing, defaultLatencyMs: number): string {
   if (s.due === 0) return '0 due -> no workers';

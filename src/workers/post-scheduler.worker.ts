@@ -12,6 +12,7 @@ import { workerContent } from './content.ts';
 import { publishPost } from './publish-post.ts';
 import { makeRateGate, RATE_WAIT_MS } from '../ratelimits/gate.ts';
 import { effectiveLimits } from '../ratelimits/limits.ts';
+import { claimWindowMs } from '../sizing/deadline.ts';
 
 /**
  * The core of a worker: claim due posts, publish them, record each outcome, and
@@ -85,7 +86,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const started = options.startedAt ?? Date.now();
   const deadline = started + config.workerTimeoutMs;
   // Stop claiming when a publish started now could not finish inside the budget.
-  const claimCutoff = deadline - Math.min(config.publishTimeoutMs, Math.floor(config.workerTimeoutMs / 2));
+  const claimCutoff = started + claimWindowMs(config.workerTimeoutMs, config.publishTimeoutMs);
   const leaseMs = config.leaseMs;
 
   const inFlightAbort = new AbortController();
