@@ -51,13 +51,13 @@ describe('deadline-aware sizing', () => {
   });
 
   it('a channel without history is assumed at the default latency, and the log says so', () => {
-    // 400 x 2.5 s = 1,000 s: 40 s at 25 in flight, just inside
-    const inside = deadlineSizing([channel(1, 400, null)], LIMITS);
+    // 300 x 2.5 s = 750 s: 30 s at 25 in flight, inside the 36 s budget
+    const inside = deadlineSizing([channel(1, 300, null)], LIMITS);
     assert.equal(inside.workers, 1);
     assert.equal(inside.unmeasured, 1);
     assert.match(describeSizing(inside, 2_500), /\(1 channel without history taken at 2500 ms\/post\)/);
-    // 500: 50 s, over the budget
-    assert.equal(deadlineSizing([channel(1, 500, null)], LIMITS).workers, 5);
+    // 400: 40 s, over the budget
+    assert.equal(deadlineSizing([channel(1, 400, null)], LIMITS).workers, 5);
     // measured fast, the same 500 need one worker
     assert.equal(deadlineSizing([channel(1, 500, 150)], LIMITS).workers, 1);
   });
