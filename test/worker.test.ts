@@ -475,6 +475,32 @@ for (const dialect of DIALECTS) {
       assert.equal(f.faulty.exchanges[0]?.limit, 3, 'its first claim was its share');
     });
 
+    it('tells its siblings it claims no more when its first claim fails, so they do not hold to their shares for it', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      await f.schedule(main, 'f0', 'f1');
+      // every round trip fails: the database is gone for this worker
+      f.faulty.exchangeFault = () => 'before-commit';
+      f.faulty.reconcileFault = () => 'before-commit';
+      const firstClaims: number[] = [];
+      const report = await within(
+        runWorker({
+          workerId: WORKER_ID,
+          config: loadConfig({ DATABASE_URL: f.db.url, ...BASE_ENV, WORKER_TIMEOUT_MS: '1500', PUBLISH_TIMEOUT_MS: '500' }),
+          store: f.faulty.store,
+          log: createLogger(`WORKER ${WORKER_ID}`, 'text', (line) => f.logs.push(line)),
+          loadPublisherModule: f.fake.load,
+          share: { posts: 1, lifted: new Promise<void>(() => undefined), holdMs: 60_000 },
+          onFirstClaim: (n) => firstClaims.push(n),
+        }),
+        'runWorker to return',
+        20_000,
+      );
+      assert.ok(report.error !== null, 'the database error is reported');
+      assert.deepEqual(firstClaims, [0], 'a first claim of nothing, at once, so the dispatcher can lift the shares');
+      assert.equal(f.fake.publishes.length, 0);
+    });
+
     // -------------------------------------------------------------------------------
     // The outcome rules, one row each
 

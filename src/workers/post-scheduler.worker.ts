@@ -317,6 +317,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           error = new Error(`database error while ${doing}: ${errorMessage(e)}`);
           log.error(`${error.message}; no more claims, outcomes kept and written again when the database answers`);
         }
+        // this worker claims no more: its siblings must not hold to their shares waiting for it
+        if (firstClaim) {
+          firstClaim = false;
+          options.onFirstClaim?.(0);
+        }
       };
       if (reconcileNeeded && now >= retryRecordAt) {
         try {
