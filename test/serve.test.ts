@@ -3,6 +3,7 @@ import { after, describe, it } from 'node:test';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
 import { killAll, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
 import { startReceiver } from './helpers/receiver.ts';
+import { LATENESS_SECONDS_BOUNDS, PUBLISH_SECONDS_BOUNDS } from '../src/store/histograms.ts';
 
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -35,6 +36,20 @@ function parseMetrics(text: string): Map<string, number> {
   return figures;
 }
 
+/** How long the local receiver takes to answer in the /metrics test. */
+const ANSWER_MS = 300;
+
+/** A histogram's `_bucket` series for one label set (`labels`: its other labels, each followed by a comma), in exposition order: [le, count]. */
+function buckets(figures: Map<string, number>, name: string, labels: string): [string, number][] {
+  const prefix = `${name}_bucket{${labels}le="`;
+  return [...figures].filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length, -2), v]);
+}
+
+/** Each bucket counts at least what the one below it does (le includes the lower ones). */
+function assertCumulative(series: readonly [string, number][]): void {
+  series.forEach(([le, n], i) => assert.ok(i === 0 || n >= (series[i - 1]?.[1] ?? Infinity), `le="${le}" counts ${n}, fewer than the bucket below it`));
+}
+
 for (const dialect of DIALECTS) {
   describe(`serve on ${dialect}`, () => {
     const dbs: TestDatabase[] = [];
@@ -47,7 +62,8 @@ for (const dialect of DIALECTS) {
       const db = await createTestDatabase(dialect);
       dbs.push(db);
       const env = testEnv(db.url, { API_TOKEN: TOKEN });
-      const receiver = await startReceiver((d) => (d.body.includes('bad') ? { status: 400, body: '{"error":"no"}' } : { status: 200 }));
+      // every answer takes 300 ms: the publish histogram must never count one at or under 0.25 s
+      const receiver = await startReceiver((d) => (d.body.includes('bad') ? { status: 400, body: '{"error":"no"}', delayMs: ANSWER_MS } : { status: 200, delayMs: ANSWER_MS }));
       const { proc, url } = await serve(env);
       try {
         let r = await run(['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], env);
@@ -96,6 +112,24 @@ for (const dialect of DIALECTS) {
         assert.equal(figures.get(`post_scheduler_recent_cycles{exit_code="${last.exitCode}"}`), 1);
         assert.ok((figures.get('post_scheduler_lateness_seconds{quantile="1"}') ?? 0) >= 60, 'the post due a minute ago went out at least a minute late');
         assert.equal(figures.get('post_scheduler_recent_unpublished_attempts{outcome="failed",platform="webhook",reason="rejected"}'), 2, 'the two 400s');
+
+        // the histograms: cumulative buckets, +Inf the count, agreeing with the figures above
+        const publish = buckets(figures, 'post_scheduler_publish_duration_seconds', 'platform="webhook",');
+        assert.deepEqual(publish.map(([le]) => le), [...PUBLISH_SECONDS_BOUNDS.map(String), '+Inf'], 'every bound, then +Inf');
+        assertCumulative(publish);
+        assert.equal(publish.at(-1)?.[1], figures.get('post_scheduler_recent_attempt_seconds_count{platform="webhook"}'), '+Inf: the attempts with a known start');
+        assert.equal(figures.get('post_scheduler_publish_duration_seconds_count{platform="webhook"}'), 4);
+        assert.equal(publish.find(([le]) => le === '0.25')?.[1], 0, 'a 300 ms answer is never counted under 0.25 s');
+        assert.ok((figures.get('post_scheduler_publish_duration_seconds_sum{platform="webhook"}') ?? 0) >= (4 * ANSWER_MS) / 1000, 'each attempt waited for its 300 ms answer');
+        const lateness = buckets(figures, 'post_scheduler_lateness_seconds', '');
+        assert.deepEqual(lateness.map(([le]) => le), [...LATENESS_SECONDS_BOUNDS.map(String), '+Inf']);
+        assertCumulative(lateness);
+        // Store.lateness over the same hour (post_scheduler_lateness_posts); status's day holds the same posts here
+        assert.equal(figures.get('post_scheduler_lateness_seconds_count'), figures.get('post_scheduler_lateness_posts'));
+        assert.equal(figures.get('post_scheduler_lateness_seconds_count'), status.glance.lateness.posts);
+        assert.equal(lateness.at(-1)?.[1], c['published']);
+        assert.ok((lateness.find(([le]) => le === '30')?.[1] ?? -1) <= 1, 'the post due a minute ago is not counted under 30 s');
+        assert.ok((figures.get('post_scheduler_lateness_seconds_sum') ?? 0) >= 60);
 
         // real failures, each with its reason: a 500, a 401, a 429 (then accepted), an answer past PUBLISH_TIMEOUT_MS
         const busy = new Set<number>();

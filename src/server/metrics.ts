@@ -1,5 +1,6 @@
 import { Gauge, Registry } from 'prom-client';
-import type { MetricsSnapshot, Store } from '../store/store.ts';
+import type { HistogramSnapshot, MetricsSnapshot, Store } from '../store/store.ts';
+import type { Histogram } from '../store/histograms.ts';
 import type { StoreSource } from './store-source.ts';
 import type { CycleRecord } from '../types.ts';
 import { REASONS } from '../reasons.ts';
@@ -15,10 +16,13 @@ const LATENESS_LIMIT = 10_000;
  * time (gauges with collect()), so it is right whichever processes and hosts did the
  * work: nothing is counted in this process's memory.
  *
- * Lateness is exposed as quantile gauges (summary-style), not as a histogram: a
- * prom-client Histogram accumulates observations in this process, while these figures
- * are recomputed from the database on each scrape (the store already ranks them), so
- * a histogram would count the same post again at every scrape.
+ * Publish time and lateness are also exposed as histograms over the last hour
+ * (`*_bucket{le}`, `_sum`, `_count`, so histogram_quantile() reads them), but as gauges
+ * counted in SQL at each scrape (Store.histograms), not as a prom-client Histogram: that
+ * one accumulates observations in this process, so it would count the same post again at
+ * every scrape, and each `serve` process would count differently. The window slides, so the
+ * counts go down too; OpenMetrics calls that a gaugehistogram, a type prom-client cannot
+ * emit, hence plain gauges (TYPE gauge) named as a histogram's series are.
  */
 export function buildMetrics(stores: StoreSource): Registry {
   const registry = new Registry();
@@ -88,6 +92,20 @@ export function buildMetrics(stores: StoreSource): Registry {
   gauge(registry, 'post_scheduler_lateness_posts', 'Posts published in the last hour that the lateness quantiles are read over', [], async (g) => {
     g.set((await snapshot()).lateness.posts);
   });
+  histogram(
+    registry,
+    'post_scheduler_publish_duration_seconds',
+    'finished_at - started_at of the attempts that ended in the last hour (those with a start), by platform: a histogram over a sliding window, so gauges',
+    ['platform'],
+    async () => (await snapshot()).histograms.publish.map((p) => ({ labels: { platform: p.platform ?? '(none)' }, histogram: p.histogram })),
+  );
+  histogram(
+    registry,
+    'post_scheduler_lateness_seconds',
+    'published_at - scheduled_at of the posts published in the last hour: a histogram over a sliding window, so gauges',
+    [],
+    async () => [{ labels: {}, histogram: (await snapshot()).histograms.lateness }],
+  );
   gauge(registry, 'post_scheduler_last_cycle_workers_spawned', 'Workers the most recent cycle spawned', [], async (g) => {
     const last = (await snapshot()).report.cycles[0];
     if (last !== undefined) g.set(last.workersSpawned);
@@ -126,6 +144,7 @@ interface Snapshot {
   readonly report: Awaited<ReturnType<Store['status']>>;
   readonly lateness: Awaited<ReturnType<Store['lateness']>>;
   readonly metrics: MetricsSnapshot;
+  readonly histograms: HistogramSnapshot;
 }
 
 async function read(stores: StoreSource): Promise<Snapshot> {
@@ -133,7 +152,8 @@ async function read(stores: StoreSource): Promise<Snapshot> {
   const report = await store.status(METRICS_CYCLES);
   const lateness = await store.lateness(LATENESS_WINDOW_MS, LATENESS_LIMIT);
   const metrics = await store.metrics(LATENESS_WINDOW_MS, LATENESS_LIMIT);
-  return { report, lateness, metrics };
+  const histograms = await store.histograms(LATENESS_WINDOW_MS, LATENESS_LIMIT);
+  return { report, lateness, metrics, histograms };
 }
 
 function gauge<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[], fill: (g: Gauge<L>) => Promise<void>): void {
@@ -146,5 +166,31 @@ function gauge<L extends string>(registry: Registry, name: string, help: string,
       this.reset();
       await fill(this);
     },
+  });
+}
+
+/**
+ * One histogram's series, `<name>_bucket{le}` (cumulative, `le="+Inf"` the count), `<name>_sum`
+ * and `<name>_count`, each a gauge filled from the same scrape's read.
+ */
+function histogram<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => Promise<{ labels: Partial<Record<L, string>>; histogram: Histogram }[]>,
+): void {
+  gauge(registry, `${name}_bucket`, `${help} (cumulative bucket counts)`, [...labelNames, 'le'], async (g) => {
+    for (const { labels, histogram: h } of await read()) {
+      const at = (le: string): Partial<Record<L | 'le', string>> => ({ ...labels, le }) as Partial<Record<L | 'le', string>>;
+      h.bounds.forEach((le, i) => g.set(at(String(le)), h.buckets[i] ?? 0));
+      g.set(at('+Inf'), h.count);
+    }
+  });
+  gauge(registry, `${name}_sum`, `${help} (sum of the values)`, labelNames, async (g) => {
+    for (const { labels, histogram: h } of await read()) g.set(labels, h.sumSeconds);
+  });
+  gauge(registry, `${name}_count`, `${help} (how many values)`, labelNames, async (g) => {
+    for (const { labels, histogram: h } of await read()) g.set(labels, h.count);
   });
 }

@@ -17,7 +17,7 @@ export type { DueWatch } from './concerns/coordination.ts';
 export type { RateKey, RateGrant } from './concerns/rate.ts';
 export type { AlertCandidate, NewAlert } from './concerns/alerts.ts';
 export type { CycleHistory } from './concerns/history.ts';
-export type { ActivityReport, MetricsSnapshot, TuneHistory, DueChannelLoad } from './concerns/figures.ts';
+export type { ActivityReport, MetricsSnapshot, HistogramSnapshot, TuneHistory, DueChannelLoad } from './concerns/figures.ts';
 
 /**
  * The one storage interface, by concern (src/store/concerns: one file each, with the

@@ -7,6 +7,7 @@ import { parseDatabaseUrl } from '../../src/config.ts';
 import type { Store } from '../../src/store/store.ts';
 import { DUE_BY_CHANNEL } from '../../src/store/postgres/figures.ts';
 import { RECENT_PUBLISH_TIMES } from '../../src/store/sqlite/figures.ts';
+import { LATENESS_SECONDS_BOUNDS, PUBLISH_SECONDS_BOUNDS } from '../../src/store/histograms.ts';
 import type { Outcome } from '../../src/types.ts';
 import { migratedStores } from '../helpers/conformance.ts';
 import type { TestDatabase } from '../helpers/databases.ts';
@@ -208,6 +209,78 @@ export function testFiguresStore(dialect: 'sqlite' | 'postgres'): void {
       );
       const one = await store.metrics(HOUR, 1);
       assert.deepEqual(one.attempts.map((x) => [x.reason, x.attempts]), [['auth', 1]], 'the most recent one only');
+    });
+  });
+
+  describe(`store conformance, histograms: ${dialect}`, () => {
+    const migrated = migratedStores(dialect);
+    const HOUR = 3_600_000;
+
+    it('has an empty lateness histogram and no publish histogram before anything ended', async () => {
+      const { store } = await migrated();
+      const h = await store.histograms(HOUR, 1000);
+      assert.deepEqual(h.publish, []);
+      assert.deepEqual(h.lateness, { bounds: LATENESS_SECONDS_BOUNDS, buckets: LATENESS_SECONDS_BOUNDS.map(() => 0), count: 0, sumSeconds: 0 });
+    });
+
+    it('counts publish times by platform and lateness into cumulative buckets (a value on a bound is in it), over the window, at most the limit most recent', async () => {
+      const { db, store } = await migrated();
+      const web = await store.addChannel({ name: 'web', platform: 'webhook', settings: {}, onUnknown: 'retry' });
+      const file = await store.addChannel({ name: 'file', platform: 'file', settings: { path: '/tmp/h.jsonl' }, onUnknown: 'retry' });
+      const runAt = new Date(Date.now() - 1000);
+      const ids = await store.schedulePosts([
+        ...[1, 2, 3, 4, 5, 6].map((i) => ({ channelId: web.id, text: `w${i}`, runAt })),
+        { channelId: file.id, text: 'f', runAt },
+      ]);
+      const claimed = await store.claim('w', 10, 60_000);
+      assert.equal(claimed.length, 7);
+      await store.recordOutcomes(
+        'w',
+        claimed.map((c) => ({ kind: 'published' as const, postId: c.id, token: c.token, externalId: null, externalUrl: null })),
+      );
+      const [w1, w2, w3, w4, w5, w6, f] = ids as [number, number, number, number, number, number, number];
+      // publish times (ms): webhook 50 (on the 0.05 s bound), 300, 700, 400 000 (above 300 s: +Inf only),
+      // one without a start (left out), one that ended two hours ago (out of the window); file 20
+      // lateness (ms) of the posts published within the hour: 0, 100 (on the 0.1 s bound), 600, 2000, 20 000, 7 200 000
+      await rawUpdates(db, [
+        ...([[w1, 50], [w2, 300], [w3, 700], [w4, 400_000], [w6, 10], [f, 20]] as const).map(([id, ms]) => setStart(id, ms)),
+        { sqlite: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = ?', postgres: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = $1', params: [w5] },
+        ...([[w1, 0], [w2, 100], [w3, 600], [w4, 2000], [w5, 20_000], [f, 7_200_000], [w6, 50]] as const).map(([id, ms]) => setLateness(id, ms)),
+        // w6 ended two hours ago; f is the most recent attempt and post (the limit's one)
+        ...shift(w6, -2 * HOUR),
+        ...shift(f, 1000),
+      ]);
+
+      const h = await store.histograms(HOUR, 1000);
+      const byPlatform = new Map(h.publish.map((p) => [p.platform, p.histogram]));
+      assert.deepEqual([...byPlatform.keys()].sort(), ['file', 'webhook']);
+      assert.deepEqual(byPlatform.get('webhook'), {
+        bounds: PUBLISH_SECONDS_BOUNDS,
+        //        0.05 0.1 0.25 0.5 1  2.5 5  10 30 60 300
+        buckets: [1, 1, 1, 2, 3, 3, 3, 3, 3, 3, 3],
+        count: 4,
+        sumSeconds: 401.05,
+      });
+      assert.deepEqual(byPlatform.get('file'), { bounds: PUBLISH_SECONDS_BOUNDS, buckets: PUBLISH_SECONDS_BOUNDS.map(() => 1), count: 1, sumSeconds: 0.02 });
+      assert.deepEqual(h.lateness, {
+        bounds: LATENESS_SECONDS_BOUNDS,
+        //        0.1 0.5 1  5  15 30 60 120 300 900 3600
+        buckets: [2, 2, 3, 4, 4, 5, 5, 5, 5, 5, 5],
+        count: 6,
+        sumSeconds: 7222.7,
+      });
+      // +Inf agrees with Store.metrics (attempts with a start) and Store.lateness (posts)
+      const m = await store.metrics(HOUR, 1000);
+      assert.equal(m.attempts.filter((a) => a.platform === 'webhook').reduce((n, a) => n + a.publishTimed, 0), 4);
+      assert.equal((await store.lateness(HOUR, 1000)).posts, h.lateness.count);
+
+      const one = await store.histograms(HOUR, 1);
+      assert.deepEqual(
+        one.publish.map((p) => [p.platform, p.histogram.count]),
+        [['file', 1]],
+        'the most recent attempt only',
+      );
+      assert.deepEqual([one.lateness.count, one.lateness.buckets.at(-1), one.lateness.sumSeconds], [1, 0, 7200], 'the most recent post only (7200 s: +Inf only)');
     });
   });
 
@@ -419,6 +492,67 @@ export function testFiguresStore(dialect: 'sqlite' | 'postgres'): void {
       assert.match(plan, /post_schedule_published/, `plan: ${plan}`);
     });
   });
+}
+
+/** One raw UPDATE, written for each dialect (the store has no way to craft a known duration). */
+interface RawUpdate {
+  readonly sqlite: string;
+  readonly postgres: string;
+  readonly params: readonly number[];
+}
+
+/** The attempt of post `id` started `ms` before it ended. */
+function setStart(id: number, ms: number): RawUpdate {
+  return {
+    sqlite: 'UPDATE post_attempts SET started_at = finished_at - ? WHERE post_id = ?',
+    postgres: "UPDATE post_attempts SET started_at = finished_at - $1 * interval '1 millisecond' WHERE post_id = $2",
+    params: [ms, id],
+  };
+}
+
+/** Post `id` was scheduled `ms` before it was published. */
+function setLateness(id: number, ms: number): RawUpdate {
+  return {
+    sqlite: 'UPDATE post_schedule SET scheduled_at = published_at - ? WHERE id = ?',
+    postgres: "UPDATE post_schedule SET scheduled_at = published_at - $1 * interval '1 millisecond' WHERE id = $2",
+    params: [ms, id],
+  };
+}
+
+/** Post `id`'s attempt and last update moved by `ms` (its publish time and lateness kept). */
+function shift(id: number, ms: number): RawUpdate[] {
+  return [
+    {
+      sqlite: 'UPDATE post_attempts SET started_at = started_at + ?, finished_at = finished_at + ? WHERE post_id = ?',
+      postgres: "UPDATE post_attempts SET started_at = started_at + $1 * interval '1 millisecond', finished_at = finished_at + $2 * interval '1 millisecond' WHERE post_id = $3",
+      params: [ms, ms, id],
+    },
+    {
+      sqlite: 'UPDATE post_schedule SET updated_at = updated_at + ? WHERE id = ?',
+      postgres: "UPDATE post_schedule SET updated_at = updated_at + $1 * interval '1 millisecond' WHERE id = $2",
+      params: [ms, id],
+    },
+  ];
+}
+
+/** Runs the updates in order through a separate connection. */
+async function rawUpdates(db: TestDatabase, updates: readonly RawUpdate[]): Promise<void> {
+  const target = parseDatabaseUrl(db.url);
+  if (target.dialect === 'sqlite') {
+    const raw = new Database(target.path);
+    try {
+      for (const u of updates) raw.prepare(u.sqlite).run(...u.params);
+    } finally {
+      raw.close();
+    }
+    return;
+  }
+  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
+  try {
+    for (const u of updates) await sql.unsafe(u.postgres, [...u.params]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
 }
 
 /** The database's plan for the store's own statement reading one channel's most recently published posts, through a separate connection. */

@@ -1,4 +1,5 @@
 import type { StatusReport, LatenessReport } from '../../types.ts';
+import type { Histogram } from '../histograms.ts';
 
 /**
  * Figures read from the queue and the history: `status` and its lateness
@@ -24,6 +25,16 @@ export interface FiguresStore {
    * counts as soon as it ends.
    */
   metrics(windowMs: number, limit: number): Promise<MetricsSnapshot>;
+  /**
+   * The windowed histograms of /metrics, counted in SQL into the buckets of
+   * src/store/histograms.ts: `publish`, finished_at - started_at of the attempts that ended
+   * within the last `windowMs` (the same `limit` most recent as Store.metrics reads, through
+   * post_attempts by finished_at; those without a start are left out) by channel platform;
+   * `lateness`, published_at - scheduled_at as Store.lateness has it, over the posts
+   * published in the last `windowMs` (at most the `limit` most recent, through the index of
+   * final states by updated_at).
+   */
+  histograms(windowMs: number, limit: number): Promise<HistogramSnapshot>;
   /**
    * What happened in the last `windowMs` (database's clock), in buckets of `bucketMs`:
    * posts that ended published or failed per bucket of their updated_at (non-empty
@@ -80,6 +91,12 @@ export interface MetricsSnapshot {
     readonly publishTimed: number;
     readonly publishMs: number;
   }[];
+}
+
+/** Store.histograms; platform: null when the post's channel row is gone. */
+export interface HistogramSnapshot {
+  readonly publish: readonly { readonly platform: string | null; readonly histogram: Histogram }[];
+  readonly lateness: Histogram;
 }
 
 /** Store.tuneHistory; every list newest first. Channels by name (null: the channel row is gone). */

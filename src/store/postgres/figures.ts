@@ -5,7 +5,8 @@ import { sumAttempts } from '../metrics.ts';
 import { cycleFromRow, type CycleRow, cyclesQuery, UNKNOWN_POSTS, type UnknownRow } from '../rows.ts';
 import { seriesOf } from '../history.ts';
 import { dueLoads } from '../sizing.ts';
-import type { MetricsSnapshot, TuneHistory } from '../store.ts';
+import type { HistogramSnapshot, MetricsSnapshot, TuneHistory } from '../store.ts';
+import { bucketOf, histogramOf, histogramsByPlatform, LATENESS_SECONDS_BOUNDS, PUBLISH_SECONDS_BOUNDS } from '../histograms.ts';
 import type { PostgresConnection } from './connection.ts';
 import { postgresPausedChannels } from './rate.ts';
 
@@ -146,6 +147,34 @@ export function makePostgresFigures(c: PostgresConnection): FiguresStore {
         oldestDueAt: oldest?.at ?? null,
         now: oldest?.now ?? new Date(),
       };
+    },
+
+    /**
+     * Store.histograms on PostgreSQL: each value put in its bucket by a CASE over the bounds
+     * and counted grouped, over the same bounded reads as metrics (post_attempts by
+     * finished_at) and lateness (the index of final states by updated_at), on the database's clock.
+     */
+    async histograms(windowMs, limit): Promise<HistogramSnapshot> {
+      const publish = await q<{ platform: string | null; bucket: number; n: number; ms: number }>(
+        `SELECT ch.platform, ${bucketOf('a.ms', PUBLISH_SECONDS_BOUNDS)} AS bucket, count(*)::int AS n, sum(a.ms)::float8 AS ms
+           FROM (SELECT post_id, (extract(epoch FROM finished_at - started_at) * 1000)::float8 AS ms FROM post_attempts
+                  WHERE finished_at >= now() - $1 * interval '1 millisecond' ORDER BY finished_at DESC LIMIT $2) a
+           LEFT JOIN post_schedule p ON p.id = a.post_id
+           LEFT JOIN channels ch ON ch.id = p.channel_id
+          WHERE a.ms IS NOT NULL
+          GROUP BY ch.platform, bucket`,
+        [windowMs, limit],
+      );
+      const lateness = await q<{ bucket: number; n: number; ms: number }>(
+        `SELECT ${bucketOf('l.lateness', LATENESS_SECONDS_BOUNDS)} AS bucket, count(*)::int AS n, sum(l.lateness)::float8 AS ms FROM (
+           SELECT greatest(0, round(extract(epoch FROM published_at - coalesce(scheduled_at, run_at)) * 1000))::bigint AS lateness
+             FROM post_schedule
+            WHERE status = 'published' AND published_at IS NOT NULL AND updated_at >= now() - $1 * interval '1 millisecond'
+            ORDER BY updated_at DESC LIMIT $2) l
+          GROUP BY bucket`,
+        [windowMs, limit],
+      );
+      return { publish: histogramsByPlatform(PUBLISH_SECONDS_BOUNDS, publish), lateness: histogramOf(LATENESS_SECONDS_BOUNDS, lateness) };
     },
 
     // activity through the index of final states by updated_at and cycles_started

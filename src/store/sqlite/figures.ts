@@ -5,7 +5,8 @@ import { sumAttempts } from '../metrics.ts';
 import { cycleFromRow, type CycleRow, cyclesQuery, UNKNOWN_POSTS, type UnknownRow } from '../rows.ts';
 import { seriesOf } from '../history.ts';
 import { dueLoads } from '../sizing.ts';
-import type { MetricsSnapshot, TuneHistory } from '../store.ts';
+import type { HistogramSnapshot, MetricsSnapshot, TuneHistory } from '../store.ts';
+import { bucketOf, histogramOf, histogramsByPlatform, LATENESS_SECONDS_BOUNDS, PUBLISH_SECONDS_BOUNDS } from '../histograms.ts';
 import type { SqliteConnection } from './connection.ts';
 import { SQL } from './queue.ts';
 import { sqlitePausedChannels } from './rate.ts';
@@ -112,6 +113,35 @@ export function makeSqliteFigures(c: SqliteConnection): FiguresStore {
           now: new Date(now),
           attempts: sumAttempts(attempts),
         };
+      });
+    },
+
+    /**
+     * Store.histograms on SQLite: each value put in its bucket by a CASE over the bounds and
+     * counted grouped, over the same bounded reads as metrics (post_attempts_finished) and
+     * lateness (post_schedule_done: `status IN (...)` as its predicate states it).
+     */
+    async histograms(windowMs, limit) {
+      return read((): HistogramSnapshot => {
+        const since = Date.now() - windowMs;
+        const publish = stmt(
+          `SELECT ch.platform, ${bucketOf('a.ms', PUBLISH_SECONDS_BOUNDS)} AS bucket, count(*) AS n, sum(a.ms) AS ms
+             FROM (SELECT post_id, finished_at - started_at AS ms FROM post_attempts WHERE finished_at >= ?
+                    ORDER BY finished_at DESC LIMIT ?) a
+             LEFT JOIN post_schedule p ON p.id = a.post_id
+             LEFT JOIN channels ch ON ch.id = p.channel_id
+            WHERE a.ms IS NOT NULL
+            GROUP BY ch.platform, bucket`,
+        ).all(since, limit) as { platform: string | null; bucket: number; n: number; ms: number }[];
+        const lateness = stmt(
+          `SELECT ${bucketOf('l.lateness', LATENESS_SECONDS_BOUNDS)} AS bucket, count(*) AS n, sum(l.lateness) AS ms FROM (
+             SELECT max(0, published_at - coalesce(scheduled_at, run_at)) AS lateness FROM post_schedule
+              WHERE status IN ('published', 'failed', 'cancelled') AND status = 'published' AND published_at IS NOT NULL
+                AND updated_at >= ?
+              ORDER BY updated_at DESC LIMIT ?) l
+            GROUP BY bucket`,
+        ).all(since, limit) as { bucket: number; n: number; ms: number }[];
+        return { publish: histogramsByPlatform(PUBLISH_SECONDS_BOUNDS, publish), lateness: histogramOf(LATENESS_SECONDS_BOUNDS, lateness) };
       });
     },
 
