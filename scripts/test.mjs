@@ -1,10 +1,12 @@
-// `npm test`: makes sure a PostgreSQL server is there (see test-postgres.mjs), runs every
-// test file with node's test runner, and stops whatever it started.
+// `npm test`: makes sure a PostgreSQL server is there (see test-postgres.mjs), looks for a
+// MySQL/MariaDB one (see test-mysql.mjs), runs every test file with node's test runner, and
+// stops whatever it started.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensurePostgres } from './test-postgres.mjs';
+import { findMysql } from './test-mysql.mjs';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const only = process.argv.slice(2);
@@ -18,7 +20,10 @@ const files =
         .map((f) => path.join('test', f));
 
 let pg;
+let my;
 try {
+  my = await findMysql();
+  if (my.url !== null) process.stdout.write(`[test] MySQL/MariaDB: ${my.version}\n`);
   pg = await ensurePostgres();
 } catch (e) {
   process.stderr.write(`[test] ${e instanceof Error ? e.message : String(e)}\n`);
@@ -29,7 +34,7 @@ try {
   const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
     cwd: root,
     stdio: 'inherit',
-    env: { ...process.env, TEST_DATABASE_URL: pg.url, TZ: 'UTC' },
+    env: { ...process.env, TEST_DATABASE_URL: pg.url, TEST_MYSQL_URL: my.url ?? 'none', TZ: 'UTC' },
   });
   const stop = (signal) => child.kill(signal);
   process.on('SIGINT', stop);
@@ -38,4 +43,6 @@ try {
 } finally {
   await pg.stop();
 }
+// the one visible line when the store's suites did not run on MySQL/MariaDB
+if (my.url === null) process.stdout.write(`\n[test] ${my.line}\n`);
 process.exit(code);

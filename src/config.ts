@@ -17,6 +17,13 @@ export type DatabaseTarget =
       readonly url: string;
       /** the schema of post-scheduler's tables: `?schema=NAME`, else post_scheduler */
       readonly schema: string;
+    }
+  | {
+      readonly dialect: 'mysql';
+      /** connection URL (mysql://, a mariadb:// one rewritten to it); may hold a password */
+      readonly url: string;
+      /** the database of post-scheduler's tables: the URL's path */
+      readonly database: string;
     };
 
 export type LogFormat = 'text' | 'json';
@@ -329,6 +336,8 @@ export function configToEnv(config: Config): Record<EnvName, string> {
   let databaseUrl: string;
   if (db.dialect === 'sqlite') {
     databaseUrl = `sqlite:${db.path}`;
+  } else if (db.dialect === 'mysql') {
+    databaseUrl = db.url;
   } else {
     const u = new URL(db.url);
     u.searchParams.set('schema', db.schema);
@@ -393,10 +402,29 @@ export function parseDatabaseUrl(value: string): DatabaseTarget {
     u.searchParams.delete('schema');
     return { dialect: 'postgres', url: u.toString(), schema: schemaName ?? DEFAULT_SCHEMA };
   }
+  if (/^(mysql|mariadb):\/\//.test(trimmed)) return parseMysqlUrl(trimmed);
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(trimmed)?.[1];
   throw new ConfigError(
-    `Invalid configuration: DATABASE_URL must start with sqlite: or postgres:// (got ${scheme === undefined ? 'no scheme' : `"${scheme}:"`})`,
+    `Invalid configuration: DATABASE_URL must start with sqlite:, postgres:// or mysql:// (got ${scheme === undefined ? 'no scheme' : `"${scheme}:"`})`,
   );
+}
+
+/** mysql://user:pass@host:3306/db (or mariadb://): MySQL 8 or MariaDB 10.6+. */
+function parseMysqlUrl(value: string): DatabaseTarget {
+  let u: URL;
+  try {
+    u = new URL(value.replace(/^mariadb:/, 'mysql:'));
+  } catch {
+    throw new ConfigError('Invalid configuration: DATABASE_URL is not a valid mysql:// URL');
+  }
+  if (u.hostname === '') throw new ConfigError('Invalid configuration: DATABASE_URL has no host');
+  const database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  if (!/^[A-Za-z_][A-Za-z0-9_$]{0,63}$/.test(database)) {
+    throw new ConfigError(
+      `Invalid configuration: DATABASE_URL needs a database name of letters, digits and _ after the host, e.g. mysql://user:pass@127.0.0.1:3306/post_scheduler`,
+    );
+  }
+  return { dialect: 'mysql', url: u.toString(), database };
 }
 
 /**
@@ -430,5 +458,6 @@ export function redactUrl(url: string): string {
 
 export function describeDatabase(db: DatabaseTarget): string {
   if (db.dialect === 'sqlite') return `sqlite:${db.path}`;
+  if (db.dialect === 'mysql') return redactUrl(db.url);
   return `${redactUrl(db.url)} (schema ${db.schema})`;
 }

@@ -123,7 +123,7 @@ describe("migrations: another application's tables", () => {
         const raw = new Database(target.path);
         for (const statement of app) raw.exec(statement);
         raw.close();
-      } else {
+      } else if (target.dialect === 'postgres') {
         const sql = postgres(postgresUrl(), { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
         await sql.unsafe(`CREATE SCHEMA ${target.schema}`);
         for (const statement of app) await sql.unsafe(statement);
@@ -216,7 +216,7 @@ describe('migrations: one merged below the newest', () => {
           } finally {
             raw.close();
           }
-        } else {
+        } else if (target.dialect === 'postgres') {
           const sql = postgres(postgresUrl(), { max: 1, onnotice: () => undefined });
           try {
             await sql.unsafe(`SET search_path = ${target.schema}; ALTER TABLE channels DROP COLUMN credentials, DROP COLUMN attention; DELETE FROM schema_migrations WHERE version = 5`);

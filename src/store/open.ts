@@ -10,6 +10,10 @@ export async function openStore(target: DatabaseTarget, options: { readonly dbTi
     const { openSqliteStore } = await import('./sqlite/index.ts');
     return openSqliteStore(target.path);
   }
+  if (target.dialect === 'mysql') {
+    const { openMysqlStore } = await import('./mysql/index.ts');
+    return openMysqlStore(target, { timeoutMs: options.dbTimeoutMs ?? 10_000 });
+  }
   const { openPostgresStore } = await import('./postgres/index.ts');
   return openPostgresStore(target, { timeoutMs: options.dbTimeoutMs ?? 10_000 });
 }

@@ -21,7 +21,7 @@ export type { ActivityReport, MetricsSnapshot, HistogramSnapshot, TuneHistory, D
 
 /**
  * The one storage interface, by concern (src/store/concerns: one file each, with the
- * types each uses). Each dialect (src/store/sqlite, src/store/postgres) implements it
+ * types each uses). Each dialect (src/store/sqlite, src/store/postgres, src/store/mysql) implements it
  * in a folder of the same file names, one per concern, and test/store.conformance.ts
  * runs the same suite, organised the same way, against each. Every method that changes
  * a post's status is one transition of states.ts.
@@ -42,7 +42,7 @@ export interface Store extends QueueStore, PostsStore, ChannelStore, Coordinatio
   close(): Promise<void>;
 }
 
-export type Dialect = 'sqlite' | 'postgres';
+export type Dialect = 'sqlite' | 'postgres' | 'mysql';
 
 export class StoreError extends Error {
   override name = 'StoreError';

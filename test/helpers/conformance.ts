@@ -1,7 +1,7 @@
 import { after, afterEach } from 'node:test';
 import { parseDatabaseUrl } from '../../src/config.ts';
 import { openStore } from '../../src/store/open.ts';
-import type { Store } from '../../src/store/store.ts';
+import type { Dialect, Store } from '../../src/store/store.ts';
 import type { Channel } from '../../src/types.ts';
 import { createTestDatabase, type TestDatabase } from './databases.ts';
 
@@ -11,7 +11,7 @@ import { createTestDatabase, type TestDatabase } from './databases.ts';
  * dropped after the part. `connect` opens another store (another connection, as another
  * process would) on the same database.
  */
-export function migratedStores(dialect: 'sqlite' | 'postgres'): () => Promise<{ db: TestDatabase; store: Store; connect: () => Promise<Store> }> {
+export function migratedStores(dialect: Dialect): () => Promise<{ db: TestDatabase; store: Store; connect: () => Promise<Store> }> {
   const open: Store[] = [];
   const dbs: TestDatabase[] = [];
   afterEach(async () => {
@@ -39,7 +39,7 @@ export function migratedStores(dialect: 'sqlite' | 'postgres'): () => Promise<{ 
  * where most tests of the suite start from.
  */
 export function storesWithChannel(
-  dialect: 'sqlite' | 'postgres',
+  dialect: Dialect,
 ): () => Promise<{ db: TestDatabase; store: Store; channel: Channel; connect: () => Promise<Store> }> {
   const migrated = migratedStores(dialect);
   return async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Store } from '../../src/store/store.ts';
+import type { Dialect, Store } from '../../src/store/store.ts';
 import type { Channel } from '../../src/types.ts';
 import { migratedStores } from '../helpers/conformance.ts';
 
@@ -8,7 +8,7 @@ import { migratedStores } from '../helpers/conformance.ts';
  * The alerts part of the storage conformance suite (Store.unalertedOutcomes,
  * scheduleAlerts), run by test/store.conformance.ts on every dialect.
  */
-export function testAlertStore(dialect: 'sqlite' | 'postgres'): void {
+export function testAlertStore(dialect: Dialect): void {
   describe(`store conformance, alerts: ${dialect}`, () => {
     const migrated = migratedStores(dialect);
     const DAY = 24 * 60 * 60 * 1000;

@@ -1,3 +1,4 @@
+import type { Dialect } from '../../src/store/store.ts';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { storesWithChannel } from '../helpers/conformance.ts';
@@ -6,7 +7,7 @@ import { storesWithChannel } from '../helpers/conformance.ts';
  * The channels part of the storage conformance suite (ChannelStore), run by
  * test/store.conformance.ts on every dialect.
  */
-export function testChannelStore(dialect: 'sqlite' | 'postgres'): void {
+export function testChannelStore(dialect: Dialect): void {
   describe(`store conformance, channels: ${dialect}`, () => {
     const fresh = storesWithChannel(dialect);
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Store } from '../../src/store/store.ts';
+import type { Dialect, Store } from '../../src/store/store.ts';
 import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
 
 /**
@@ -8,7 +8,7 @@ import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
  * lock, GLOBAL_MAX_WORKERS slots, the watch of the due posts), run by
  * test/store.conformance.ts on every dialect.
  */
-export function testCoordinationStore(dialect: 'sqlite' | 'postgres'): void {
+export function testCoordinationStore(dialect: Dialect): void {
   describe(`store conformance, coordination: ${dialect}`, () => {
     const fresh = storesWithChannel(dialect);
     const ago = (ms: number) => new Date(Date.now() - ms);

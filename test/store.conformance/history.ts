@@ -1,3 +1,4 @@
+import type { Dialect } from '../../src/store/store.ts';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
@@ -6,7 +7,7 @@ import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
  * The history part of the storage conformance suite (HistoryStore: cycles and their
  * worker runs, prune), run by test/store.conformance.ts on every dialect.
  */
-export function testHistoryStore(dialect: 'sqlite' | 'postgres'): void {
+export function testHistoryStore(dialect: Dialect): void {
   describe(`store conformance, history, cycles and pruning: ${dialect}`, () => {
     const fresh = storesWithChannel(dialect);
     const ago = (ms: number) => new Date(Date.now() - ms);

@@ -1,3 +1,4 @@
+import type { Dialect } from '../../src/store/store.ts';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { storesWithChannel } from '../helpers/conformance.ts';
@@ -6,7 +7,7 @@ import { storesWithChannel } from '../helpers/conformance.ts';
  * The posts part of the storage conformance suite (PostsStore: listPosts, postAttempts,
  * editPost), run by test/store.conformance.ts on every dialect.
  */
-export function testPostsStore(dialect: 'sqlite' | 'postgres'): void {
+export function testPostsStore(dialect: Dialect): void {
   describe(`store conformance, posts: ${dialect}`, () => {
     const fresh = storesWithChannel(dialect);
     const past = (ms: number) => new Date(Date.now() - ms);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { RateKey, Store } from '../../src/store/store.ts';
+import type { Dialect, RateKey, Store } from '../../src/store/store.ts';
 import type { Channel } from '../../src/types.ts';
 import { migratedStores } from '../helpers/conformance.ts';
 
@@ -8,7 +8,7 @@ import { migratedStores } from '../helpers/conformance.ts';
  * The rate-limit part of the storage conformance suite (Store.takeRateSlot,
  * settleRateSlot, acquireSendSlot, releaseSendSlot, pauseChannel, status's paused channels), run by test/store.conformance.ts on every dialect.
  */
-export function testRateStore(dialect: 'sqlite' | 'postgres'): void {
+export function testRateStore(dialect: Dialect): void {
   describe(`store conformance, rate limits: ${dialect}`, () => {
     const migrated = migratedStores(dialect);
 
