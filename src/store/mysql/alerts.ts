@@ -18,16 +18,18 @@ export function makeMysqlAlerts(c: MysqlConnection): AlertStore {
   const { q, tx } = c;
   return {
     async unalertedOutcomes(alertChannelId, withinMs, limit) {
-      // one branch per status, each a range of post_schedule_done (status, updated_at)
+      // one branch per status, each a range of post_schedule_done (status, updated_at, id)
+      // read in index order and cut at `limit`, so that neither sorts its whole window
       const branch = (status: string) =>
-        `SELECT s.id AS post_id, s.claim_token, s.status, s.last_error, c.name AS channel_name, s.updated_at
-           FROM post_schedule s LEFT JOIN channels c ON c.id = s.channel_id
-          WHERE s.status = '${status}' AND s.updated_at >= NOW(3) - INTERVAL ? MICROSECOND AND s.channel_id <> ?
-            AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.post_id = s.id AND a.claim_token = s.claim_token)`;
+        `(SELECT s.id AS post_id, s.claim_token, s.status, s.last_error, c.name AS channel_name, s.updated_at
+            FROM post_schedule s LEFT JOIN channels c ON c.id = s.channel_id
+           WHERE s.status = '${status}' AND s.updated_at >= NOW(3) - INTERVAL ? MICROSECOND AND s.channel_id <> ?
+             AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.post_id = s.id AND a.claim_token = s.claim_token)
+           ORDER BY s.updated_at, s.id LIMIT ?)`;
       const since = Math.max(0, Math.round(withinMs * 1000));
       const rows = await q<{ post_id: number; claim_token: number; status: 'failed' | 'unknown'; last_error: string | null; channel_name: string | null }>(
         `SELECT * FROM (${branch('failed')} UNION ALL ${branch('unknown')}) AS u ORDER BY updated_at, post_id LIMIT ?`,
-        [since, alertChannelId, since, alertChannelId, limit],
+        [since, alertChannelId, limit, since, alertChannelId, limit, limit],
       );
       return rows.map(
         (r): AlertCandidate => ({ postId: r.post_id, token: r.claim_token, outcome: r.status, channelName: r.channel_name, error: r.last_error }),
