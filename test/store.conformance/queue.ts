@@ -87,6 +87,61 @@ export function testQueueStore(dialect: Dialect): void {
       assert.equal(new Set(all).size, total);
     });
 
+    it('exchanges from several connections at once, with recovery beside them: each post claimed by one live worker and published once', async () => {
+      const { store, channel, connect } = await fresh();
+      const total = 240;
+      await store.schedulePosts(Array.from({ length: total }, (_, i) => ({ channelId: channel.id, text: `p${i}`, runAt: ago(1000) })));
+      // a worker that dies holding 30 posts: its leases run out at once, and recovery
+      // (another connection, in a loop) puts them back while the others exchange
+      const dead = await store.claim('dead', 30, 1);
+      const [recoverer, ...workers] = await Promise.all([0, 1, 2, 3].map(() => connect()));
+      let running = true;
+      const recovering = (async () => {
+        let n = 0;
+        while (running) {
+          n += (await recoverer?.recoverExpired(5))?.length ?? 0;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        return n;
+      })();
+      const claimedBy = new Map<number, string>();
+      const deadline = Date.now() + 60_000;
+      try {
+        await Promise.all(
+          workers.map(async (s, n) => {
+            const me = `w${n}`;
+            let outcomes: Outcome[] = [];
+            while (claimedBy.size < total || outcomes.length > 0) {
+              assert.ok(Date.now() < deadline, `${claimedBy.size} of ${total} claimed in 60 s`);
+              const { applied, claimed } = await s.exchange(me, outcomes, claimedBy.size < total ? 5 : 0, 60_000);
+              assert.deepEqual([...applied].sort((x, y) => x - y), outcomes.map((o) => o.postId).sort((x, y) => x - y), 'every outcome of a live claim lands');
+              for (const c of claimed) {
+                assert.equal(claimedBy.get(c.id), undefined, `post ${c.id} claimed by ${claimedBy.get(c.id) ?? ''} and ${me}`);
+                claimedBy.set(c.id, me);
+              }
+              outcomes = claimed.map((c) => ({ kind: 'published', postId: c.id, token: c.token, externalId: `${me}-${c.id}`, externalUrl: null }));
+              if (claimed.length === 0) await new Promise((r) => setTimeout(r, 5));
+            }
+          }),
+        );
+      } finally {
+        running = false;
+      }
+      assert.equal(await recovering, dead.length, "the dead worker's posts, each recovered once");
+      const published = await store.listPosts({ order: 'next', limit: total + 1, statuses: ['published'] });
+      assert.equal(published.length, total);
+      // the dead worker's late answer lands nowhere: every post was claimed again since
+      const late = dead.map((c): Outcome => ({ kind: 'published', postId: c.id, token: c.token, externalId: null, externalUrl: null }));
+      assert.deepEqual(await store.recordOutcomes('dead', late), []);
+      const [first] = dead;
+      const post = await store.getPost(first?.id ?? 0);
+      assert.equal(post?.externalId, `${claimedBy.get(first?.id ?? 0) ?? ''}-${first?.id ?? 0}`);
+      assert.deepEqual((await store.postAttempts(first?.id ?? 0)).map((a) => [a.attempt, a.outcome]), [
+        [1, 'expired'],
+        [2, 'published'],
+      ]);
+    });
+
     it('records outcomes, fenced by worker and attempt', async () => {
       const { store, channel } = await fresh();
       const [a, b, c, d] = await store.schedulePosts(
