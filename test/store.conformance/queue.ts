@@ -87,6 +87,23 @@ export function testQueueStore(dialect: Dialect): void {
       assert.equal(new Set(all).size, total);
     });
 
+    it('keeps the calls one store makes at once apart (a worker heartbeat during an exchange): claims on one connection are disjoint too', async () => {
+      const { store, channel } = await fresh();
+      const total = 60;
+      await store.schedulePosts(Array.from({ length: total }, (_, i) => ({ channelId: channel.id, text: `p${i}`, runAt: ago(1000) })));
+      const [held] = await store.claim('w0', 1, 60_000);
+      // transactions and plain statements issued together on the same store
+      const results = await Promise.all([
+        ...Array.from({ length: 6 }, (_, n) => store.claim(`w${n + 1}`, 10, 60_000)),
+        store.renewLeases('w0', [{ postId: held?.id ?? 0, token: held?.token ?? 0 }], 120_000),
+        store.countDue(),
+      ]);
+      const claimed = results.slice(0, 6).flatMap((r) => (r as { id: number }[]).map((p) => p.id));
+      assert.equal(claimed.length, total - 1);
+      assert.equal(new Set(claimed).size, total - 1, 'no post in two claims');
+      assert.deepEqual(results[6], [held?.id]);
+    });
+
     it('exchanges from several connections at once, with recovery beside them: each post claimed by one live worker and published once', async () => {
       const { store, channel, connect } = await fresh();
       const total = 240;
