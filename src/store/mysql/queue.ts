@@ -77,8 +77,9 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
    * 7. the claimed rows with content and channel (a plain read: locking a channel row
    *    would make every claim of its posts wait for the others).
    */
-  const exchange = (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> =>
-    c.tx(async (t) => {
+  const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> => {
+    if (outcomes.length === 0 && limit <= 0) return { applied: [], claimed: [] };
+    return c.tx(async (t) => {
       const recording = outcomes.map((o) => o.postId);
       let applied: number[] = [];
       if (outcomes.length > 0) {
@@ -164,6 +165,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
       );
       return { applied, claimed: rows.map(claimedFromRow) };
     });
+  };
 
   /**
    * The step between a multi-row INSERT's ids (auto_increment_increment, 1 unless the
@@ -262,7 +264,6 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
     },
 
     async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
-      if (outcomes.length === 0) return [];
       return (await exchange(workerId, outcomes, 0, 0)).applied;
     },
 
