@@ -170,8 +170,23 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
     conn?.destroy();
   };
 
-  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
-  const bounded = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
+  /**
+   * The calls on this store's connection, one at a time (postgres.js with max: 1 queues
+   * the same way): a transaction spans several statements, and another call's statements
+   * sent meanwhile would land inside it (a START TRANSACTION of its own commits the first
+   * half-way, and locks taken FOR UPDATE are this session's, so a second claim would not
+   * skip the rows the first just locked).
+   */
+  let tail: Promise<unknown> = Promise.resolve();
+  const serial = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = tail.then(work, work);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+
+  /** `work` on this store's connection within `ms` (from its turn); past it, the connection is dropped. */
+  const bounded = <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => serial(() => boundedNow(work, ms));
+  const boundedNow = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms: number): Promise<T> => {
     const made = connection();
     let conn: mysql.Connection | null = null;
     let timer: NodeJS.Timeout | undefined;
