@@ -1,4 +1,5 @@
 import type { Config } from '../config.ts';
+import { sizedConfig } from '../dispatcher/sizing.ts';
 import type { Logger } from '../log.ts';
 import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
@@ -13,8 +14,16 @@ import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
  * daemon says `exit` (after WORKER_IDLE_MS without work, decided by the daemon so that a
  * `due` and an exit never cross), on SIGTERM, or when the daemon is gone.
  */
-/** `at`: the due time on this host's clock (the daemon converts run_at with the database's measured offset). */
-export type DaemonMessage = { readonly type: 'due'; readonly at: number; readonly cycleId: number } | { readonly type: 'exit' };
+export interface DueMessage {
+  readonly type: 'due';
+  /** the due time on this host's clock (the daemon converts run_at with the database's measured offset) */
+  readonly at: number;
+  readonly cycleId: number;
+  /** the posts to keep in flight in this batch (deadline sizing); null: WORKER_CONCURRENCY */
+  readonly inFlight: number | null;
+}
+
+export type DaemonMessage = DueMessage | { readonly type: 'exit' };
 
 export type ResidentMessage =
   | { readonly type: 'ready' }
@@ -104,7 +113,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
     try {
       report = await runWorker({
         workerId: options.workerId,
-        config,
+        config: sizedConfig(config, message.inFlight),
         store,
         log,
         stop,
