@@ -454,6 +454,26 @@ export function testFiguresStore(dialect: Dialect): void {
       assert.equal(loads.reduce((n, l) => n + l.due, 0), await store.countDue(), 'the paused channel is left out, as countDue leaves it');
     });
 
+    it('counts posts due within `aheadMs` as countDue(aheadMs) does (daemon --precise sizes a batch before its time)', async () => {
+      const { store } = await migrated();
+      const a = await store.addChannel({ name: 'a', platform: 'file', settings: { path: '/tmp/a.jsonl' }, onUnknown: 'retry' });
+      const b = await store.addChannel({ name: 'b', platform: 'file', settings: { path: '/tmp/b.jsonl' }, onUnknown: 'retry' });
+      const soon = new Date(Date.now() + 30_000);
+      await store.schedulePosts([
+        { channelId: a.id, text: 'now', runAt: ago(5) },
+        { channelId: a.id, text: 'soon', runAt: soon },
+        { channelId: b.id, text: 'soon', runAt: soon },
+        { channelId: b.id, text: 'later', runAt: new Date(Date.now() + 3_600_000) },
+      ]);
+      assert.deepEqual(await store.dueByChannel(20), [{ channelId: a.id, due: 1, latencyMs: null, samples: 0 }]);
+      const ahead = await store.dueByChannel(20, 60_000);
+      assert.deepEqual(ahead, [
+        { channelId: a.id, due: 2, latencyMs: null, samples: 0 },
+        { channelId: b.id, due: 1, latencyMs: null, samples: 0 },
+      ]);
+      assert.equal(ahead.reduce((n, l) => n + l.due, 0), await store.countDue(60_000));
+    });
+
     it("measures each channel's publish time from its recent published attempts, at most `samples` of them", async () => {
       const { store } = await migrated();
       const fast = await store.addChannel({ name: 'fast', platform: 'file', settings: { path: '/tmp/f.jsonl' }, onUnknown: 'retry' });
@@ -597,7 +617,7 @@ async function explainRecent(db: TestDatabase, channelId: number): Promise<strin
   try {
     await sql.unsafe('ANALYZE post_schedule');
     // Store.dueByChannel's whole statement: the published index is read inside its lateral join
-    const rows = await sql.unsafe(`EXPLAIN ${DUE_BY_CHANNEL}`, [20]);
+    const rows = await sql.unsafe(`EXPLAIN ${DUE_BY_CHANNEL}`, [20, 0]);
     return rows.map((r) => String(Object.values(r)[0])).join(' | ');
   } finally {
     await sql.end({ timeout: 1 });
