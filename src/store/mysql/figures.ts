@@ -274,12 +274,13 @@ export function makeMysqlFigures(c: MysqlConnection): FiguresStore {
      * branch per channel: MariaDB has no LATERAL join, and a window function over the
      * channels' published posts would read all of them rather than `samples` each).
      */
-    async dueByChannel(samples) {
+    async dueByChannel(samples, aheadMs = 0) {
       const due = await q<{ channel_id: number; due: number }>(
         `SELECT channel_id, count(*) AS due FROM post_schedule
-          WHERE status = 'pending' AND run_at <= NOW(3)
+          WHERE status = 'pending' AND run_at <= NOW(3) + INTERVAL ? * 1000 MICROSECOND
             AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)
           GROUP BY channel_id`,
+        [aheadMs],
       );
       if (due.length === 0) return [];
       const times: { channel_id: number; ms: number }[] = [];
