@@ -170,8 +170,27 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
     conn?.destroy();
   };
 
-  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
+  /**
+   * One caller at a time on the connection, in call order: a transaction's statements
+   * must not interleave with another caller's (a START TRANSACTION in the middle of
+   * another would commit it; a plain statement would run inside it). Each turn ends
+   * within its own deadline, so the wait is bounded; the deadline counts from the turn.
+   */
+  let turn: Promise<void> = Promise.resolve();
   const bounded = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
+    const previous = turn;
+    let release = (): void => undefined;
+    turn = new Promise<void>((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await boundedNow(work, ms);
+    } finally {
+      release();
+    }
+  };
+
+  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
+  const boundedNow = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms: number): Promise<T> => {
     const made = connection();
     let conn: mysql.Connection | null = null;
     let timer: NodeJS.Timeout | undefined;
