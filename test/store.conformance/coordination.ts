@@ -37,6 +37,27 @@ export function testCoordinationStore(dialect: Dialect): void {
       assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a6'], 3, 60_000), [], 'the cap holds');
     });
 
+    it('never grants more than GLOBAL_MAX_WORKERS slots when dispatchers on several connections acquire at once', async () => {
+      const { store, connect } = await fresh();
+      const stores = [store, ...(await Promise.all([1, 2, 3, 4, 5].map(() => connect())))];
+      const cap = 5;
+      for (let round = 0; round < 4; round++) {
+        // six dispatchers of three workers each, at once, for five slots
+        const got = await Promise.all(
+          stores.map((s, i) => s.acquireWorkerSlots(`host-${i}`, [0, 1, 2].map((w) => `r${round}-d${i}-w${w}`), cap, 60_000)),
+        );
+        const granted = got.flat();
+        assert.ok(granted.length >= 1 && granted.length <= cap, `round ${round}: ${granted.length} slots granted of ${cap}`);
+        assert.equal(new Set(granted).size, granted.length);
+        // the slots left are exactly the ones not granted
+        const rest = await store.acquireWorkerSlots('host-late', Array.from({ length: cap }, (_, w) => `r${round}-late-${w}`), cap, 60_000);
+        assert.equal(granted.length + rest.length, cap, `round ${round}: ${granted.length} granted + ${rest.length} late`);
+        assert.deepEqual(await store.renewWorkerSlots([...granted, ...rest], 60_000), [...granted, ...rest], 'every one granted is held');
+        await Promise.all(stores.map((s, i) => s.releaseWorkerSlots(got[i] ?? [])));
+        await store.releaseWorkerSlots(rest);
+      }
+    });
+
     it('lets a worker with a slot claim only while the slot is its own, and extends the slot with the claim', async () => {
       const { store, channel } = await fresh();
       await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
