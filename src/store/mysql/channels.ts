@@ -9,6 +9,13 @@ import type { MysqlConnection } from './connection.ts';
 const LIVE: readonly PostStatus[] = ['pending', 'processing', 'unknown'];
 
 /**
+ * A channel of this name, byte for byte: utf8mb4_bin compares bytes but pads with spaces
+ * (`'main' = 'main '`), so the byte lengths must agree too (the index still finds it).
+ * Two placeholders, both the name.
+ */
+const NAMED = 'name = ? AND LENGTH(name) = LENGTH(?) AND removed_at IS NULL';
+
+/**
  * Channels on MySQL/MariaDB (see ChannelStore). Names compare byte for byte (the table's
  * collation is utf8mb4_bin). MySQL has no UPDATE ... RETURNING: a change that answers
  * the channel is its UPDATE and a SELECT in one short transaction, so the row read is
@@ -37,18 +44,18 @@ export function makeMysqlChannels(c: MysqlConnection): ChannelStore {
     },
 
     async findChannel(name: string) {
-      const [row] = await q<ChannelRow>('SELECT * FROM channels WHERE name = ? AND removed_at IS NULL', [name]);
+      const [row] = await q<ChannelRow>(`SELECT * FROM channels WHERE ${NAMED}`, [name, name]);
       return row === undefined ? null : channelFromRow(row);
     },
 
     async updateChannel(name, changes) {
       return tx(async (t) => {
         const { affectedRows } = await t.exec(
-          'UPDATE channels SET on_unknown = COALESCE(?, on_unknown), enabled = COALESCE(?, enabled) WHERE name = ? AND removed_at IS NULL',
-          [changes.onUnknown ?? null, changes.enabled ?? null, name],
+          `UPDATE channels SET on_unknown = COALESCE(?, on_unknown), enabled = COALESCE(?, enabled) WHERE ${NAMED}`,
+          [changes.onUnknown ?? null, changes.enabled ?? null, name, name],
         );
         if (affectedRows === 0) return null;
-        const [row] = await t.q<ChannelRow>('SELECT * FROM channels WHERE name = ? AND removed_at IS NULL', [name]);
+        const [row] = await t.q<ChannelRow>(`SELECT * FROM channels WHERE ${NAMED}`, [name, name]);
         return row === undefined ? null : channelFromRow(row);
       });
     },
@@ -73,11 +80,11 @@ export function makeMysqlChannels(c: MysqlConnection): ChannelStore {
     async setChannelPaused(name, paused) {
       return tx(async (t) => {
         const { affectedRows } = await t.exec(
-          'UPDATE channels SET paused_at = CASE WHEN ? THEN COALESCE(paused_at, NOW(3)) END WHERE name = ? AND removed_at IS NULL',
-          [paused, name],
+          `UPDATE channels SET paused_at = CASE WHEN ? THEN COALESCE(paused_at, NOW(3)) END WHERE ${NAMED}`,
+          [paused, name, name],
         );
         if (affectedRows === 0) return null;
-        const [row] = await t.q<ChannelRow>('SELECT * FROM channels WHERE name = ? AND removed_at IS NULL', [name]);
+        const [row] = await t.q<ChannelRow>(`SELECT * FROM channels WHERE ${NAMED}`, [name, name]);
         return row === undefined ? null : channelFromRow(row);
       });
     },
@@ -89,7 +96,7 @@ export function makeMysqlChannels(c: MysqlConnection): ChannelStore {
       // posts are locked next, so a claim skips them and an outcome waits, and the counts,
       // the cancel and the removal see the same posts.
       return tx(async (t) => {
-        const [ch] = await t.q<{ id: number }>('SELECT id FROM channels WHERE name = ? AND removed_at IS NULL FOR UPDATE', [name]);
+        const [ch] = await t.q<{ id: number }>(`SELECT id FROM channels WHERE ${NAMED} FOR UPDATE`, [name, name]);
         if (ch === undefined) return null;
         const live = await t.q<{ status: PostStatus; n: number }>(
           'SELECT status, count(*) AS n FROM post_schedule WHERE channel_id = ? AND status IN (?) GROUP BY status FOR UPDATE',
