@@ -131,7 +131,8 @@ export function testCoordinationStore(dialect: Dialect): void {
         await changed('an edit to an earlier run_at', () => other.editPost(id, { runAt: new Date(Date.now() - 1_000) }));
         // the worker's paths: on PostgreSQL a claim and a retry never notify (NOTIFY takes a
         // database-wide lock at commit; the daemon's safety re-check finds a retry). SQLite's
-        // data_version changes with any commit, so there they do.
+        // data_version changes with any commit, and MySQL's polled fingerprint with a pending
+        // post leaving or coming back, so there they may.
         const quiet = async (what: string, act: () => Promise<unknown>) => {
           const before = changes;
           await act();
