@@ -88,6 +88,20 @@ export function testCoordinationStore(dialect: Dialect): void {
       await store.unlockCycle('host-a');
       await other.unlockCycle('host-b');
     });
+
+    it('gives a cycle lock to exactly one of several dispatchers that race for it, free or expired', async () => {
+      const { store, connect } = await fresh();
+      const stores = [store, ...(await Promise.all([1, 2, 3, 4, 5].map(() => connect())))];
+      const race = async (racers: Store[]) => (await Promise.all(racers.map((s) => s.tryLockCycle('host-r', 300)))).filter(Boolean).length;
+      const winners = async () => (await Promise.all(stores.map((s) => s.renewCycleLock('host-r', 300)))).filter(Boolean).length;
+      assert.equal(await race(stores), 1, 'a lock no one held');
+      assert.equal(await winners(), 1);
+      const holder = stores[(await Promise.all(stores.map((s) => s.renewCycleLock('host-r', 300)))).indexOf(true)];
+      assert.equal(await race(stores.filter((s) => s !== holder)), 0, 'held: no one else');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(await race(stores), 1, 'an expired lock');
+      assert.equal(await winners(), 1);
+    });
   });
 
   describe(`store conformance, watching the due times: ${dialect}`, () => {
