@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import mysql from 'mysql2/promise';
 import { redactUrl } from '../../config.ts';
 import { StoreError } from '../store.ts';
@@ -171,21 +172,29 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   };
 
   /**
-   * The calls on this store's connection, one at a time (postgres.js with max: 1 queues
-   * the same way): a transaction spans several statements, and another call's statements
-   * sent meanwhile would land inside it (a START TRANSACTION of its own commits the first
-   * half-way, and locks taken FOR UPDATE are this session's, so a second claim would not
-   * skip the rows the first just locked).
+   * One caller at a time on the connection, in call order: a transaction's statements
+   * must not interleave with another caller's (a START TRANSACTION in the middle of
+   * another would commit it; a plain statement would run inside it). Each turn ends
+   * within its own deadline, so the wait is bounded; the deadline counts from the turn.
+   * A call made within a turn (c.q inside c.tx's callback) is part of it: it runs at once,
+   * on the same connection, rather than wait for the turn it is in.
    */
-  let tail: Promise<unknown> = Promise.resolve();
-  const serial = <T>(work: () => Promise<T>): Promise<T> => {
-    const run = tail.then(work, work);
-    tail = run.catch(() => undefined);
-    return run;
+  let turn: Promise<void> = Promise.resolve();
+  const inTurn = new AsyncLocalStorage<true>();
+  const bounded = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
+    if (inTurn.getStore() === true) return boundedNow(work, ms);
+    const previous = turn;
+    let release = (): void => undefined;
+    turn = new Promise<void>((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await inTurn.run(true, () => boundedNow(work, ms));
+    } finally {
+      release();
+    }
   };
 
-  /** `work` on this store's connection within `ms` (from its turn); past it, the connection is dropped. */
-  const bounded = <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => serial(() => boundedNow(work, ms));
+  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
   const boundedNow = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms: number): Promise<T> => {
     const made = connection();
     let conn: mysql.Connection | null = null;
