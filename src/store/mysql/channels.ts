@@ -80,8 +80,11 @@ export function makeMysqlChannels(c: MysqlConnection): ChannelStore {
     async setChannelPaused(name, paused) {
       return tx(async (t) => {
         const { affectedRows } = await t.exec(
-          `UPDATE channels SET paused_at = CASE WHEN ? THEN COALESCE(paused_at, NOW(3)) END WHERE ${NAMED}`,
-          [paused, name, name],
+          // resumed_at first: MySQL assigns left to right, and it reads paused_at as it was
+          `UPDATE channels SET resumed_at = CASE WHEN ? OR paused_at IS NULL THEN resumed_at ELSE NOW(3) END,
+                               paused_at = CASE WHEN ? THEN COALESCE(paused_at, NOW(3)) END
+            WHERE ${NAMED}`,
+          [paused, paused, name, name],
         );
         if (affectedRows === 0) return null;
         const [row] = await t.q<ChannelRow>(`SELECT * FROM channels WHERE ${NAMED}`, [name, name]);

@@ -22,7 +22,8 @@ const WATCH_RETRY_MS = 1_000;
  * triggers cannot reach another session): a post inserted (the highest id), a pending
  * post scheduled, edited, retried or recovered (the latest updated_at among pending
  * posts: each of those writes it), the next due time itself, and a channel resumed (the
- * count of operator-paused channels). A claim or an outcome may change it too (a
+ * count of operator-paused channels, and the latest resumed_at: a pause and its resume
+ * may fall between two reads). A claim or an outcome may change it too (a
  * pending post leaves); that costs the daemon one nextDue, as SQLite's data_version does.
  * No trigger keeps a quieter counter: MySQL's triggers run once per row (a 10,000-post
  * schedule would write one hot row 10,000 times) and, where binary logging is on, need
@@ -31,7 +32,8 @@ const WATCH_RETRY_MS = 1_000;
 const DUE_FINGERPRINT = `SELECT (SELECT MAX(id) FROM post_schedule) AS last_id,
   (SELECT MIN(run_at) FROM post_schedule WHERE status = 'pending') AS next_run,
   (SELECT MAX(updated_at) FROM post_schedule WHERE status = 'pending') AS last_pending,
-  (SELECT COUNT(*) FROM channels WHERE paused_at IS NOT NULL) AS paused`;
+  (SELECT COUNT(*) FROM channels WHERE paused_at IS NOT NULL) AS paused,
+  (SELECT MAX(resumed_at) FROM channels) AS resumed`;
 
 /** How often acquireWorkerSlots tries again for the workers whose slot another dispatcher took first. */
 const SLOT_TRIES = 4;

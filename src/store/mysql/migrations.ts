@@ -37,6 +37,9 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
   paused_until DATETIME(3),
   pause_reason TEXT,
   paused_at    DATETIME(3),
+  -- when an operator last resumed it: watchDue's fingerprint sees a pause and resume
+  -- that fall between two of its reads (PostgreSQL's trigger notifies instead)
+  resumed_at   DATETIME(3),
   removed_at   DATETIME(3),
   UNIQUE KEY channels_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
