@@ -72,6 +72,23 @@ export function testStore(dialect: Dialect): void {
       });
       assert.deepEqual((await rawQuery<{ n: number | string }>(db.url, 'SELECT count(*) AS n FROM users')).map((r) => Number(r.n)), [0], 'their tables untouched');
     });
+
+    // a database server (SQLite has no connection to lose)
+    if (dialect !== 'sqlite') {
+      it('answers the next call after the server closed its connection (a restart, an idle timeout, KILL)', async () => {
+        const { db, store, channel } = await fresh();
+        const killed = dialect === 'postgres'
+          ? "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'post-scheduler' AND pid <> pg_backend_pid()"
+          : "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()";
+        const ids = await rawQuery<{ id?: number }>(db.url, killed);
+        if (dialect === 'mysql') for (const { id } of ids) await rawQuery(db.url, `KILL CONNECTION ${Number(id)}`);
+        assert.ok(ids.length >= 1, "the store's connection was found and closed");
+        // the first call after it may not fail either: the store knows its connection was closed
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const [id] = await store.schedulePosts([{ channelId: channel.id, text: 'after', runAt: new Date(Date.now() - 1000) }]);
+        assert.equal((await store.getPost(id ?? 0))?.text, 'after');
+      });
+    }
   });
   testQueueStore(dialect);
   testPostsStore(dialect);

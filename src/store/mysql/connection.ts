@@ -123,7 +123,7 @@ async function connectTo(target: MysqlTarget, options: MysqlOptions): Promise<my
   await conn.query("SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')");
   // no gap locks: claims skip what others hold rather than wait for ranges
   await conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED');
-  await conn.query(SERVER_LIMITS, serverLimits(options.timeoutMs));
+  await setServerLimits(conn, options.timeoutMs);
   return conn;
 }
 
@@ -131,16 +131,24 @@ const UNKNOWN_DATABASE = 1049;
 
 /**
  * The server gives up a little before the client does, so that a statement the client
- * abandoned cannot commit later behind its back: lock waits (both servers) and, on
- * MariaDB, any statement (max_statement_time; MySQL's max_execution_time covers SELECT
- * only and is left alone). Migrations lift these (session()).
+ * abandoned cannot commit later behind its back: lock waits (both servers; whole seconds,
+ * at least 1, so with DB_TIMEOUT_MS under 1250 a lock wait may outlast the client) and, on
+ * MariaDB, any statement (max_statement_time). MySQL 8 has no such variable (its
+ * max_execution_time covers SELECT only) and refuses a SET that names one, so it is sent
+ * to MariaDB alone. Migrations lift these (session()).
  */
-const SERVER_LIMITS =
-  "SET SESSION innodb_lock_wait_timeout = ?, SESSION max_statement_time = IF(VERSION() LIKE '%MariaDB%', ?, 0)";
-const serverLimits = (timeoutMs: number): number[] => {
+async function setServerLimits(conn: mysql.Connection, timeoutMs: number): Promise<void> {
   const seconds = Math.max(0.05, (timeoutMs * 0.8) / 1000);
-  return [Math.max(1, Math.floor(seconds)), seconds];
-};
+  const lockWait = Math.max(1, Math.floor(seconds));
+  if (isMariaDb(conn)) await conn.query('SET SESSION innodb_lock_wait_timeout = ?, SESSION max_statement_time = ?', [lockWait, seconds]);
+  else await conn.query('SET SESSION innodb_lock_wait_timeout = ?', [lockWait]);
+}
+
+/** The server's product, from the version its handshake gave (mysql2 keeps it). */
+function isMariaDb(conn: mysql.Connection): boolean {
+  const version = (conn as unknown as { connection?: { serverVersion?: unknown } }).connection?.serverVersion;
+  return typeof version === 'string' && /mariadb/i.test(version);
+}
 
 const DEADLOCK = 1213;
 
@@ -157,18 +165,36 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   let current: Promise<mysql.Connection> | null = null;
   const connection = (): Promise<mysql.Connection> => {
     if (current === null) {
-      const made = connectTo(target, options).catch((e: unknown) => {
-        if (current === made) current = null;
-        throw connectError(e);
-      });
+      const made: Promise<mysql.Connection> = connectTo(target, options).then(
+        (conn) => {
+          // a connection the server or the network closed (a restart, wait_timeout, KILL)
+          // is made anew by the next call, rather than fail it
+          const lost = () => {
+            if (current === made) current = null;
+          };
+          conn.on('error', lost);
+          conn.on('end', lost);
+          return conn;
+        },
+        (e: unknown) => {
+          if (current === made) current = null;
+          throw connectError(e);
+        },
+      );
       current = made;
     }
     return current;
   };
-  /** Drops `conn` (its socket destroyed, whatever it was waiting for); the next call connects afresh. */
-  const drop = (made: Promise<mysql.Connection>, conn: mysql.Connection | null): void => {
+  /**
+   * Drops the connection `made` (its socket destroyed, whatever it was waiting for, or as
+   * soon as it is made when it is still connecting); the next call connects afresh.
+   */
+  const drop = (made: Promise<mysql.Connection>): void => {
     if (current === made) current = null;
-    conn?.destroy();
+    made.then(
+      (conn) => conn.destroy(),
+      () => undefined,
+    );
   };
 
   /**
@@ -180,16 +206,19 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
    * on the same connection, rather than wait for the turn it is in.
    */
   let turn: Promise<void> = Promise.resolve();
-  const inTurn = new AsyncLocalStorage<true>();
+  /** the turn a call runs in: a call made from it joins it only while it lasts (a timer it left behind does not) */
+  const inTurn = new AsyncLocalStorage<{ active: boolean; inTx: boolean }>();
   const bounded = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
-    if (inTurn.getStore() === true) return boundedNow(work, ms);
+    if (inTurn.getStore()?.active === true) return boundedNow(work, ms);
     const previous = turn;
     let release = (): void => undefined;
     turn = new Promise<void>((resolve) => (release = resolve));
     await previous;
+    const mine = { active: true, inTx: false };
     try {
-      return await inTurn.run(true, () => boundedNow(work, ms));
+      return await inTurn.run(mine, () => boundedNow(work, ms));
     } finally {
+      mine.active = false;
       release();
     }
   };
@@ -197,16 +226,19 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
   const boundedNow = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms: number): Promise<T> => {
     const made = connection();
-    let conn: mysql.Connection | null = null;
+    const call = { timedOut: false };
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        drop(made, conn);
+        call.timedOut = true;
+        drop(made);
         reject(new StoreError(`MySQL at ${where} did not answer within ${ms} ms (DB_TIMEOUT_MS)`));
       }, ms);
     });
     const running = (async () => {
-      conn = await made;
+      const conn = await made;
+      // the caller was told this call failed while it was connecting: it must not run after all
+      if (call.timedOut) throw new StoreError(`MySQL at ${where} did not answer within ${ms} ms (DB_TIMEOUT_MS)`);
       return work(conn);
     })();
     running.catch(() => undefined);
@@ -214,8 +246,8 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
       return await Promise.race([running, expired]);
     } catch (e) {
       // a connection the server or the network closed is made anew by the next call
-      if (isConnectionLost(e)) drop(made, conn);
-      throw e instanceof StoreError ? e : new StoreError(`MySQL at ${where}: ${(e as Error).message}`, { cause: e });
+      if (isConnectionLost(e)) drop(made);
+      throw asStoreError(e, where);
     } finally {
       clearTimeout(timer);
     }
@@ -231,36 +263,45 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   const needs = unsupportedServer(server);
   if (needs !== null) {
     const made = current as Promise<mysql.Connection> | null;
-    if (made !== null) drop(made, await made.catch(() => null));
+    if (made !== null) drop(made);
     throw new StoreError(`${server.text} at ${where} is too old: post-scheduler needs ${needs}`);
   }
 
   const q = <R>(text: string, values: unknown[] = []): Promise<R[]> => bounded(async (conn) => txOf(conn).q<R>(text, values));
   const exec = (text: string, values: unknown[] = []): Promise<Changed> => bounded(async (conn) => txOf(conn).exec(text, values));
 
-  const tx = <T>(fn: (t: MysqlTx) => Promise<T>): Promise<T> =>
-    bounded(async (conn) => {
-      for (let attempt = 1; ; attempt++) {
-        await conn.query('START TRANSACTION');
-        try {
-          const result = await fn(txOf(conn));
-          await conn.query('COMMIT');
-          return result;
-        } catch (e) {
-          await conn.query('ROLLBACK').catch(() => undefined);
-          if ((e as { errno?: number }).errno === DEADLOCK && attempt < 3) continue;
-          throw e;
+  const tx = <T>(fn: (t: MysqlTx) => Promise<T>): Promise<T> => {
+    // START TRANSACTION inside a transaction would commit the outer one half-way
+    if (inTurn.getStore()?.inTx === true) return Promise.reject(new StoreError('MySQL store: a transaction inside a transaction (a bug)'));
+    return bounded(async (conn) => {
+      const mine = inTurn.getStore();
+      if (mine !== undefined) mine.inTx = true;
+      try {
+        for (let attempt = 1; ; attempt++) {
+          await conn.query('START TRANSACTION');
+          try {
+            const result = await fn(txOf(conn));
+            await conn.query('COMMIT');
+            return result;
+          } catch (e) {
+            await conn.query('ROLLBACK').catch(() => undefined);
+            if ((e as { errno?: number }).errno === DEADLOCK && attempt < 3) continue;
+            throw e;
+          }
         }
+      } finally {
+        if (mine !== undefined) mine.inTx = false;
       }
     });
+  };
 
   const session = <T>(fn: (t: MysqlTx) => Promise<T>): Promise<T> =>
     bounded(async (conn) => {
-      await conn.query(SERVER_LIMITS, serverLimits(migrateTimeoutMs));
+      await setServerLimits(conn, migrateTimeoutMs);
       try {
         return await fn(txOf(conn));
       } finally {
-        await conn.query(SERVER_LIMITS, serverLimits(options.timeoutMs));
+        await setServerLimits(conn, options.timeoutMs);
       }
     }, migrateTimeoutMs);
 
@@ -275,6 +316,19 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   };
 
   return { target, options, where, server, q, exec, tx, session, connectOther: () => connectTo(target, options), end };
+}
+
+/**
+ * A driver's error as the store's, naming the database (password redacted); the
+ * statement's text with its values filled in (mysql2's `sql`: settings, sealed
+ * credentials) is taken off the cause. Errors of the store's own code pass as they are.
+ */
+function asStoreError(e: unknown, where: string): unknown {
+  if (e instanceof StoreError) return e;
+  const driver = e as { errno?: unknown; code?: unknown; sql?: unknown };
+  if (!(e instanceof Error) || (driver.errno === undefined && driver.code === undefined)) return e;
+  delete driver.sql;
+  return new StoreError(`MySQL at ${where}: ${e.message}`, { cause: e });
 }
 
 function isConnectionLost(e: unknown): boolean {

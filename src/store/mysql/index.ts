@@ -12,6 +12,9 @@ import { makeMysqlRate } from './rate.ts';
 
 export type { MysqlOptions, MysqlTarget } from './connection.ts';
 
+/** The migration's named lock: this and the database's MD5 (MySQL takes names of at most 64 characters). */
+const MIGRATE_LOCK = 'post-scheduler:migrate:';
+
 /** How long a process waits for another's migration (GET_LOCK), in seconds. */
 const MIGRATE_LOCK_WAIT_S = 600;
 
@@ -66,11 +69,11 @@ export async function openMysqlStore(target: MysqlTarget, options: MysqlOptions 
       if (first.version === latest && first.complete) return;
       await c.session(async (t) => {
         // one migrating process per database; the others wait, then find it done
-        const [lock] = await t.q<{ got: number | null }>('SELECT GET_LOCK(CONCAT(?, DATABASE()), ?) AS got', ['post-scheduler:migrate:', MIGRATE_LOCK_WAIT_S]);
+        const [lock] = await t.q<{ got: number | null }>('SELECT GET_LOCK(CONCAT(?, MD5(DATABASE())), ?) AS got', [MIGRATE_LOCK, MIGRATE_LOCK_WAIT_S]);
         if (lock?.got !== 1) throw new StoreError(`MySQL at ${where}: another process held the migration lock for ${MIGRATE_LOCK_WAIT_S} s`);
         try {
           await t.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INT NOT NULL PRIMARY KEY, name VARCHAR(191) NOT NULL, applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+            version INT NOT NULL PRIMARY KEY, name VARCHAR(255) NOT NULL, applied_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
           ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`);
           const applied = new Set((await t.q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
           const newest = Math.max(0, ...applied);
@@ -81,7 +84,7 @@ export async function openMysqlStore(target: MysqlTarget, options: MysqlOptions 
             await t.exec('INSERT INTO schema_migrations (version, name) VALUES (?, ?)', [m.version, m.name]);
           }
         } finally {
-          await t.q('SELECT RELEASE_LOCK(CONCAT(?, DATABASE()))', ['post-scheduler:migrate:']).catch(() => undefined);
+          await t.q('SELECT RELEASE_LOCK(CONCAT(?, MD5(DATABASE())))', [MIGRATE_LOCK]).catch(() => undefined);
         }
       });
     },
