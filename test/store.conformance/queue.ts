@@ -1,6 +1,7 @@
 import type { Dialect } from '../../src/store/store.ts';
 import Database from 'better-sqlite3';
 import assert from 'node:assert/strict';
+import { MAX_KEY } from '../../src/operations/posts.ts';
 import { describe, it } from 'node:test';
 import postgres from 'postgres';
 import { parseDatabaseUrl } from '../../src/config.ts';
@@ -516,6 +517,15 @@ export function testQueueStore(dialect: Dialect): void {
       assert.equal(results.filter((r) => r.created).length, 1);
       const all = await store.listPosts({ order: 'next', limit: 100 });
       assert.equal(all.length, 2, 'no second post, no orphaned content');
+    });
+
+    it('takes a key as long as the API and the CLI allow (MAX_KEY), in any script', async () => {
+      const { store, channel } = await fresh();
+      const key = '🔑'.repeat(10) + 'k'.repeat(MAX_KEY - 20);
+      assert.equal(key.length, MAX_KEY);
+      const first = await store.scheduleWithKey({ channelId: channel.id, text: 'long key', runAt: past(1000) }, key);
+      assert.deepEqual(await store.scheduleWithKey({ channelId: channel.id, text: 'long key', runAt: past(1000) }, key), { id: first.id, created: false });
+      assert.equal((await store.getPost(first.id))?.scheduleKey, key);
     });
   });
 

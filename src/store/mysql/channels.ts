@@ -95,19 +95,25 @@ export function makeMysqlChannels(c: MysqlConnection): ChannelStore {
     async removeChannel(name, cancelPosts) {
       // One transaction (PostgreSQL does it in one statement of CTEs with DML, which MySQL
       // has not). The channel's row is locked first (FOR UPDATE), so a post scheduled
-      // meanwhile waits for it (its foreign key check) and then finds no channel; its live
-      // posts are locked next, so a claim skips them and an outcome waits, and the counts,
-      // the cancel and the removal see the same posts.
+      // meanwhile waits for it (its foreign key check) and then finds no channel. Its live
+      // posts are counted with a plain read: a processing post refuses the removal, and is
+      // never locked here (a worker's outcome locks those rows in id order; this read walks
+      // an index in another order, and the two could deadlock). With cancelPosts the posts
+      // to cancel are locked next, and counted again: a claim that took one of them before
+      // the lock shows as processing then, and none can after it (claims skip locked rows).
       return tx(async (t) => {
         const [ch] = await t.q<{ id: number }>(`SELECT id FROM channels WHERE ${NAMED} FOR UPDATE`, [name, name]);
         if (ch === undefined) return null;
-        const live = await t.q<{ status: PostStatus; n: number }>(
-          'SELECT status, count(*) AS n FROM post_schedule WHERE channel_id = ? AND status IN (?) GROUP BY status FOR UPDATE',
-          [ch.id, LIVE],
-        );
+        const count = () =>
+          t.q<{ status: PostStatus; n: number }>('SELECT status, count(*) AS n FROM post_schedule WHERE channel_id = ? AND status IN (?) GROUP BY status', [ch.id, LIVE]);
+        const keepsAny = (rows: readonly { status: PostStatus }[]) => rows.some((r) => !(cancelPosts && (r.status === 'pending' || r.status === 'unknown')));
+        let live = await count();
+        if (cancelPosts && !keepsAny(live) && live.length > 0) {
+          await t.q(`SELECT id FROM post_schedule WHERE channel_id = ? AND ${whereFrom('cancel')} FOR UPDATE`, [ch.id]);
+          live = await count();
+        }
         const blocking = Object.fromEntries(live.map((r) => [r.status, r.n])) as Partial<Record<PostStatus, number>>;
-        const keeps = live.some((r) => !(cancelPosts && (r.status === 'pending' || r.status === 'unknown')));
-        if (keeps) return { removed: false, cancelled: 0, blocking };
+        if (keepsAny(live)) return { removed: false, cancelled: 0, blocking };
         const cancelled = cancelPosts
           ? (
               await t.exec(`UPDATE post_schedule SET status = '${TRANSITIONS.cancel.to}', updated_at = NOW(3) WHERE channel_id = ? AND ${whereFrom('cancel')}`, [

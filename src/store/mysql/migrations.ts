@@ -23,7 +23,7 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
     statements: [
       `CREATE TABLE IF NOT EXISTS channels (
   id           BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  name         VARCHAR(191) NOT NULL,
+  name         VARCHAR(255) NOT NULL,
   platform     VARCHAR(64) NOT NULL,
   settings     JSON NOT NULL,
   enabled      BOOLEAN NOT NULL DEFAULT TRUE,
@@ -57,15 +57,15 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
   run_at           DATETIME(3) NOT NULL,
   status           VARCHAR(16) NOT NULL DEFAULT 'pending'
                    CHECK (status IN ('pending', 'processing', 'published', 'failed', 'cancelled', 'unknown')),
-  worker_id        VARCHAR(191),
+  worker_id        VARCHAR(255),
   locked_at        DATETIME(3),
   lease_expires_at DATETIME(3),
   attempts         INT NOT NULL DEFAULT 0,
   last_error       TEXT,
   published_at     DATETIME(3),
-  external_id      VARCHAR(512),
+  external_id      TEXT,
   external_url     TEXT,
-  idempotency_key  VARCHAR(191) NOT NULL,
+  idempotency_key  VARCHAR(255) NOT NULL,
   created_at       DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at       DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   -- an earlier attempt may have been delivered (its outcome is unknown)
@@ -79,7 +79,7 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
   -- the parts of a thread already published, in order
   published_parts  JSON NOT NULL,
   -- the caller's key of \`schedule --key\` (NULLs do not collide in a unique index)
-  schedule_key     VARCHAR(191),
+  schedule_key     VARCHAR(255),
   CONSTRAINT post_schedule_detail FOREIGN KEY (post_detail_id) REFERENCES post_details (id),
   CONSTRAINT post_schedule_channel FOREIGN KEY (channel_id) REFERENCES channels (id),
   UNIQUE KEY post_schedule_key (schedule_key),
@@ -97,7 +97,7 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
       `CREATE TABLE IF NOT EXISTS cycles (
   id                BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  host              VARCHAR(191) NOT NULL,
+  host              VARCHAR(255) NOT NULL,
   started_at        DATETIME(3) NOT NULL,
   finished_at       DATETIME(3),
   pending           INT,
@@ -110,7 +110,7 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
   KEY cycles_started (started_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
       `CREATE TABLE IF NOT EXISTS worker_runs (
-  worker_id   VARCHAR(191) NOT NULL,
+  worker_id   VARCHAR(255) NOT NULL,
   cycle_id    BIGINT NOT NULL,
   started_at  DATETIME(3) NOT NULL,
   finished_at DATETIME(3) NOT NULL,
@@ -125,18 +125,18 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
       // the coordination rows (see the PostgreSQL migration 4): a holder and an expiry on
       // the database's clock, nothing in a session
       `CREATE TABLE IF NOT EXISTS cycle_locks (
-  host       VARCHAR(191) NOT NULL PRIMARY KEY,
-  holder     VARCHAR(191) NOT NULL,
-  machine    VARCHAR(191) NOT NULL,
+  host       VARCHAR(255) NOT NULL PRIMARY KEY,
+  holder     VARCHAR(255) NOT NULL,
+  machine    VARCHAR(255) NOT NULL,
   pid        INT NOT NULL,
   locked_at  DATETIME(3) NOT NULL,
   expires_at DATETIME(3) NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
       `CREATE TABLE IF NOT EXISTS worker_slots (
   slot       INT NOT NULL PRIMARY KEY,
-  holder     VARCHAR(191) NOT NULL,
-  host       VARCHAR(191) NOT NULL,
-  machine    VARCHAR(191) NOT NULL,
+  holder     VARCHAR(255) NOT NULL,
+  host       VARCHAR(255) NOT NULL,
+  machine    VARCHAR(255) NOT NULL,
   pid        INT NOT NULL,
   expires_at DATETIME(3) NOT NULL,
   UNIQUE KEY worker_slots_holder (holder)
@@ -144,13 +144,13 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
       // rate limits: one row per sliding window, the epoch-ms stamps (the database's
       // clock) of the latest sends it counted, ascending, at most its limit of them
       `CREATE TABLE IF NOT EXISTS rate_windows (
-  \`key\`  VARCHAR(191) NOT NULL PRIMARY KEY,
+  \`key\`  VARCHAR(255) NOT NULL PRIMARY KEY,
   stamps JSON NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
       `CREATE TABLE IF NOT EXISTS send_slots (
-  \`key\`      VARCHAR(191) NOT NULL,
+  \`key\`      VARCHAR(255) NOT NULL,
   slot       INT NOT NULL,
-  holder     VARCHAR(191) NOT NULL,
+  holder     VARCHAR(255) NOT NULL,
   expires_at DATETIME(3) NOT NULL,
   PRIMARY KEY (\`key\`, slot),
   UNIQUE KEY send_slots_holder (holder)
@@ -158,12 +158,12 @@ export const MYSQL_MIGRATIONS: readonly { version: number; name: string; stateme
       `CREATE TABLE IF NOT EXISTS post_attempts (
   post_id      BIGINT NOT NULL,
   attempt      INT NOT NULL,
-  worker_id    VARCHAR(191),
+  worker_id    VARCHAR(255),
   started_at   DATETIME(3),
   finished_at  DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   outcome      VARCHAR(16) NOT NULL,
   error        TEXT,
-  external_id  VARCHAR(512),
+  external_id  TEXT,
   external_url TEXT,
   reason       VARCHAR(32),
   KEY post_attempts_post (post_id, attempt),

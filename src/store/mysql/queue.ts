@@ -20,7 +20,7 @@ const NOT_PAUSED = 'channel_id NOT IN (SELECT id FROM channels WHERE paused_at I
  */
 const OUTCOMES = `JSON_TABLE(?, '$[*]' COLUMNS (
     id BIGINT PATH '$.id', token BIGINT PATH '$.token', kind VARCHAR(16) PATH '$.kind', status VARCHAR(16) PATH '$.status',
-    error TEXT PATH '$.error', delay_ms BIGINT PATH '$.delayMs', external_id VARCHAR(512) PATH '$.externalId',
+    error TEXT PATH '$.error', delay_ms BIGINT PATH '$.delayMs', external_id TEXT PATH '$.externalId',
     external_url TEXT PATH '$.externalUrl', maybe_sent INT PATH '$.maybeSent', uncounted INT PATH '$.uncounted')) AS v`;
 
 /**

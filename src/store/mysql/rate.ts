@@ -113,23 +113,21 @@ export function makeMysqlRate(c: MysqlConnection): RateStore {
 /**
  * Locks the rows of the windows `sorted` (keys in ascending byte order, the primary key's
  * order, which is the order FOR UPDATE takes them in) and returns their stamps. With
- * `create`, the missing ones are made first (INSERT IGNORE, in the same order) and then
- * locked: a window's first take is the only one that pays for it.
+ * `create`, every window is first made or locked by one INSERT ... ON DUPLICATE KEY
+ * UPDATE in that same order (an exclusive lock per row, taken in key order whether the
+ * row was there or not): making a missing window after locking a later one could
+ * deadlock with a taker holding the missing one's first, and INSERT IGNORE's shared
+ * locks, upgraded later, could deadlock two takers of the same new window.
  */
 async function lockWindows(t: MysqlTx, sorted: readonly string[], create: boolean): Promise<Map<string, number[]>> {
   if (sorted.length === 0) return new Map();
-  const read = async () =>
-    new Map(
-      (await t.q<{ key: string; stamps: unknown }>('SELECT `key`, stamps FROM rate_windows WHERE `key` IN (?) ORDER BY `key` FOR UPDATE', [sorted])).map((r) => [
-        r.key,
-        stampsFrom(r.stamps),
-      ]),
-    );
-  const found = await read();
-  if (!create || found.size === sorted.length) return found;
-  const missing = sorted.filter((k) => !found.has(k));
-  await t.exec('INSERT IGNORE INTO rate_windows (`key`, stamps) VALUES ?', [missing.map((k) => [k, '[]'])]);
-  return read();
+  if (create) await t.exec('INSERT INTO rate_windows (`key`, stamps) VALUES ? ON DUPLICATE KEY UPDATE stamps = stamps', [sorted.map((k) => [k, '[]'])]);
+  return new Map(
+    (await t.q<{ key: string; stamps: unknown }>('SELECT `key`, stamps FROM rate_windows WHERE `key` IN (?) ORDER BY `key` FOR UPDATE', [sorted])).map((r) => [
+      r.key,
+      stampsFrom(r.stamps),
+    ]),
+  );
 }
 
 /** Writes each window's stamps in one statement. */
