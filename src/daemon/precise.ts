@@ -3,11 +3,11 @@ import { raiseAlerts } from '../alerts/raise.ts';
 import { cycleExitCode, workerIds } from '../dispatcher/cycle.ts';
 import { readDueLoad, sizeCycle } from '../dispatcher/sizing.ts';
 import { stopWorkers, type WorkerExit } from '../dispatcher/spawn.ts';
-import { cyclePosts, logSummary } from '../dispatcher/summary.ts';
+import { cyclePosts, logSummary, workerRuns } from '../dispatcher/summary.ts';
 import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { DueWatch, Store } from '../store/store.ts';
-import type { CycleResult, WorkerRun } from '../types.ts';
+import type { CycleResult } from '../types.ts';
 import { makeReadiness } from './readiness.ts';
 import { makeResidents, type Resident } from './residents.ts';
 
@@ -485,16 +485,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
       posts: cyclePosts(exits),
     };
     logSummary(clog, result, exits);
-    const runs: WorkerRun[] = exits.map((r) => ({
-      workerId: r.workerId,
-      startedAt: r.startedAt,
-      finishedAt: r.finishedAt,
-      exitCode: r.exitCode,
-      signal: r.signal,
-      published: r.report?.published ?? 0,
-      retried: r.report?.retried ?? 0,
-      failed: r.report?.failed ?? 0,
-    }));
+    const runs = workerRuns(exits);
     await db.finishCycle(cycleId, result, runs).catch((e: unknown) => clog.error(`✗ Cycle not recorded: ${errorMessage(e)}`));
     return exits.reduce((n, e) => n + (e.report?.claimed ?? 0), 0);
   }

@@ -4,10 +4,10 @@ import { raiseAlerts } from '../alerts/raise.ts';
 import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
-import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
+import { EXIT, type CycleResult, type ExitCode } from '../types.ts';
 import { readDueLoad, sizeCycle, sizedConfig, type DueLoad } from './sizing.ts';
 import { liftSharesOnceAllClaimed, spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
-import { cyclePosts, logSummary } from './summary.ts';
+import { cyclePosts, logSummary, workerRuns } from './summary.ts';
 
 /**
  * One dispatch cycle: recover expired leases, count due posts, compute the worker
@@ -261,16 +261,7 @@ async function dispatchLocked(
   };
   logSummary(log, result, exits.results);
 
-  const runs: WorkerRun[] = exits.results.map((r) => ({
-    workerId: r.workerId,
-    startedAt: r.startedAt,
-    finishedAt: r.finishedAt,
-    exitCode: r.exitCode,
-    signal: r.signal,
-    published: r.report?.published ?? 0,
-    retried: r.report?.retried ?? 0,
-    failed: r.report?.failed ?? 0,
-  }));
+  const runs = workerRuns(exits.results);
   try {
     await store.finishCycle(cycleId, result, runs);
   } catch (e) {

@@ -1,5 +1,5 @@
 import type { Logger } from '../log.ts';
-import type { CyclePosts, CycleResult } from '../types.ts';
+import type { CyclePosts, CycleResult, WorkerRun } from '../types.ts';
 import type { WorkerExit } from './spawn.ts';
 
 const RULE = '========================================';
@@ -39,6 +39,20 @@ export function logSummary(log: Logger, result: CycleResult, exits: readonly Wor
     maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   });
   log.blank();
+}
+
+/** Each worker's run of a cycle as the cycle's record keeps it (Store.finishCycle). */
+export function workerRuns(exits: readonly WorkerExit[]): WorkerRun[] {
+  return exits.map((r) => ({
+    workerId: r.workerId,
+    startedAt: r.startedAt,
+    finishedAt: r.finishedAt,
+    exitCode: r.exitCode,
+    signal: r.signal,
+    published: r.report?.published ?? 0,
+    retried: r.report?.retried ?? 0,
+    failed: r.report?.failed ?? 0,
+  }));
 }
 
 /** The outcomes the workers of a cycle reported, summed. */
