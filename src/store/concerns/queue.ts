@@ -112,3 +112,15 @@ export interface NextDue {
   readonly runAt: Date;
   readonly inMs: number;
 }
+
+/**
+ * claim, recordOutcomes and exchange from a dialect's one exchange: a claim is an
+ * exchange without outcomes, recording outcomes one that claims nothing.
+ */
+export function exchangeCalls(exchange: QueueStore['exchange']): Pick<QueueStore, 'claim' | 'recordOutcomes' | 'exchange'> {
+  return {
+    claim: async (workerId, limit, leaseMs) => (await exchange(workerId, [], limit, leaseMs)).claimed,
+    recordOutcomes: async (workerId, outcomes) => (await exchange(workerId, outcomes, 0, 0)).applied,
+    exchange,
+  };
+}

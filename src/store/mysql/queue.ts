@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
-import type { QueueStore } from '../concerns/queue.ts';
+import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
 import { attemptRecord } from '../list.ts';
 import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, OUTCOME_STATUS, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
@@ -259,15 +259,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
       return row === undefined ? null : { runAt: row.run_at, inMs: Math.round(row.in_ms) };
     },
 
-    async claim(workerId: string, limit: number, leaseMs: number) {
-      return (await exchange(workerId, [], limit, leaseMs)).claimed;
-    },
-
-    async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
-      return (await exchange(workerId, outcomes, 0, 0)).applied;
-    },
-
-    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, outcomes, limit, leaseMs, claim),
+    ...exchangeCalls(exchange),
 
     async recordPart(workerId, postId, token, index, part) {
       // one row, one statement: affectedRows says whether it applied (an append always changes the row)

@@ -1,6 +1,6 @@
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
-import type { QueueStore } from '../concerns/queue.ts';
+import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
 import { attemptRecord } from '../list.ts';
 import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
@@ -166,15 +166,7 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
       return row === undefined ? null : { runAt: new Date(row.run_at), inMs: row.run_at - Date.now() };
     },
 
-    async claim(workerId: string, limit: number, leaseMs: number) {
-      return (await exchange(workerId, [], limit, leaseMs)).claimed;
-    },
-
-    async recordOutcomes(workerId: string, outcomes: readonly Outcome[]) {
-      return (await exchange(workerId, outcomes, 0, 0)).applied;
-    },
-
-    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, outcomes, limit, leaseMs, claim),
+    ...exchangeCalls(exchange),
 
     async recordPart(workerId, postId, token, index, part) {
       return immediate(
