@@ -156,10 +156,22 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
   let current: Promise<mysql.Connection> | null = null;
   const connection = (): Promise<mysql.Connection> => {
     if (current === null) {
-      const made = connectTo(target, options).catch((e: unknown) => {
-        if (current === made) current = null;
-        throw connectError(e);
-      });
+      const made: Promise<mysql.Connection> = connectTo(target, options).then(
+        (conn) => {
+          // a connection the server closed while idle (a restart, wait_timeout) is made
+          // anew by the next call, which then goes through, as PostgreSQL's client does
+          const forget = () => {
+            if (current === made) current = null;
+          };
+          conn.on('end', forget);
+          conn.on('error', forget);
+          return conn;
+        },
+        (e: unknown) => {
+          if (current === made) current = null;
+          throw connectError(e);
+        },
+      );
       current = made;
     }
     return current;
