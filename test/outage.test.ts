@@ -9,7 +9,7 @@ import type { Store } from '../src/store/store.ts';
 import { createTestDatabase } from './helpers/databases.ts';
 import { killAll, processesMatching, ROOT, run, start, testEnv, waitFor } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
-import { mariadbBinariesAvailable, startRestartableMysql, type RestartableMysql } from './helpers/restartable-mysql.ts';
+import { mariadbSkip, startRestartableMysql, type RestartableMysql } from './helpers/restartable-mysql.ts';
 import { startRestartablePostgres, type RestartablePostgres } from './helpers/restartable-postgres.ts';
 
 /**
@@ -20,8 +20,8 @@ import { startRestartablePostgres, type RestartablePostgres } from './helpers/re
  */
 interface OutageServer {
   readonly name: string;
-  /** why the server cannot run here, or null */
-  readonly skip: string | null;
+  /** why the server cannot run here, or false */
+  readonly skip: string | false;
   /** the server; its URL holds SECRET as the password where `secret` says so */
   start(): Promise<RestartablePostgres | RestartableMysql>;
   /** whether the URL's password is SECRET (the PostgreSQL one's is "postgres") */
@@ -35,14 +35,14 @@ const SECRET = 's3cret-pw';
 const SERVERS: readonly OutageServer[] = [
   {
     name: 'PostgreSQL',
-    skip: null,
+    skip: false,
     start: () => startRestartablePostgres({ database: 'outage' }),
     secret: false,
     unreachable: /Database unreachable \(postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/outage \(schema post_scheduler\)\): cannot connect to PostgreSQL/,
   },
   {
     name: 'MariaDB',
-    skip: mariadbBinariesAvailable() ? null : 'no MariaDB server binaries (mariadb-server) on this machine',
+    skip: mariadbSkip(),
     start: () => startRestartableMysql({ database: 'outage', password: SECRET }),
     secret: true,
     unreachable: /Database unreachable \(mysql:\/\/root:\*\*\*@127\.0\.0\.1:\d+\/outage\): cannot connect to MySQL/,
@@ -57,7 +57,7 @@ function withSecret(url: string): string {
 }
 
 for (const server of SERVERS) {
-  describe(`database outages (${server.name})`, { skip: server.skip ?? false }, () => {
+  describe(`database outages (${server.name})`, { skip: server.skip }, () => {
     let db: RestartablePostgres | RestartableMysql;
     let store: Store | undefined;
     let receiver: Receiver;

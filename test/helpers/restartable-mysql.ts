@@ -47,6 +47,15 @@ export function mariadbBinariesAvailable(): boolean {
   });
 }
 
+/**
+ * For a test's `skip`: why a MariaDB server of the test's own cannot run here, or false.
+ * Under REQUIRE_MYSQL=1 (CI) it is never skipped: missing binaries fail the test instead.
+ */
+export function mariadbSkip(): string | false {
+  if (mariadbBinariesAvailable() || process.env['REQUIRE_MYSQL'] === '1') return false;
+  return `no MariaDB server binaries here (${MARIADBD}, ${MARIADB_INSTALL_DB}: Debian's mariadb-server)`;
+}
+
 const INSTALL_TIMEOUT_MS = 60_000;
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 30_000;
