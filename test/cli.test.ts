@@ -269,6 +269,28 @@ describe('cli input errors', () => {
     }
   });
 
+  it('cron on a MySQL/MariaDB URL whose server is down: exit 1, one line naming the database, no password', async () => {
+    // port 1: nothing listens there
+    const r = await run(['cron'], { ...env, DATABASE_URL: 'mysql://root:hunter2@127.0.0.1:1/x' }, 30_000);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const errors = (r.stdout + r.stderr).split('\n').filter((l) => /✗|error/i.test(l));
+    assert.equal(errors.length, 1, r.stdout + r.stderr);
+    assert.match(errors[0] ?? '', /Database unreachable \(mysql:\/\/root:\*\*\*@127\.0\.0\.1:1\/x\): cannot connect to MySQL/);
+    assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
+    assert.doesNotMatch(r.stdout, /Spawning worker/);
+    for (const args of [['status'], ['status', '--json'], ['channels', 'list'], ['migrate']]) {
+      const other = await run(args, { ...env, DATABASE_URL: 'mariadb://root:hunter2@127.0.0.1:1/x' }, 30_000);
+      assert.equal(other.code, 1, `${args.join(' ')}: ${other.stdout}${other.stderr}`);
+      assert.equal(other.stderr, 'post-scheduler: cannot connect to MySQL at mysql://root:***@127.0.0.1:1/x: connect ECONNREFUSED 127.0.0.1:1\n', args.join(' '));
+      assert.doesNotMatch(other.stdout, /hunter2/);
+    }
+  });
+
+  it('mentions mysql:// in the --database-url help', async () => {
+    const r = await run(['--help'], env);
+    assert.match(r.stdout, /--database-url <url>\s[^-]{0,200}mysql:\/\//);
+  });
+
   it('stops at once with one line when the SQLite folder cannot be created', async () => {
     const regularFile = path.join(tmp, 'plain-file');
     fs.writeFileSync(regularFile, 'not a folder\n');
