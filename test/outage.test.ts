@@ -114,6 +114,15 @@ for (const server of SERVERS) {
       assert.equal(s.counts.processing + s.counts.unknown + s.counts.failed, 0);
       assert.deepEqual([...receiver.accepted.keys()].sort((a, b) => a - b), ids, 'every post delivered');
       assert.deepEqual([...receiver.accepted.values()].filter((n) => n > 1), [], 'none accepted twice');
+      if (server.secret) {
+        // what status prints names the database with its password hidden
+        for (const args of [['status'], ['status', '--json']]) {
+          const shown = await run(args, env, 30_000);
+          assert.equal(shown.code, 0, shown.stdout + shown.stderr);
+          assert.match(shown.stdout, /root:\*\*\*@127\.0\.0\.1:\d+\/outage/);
+          assert.doesNotMatch(shown.stdout + shown.stderr, new RegExp(SECRET));
+        }
+      }
     });
 
     it('down at the start: one line naming the database, exit 1, no worker spawned, no password shown', async () => {
