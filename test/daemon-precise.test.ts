@@ -163,6 +163,52 @@ for (const dialect of DIALECTS) {
       assert.equal((await d.done).code, 0);
     });
 
+    it('a resident worker keeps its publishers across batches: one keep-alive connection for several batches', async () => {
+      const { db, receiver, arrivals, schedule } = await setup();
+      // one worker, staying: every batch is its
+      const d = daemon(db.url, { MAX_WORKERS: '1', WORKER_IDLE_MS: '20000' });
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+      // due 300 ms apart: a batch each (an idle pooled socket stays IDLE_SOCKET_MS, 1 s)
+      const base = Date.now() + 2_000;
+      const ids: number[] = [];
+      for (let i = 0; i < 5; i++) ids.push(await schedule(base + i * 300));
+      await waitFor('every post received', () => ids.every((id) => arrivals.has(id)), 30_000);
+      const count = (re: RegExp) => (d.output().match(re) ?? []).length;
+      await waitFor('their batches reported', () => count(/Dispatch Summary:/g) === count(/Dispatch cycle started at/g), 10_000);
+      assert.ok(count(/Dispatch cycle started at/g) >= 3, `several batches: ${count(/Dispatch cycle started at/g)}`);
+      assert.equal(count(/Spawning worker: /g), 1, 'one resident worker');
+      assert.equal(receiver.connections, 1, `${receiver.connections} connections for ${ids.length} posts in several batches`);
+      assert.deepEqual(ids.filter((id) => arrivals.get(id)?.length !== 1), [], 'each post once');
+      d.child.kill('SIGTERM');
+      assert.equal((await d.done).code, 0);
+    });
+
+    it("a channel whose webhook URL is changed between batches: the resident's publisher is built anew and the next post goes to the new URL", async () => {
+      const { db, receiver, arrivals, schedule } = await setup();
+      const moved = await startReceiver();
+      cleanups.push(() => moved.close());
+      // the URL sealed as a credential, as `channels add` stores it today
+      const rekey = await run(['channels', 'rekey'], testEnv(db.url));
+      assert.equal(rekey.code, 0, rekey.stdout + rekey.stderr);
+      const d = daemon(db.url, { MAX_WORKERS: '1', WORKER_IDLE_MS: '30000' });
+      await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
+      const first = await schedule(Date.now() + 1_500);
+      await waitFor('the first post received', () => arrivals.has(first), 30_000);
+      await waitFor('its batch reported', () => /Dispatch Summary:/.test(d.output()), 10_000);
+
+      // the operator rotates the URL (sealed as a credential)
+      const r = await run(['channels', 'update', '--name', 'hook', '--url-from', 'env:NEW_HOOK_URL'], { ...testEnv(db.url), NEW_HOOK_URL: moved.url });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const second = await schedule(Date.now() + 1_000);
+      await waitFor('the second post at the new URL', () => moved.deliveries.some((x) => x.postId === second), 30_000);
+      assert.equal(arrivals.has(second), false, 'not sent to the old URL');
+      assert.equal(receiver.deliveries.length, 1, 'the old URL got the first post only');
+      assert.equal((d.output().match(/Spawning worker: /g) ?? []).length, 1, 'the same resident sent both');
+      assert.match(d.output(), /Channel hook changed since its last batch: a new webhook publisher/);
+      d.child.kill('SIGTERM');
+      assert.equal((await d.done).code, 0);
+    });
+
     it('a resident killed with a second batch queued behind its first: its death is recorded in one cycle, not both', async () => {
       const { db, store, arrivals, schedule } = await setup((p) => ({ status: 200, delayMs: p.postId === 1 ? 4_000 : 0 }));
       const d = daemon(db.url, { MAX_WORKERS: '1' });

@@ -4,7 +4,7 @@ import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import { createTestDatabase, DIALECTS } from './helpers/databases.ts';
-import { killAll, run, testEnv } from './helpers/processes.ts';
+import { killAll, run, start, testEnv, waitFor } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
 
 /**
@@ -94,6 +94,43 @@ for (const dialect of DIALECTS) {
       assert.equal(seed.workers, 5, seed.stdout);
       assert.match(seed.stdout, /Calculated worker count: 5 \(pending=200, batch=5, max=5\)/);
       await assertOnce(store, receiver, seedIds);
+    });
+
+    it('daemon --precise sizes the workers it starts ahead the same way: 1 worker of 25 for 200 posts at 200 ms, 5 with the seed sizing', async () => {
+      const { url, store, receiver, channelId, open } = await setup();
+      // the channel's history: a first cron cycle measures it
+      const history = await due(store, channelId, 25, 'history');
+      await cycle(store, testEnv(url, { ...LIMITS, WORKER_SIZING: 'deadline' }));
+
+      /** 200 posts due a few seconds ahead, sent by a daemon --precise; its log once they are published. */
+      async function precise(sizing: 'deadline' | 'seed', tag: string): Promise<{ ids: number[]; stdout: string }> {
+        const runAt = new Date(Date.now() + 4_000);
+        const ids = await store.schedulePosts(Array.from({ length: 200 }, (_, i) => ({ channelId, text: `${tag} ${i}`, runAt })));
+        const d = start(['daemon', '--precise'], testEnv(url, { ...LIMITS, WORKER_SIZING: sizing, WORKER_IDLE_MS: '1000' }), 60_000);
+        await waitFor('the 200 posts published', async () => (await store.status(1)).counts.published >= history.length + ids.length + (tag === 'seed' ? 200 : 0), 40_000);
+        await waitFor('the batch reported', () => /Dispatch Summary:/.test(d.output()), 10_000);
+        d.child.kill('SIGTERM');
+        const r = await d.done;
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        return { ids, stdout: r.stdout };
+      }
+
+      open.max = 0;
+      const deadline = await precise('deadline', 'deadline');
+      assert.match(deadline.stdout, /Pending posts: 200 \(due by then or within 1000ms after\)/);
+      assert.match(
+        deadline.stdout,
+        /\[DISPATCHER\] Sizing \(deadline\): 200 due, est\. \d+\.\d s of publishing at \d+ ms\/post -> 1 worker x 25 in flight \(clears in ~\d+\.\d s of the \d+ s budget\)/,
+      );
+      assert.equal((deadline.stdout.match(/Spawning worker: /g) ?? []).length, 1, deadline.stdout);
+      assert.ok(open.max > 5, `the one worker had ${open.max} requests open at once, more than WORKER_CONCURRENCY (5)`);
+      assert.doesNotMatch(deadline.stdout, /does not apply/);
+      await assertOnce(store, receiver, [...history, ...deadline.ids]);
+
+      const seed = await precise('seed', 'seed');
+      assert.match(seed.stdout, /\[DISPATCHER\] Calculated worker count: 5 \(pending=200, batch=5, max=5\)/);
+      assert.equal((seed.stdout.match(/Spawning worker: /g) ?? []).length, 5, seed.stdout);
+      await assertOnce(store, receiver, [...history, ...deadline.ids, ...seed.ids]);
     });
 
     it('without history the same 200 posts are assumed slow: the maximum, five workers of five', async () => {

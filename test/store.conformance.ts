@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it } from 'node:test';
-import Database from 'better-sqlite3';
-import postgres from 'postgres';
 import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Dialect, Store } from '../src/store/store.ts';
 import { storesWithChannel } from './helpers/conformance.ts';
-import { createTestDatabase, type TestDatabase } from './helpers/databases.ts';
+import { createTestDatabase, rawQuery, type TestDatabase } from './helpers/databases.ts';
 import { testAlertStore } from './store.conformance/alerts.ts';
 import { testChannelStore } from './store.conformance/channels.ts';
 import { testCoordinationStore } from './store.conformance/coordination.ts';
@@ -47,8 +45,32 @@ export function testStore(dialect: Dialect): void {
 
     it('refuses a database migrated by a newer post-scheduler', async () => {
       const { db, store } = await fresh();
-      await rawExec(db, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from the future', 0)");
+      await recordMigration(db, 99, 'from the future');
       await assert.rejects(store.migrate(), /schema version 99, newer than this post-scheduler knows \(\d+\): upgrade post-scheduler/);
+    });
+
+    it("refuses in one line, naming them, a database that holds another application's tables", async () => {
+      const db = await createTestDatabase(dialect);
+      dbs.push(db);
+      const target = parseDatabaseUrl(db.url);
+      if (target.dialect === 'postgres') await rawQuery(db.url, `CREATE SCHEMA "${target.schema}"`);
+      // a Rails- or Laravel-style application: its own schema_migrations (no name column), channels, users
+      for (const statement of [
+        'CREATE TABLE schema_migrations (version varchar(20) PRIMARY KEY)',
+        "INSERT INTO schema_migrations VALUES ('20240101000000')",
+        'CREATE TABLE channels (id integer PRIMARY KEY, title text)',
+        'CREATE TABLE users (id integer PRIMARY KEY)',
+      ]) {
+        await rawQuery(db.url, statement);
+      }
+      const store = await openStore(target);
+      open.push(store);
+      await assert.rejects(store.migrate(), (e: Error) => {
+        assert.match(e.message, /already holds another application's tables \(channels, schema_migrations, users\) and none of post-scheduler's: give post-scheduler a/);
+        assert.equal(e.message.split('\n').length, 1);
+        return true;
+      });
+      assert.deepEqual((await rawQuery<{ n: number | string }>(db.url, 'SELECT count(*) AS n FROM users')).map((r) => Number(r.n)), [0], 'their tables untouched');
     });
   });
   testQueueStore(dialect);
@@ -61,23 +83,16 @@ export function testStore(dialect: Dialect): void {
   testFiguresStore(dialect);
 }
 
-/** Runs one statement on the test database through a connection of its own. */
-async function rawExec(db: TestDatabase, statement: string): Promise<void> {
-  const target = parseDatabaseUrl(db.url);
-  if (target.dialect === 'sqlite') {
-    const raw = new Database(target.path);
-    try {
-      raw.exec(statement);
-    } finally {
-      raw.close();
-    }
-    return;
-  }
-  if (target.dialect === 'mysql') throw new Error('TODO mysql');
-  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
-  try {
-    await sql.unsafe(statement.replace(', applied_at', '').replace(', 0)', ')'));
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
+/**
+ * Records migration `version` as applied, as a newer post-scheduler would have: through a
+ * connection of its own, applied_at in the dialect's type (SQLite epoch ms, PostgreSQL
+ * timestamptz, MySQL DATETIME(3) on the server's clock).
+ */
+async function recordMigration(db: TestDatabase, version: number, name: string): Promise<void> {
+  const statement = {
+    sqlite: 'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+    postgres: 'INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, now())',
+    mysql: 'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, NOW(3))',
+  }[db.dialect];
+  await rawQuery(db.url, statement, db.dialect === 'sqlite' ? [version, name, Date.now()] : [version, name]);
 }

@@ -1,10 +1,10 @@
 import { configToEnv, type Config } from '../config.ts';
 import { raiseAlerts } from '../alerts/raise.ts';
 import { cycleExitCode, workerIds } from '../dispatcher/cycle.ts';
+import { readDueLoad, sizeCycle } from '../dispatcher/sizing.ts';
 import { stopWorkers, type WorkerExit } from '../dispatcher/spawn.ts';
 import { cyclePosts, logSummary } from '../dispatcher/summary.ts';
 import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
-import { workerCount } from '../scaling.ts';
 import { openStore } from '../store/open.ts';
 import type { DueWatch, Store } from '../store/store.ts';
 import type { CycleResult, WorkerRun } from '../types.ts';
@@ -17,10 +17,12 @@ import { makeResidents, type Resident } from './residents.ts';
  * every SAFETY_MS in any case. Then one batch, recorded as one cycle:
  *
  *   recover expired leases, raise alerts, count what is due by then and SOON_MS after,
- *   size with the seed's formula, take idle resident workers and spawn the rest (at most
- *   MAX_WORKERS live, each with a GLOBAL_MAX_WORKERS slot when that is set), hand them
- *   the due time: they claim at that moment and while posts are due, report, and stay
- *   WORKER_IDLE_MS for what comes next. The cycle ends when every worker of the batch
+ *   size as a cron cycle does (WORKER_SIZING: the seed's formula, or deadline-aware, with
+ *   the same function and log line, src/dispatcher/sizing.ts), take idle resident
+ *   workers and spawn the rest (at most MAX_WORKERS live, each with a GLOBAL_MAX_WORKERS
+ *   slot when that is set), hand them the due time and the posts each keeps in flight:
+ *   they claim at that moment and while posts are due, report, and stay WORKER_IDLE_MS
+ *   for what comes next. The cycle ends when every worker of the batch
  *   has reported (or TIMEOUT_MS after the due time, when they are stopped).
  *
  * The host's cycle lock is held for the daemon's whole life (a `cron` on the same host
@@ -34,8 +36,7 @@ import { makeResidents, type Resident } from './residents.ts';
  * database's clock; nextDue gives its distance from the database's now, and the daemon
  * and its workers keep to this host's clock with that offset (measured at each nextDue).
  *
- * WORKER_SIZING=deadline does not apply here (said once at start): a batch is sized with
- * the seed's formula. A post that becomes pending with a run_at earlier than the due
+ * A post that becomes pending with a run_at earlier than the due
  * times already handed out (a retry while batches are in flight) is found by the full
  * look every SAFETY_MS: it waits at most about twice SAFETY_MS.
  */
@@ -84,7 +85,6 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     `Precise scheduler started at ${new Date().toISOString()} on ${config.host}: each post at its run_at, ` +
       `workers started ahead and kept ${config.workerIdleMs}ms (WORKER_IDLE_MS) after their last post`,
   );
-  if (config.workerSizing === 'deadline') cron.warn('WORKER_SIZING=deadline does not apply to daemon --precise: batches are sized with the seed formula');
 
   // ---- the database: opened (and re-opened) until it answers
   let store: Store | null = null;
@@ -358,7 +358,8 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
    */
   async function batch(at: number, due: number): Promise<{ completion: Promise<number> } | null> {
     const started = Date.now();
-    const pending = await db.countDue(Math.max(0, due - Date.now()) + SOON_MS);
+    const load = await readDueLoad(db, config, Math.max(0, due - Date.now()) + SOON_MS);
+    const pending = load.pending;
     // nothing: claimed meanwhile (by another host, or by a worker still claiming)
     if (pending === 0) return null;
     const recovered = recoveredSince;
@@ -371,8 +372,9 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     clog.info(RULE);
     clog.blank();
     clog.info(`Pending posts: ${pending} (due by then or within ${SOON_MS}ms after)`);
-    const wanted = workerCount(pending, config);
-    clog.info(`Calculated worker count: ${wanted} (pending=${pending}, batch=${config.batchSize}, max=${config.maxWorkers})`);
+    const sizing = sizeCycle(load, config);
+    const wanted = sizing.workers;
+    clog.info(sizing.reason, { sizing: config.workerSizing, workers: wanted, inFlight: sizing.inFlight ?? config.workerConcurrency });
 
     const taking: Resident[] = residents.idle().slice(0, wanted);
     const room = Math.min(wanted - taking.length, config.maxWorkers - residents.live().length);
@@ -410,7 +412,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     const runs = taking.map((r): BatchRun => {
       let onStart: () => void = () => undefined;
       const run: BatchRun = { resident: r, startedAt: null, started: new Promise<void>((resolve) => (onStart = resolve)), result: Promise.resolve(null) };
-      run.result = residents.dispatch(r, due, cycleId, (t) => {
+      run.result = residents.dispatch(r, { at: due, cycleId, inFlight: sizing.inFlight }, (t) => {
         run.startedAt = t;
         onStart();
       });

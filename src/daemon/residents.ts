@@ -1,6 +1,6 @@
 import type { Logger } from '../log.ts';
 import { spawnWorker, type WorkerExit, type WorkerHandle } from '../dispatcher/spawn.ts';
-import type { DaemonMessage, ResidentMessage } from '../workers/resident.ts';
+import type { DaemonMessage, DueMessage, ResidentMessage } from '../workers/resident.ts';
 import type { Readiness } from './readiness.ts';
 
 /**
@@ -35,12 +35,12 @@ export interface Residents {
   /** every live worker process (they all hold a MAX_WORKERS place, and a slot under GLOBAL_MAX_WORKERS) */
   live(): Resident[];
   /**
-   * hands `at` (this host's clock) to the worker once it is ready; `onStart` when it starts
-   * the batch. Resolves with its batch, or with its exit if it ended working it (or before
+   * hands a batch (`at` on this host's clock, its cycle, the posts to keep in flight) to
+   * the worker once it is ready; `onStart` when it starts the batch. Resolves with its batch, or with its exit if it ended working it (or before
    * starting its first); null when it ended before reaching this batch (queued behind
    * another): that batch's cycle records the exit, this one nothing.
    */
-  dispatch(r: Resident, at: number, cycleId: number, onStart: (startedAt: number) => void): Promise<WorkerExit | null>;
+  dispatch(r: Resident, batch: Omit<DueMessage, 'type'>, onStart: (startedAt: number) => void): Promise<WorkerExit | null>;
   /** tells a worker to exit after what it has (idle after WORKER_IDLE_MS, or its slot or lock lost) */
   retire(r: Resident): void;
 }
@@ -82,7 +82,8 @@ export function makeResidents(options: {
     idle: () => [...all.values()].filter((r) => r.queued === 0 && !r.retiring),
     busy: () => [...all.values()].filter((r) => r.queued > 0 && !r.retiring).sort((a, b) => a.queued - b.queued),
     live: () => [...all.values()],
-    async dispatch(r, at, cycleId, onStart) {
+    async dispatch(r, due, onStart) {
+      const { cycleId } = due;
       r.queued++;
       r.cycles.push(cycleId);
       const batch = new Promise<WorkerExit | null>((resolve) => {
@@ -107,7 +108,7 @@ export function makeResidents(options: {
           resolve(r.exitedIn === cycleId ? exit : null);
         });
       });
-      if (await r.ready) send(r, { type: 'due', at, cycleId });
+      if (await r.ready) send(r, { type: 'due', ...due });
       const result = await batch;
       r.cycles.splice(r.cycles.indexOf(cycleId), 1);
       r.queued--;

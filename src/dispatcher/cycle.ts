@@ -5,7 +5,7 @@ import { createLogger, errorMessage, withFields, type Logger } from '../log.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type CycleResult, type ExitCode, type WorkerRun } from '../types.ts';
-import { readDueLoad, sizeCycle, type DueLoad } from './sizing.ts';
+import { readDueLoad, sizeCycle, sizedConfig, type DueLoad } from './sizing.ts';
 import { liftSharesOnceAllClaimed, spawnWorker, stopWorkers, type WorkerExit, type WorkerHandle } from './spawn.ts';
 import { cyclePosts, logSummary } from './summary.ts';
 
@@ -300,8 +300,7 @@ async function runWorkers(
 ): Promise<{ results: WorkerExit[]; timedOut: boolean; stopped: boolean }> {
   const { config } = options;
   // deadline sizing: each worker keeps `inFlight` posts in flight and claims up to that many at once
-  const sized = inFlight === null ? config : { ...config, workerConcurrency: inFlight, batchSize: Math.max(config.batchSize, inFlight) };
-  const env = { ...process.env, ...configToEnv(sized) };
+  const env = { ...process.env, ...configToEnv(sizedConfig(config, inFlight)) };
   // Each worker's first claims are limited to its share of what is due, until all have
   // claimed: a worker that starts first does not take the posts of those still starting.
   const share = ids.length > 1 ? Math.max(1, Math.ceil(pending / ids.length)) : null;

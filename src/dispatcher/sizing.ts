@@ -27,9 +27,13 @@ export interface CycleSizing {
   readonly reason: string;
 }
 
-export async function readDueLoad(store: Store, config: Config): Promise<DueLoad> {
-  if (config.workerSizing === 'seed') return { pending: await store.countDue(), channels: null };
-  const loads = await store.dueByChannel(LATENCY_SAMPLES);
+/**
+ * What is due now, or by `aheadMs` after the database's now (`daemon --precise` sizes a
+ * batch before its due time, counting what falls due with it).
+ */
+export async function readDueLoad(store: Store, config: Config, aheadMs = 0): Promise<DueLoad> {
+  if (config.workerSizing === 'seed') return { pending: await store.countDue(aheadMs), channels: null };
+  const loads = await store.dueByChannel(LATENCY_SAMPLES, aheadMs);
   const rates = loads.length === 0 ? new Map<number, DueChannel['rate']>() : await postsLimits(store);
   return {
     pending: loads.reduce((n, l) => n + l.due, 0),
@@ -58,6 +62,23 @@ async function postsLimits(store: Store): Promise<Map<number, DueChannel['rate']
 /** The latency assumed on a channel without history: a quarter of a publish's timeout. */
 export function defaultLatencyMs(config: Config): number {
   return Math.max(1, Math.round(config.publishTimeoutMs / 4));
+}
+
+/**
+ * A worker's config for a sizing's in-flight posts: WORKER_CONCURRENCY set to them, and
+ * BATCH_SIZE raised to them (it claims that many at once); the configured one for null.
+ */
+export function sizedConfig(config: Config, inFlight: number | null): Config {
+  return inFlight === null ? config : { ...config, workerConcurrency: inFlight, batchSize: Math.max(config.batchSize, inFlight) };
+}
+
+/**
+ * The most posts a worker may be given to keep in flight: deadline sizing hands one
+ * worker up to MAX_WORKERS x WORKER_CONCURRENCY. A resident worker sizes its connection
+ * pools for it, as they outlive a batch.
+ */
+export function mostInFlight(config: Config): number {
+  return config.workerSizing === 'deadline' ? config.maxWorkers * config.workerConcurrency : config.workerConcurrency;
 }
 
 export function sizeCycle(load: DueLoad, config: Config): CycleSizing {

@@ -2,14 +2,14 @@ import { setMaxListeners } from 'node:events';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import type { Config } from '../config.ts';
 import { errorMessage, type Logger } from '../log.ts';
-import type { Publisher, PublisherModule } from '../publishers/publisher.ts';
-import { loadPublisherModule } from '../publishers/registry.ts';
+import type { PublisherModule } from '../publishers/publisher.ts';
 import { makeVault } from '../credentials/vault.ts';
 import { OUTCOME_STATUS } from '../store/rows.ts';
 import type { Store } from '../store/store.ts';
-import type { ClaimedPost, HeldPost, Outcome } from '../types.ts';
+import type { Channel, ClaimedPost, HeldPost, Outcome } from '../types.ts';
 import { workerContent } from './content.ts';
 import { publishPost } from './publish-post.ts';
+import { makePublisherCache, type PublisherCache } from './publishers.ts';
 import { makeRateGate, RATE_WAIT_MS } from '../ratelimits/gate.ts';
 import { effectiveLimits } from '../ratelimits/limits.ts';
 import { claimWindowMs } from '../sizing/deadline.ts';
@@ -47,6 +47,11 @@ export interface WorkerOptions {
   readonly holdsSlot?: boolean;
   /** where publisher modules come from (test/worker.test.ts injects fakes); default: src/publishers/registry.ts */
   readonly loadPublisherModule?: (platform: string) => Promise<PublisherModule | null>;
+  /**
+   * publishers kept across batches (a resident worker's, see publishers.ts): settled when
+   * this batch ends, not closed. Absent: this batch's own, closed when it ends.
+   */
+  readonly publishers?: PublisherCache;
   /**
    * This worker's share of the posts due when its cycle started: it claims at most
    * `posts` in all until `lifted` resolves (the dispatcher lifts the shares once every
@@ -128,34 +133,24 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   }
   const sleep = () => new Promise<void>((resolve) => (wakeResolve = resolve));
 
-  const modules = new Map<string, Promise<PublisherModule | null>>();
-  const publishers = new Map<string, Publisher>();
-  const moduleFor = (platform: string): Promise<PublisherModule | null> => {
-    let mod = modules.get(platform);
-    if (mod === undefined) {
-      mod = (options.loadPublisherModule ?? loadPublisherModule)(platform);
-      modules.set(platform, mod);
-    }
-    return mod;
-  };
-  const publisherFor = async (platform: string): Promise<Publisher | null> => {
-    const loaded = await moduleFor(platform);
-    if (loaded === null) return null;
-    let publisher = publishers.get(platform);
-    if (publisher === undefined) {
-      publisher = loaded.createPublisher({ timeoutMs: config.publishTimeoutMs, concurrency: config.workerConcurrency, allowPrivateNetwork: config.allowPrivateNetwork, moduleDir: config.moduleDir });
-      publishers.set(platform, publisher);
-    }
-    return publisher;
-  };
-
-  // Credentials are opened per publish and sealed again when a publisher refreshes them
-  // (plain only where there is no key: such a channel was stored plain by its operator).
-  // During a key rotation the previous key still opens what it sealed. A refresh is
-  // written only over the credentials it started from: never over a rekey or another
-  // worker's refresh.
+  // Credentials are opened once per sealed form (publishers.ts) and sealed again when a
+  // publisher refreshes them (plain only where there is no key: such a channel was stored
+  // plain by its operator). During a key rotation the previous key still opens what it
+  // sealed. A refresh is written only over the credentials it started from: never over a
+  // rekey or another worker's refresh.
   const vault = makeVault(config.secretKey, config.oldSecretKey === null ? [] : [config.oldSecretKey]);
-  const openCredentials = (sealed: string) => vault.open(sealed);
+  const publishers =
+    options.publishers ??
+    makePublisherCache({
+      config,
+      concurrency: config.workerConcurrency,
+      log,
+      open: (sealed) => vault.open(sealed),
+      ...(options.loadPublisherModule === undefined ? {} : { loadPublisherModule: options.loadPublisherModule }),
+    });
+  const moduleFor = (platform: string) => publishers.moduleFor(platform);
+  const publisherFor = (channel: Channel) => publishers.publisherFor(channel);
+  const openCredentials = (sealed: string) => publishers.openCredentials(sealed);
   const saveCredentials = async (channelId: number, fresh: Record<string, unknown>, previous: string | null): Promise<void> => {
     const sealed = vault.keyId === null ? vault.sealPlain(fresh) : vault.seal(fresh);
     if (!(await store.saveCredentials(channelId, sealed, previous))) log.warn(`Channel ${channelId}: refreshed credentials not stored, they changed meanwhile`);
@@ -167,7 +162,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   // One slot of the channel's rate windows per send, waited for up to RATE_WAIT_MS.
   const rateGate = makeRateGate({
     store,
-    limitsFor: async (channel, credentials) => effectiveLimits(channel, await (modules.get(channel.platform) ?? Promise.resolve(null)), credentials),
+    limitsFor: async (channel, credentials) => effectiveLimits(channel, await moduleFor(channel.platform), credentials),
     maxWaitMs: RATE_WAIT_MS,
     waitUntil: claimCutoff,
     // no send outlives its worker's budget
@@ -423,7 +418,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     clearTimeout(shareTimer);
     options.stop?.removeEventListener('abort', onStop);
     options.abort?.removeEventListener('abort', onAbort);
-    await Promise.all([...publishers.values()].map((p) => p.close().catch(() => undefined)));
+    // a resident worker's publishers stay for its next batch (those replaced in this one are closed)
+    await (options.publishers === undefined ? publishers.close() : publishers.settle());
     await content.close();
   }
 

@@ -43,8 +43,8 @@ const MAX_RETRY_AFTER_MS = 24 * 60 * 60 * 1000;
 export interface PublishDeps {
   readonly config: Config;
   readonly log: Logger;
-  /** the platform's publisher; null for a platform nobody knows */
-  publisherFor(platform: string): Promise<Publisher | null>;
+  /** the publisher of the channel's platform (workers/publishers.ts); null for a platform nobody knows */
+  publisherFor(channel: Channel): Promise<Publisher | null>;
   /** aborted when the worker must stop sending */
   readonly signal: AbortSignal;
   /** opens a channel's sealed credentials (throws CredentialsError naming the problem) */
@@ -151,7 +151,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const parts = post.parts;
   let publisher: Publisher | null;
   try {
-    publisher = await deps.publisherFor(channel.platform);
+    publisher = await deps.publisherFor(channel);
   } catch (e) {
     return retryOrGiveUp(`cannot load publisher for ${channel.platform}: ${errorMessage(e)}`, null, false, 'other');
   }

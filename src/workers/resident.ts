@@ -1,9 +1,11 @@
 import type { Config } from '../config.ts';
+import { makeVault } from '../credentials/vault.ts';
+import { mostInFlight, sizedConfig } from '../dispatcher/sizing.ts';
 import type { Logger } from '../log.ts';
-import { loadPublisherModule } from '../publishers/registry.ts';
 import type { Store } from '../store/store.ts';
 import { EXIT, type ExitCode } from '../types.ts';
 import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
+import { makePublisherCache } from './publishers.ts';
 
 /**
  * A resident worker (`daemon --precise`): started ahead of the due time, it connects and
@@ -12,9 +14,22 @@ import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
  * WORKER_TIMEOUT_MS budget), then reports the batch and waits again. It exits when the
  * daemon says `exit` (after WORKER_IDLE_MS without work, decided by the daemon so that a
  * `due` and an exit never cross), on SIGTERM, or when the daemon is gone.
+ *
+ * Its publishers (their keep-alive connections, sessions, opened credentials) outlive a
+ * batch: built once, kept for the next batches until their channel changes or the worker
+ * exits (publishers.ts). Each batch keeps as many posts in flight as its daemon sized it
+ * for (`inFlight`, deadline sizing), so the connection pools are sized for the most it may.
  */
-/** `at`: the due time on this host's clock (the daemon converts run_at with the database's measured offset). */
-export type DaemonMessage = { readonly type: 'due'; readonly at: number; readonly cycleId: number } | { readonly type: 'exit' };
+export interface DueMessage {
+  readonly type: 'due';
+  /** the due time on this host's clock (the daemon converts run_at with the database's measured offset) */
+  readonly at: number;
+  readonly cycleId: number;
+  /** the posts to keep in flight in this batch (deadline sizing); null: WORKER_CONCURRENCY */
+  readonly inFlight: number | null;
+}
+
+export type DaemonMessage = DueMessage | { readonly type: 'exit' };
 
 export type ResidentMessage =
   | { readonly type: 'ready' }
@@ -69,69 +84,78 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
   });
   stop.addEventListener('abort', poke, { once: true });
 
-  // connected, and the publishers of the channels in use loaded (the module cache keeps
-  // them for runWorker): ready. The daemon measures spawn to here.
+  const vault = makeVault(config.secretKey, config.oldSecretKey === null ? [] : [config.oldSecretKey]);
+  const publishers = makePublisherCache({ config, concurrency: mostInFlight(config), log, open: (sealed) => vault.open(sealed) });
+
+  // connected, and the publisher modules of the channels in use loaded: ready. The daemon
+  // measures spawn to here.
   const platforms = new Set((await store.listChannels()).filter((c) => c.enabled).map((c) => c.platform));
-  await Promise.all([...platforms].map((p) => loadPublisherModule(p).catch(() => null)));
+  await Promise.all([...platforms].map((p) => publishers.moduleFor(p).catch(() => null)));
   await send({ type: 'ready' });
   log.info('Ready, waiting for the due time');
 
   let worst: ExitCode = EXIT.ok;
-  for (;;) {
-    while (inbox.length === 0 && !stop.aborted) await new Promise<void>((resolve) => (wake = resolve));
-    const message = inbox.shift();
-    if (stop.aborted || message === undefined || message.type === 'exit') break;
-    // sleep until the due time (a stop ends the wait)
-    const waitMs = message.at - Date.now();
-    if (waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          stop.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, waitMs);
-        stop.addEventListener('abort', done, { once: true });
-      });
-    }
-    // a stop may have come during the wait (the checker cannot see it)
-    if ((stop.aborted as boolean)) break;
-    const startedAt = Date.now();
-    await send({ type: 'start', cycleId: message.cycleId, startedAt });
-    // a batch's hard stop, as an ephemeral worker's process has it from its start
-    const hardStop = setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs);
-    let report: WorkerReport;
-    try {
-      report = await runWorker({
-        workerId: options.workerId,
-        config,
-        store,
-        log,
-        stop,
-        abort: options.abort,
-        stopGraceMs: Math.floor(config.killGraceMs / 2),
+  try {
+    for (;;) {
+      while (inbox.length === 0 && !stop.aborted) await new Promise<void>((resolve) => (wake = resolve));
+      const message = inbox.shift();
+      if (stop.aborted || message === undefined || message.type === 'exit') break;
+      // sleep until the due time (a stop ends the wait)
+      const waitMs = message.at - Date.now();
+      if (waitMs > 0) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            stop.removeEventListener('abort', done);
+            resolve();
+          };
+          const timer = setTimeout(done, waitMs);
+          stop.addEventListener('abort', done, { once: true });
+        });
+      }
+      // a stop may have come during the wait (the checker cannot see it)
+      if ((stop.aborted as boolean)) break;
+      const startedAt = Date.now();
+      await send({ type: 'start', cycleId: message.cycleId, startedAt });
+      // a batch's hard stop, as an ephemeral worker's process has it from its start
+      const hardStop = setTimeout(() => process.exit(EXIT.timeout), config.workerTimeoutMs + config.killGraceMs);
+      let report: WorkerReport;
+      try {
+        report = await runWorker({
+          workerId: options.workerId,
+          config: sizedConfig(config, message.inFlight),
+          store,
+          publishers,
+          log,
+          stop,
+          abort: options.abort,
+          stopGraceMs: Math.floor(config.killGraceMs / 2),
+          startedAt,
+          holdsSlot: options.holdsSlot,
+        });
+      } finally {
+        clearTimeout(hardStop);
+      }
+      const exitCode = batchExit(report);
+      if (exitCode > worst) worst = exitCode;
+      await send({
+        type: 'batch',
+        cycleId: message.cycleId,
         startedAt,
-        holdsSlot: options.holdsSlot,
+        finishedAt: Date.now(),
+        exitCode,
+        claimed: report.claimed,
+        published: report.published,
+        retried: report.retried,
+        failed: report.failed,
+        unknown: report.unknown,
       });
-    } finally {
-      clearTimeout(hardStop);
+      // a database error or a lost lease: a fresh process next time
+      if (exitCode === EXIT.error) break;
     }
-    const exitCode = batchExit(report);
-    if (exitCode > worst) worst = exitCode;
-    await send({
-      type: 'batch',
-      cycleId: message.cycleId,
-      startedAt,
-      finishedAt: Date.now(),
-      exitCode,
-      claimed: report.claimed,
-      published: report.published,
-      retried: report.retried,
-      failed: report.failed,
-      unknown: report.unknown,
-    });
-    // a database error or a lost lease: a fresh process next time
-    if (exitCode === EXIT.error) break;
+  } finally {
+    // the worker exits: its connections close with its publishers
+    await publishers.close();
   }
   return worst;
 }

@@ -37,6 +37,8 @@ export interface Receiver {
   readonly accepted: Map<number, number>;
   /** `idempotent`: post id -> 2xx answers to an Idempotency-Key already accepted (not counted in `accepted`) */
   readonly replays: Map<number, number>;
+  /** TCP connections accepted so far (keep-alive: one serves many requests) */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -101,6 +103,8 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
     });
   });
   server.keepAliveTimeout = 5_000;
+  let connections = 0;
+  server.on('connection', () => connections++);
   const [first = '127.0.0.1', ...others] = options.addresses ?? [];
   const listen = (s: net.Server, address: string, at: number) =>
     new Promise<void>((resolve, reject) => {
@@ -117,6 +121,9 @@ export async function startReceiver(respond: (d: Delivery) => Answer = () => ({ 
     deliveries,
     accepted,
     replays,
+    get connections() {
+      return connections;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

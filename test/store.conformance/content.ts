@@ -36,6 +36,63 @@ export function testStoreContent(fresh: () => Promise<{ store: Store; channel: C
     assert.deepEqual(next.map((c) => c.publishedParts), [[], []]);
   });
 
+  it('content: text, thread parts, alt text, errors and channel names in any script come back byte for byte', async () => {
+    const { store } = await fresh();
+    // 4-byte emoji, a flag (two regional indicators), ZWJ sequences, a skin tone, CJK,
+    // right-to-left scripts, combining marks (decomposed: never normalised), astral math letters
+    const samples = {
+      emoji: '🧵 🐈 🇺🇦 👩‍👩‍👧 🧑🏽‍💻 👍🏽 ☃️',
+      cjk: '漢字 かな カナ 한국어 中文',
+      rtl: 'مرحبا بالعالم · שלום עולם',
+      marks: 'e\u0301 a\u0308 Z\u0324\u0354\u0367\u0311\u0313 n\u0303',
+      math: '𝔸𝕓𝒞 𝟘𝟙 𝐀𝐁 ℵ',
+    };
+    const text = Object.values(samples).join(' | ');
+    // code points, as the databases' LEFT / left / substr count them
+    assert.ok(Array.from(text).length < 200, 'short enough for posts list to show it whole');
+    const name = `🧵 ${samples.cjk.slice(0, 2)} 🇺🇦 👩‍👩‍👧`;
+    const channel = await store.addChannel({ name, platform: 'file', settings: { path: '/tmp/🧵.jsonl' }, onUnknown: 'retry' });
+    assert.equal(channel.name, name);
+    assert.equal((await store.findChannel(name))?.id, channel.id, 'found by its exact name');
+    const parts: PostPart[] = [
+      { text, images: [{ source: '/srv/🐈 猫.png', alt: `${samples.emoji} ${samples.rtl} ${samples.marks}` }] },
+      { text: `${samples.math} ${samples.cjk}`, images: [] },
+      { text: samples.rtl, images: [{ source: 'https://example.com/𝔸.jpg', alt: samples.math }] },
+    ];
+    const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text, runAt: ago(1000), parts }]);
+    // every string of the parts as its UTF-8 bytes (jsonb keeps the strings, not the key order)
+    const hex = (value: string) => Buffer.from(value, 'utf8').toString('hex');
+    const bytes = (value: readonly PostPart[] | null | undefined) =>
+      value?.map((p) => [hex(p.text), p.images.map((i) => [hex(i.source), hex(i.alt)])]);
+    const shown = await store.getPost(id);
+    assert.equal(shown?.text, text);
+    assert.deepEqual(bytes(shown?.parts), bytes(parts));
+    assert.equal(shown?.channelName, name);
+    const [listed] = await store.listPosts({ order: 'next', limit: 1, channelId: channel.id });
+    assert.deepEqual([listed?.text, listed?.channel], [text, name]);
+    const [claimed] = await store.claim('w', 1, 60_000);
+    assert.equal(claimed?.id, id);
+    assert.equal(claimed.text, text);
+    assert.deepEqual(bytes(claimed.parts), bytes(parts));
+    assert.equal(claimed.channel?.name, name);
+    assert.deepEqual(claimed.channel?.settings, { path: '/tmp/🧵.jsonl' });
+    // an error and a published part carry what the network said, in any script
+    const error = `HTTP 503: ${samples.rtl} ${samples.emoji}`;
+    const part = { externalId: `🧵-${samples.cjk}`, externalUrl: `https://example.com/${samples.math}` };
+    assert.equal(await store.recordPart('w', id, claimed.token, 0, part), true);
+    assert.deepEqual(await store.recordOutcomes('w', [{ kind: 'retry', postId: id, token: claimed.token, error, delayMs: 0, unconfirmed: false }]), [id]);
+    const retried = await store.getPost(id);
+    assert.equal(retried?.lastError, error);
+    assert.deepEqual(retried?.publishedParts, [part]);
+    assert.equal((await store.postAttempts(id))[0]?.error, error);
+    // and an edit keeps them as given
+    const edited: PostPart[] = [{ text: samples.marks, images: [{ source: '/srv/x.png', alt: samples.emoji }] }];
+    assert.deepEqual(await store.editPost(id, { content: { text: samples.marks, parts: edited } }), { edited: true, status: 'pending' });
+    const [again] = await store.claim('w', 1, 60_000);
+    assert.equal(again?.text, samples.marks);
+    assert.deepEqual(bytes(again?.parts), bytes(edited));
+  });
+
   it('content: recordPart appends a published part only under the claim, at the next index, never rewriting one', async () => {
     const { store, channel } = await fresh();
     const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'first', runAt: ago(1000), parts: thread }]);

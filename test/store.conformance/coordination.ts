@@ -37,6 +37,27 @@ export function testCoordinationStore(dialect: Dialect): void {
       assert.deepEqual(await store.acquireWorkerSlots('host-a', ['a6'], 3, 60_000), [], 'the cap holds');
     });
 
+    it('never grants more than GLOBAL_MAX_WORKERS slots when dispatchers on several connections acquire at once', async () => {
+      const { store, connect } = await fresh();
+      const stores = [store, ...(await Promise.all([1, 2, 3, 4, 5].map(() => connect())))];
+      const cap = 5;
+      for (let round = 0; round < 4; round++) {
+        // six dispatchers of three workers each, at once, for five slots
+        const got = await Promise.all(
+          stores.map((s, i) => s.acquireWorkerSlots(`host-${i}`, [0, 1, 2].map((w) => `r${round}-d${i}-w${w}`), cap, 60_000)),
+        );
+        const granted = got.flat();
+        assert.ok(granted.length >= 1 && granted.length <= cap, `round ${round}: ${granted.length} slots granted of ${cap}`);
+        assert.equal(new Set(granted).size, granted.length);
+        // the slots left are exactly the ones not granted
+        const rest = await store.acquireWorkerSlots('host-late', Array.from({ length: cap }, (_, w) => `r${round}-late-${w}`), cap, 60_000);
+        assert.equal(granted.length + rest.length, cap, `round ${round}: ${granted.length} granted + ${rest.length} late`);
+        assert.deepEqual((await store.renewWorkerSlots([...granted, ...rest], 60_000)).sort(), [...granted, ...rest].sort(), 'every one granted is held');
+        await Promise.all(stores.map((s, i) => s.releaseWorkerSlots(got[i] ?? [])));
+        await store.releaseWorkerSlots(rest);
+      }
+    });
+
     it('lets a worker with a slot claim only while the slot is its own, and extends the slot with the claim', async () => {
       const { store, channel } = await fresh();
       await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
@@ -66,6 +87,20 @@ export function testCoordinationStore(dialect: Dialect): void {
       assert.equal(await other.renewCycleLock('host-a', 60_000), false, 'the old holder finds it taken');
       await store.unlockCycle('host-a');
       await other.unlockCycle('host-b');
+    });
+
+    it('gives a cycle lock to exactly one of several dispatchers that race for it, free or expired', async () => {
+      const { store, connect } = await fresh();
+      const stores = [store, ...(await Promise.all([1, 2, 3, 4, 5].map(() => connect())))];
+      const race = async (racers: Store[]) => (await Promise.all(racers.map((s) => s.tryLockCycle('host-r', 300)))).filter(Boolean).length;
+      const winners = async () => (await Promise.all(stores.map((s) => s.renewCycleLock('host-r', 300)))).filter(Boolean).length;
+      assert.equal(await race(stores), 1, 'a lock no one held');
+      assert.equal(await winners(), 1);
+      const holder = stores[(await Promise.all(stores.map((s) => s.renewCycleLock('host-r', 300)))).indexOf(true)];
+      assert.equal(await race(stores.filter((s) => s !== holder)), 0, 'held: no one else');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(await race(stores), 1, 'an expired lock');
+      assert.equal(await winners(), 1);
     });
   });
 
@@ -110,7 +145,8 @@ export function testCoordinationStore(dialect: Dialect): void {
         await changed('an edit to an earlier run_at', () => other.editPost(id, { runAt: new Date(Date.now() - 1_000) }));
         // the worker's paths: on PostgreSQL a claim and a retry never notify (NOTIFY takes a
         // database-wide lock at commit; the daemon's safety re-check finds a retry). SQLite's
-        // data_version changes with any commit, so there they do.
+        // data_version changes with any commit, and MySQL's polled fingerprint with a pending
+        // post leaving or coming back, so there they may.
         const quiet = async (what: string, act: () => Promise<unknown>) => {
           const before = changes;
           await act();

@@ -7,10 +7,11 @@ import { parseDatabaseUrl } from '../../src/config.ts';
 import type { Dialect, Store } from '../../src/store/store.ts';
 import { DUE_BY_CHANNEL } from '../../src/store/postgres/figures.ts';
 import { RECENT_PUBLISH_TIMES } from '../../src/store/sqlite/figures.ts';
+import { MYSQL_RECENT_PUBLISH_TIMES } from '../../src/store/mysql/figures.ts';
 import { LATENESS_SECONDS_BOUNDS, PUBLISH_SECONDS_BOUNDS } from '../../src/store/histograms.ts';
 import type { Outcome } from '../../src/types.ts';
 import { migratedStores } from '../helpers/conformance.ts';
-import type { TestDatabase } from '../helpers/databases.ts';
+import { rawQuery, type TestDatabase } from '../helpers/databases.ts';
 
 /**
  * The figures part of the storage conformance suite (FiguresStore: status and lateness,
@@ -244,7 +245,12 @@ export function testFiguresStore(dialect: Dialect): void {
       // lateness (ms) of the posts published within the hour: 0, 100 (on the 0.1 s bound), 600, 2000, 20 000, 7 200 000
       await rawUpdates(db, [
         ...([[w1, 50], [w2, 300], [w3, 700], [w4, 400_000], [w6, 10], [f, 20]] as const).map(([id, ms]) => setStart(id, ms)),
-        { sqlite: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = ?', postgres: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = $1', params: [w5] },
+        {
+          sqlite: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = ?',
+          postgres: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = $1',
+          mysql: 'UPDATE post_attempts SET started_at = NULL WHERE post_id = ?',
+          params: [w5],
+        },
         ...([[w1, 0], [w2, 100], [w3, 600], [w4, 2000], [w5, 20_000], [f, 7_200_000], [w6, 50]] as const).map(([id, ms]) => setLateness(id, ms)),
         // w6 ended two hours ago; f is the most recent attempt and post (the limit's one)
         ...shift(w6, -2 * HOUR),
@@ -448,6 +454,26 @@ export function testFiguresStore(dialect: Dialect): void {
       assert.equal(loads.reduce((n, l) => n + l.due, 0), await store.countDue(), 'the paused channel is left out, as countDue leaves it');
     });
 
+    it('counts posts due within `aheadMs` as countDue(aheadMs) does (daemon --precise sizes a batch before its time)', async () => {
+      const { store } = await migrated();
+      const a = await store.addChannel({ name: 'a', platform: 'file', settings: { path: '/tmp/a.jsonl' }, onUnknown: 'retry' });
+      const b = await store.addChannel({ name: 'b', platform: 'file', settings: { path: '/tmp/b.jsonl' }, onUnknown: 'retry' });
+      const soon = new Date(Date.now() + 30_000);
+      await store.schedulePosts([
+        { channelId: a.id, text: 'now', runAt: ago(5) },
+        { channelId: a.id, text: 'soon', runAt: soon },
+        { channelId: b.id, text: 'soon', runAt: soon },
+        { channelId: b.id, text: 'later', runAt: new Date(Date.now() + 3_600_000) },
+      ]);
+      assert.deepEqual(await store.dueByChannel(20), [{ channelId: a.id, due: 1, latencyMs: null, samples: 0 }]);
+      const ahead = await store.dueByChannel(20, 60_000);
+      assert.deepEqual(ahead, [
+        { channelId: a.id, due: 2, latencyMs: null, samples: 0 },
+        { channelId: b.id, due: 1, latencyMs: null, samples: 0 },
+      ]);
+      assert.equal(ahead.reduce((n, l) => n + l.due, 0), await store.countDue(60_000));
+    });
+
     it("measures each channel's publish time from its recent published attempts, at most `samples` of them", async () => {
       const { store } = await migrated();
       const fast = await store.addChannel({ name: 'fast', platform: 'file', settings: { path: '/tmp/f.jsonl' }, onUnknown: 'retry' });
@@ -498,6 +524,8 @@ export function testFiguresStore(dialect: Dialect): void {
 interface RawUpdate {
   readonly sqlite: string;
   readonly postgres: string;
+  /** times are DATETIME(3): milliseconds as an INTERVAL of microseconds */
+  readonly mysql: string;
   readonly params: readonly number[];
 }
 
@@ -506,6 +534,7 @@ function setStart(id: number, ms: number): RawUpdate {
   return {
     sqlite: 'UPDATE post_attempts SET started_at = finished_at - ? WHERE post_id = ?',
     postgres: "UPDATE post_attempts SET started_at = finished_at - $1 * interval '1 millisecond' WHERE post_id = $2",
+    mysql: 'UPDATE post_attempts SET started_at = finished_at - INTERVAL ? * 1000 MICROSECOND WHERE post_id = ?',
     params: [ms, id],
   };
 }
@@ -515,6 +544,7 @@ function setLateness(id: number, ms: number): RawUpdate {
   return {
     sqlite: 'UPDATE post_schedule SET scheduled_at = published_at - ? WHERE id = ?',
     postgres: "UPDATE post_schedule SET scheduled_at = published_at - $1 * interval '1 millisecond' WHERE id = $2",
+    mysql: 'UPDATE post_schedule SET scheduled_at = published_at - INTERVAL ? * 1000 MICROSECOND WHERE id = ?',
     params: [ms, id],
   };
 }
@@ -525,11 +555,13 @@ function shift(id: number, ms: number): RawUpdate[] {
     {
       sqlite: 'UPDATE post_attempts SET started_at = started_at + ?, finished_at = finished_at + ? WHERE post_id = ?',
       postgres: "UPDATE post_attempts SET started_at = started_at + $1 * interval '1 millisecond', finished_at = finished_at + $2 * interval '1 millisecond' WHERE post_id = $3",
+      mysql: 'UPDATE post_attempts SET started_at = started_at + INTERVAL ? * 1000 MICROSECOND, finished_at = finished_at + INTERVAL ? * 1000 MICROSECOND WHERE post_id = ?',
       params: [ms, ms, id],
     },
     {
       sqlite: 'UPDATE post_schedule SET updated_at = updated_at + ? WHERE id = ?',
       postgres: "UPDATE post_schedule SET updated_at = updated_at + $1 * interval '1 millisecond' WHERE id = $2",
+      mysql: 'UPDATE post_schedule SET updated_at = updated_at + INTERVAL ? * 1000 MICROSECOND WHERE id = ?',
       params: [ms, id],
     },
   ];
@@ -547,7 +579,10 @@ async function rawUpdates(db: TestDatabase, updates: readonly RawUpdate[]): Prom
     }
     return;
   }
-  if (target.dialect === 'mysql') throw new Error('TODO mysql');
+  if (target.dialect === 'mysql') {
+    for (const u of updates) await rawQuery(db.url, u.mysql, u.params);
+    return;
+  }
   const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
   try {
     for (const u of updates) await sql.unsafe(u.postgres, [...u.params]);
@@ -568,12 +603,21 @@ async function explainRecent(db: TestDatabase, channelId: number): Promise<strin
       raw.close();
     }
   }
-  if (target.dialect === 'mysql') throw new Error('TODO mysql');
+  if (target.dialect === 'mysql') {
+    // EXPLAIN has one row per table read, each with the index (`key`) it reads: the
+    // post_schedule row of one due channel's branch of Store.dueByChannel
+    await rawQuery(db.url, 'ANALYZE TABLE post_schedule');
+    const rows = await rawQuery<{ table: string; key: string | null }>(db.url, `EXPLAIN ${MYSQL_RECENT_PUBLISH_TIMES}`, [channelId, 20]);
+    return rows
+      .filter((r) => r.table === 'post_schedule')
+      .map((r) => `post_schedule: ${r.key ?? 'no index'}`)
+      .join(' | ');
+  }
   const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
   try {
     await sql.unsafe('ANALYZE post_schedule');
     // Store.dueByChannel's whole statement: the published index is read inside its lateral join
-    const rows = await sql.unsafe(`EXPLAIN ${DUE_BY_CHANNEL}`, [20]);
+    const rows = await sql.unsafe(`EXPLAIN ${DUE_BY_CHANNEL}`, [20, 0]);
     return rows.map((r) => String(Object.values(r)[0])).join(' | ');
   } finally {
     await sql.end({ timeout: 1 });

@@ -76,6 +76,26 @@ export function testHistoryStore(dialect: Dialect): void {
       assert.equal((await store.getPost(unknown ?? 0))?.status, 'unknown');
       assert.equal((await store.status(5)).cycles.length, 0);
     });
+
+    it('prunes more than one batch (5,000 posts) in one call, and nothing it should keep', async () => {
+      const { store, channel } = await fresh();
+      const total = 5_001;
+      const ids = await store.schedulePosts(Array.from({ length: total }, (_, i) => ({ channelId: channel.id, text: `p${i}`, runAt: ago(10_000) })));
+      for (;;) {
+        const claimed = await store.claim('w', 1_000, 60_000);
+        if (claimed.length === 0) break;
+        await store.recordOutcomes(
+          'w',
+          claimed.map((c) => ({ kind: 'published' as const, postId: c.id, token: c.token, externalId: null, externalUrl: null })),
+        );
+      }
+      const [kept] = await store.schedulePosts([{ channelId: channel.id, text: 'kept', runAt: later(3_600_000) }]);
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual(await store.prune(10), { posts: total, cycles: 0 });
+      for (const id of [ids[0], ids[total - 1]]) assert.equal(await store.getPost(id ?? 0), null);
+      assert.equal((await store.getPost(kept ?? 0))?.text, 'kept', 'a waiting post and its content stay');
+      assert.deepEqual(await store.prune(10), { posts: 0, cycles: 0 });
+    });
   });
 
   describe(`store conformance, history: ${dialect}`, () => {

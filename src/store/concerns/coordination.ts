@@ -31,7 +31,8 @@ export interface CoordinationStore {
    * recovers a post (anything that may move the next due time), and once each time the
    * watch (re)connects, since changes may have been missed meanwhile. PostgreSQL: LISTEN
    * on post_scheduler_due (a trigger notifies); SQLite: the file's data_version read
-   * every DUE_POLL_MS. A hint only: the daemon re-checks nextDue every few seconds too.
+   * every DUE_POLL_MS; MySQL: an index-only fingerprint of the pending posts and paused
+   * channels read every DUE_POLL_MS on a connection of the watch's own. A hint only: the daemon re-checks nextDue every few seconds too.
    */
   watchDue(onChange: () => void): Promise<DueWatch>;
 }

@@ -57,9 +57,11 @@ export interface FiguresStore {
    * channel with its measured publish latency: the median of finished_at - started_at
    * over the published attempts of its `samples` most recently published posts (read
    * through the index of published posts by channel and updated_at, then post_attempts
-   * by post). latencyMs null: the channel has no such attempt yet.
+   * by post). latencyMs null: the channel has no such attempt yet. `aheadMs`: posts due
+   * that long after the database's now count too (countDue(aheadMs)), as `daemon
+   * --precise` sizes a batch before its due time.
    */
-  dueByChannel(samples: number): Promise<DueChannelLoad[]>;
+  dueByChannel(samples: number, aheadMs?: number): Promise<DueChannelLoad[]>;
 }
 
 /** Store.activity: `at` is a bucket's start (or a cycle's start, for backlog). */

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import mysql from 'mysql2/promise';
 import { redactUrl } from '../../config.ts';
 import { StoreError } from '../store.ts';
@@ -182,8 +183,31 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
     conn?.destroy();
   };
 
-  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
+  /**
+   * One caller at a time on the connection, in call order: a transaction's statements
+   * must not interleave with another caller's (a START TRANSACTION in the middle of
+   * another would commit it; a plain statement would run inside it). Each turn ends
+   * within its own deadline, so the wait is bounded; the deadline counts from the turn.
+   * A call made within a turn (c.q inside c.tx's callback) is part of it: it runs at once,
+   * on the same connection, rather than wait for the turn it is in.
+   */
+  let turn: Promise<void> = Promise.resolve();
+  const inTurn = new AsyncLocalStorage<true>();
   const bounded = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms = options.timeoutMs): Promise<T> => {
+    if (inTurn.getStore() === true) return boundedNow(work, ms);
+    const previous = turn;
+    let release = (): void => undefined;
+    turn = new Promise<void>((resolve) => (release = resolve));
+    await previous;
+    try {
+      return await inTurn.run(true, () => boundedNow(work, ms));
+    } finally {
+      release();
+    }
+  };
+
+  /** `work` on this store's connection within `ms`; past it, the connection is dropped. */
+  const boundedNow = async <T>(work: (conn: mysql.Connection) => Promise<T>, ms: number): Promise<T> => {
     const made = connection();
     let conn: mysql.Connection | null = null;
     let timer: NodeJS.Timeout | undefined;

@@ -18,10 +18,10 @@ type N = number | string;
 /**
  * Figures on PostgreSQL (see FiguresStore), on the database's clock.
  */
-/** Store.dueByChannel's statement ($1: samples), exported for the conformance suite's plan check. */
+/** Store.dueByChannel's statement ($1: samples, $2: aheadMs), exported for the conformance suite's plan check. */
 export const DUE_BY_CHANNEL = `WITH due AS (
            SELECT channel_id, count(*)::int AS due FROM post_schedule
-            WHERE status = 'pending' AND run_at <= now()
+            WHERE status = 'pending' AND run_at <= now() + $2 * interval '1 millisecond'
               AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
             GROUP BY channel_id
          )
@@ -272,10 +272,10 @@ export function makePostgresFigures(c: PostgresConnection): FiguresStore {
      * its `samples` most recently published posts through post_schedule_published (channel,
      * updated_at), each joined to its published attempt through post_attempts_post.
      */
-    async dueByChannel(samples) {
+    async dueByChannel(samples, aheadMs = 0) {
       const rows = await q<{ channel_id: string | number; due: number; ms: number | null }>(
         DUE_BY_CHANNEL,
-        [samples],
+        [samples, aheadMs],
       );
       return dueLoads(rows.map((r) => ({ channelId: Number(r.channel_id), due: r.due, ms: r.ms })));
     },

@@ -236,14 +236,14 @@ export function makeSqliteFigures(c: SqliteConnection): FiguresStore {
      * published posts through post_schedule_published (channel, updated_at), each joined to
      * its published attempt through post_attempts_post. One read transaction.
      */
-    async dueByChannel(samples) {
+    async dueByChannel(samples, aheadMs = 0) {
       return read(() => {
         const due = stmt(
           `SELECT channel_id, count(*) AS due FROM post_schedule
             WHERE status = 'pending' AND run_at <= ?
               AND channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)
             GROUP BY +channel_id`,
-        ).all(Date.now()) as { channel_id: number; due: number }[];
+        ).all(Date.now() + aheadMs) as { channel_id: number; due: number }[];
         const times = stmt(
           RECENT_PUBLISH_TIMES,
         );
