@@ -1,14 +1,16 @@
 /**
- * `npm run chaos`: the fault-tolerance proof. Runs chaos/scenario.ts on SQLite and on
- * PostgreSQL (an embedded server it can restart) and prints one table; exits 1 when a
+ * `npm run chaos`: the fault-tolerance proof. Runs chaos/scenario.ts on SQLite, on
+ * PostgreSQL (an embedded server it can restart) and, with `--db mysql`, on MariaDB (a
+ * server of its own started from the machine's mariadb-server binaries), and prints one table; exits 1 when a
  * post was lost, accepted twice, or sent under a second idempotency key, or when more
  * worker processes than GLOBAL_MAX_WORKERS were alive at once in any sample (every 50 ms).
  *
- *   npm run chaos -- --posts 2000 --seed 7 --db sqlite,postgres --chaos-ms 10000 [--json report.json]
+ *   npm run chaos -- --posts 2000 --seed 7 --db sqlite,postgres,mysql --chaos-ms 10000 [--json report.json]
  */
 import fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { runChaos, type ChaosReport } from './scenario.ts';
+import { mariadbBinariesAvailable } from '../test/helpers/restartable-mysql.ts';
+import { runChaos, type ChaosDialect, type ChaosReport } from './scenario.ts';
 import { FAULT_NAMES, type FaultName } from './receiver.ts';
 
 const whole = (name: string) => (value: string) => {
@@ -25,7 +27,7 @@ const program = new Command('chaos')
   .description('publish posts through crashes, faults and a database restart; count what was lost or sent twice')
   .option('--posts <n>', 'posts per database', whole('--posts'), 2000)
   .option('--seed <n>', 'seed of every random choice', whole('--seed'), 1)
-  .option('--db <list>', 'sqlite, postgres or both (comma-separated)', 'sqlite,postgres')
+  .option('--db <list>', 'sqlite, postgres, mysql (MariaDB binaries needed), comma-separated', 'sqlite,postgres')
   .option('--chaos-ms <ms>', 'how long faults and kills go on', whole('--chaos-ms'), 10_000)
   .option('--kill-every-ms <ms>', 'mean time between worker SIGKILLs', whole('--kill-every-ms'), 400)
   .option('--latency-ms <ms>', 'the receiver answers an accepted post after up to this long', whole('--latency-ms'), 200)
@@ -34,6 +36,8 @@ const program = new Command('chaos')
   .option('--rate-hang <f>', 'share never answered (half of them processed first)', fraction)
   .option('--rate-reset <f>', 'share whose connection is reset (half of them processed first)', fraction)
   .option('--json <file>', 'also write the reports (every figure of the table, and more) to this file as JSON');
+
+const DBS: readonly ChaosDialect[] = ['sqlite', 'postgres', 'mysql'];
 
 interface Flags {
   posts: number;
@@ -52,9 +56,13 @@ interface Flags {
 async function main(): Promise<number> {
   const flags = program.parse().opts<Flags>();
   const dbs = flags.db.split(',').map((d) => d.trim());
-  const unknownDb = dbs.find((d) => d !== 'sqlite' && d !== 'postgres');
+  const unknownDb = dbs.find((d) => !(DBS as readonly string[]).includes(d));
   if (unknownDb !== undefined) {
-    process.stderr.write(`chaos: unknown --db "${unknownDb}": use sqlite, postgres or both\n`);
+    process.stderr.write(`chaos: unknown --db "${unknownDb}": use sqlite, postgres, mysql or several, comma-separated\n`);
+    return 1;
+  }
+  if (dbs.includes('mysql') && !mariadbBinariesAvailable()) {
+    process.stderr.write('chaos: --db mysql runs a MariaDB server of its own: install mariadb-server (/usr/sbin/mariadbd, /usr/bin/mariadb-install-db)\n');
     return 1;
   }
   const rates: Partial<Record<FaultName, number>> = {};
@@ -63,7 +71,7 @@ async function main(): Promise<number> {
   if (flags.rateHang !== undefined) rates.hang = flags.rateHang;
   if (flags.rateReset !== undefined) rates.reset = flags.rateReset;
   const reports: ChaosReport[] = [];
-  for (const dialect of dbs as ('sqlite' | 'postgres')[]) {
+  for (const dialect of dbs as ChaosDialect[]) {
     reports.push(await runChaos({ dialect, posts: flags.posts, seed: flags.seed, chaosMs: flags.chaosMs, killEveryMs: flags.killEveryMs, latencyMs: flags.latencyMs, rates }));
   }
   process.stdout.write(formatReports(reports));

@@ -1,7 +1,7 @@
 /**
  * One chaos run: thousands of posts published through real `cron` processes while
  * workers and a dispatcher are SIGKILLed, the receiver injects faults, and (on
- * PostgreSQL) the database restarts; then cycles without faults until nothing is due.
+ * PostgreSQL and MariaDB: a server of the run's own) the database restarts; then cycles without faults until nothing is due.
  * What the receiver saw is compared with what the database says, post by post.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,6 +14,7 @@ import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { Channel, Post } from '../src/types.ts';
 import { childPids, processTable } from '../test/helpers/processes.ts';
+import { startRestartableMysql, type RestartableMysql } from '../test/helpers/restartable-mysql.ts';
 import { startRestartablePostgres, type RestartablePostgres } from '../test/helpers/restartable-postgres.ts';
 import { createRandom } from './random.ts';
 import { startChaosReceiver, type ChaosReceiver, type FaultName } from './receiver.ts';
@@ -21,8 +22,11 @@ import { startChaosReceiver, type ChaosReceiver, type FaultName } from './receiv
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(ROOT, 'dist', 'cli.js');
 
+/** mysql: a MariaDB server started from the machine's binaries (test/helpers/restartable-mysql.ts) */
+export type ChaosDialect = 'sqlite' | 'postgres' | 'mysql';
+
 export interface ChaosOptions {
-  readonly dialect: 'sqlite' | 'postgres';
+  readonly dialect: ChaosDialect;
   readonly posts: number;
   readonly seed: number;
   /** how long faults and kills go on before the run settles */
@@ -99,7 +103,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const started = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-chaos-'));
   const journal = path.join(dir, 'journal.jsonl');
-  let pg: RestartablePostgres | null = null;
+  let server: RestartablePostgres | RestartableMysql | null = null;
   let receiver: ChaosReceiver | null = null;
   let store: Store | null = null;
   const processes = new Processes();
@@ -107,8 +111,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   try {
     let url: string;
     if (options.dialect === 'postgres') {
-      pg = await startRestartablePostgres({ database: 'chaos' });
-      url = pg.url;
+      server = await startRestartablePostgres({ database: 'chaos' });
+      url = server.url;
+    } else if (options.dialect === 'mysql') {
+      server = await startRestartableMysql({ database: 'chaos' });
+      url = server.url;
     } else {
       url = `sqlite:${path.join(dir, 'chaos.db')}`;
     }
@@ -147,7 +154,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     delete env['NODE_TEST_CONTEXT'];
 
     // Chaos: two hosts run cycles back to back while workers (and once a dispatcher) are
-    // SIGKILLed and, on PostgreSQL, the server restarts once.
+    // SIGKILLed and, on PostgreSQL and MariaDB, the server restarts once.
     const chaosEnds = Date.now() + options.chaosMs;
     const counts = { workersKilled: 0, dispatchersKilled: 0, dispatchersStopped: 0, databaseRestarts: 0 };
     // On a slow machine the window can pass before a worker was alive to be killed: it
@@ -179,10 +186,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         const dispatcher = processes.dispatchers()[0];
         if (dispatcher !== undefined && kill(dispatcher)) counts.dispatchersKilled++;
       }
-      if (pg !== null && restart === null && Date.now() >= restartAt) {
-        log('[chaos] restarting PostgreSQL');
+      if (server !== null && restart === null && Date.now() >= restartAt) {
+        log(`[chaos] restarting ${options.dialect === 'mysql' ? 'MariaDB' : 'PostgreSQL'}`);
         // not awaited here: kills go on while the server is down and comes back
-        restart = pg.restart(500);
+        restart = server.restart(500);
         counts.databaseRestarts++;
       }
     }
@@ -213,7 +220,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     processes.killAll();
     await store?.close();
     await receiver?.close();
-    await pg?.destroy();
+    await server?.destroy();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -209,7 +209,8 @@ describe('cli input errors', () => {
     ['a zero BATCH_SIZE', ['cron'], { ...env, BATCH_SIZE: '0' }, /^post-scheduler: Invalid configuration: BATCH_SIZE must be at least 1 \(got "0"\)\n$/],
     ['MIN_WORKERS above MAX_WORKERS', ['cron'], { ...env, MIN_WORKERS: '9' }, /MIN_WORKERS \(9\) must not exceed MAX_WORKERS \(5\)\n$/],
     ['WORKER_TIMEOUT_MS not below TIMEOUT_MS', ['status'], { ...env, TIMEOUT_MS: '1000', WORKER_TIMEOUT_MS: '1000' }, /WORKER_TIMEOUT_MS \(1000\) must be less than TIMEOUT_MS \(1000\)/],
-    ['an unknown DATABASE_URL scheme', ['status'], { ...env, DATABASE_URL: 'mysql://root:hunter2@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\//],
+    ['an unknown DATABASE_URL scheme', ['status'], { ...env, DATABASE_URL: 'mongodb://root:hunter2@127.0.0.1/x' }, /DATABASE_URL must start with sqlite:, postgres:\/\/ or mysql:\/\/ \(got "mongodb:"\)/],
+    ['a mysql:// URL without a database', ['status'], { ...env, DATABASE_URL: 'mysql://root:hunter2@127.0.0.1:3306' }, /^post-scheduler: Invalid configuration: DATABASE_URL needs a database name/],
     ['a bad flag value', ['cron', '--max-workers', 'lots'], env, /MAX_WORKERS must be a whole number \(got "lots"\)/],
     ['an unknown platform', ['channels', 'add', '--name', 'x', '--platform', 'ftp'], env, /unknown platform "ftp": use one of file, webhook/],
     ['a webhook without url', ['channels', 'add', '--name', 'x', '--platform', 'webhook'], env, /webhook channel needs a url/],
@@ -267,6 +268,28 @@ describe('cli input errors', () => {
       assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
       assert.match(r.stdout + r.stderr, /app:\*\*\*@127\.0\.0\.1:1/);
     }
+  });
+
+  it('cron on a MySQL/MariaDB URL whose server is down: exit 1, one line naming the database, no password', async () => {
+    // port 1: nothing listens there
+    const r = await run(['cron'], { ...env, DATABASE_URL: 'mysql://root:hunter2@127.0.0.1:1/x' }, 30_000);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const errors = (r.stdout + r.stderr).split('\n').filter((l) => /✗|error/i.test(l));
+    assert.equal(errors.length, 1, r.stdout + r.stderr);
+    assert.match(errors[0] ?? '', /Database unreachable \(mysql:\/\/root:\*\*\*@127\.0\.0\.1:1\/x\): cannot connect to MySQL/);
+    assert.doesNotMatch(r.stdout + r.stderr, /hunter2/);
+    assert.doesNotMatch(r.stdout, /Spawning worker/);
+    for (const args of [['status'], ['status', '--json'], ['channels', 'list'], ['migrate']]) {
+      const other = await run(args, { ...env, DATABASE_URL: 'mariadb://root:hunter2@127.0.0.1:1/x' }, 30_000);
+      assert.equal(other.code, 1, `${args.join(' ')}: ${other.stdout}${other.stderr}`);
+      assert.equal(other.stderr, 'post-scheduler: cannot connect to MySQL at mysql://root:***@127.0.0.1:1/x: connect ECONNREFUSED 127.0.0.1:1\n', args.join(' '));
+      assert.doesNotMatch(other.stdout, /hunter2/);
+    }
+  });
+
+  it('mentions mysql:// in the --database-url help', async () => {
+    const r = await run(['--help'], env);
+    assert.match(r.stdout, /--database-url <url>\s[^-]{0,200}mysql:\/\//);
   });
 
   it('stops at once with one line when the SQLite folder cannot be created', async () => {

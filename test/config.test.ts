@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, configToEnv, cronIntervalWarning, loadConfig, redactUrl, scheduleIntervalProblem } from '../src/config.ts';
+import { ConfigError, configToEnv, cronIntervalWarning, describeDatabase, loadConfig, parseDatabaseUrl, redactUrl, scheduleIntervalProblem } from '../src/config.ts';
 import { scheduleIntervalMs } from '../src/cron/init-scheduler.ts';
 import { backoffDelay } from '../src/backoff.ts';
 import { describeDue, parseWhen, WhenError } from '../src/when.ts';
@@ -51,7 +51,12 @@ describe('config', () => {
     [{ LOG_FORMAT: 'xml' }, /LOG_FORMAT must be "text" or "json"/],
     [{ LOG_TIMESTAMPS: 'sometimes' }, /^Invalid configuration: LOG_TIMESTAMPS must be true or false \(got "sometimes"\)$/],
     [{ ALERT_CHANNEL: 'o'.repeat(201) }, /^Invalid configuration: ALERT_CHANNEL must be at most 200 characters/],
-    [{ DATABASE_URL: 'mysql://root@127.0.0.1/x' }, /DATABASE_URL must start with sqlite: or postgres:\/\/ \(got "mysql:"\)/],
+    [{ DATABASE_URL: 'mongodb://root:hunter2@127.0.0.1/x' }, /DATABASE_URL must start with sqlite:, postgres:\/\/ or mysql:\/\/ \(got "mongodb:"\)/],
+    [{ DATABASE_URL: 'mysql://root:hunter2@127.0.0.1:3306' }, /DATABASE_URL needs a database name of letters, digits and _ after the host/],
+    [{ DATABASE_URL: 'mysql://root:hunter2@127.0.0.1:3306/' }, /DATABASE_URL needs a database name/],
+    [{ DATABASE_URL: 'mariadb://root:hunter2@127.0.0.1/post-scheduler' }, /DATABASE_URL needs a database name/],
+    [{ DATABASE_URL: 'mysql://root:hunter2@127.0.0.1/a%60b' }, /DATABASE_URL needs a database name/],
+    [{ DATABASE_URL: 'mysql://root:hunter2@/x' }, /DATABASE_URL (is not a valid mysql:\/\/ URL|has no host)/],
     [{ DATABASE_URL: 'postgres://u:hunter2@' }, /DATABASE_URL/],
     [{ DATABASE_URL: 'sqlite:' }, /needs a file path/],
   ];
@@ -110,6 +115,20 @@ describe('config', () => {
     assert.equal(c.databaseLabel, 'postgres://app:***@db.example:5432/main (schema sched)');
     assert.equal(loadConfig(configToEnv(c)).databaseLabel, c.databaseLabel, 'round-trips through the worker env');
     assert.equal(redactUrl('postgresql://a:b@h/d?password=x'), 'postgresql://a:***@h/d?password=***');
+  });
+
+  it('reads mysql:// and mariadb:// URLs (the database from the path), and never shows their password', () => {
+    const c = loadConfig({ DATABASE_URL: 'mysql://app:s3cret@db.example:3306/sched' });
+    assert.deepEqual(c.database, { dialect: 'mysql', url: 'mysql://app:s3cret@db.example:3306/sched', database: 'sched' });
+    assert.equal(c.databaseLabel, 'mysql://app:***@db.example:3306/sched');
+    assert.equal(loadConfig(configToEnv(c)).databaseLabel, c.databaseLabel, 'round-trips through the worker env');
+    const m = loadConfig({ DATABASE_URL: 'mariadb://app:p%40ss%2Fw@db.example/post_scheduler?password=x' });
+    assert.equal(m.database.dialect, 'mysql');
+    assert.ok(m.database.dialect === 'mysql' && m.database.url.startsWith('mysql://app:p%40ss%2Fw@db.example/'), 'a mariadb:// URL is read as mysql://');
+    assert.ok(m.database.dialect === 'mysql' && m.database.database === 'post_scheduler');
+    assert.equal(m.databaseLabel, 'mysql://app:***@db.example/post_scheduler?password=***');
+    assert.doesNotMatch(m.databaseLabel, /p%40ss|ss%2Fw/);
+    assert.equal(describeDatabase(parseDatabaseUrl('mysql://root@127.0.0.1:3306/test')), 'mysql://root@127.0.0.1:3306/test', 'no password: nothing to hide');
   });
 });
 

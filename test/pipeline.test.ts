@@ -7,7 +7,7 @@ import { parseDatabaseUrl } from '../src/config.ts';
 import { openStore } from '../src/store/open.ts';
 import type { Store } from '../src/store/store.ts';
 import type { OnUnknown } from '../src/types.ts';
-import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
+import { createTestDatabase, STORE_DIALECTS, type TestDatabase } from './helpers/databases.ts';
 import { childPids, killAll, processesMatching, run, start, testEnv, waitFor, type Running } from './helpers/processes.ts';
 import { startReceiver, type Receiver } from './helpers/receiver.ts';
 
@@ -15,7 +15,7 @@ import { startReceiver, type Receiver } from './helpers/receiver.ts';
  * The whole pipeline with real processes: `post-scheduler cron` spawns real worker
  * processes that claim from a real database and POST to a local receiver.
  */
-for (const dialect of DIALECTS) {
+for (const dialect of STORE_DIALECTS) {
   describe(`pipeline on ${dialect}`, () => {
     const cleanups: (() => Promise<void>)[] = [];
     afterEach(async () => {

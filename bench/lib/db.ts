@@ -2,18 +2,24 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import mysql from 'mysql2/promise';
 import postgres from 'postgres';
+import { probeMysql } from '../../scripts/test-mysql.mjs';
 
 /**
- * A fresh database for one group of runs: a SQLite file in a new temp directory, or
- * a new schema bench_<random> on the local PostgreSQL server (the program creates it
- * on first use; drop() removes it with CASCADE). Every database made is tracked so
- * that dropAll() can clean up after a failure.
+ * A fresh database for one group of runs: a SQLite file in a new temp directory, a new
+ * schema bench_<random> on the local PostgreSQL server, or a new database bench_<random>
+ * on the local MySQL/MariaDB server (the program creates either on first use; drop()
+ * removes it). Every database made is tracked so that dropAll() can clean up after a
+ * failure.
  */
-export type Dialect = 'sqlite' | 'postgres';
-export const DIALECTS: readonly Dialect[] = ['sqlite', 'postgres'];
+export type Dialect = 'sqlite' | 'postgres' | 'mysql';
+/** mysql only where a server answers (see mysqlAvailable); PostgreSQL is always expected */
+export const DIALECTS: readonly Dialect[] = ['sqlite', 'postgres', 'mysql'];
 
 export const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
+/** the local MySQL/MariaDB server (each run makes a database of its own there) */
+export const MYSQL_URL = 'mysql://root@127.0.0.1:3306/test';
 
 export interface BenchDatabase {
   readonly dialect: Dialect;
@@ -41,6 +47,20 @@ export async function postgresAvailable(): Promise<string | null> {
   }
 }
 
+/** The server's version when the local MySQL/MariaDB answers, else the reason it does not. */
+export function mysqlAvailable(): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
+  return probeMysql(MYSQL_URL);
+}
+
+async function mysqlAdmin(statement: string): Promise<void> {
+  const conn = await mysql.createConnection({ uri: MYSQL_URL, connectTimeout: 5_000 });
+  try {
+    await conn.query(statement);
+  } finally {
+    conn.destroy();
+  }
+}
+
 export async function freshDatabase(dialect: Dialect): Promise<BenchDatabase> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-bench-'));
   let db: BenchDatabase;
@@ -52,6 +72,23 @@ export async function freshDatabase(dialect: Dialect): Promise<BenchDatabase> {
       drop: async () => {
         open.delete(db);
         fs.rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } else if (dialect === 'mysql') {
+    const name = `bench_${randomBytes(6).toString('hex')}`;
+    const u = new URL(MYSQL_URL);
+    u.pathname = `/${name}`;
+    db = {
+      dialect,
+      url: u.toString(),
+      dir,
+      drop: async () => {
+        open.delete(db);
+        try {
+          await mysqlAdmin(`DROP DATABASE IF EXISTS ${name}`);
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
       },
     };
   } else {

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseDatabaseUrl } from '../../src/config.ts';
 import { openStore } from '../../src/store/open.ts';
-import { freshDatabase, type BenchDatabase } from '../lib/db.ts';
+import { freshDatabase, type BenchDatabase, type Dialect } from '../lib/db.ts';
 import { table } from '../lib/markdown.ts';
 import { childEnv, CLI, ROOT, startedGroups } from '../lib/proc.ts';
 import { errorText, failureList, progress, type BenchContext, type ScenarioResult } from '../lib/scenario.ts';
@@ -114,7 +114,7 @@ function percentile(values: readonly number[], p: number): number {
 }
 
 /** One repetition: posts at `runAts` (epoch ms), the daemon started before; per post lateness, and when the last answer went out. */
-export async function oneRun(dialect: 'sqlite' | 'postgres', delayMs: number, offsets: readonly number[]): Promise<{ lateness: number[]; wallMs: number; duplicates: number }> {
+export async function oneRun(dialect: Dialect, delayMs: number, offsets: readonly number[]): Promise<{ lateness: number[]; wallMs: number; duplicates: number }> {
   const db = await freshDatabase(dialect);
   const rx = await receiver(delayMs);
   const store = await openStore(parseDatabaseUrl(db.url));

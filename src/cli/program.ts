@@ -14,7 +14,7 @@ import { withStore } from './context.ts';
 export function buildProgram(): Command {
   const program = new Command('post-scheduler')
     .description('Publishes scheduled social-media posts on time through a dynamic worker dispatcher.')
-    .option('--database-url <url>', 'sqlite:PATH or postgres://... (default: DATABASE_URL, else sqlite at ./data/post-scheduler.db)')
+    .option('--database-url <url>', 'sqlite:PATH, postgres://... or mysql://user:pass@host:3306/db (also mariadb://) (default: DATABASE_URL, else sqlite at ./data/post-scheduler.db)')
     .option('--log-format <format>', 'text (default) or json')
     .version(packageVersion(), '--version', 'print the version')
     .addHelpText(

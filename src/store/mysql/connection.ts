@@ -311,7 +311,11 @@ export async function openMysqlConnection(target: MysqlTarget, options: MysqlOpt
     if (made === null) return;
     const conn = await made.catch(() => null);
     if (conn === null) return;
-    await Promise.race([conn.end(), new Promise((resolve) => setTimeout(resolve, 1000))]).catch(() => undefined);
+    // a polite COM_QUIT, at most 1 s; the timer is cleared, or it would keep the process
+    // (a CLI command, a worker) alive for that second after everything is done
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([conn.end(), new Promise((resolve) => (timer = setTimeout(resolve, 1000)))]).catch(() => undefined);
+    clearTimeout(timer);
     conn.destroy();
   };
 
