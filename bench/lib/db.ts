@@ -78,38 +78,32 @@ export async function freshDatabase(dialect: Dialect): Promise<BenchDatabase> {
     const name = `bench_${randomBytes(6).toString('hex')}`;
     const u = new URL(MYSQL_URL);
     u.pathname = `/${name}`;
-    db = {
-      dialect,
-      url: u.toString(),
-      dir,
-      drop: async () => {
-        open.delete(db);
-        try {
-          await mysqlAdmin(`DROP DATABASE IF EXISTS ${name}`);
-        } finally {
-          fs.rmSync(dir, { recursive: true, force: true });
-        }
-      },
-    };
+    db = serverDatabase(dialect, u.toString(), dir, () => mysqlAdmin(`DROP DATABASE IF EXISTS ${name}`));
   } else {
     const schema = `bench_${randomBytes(6).toString('hex')}`;
     const u = new URL(POSTGRES_URL);
     u.searchParams.set('schema', schema);
-    db = {
-      dialect,
-      url: u.toString(),
-      dir,
-      drop: async () => {
-        open.delete(db);
-        try {
-          await adminSql().unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        } finally {
-          fs.rmSync(dir, { recursive: true, force: true });
-        }
-      },
-    };
+    db = serverDatabase(dialect, u.toString(), dir, () => adminSql().unsafe(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
   }
   open.add(db);
+  return db;
+}
+
+/** A database on a server: drop() runs dropStatement, then removes the temp directory whatever it did. */
+function serverDatabase(dialect: Dialect, url: string, dir: string, dropStatement: () => Promise<unknown>): BenchDatabase {
+  const db: BenchDatabase = {
+    dialect,
+    url,
+    dir,
+    drop: async () => {
+      open.delete(db);
+      try {
+        await dropStatement();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
   return db;
 }
 

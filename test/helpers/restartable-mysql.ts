@@ -11,25 +11,16 @@
  * waited for. Every wait is bounded, and destroy() kills the server and removes the
  * directory.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { freePort, sleep, withTimeout } from './restartable-postgres.ts';
+import { freePort, handle, ServerProcess, withTimeout, type Restartable } from './restartable-server.ts';
 
-export interface RestartableMysql {
+export interface RestartableMysql extends Restartable {
   /** mysql://root[:password]@127.0.0.1:PORT/<database> (the database is created at start) */
   readonly url: string;
-  readonly port: number;
-  /** stops the server (connections are dropped; clients see errors); data kept */
-  stop(): Promise<void>;
-  /** starts it again on the same port with the same data */
-  start(): Promise<void>;
-  /** stop, wait downMs (default 0), start */
-  restart(downMs?: number): Promise<void>;
-  /** stop if running and remove the temp directory; safe to call twice */
-  destroy(): Promise<void>;
 }
 
 export const MARIADBD = '/usr/sbin/mariadbd';
@@ -98,121 +89,38 @@ export async function startRestartableMysql(options: { database?: string; passwo
       ...asRoot,
       ...SERVER_OPTIONS,
     ];
-    const server = new ServerProcess(args, port);
+    const server = serverProcess(args, port);
     await server.start();
     const userInfo = options.password === undefined ? 'root' : `root:${encodeURIComponent(options.password)}`;
     await setUp(`mysql://root@127.0.0.1:${port}/`, database, options.password);
-    return handle(server, dir, `mysql://${userInfo}@127.0.0.1:${port}/${database}`);
+    return handle(server, dir, `mysql://${userInfo}@127.0.0.1:${port}/${database}`, 'RestartableMysql');
   } catch (error) {
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
     throw error;
   }
 }
 
-/** The public object: operations run one at a time, in call order. */
-function handle(server: ServerProcess, dir: string, url: string): RestartableMysql {
-  let queue: Promise<unknown> = Promise.resolve();
-  let destroyed = false;
-  const serial = (operation: () => Promise<void>): Promise<void> => {
-    const next = queue.then(operation);
-    queue = next.catch(() => undefined);
-    return next;
-  };
-  const removeDir = () => {
-    server.killNow();
-    try {
-      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
-    } catch {
-      // best effort: a server that was just killed may still be writing
-    }
-  };
-  process.on('exit', removeDir);
-  return {
-    url,
-    port: server.port,
-    stop: () => serial(() => server.stop()),
-    start: () =>
-      serial(async () => {
-        if (destroyed) throw new Error('RestartableMysql: start() after destroy()');
-        await server.start();
-      }),
-    restart: (downMs = 0) =>
-      serial(async () => {
-        await server.stop();
-        await sleep(downMs);
-        await server.start();
-      }),
-    destroy: () =>
-      serial(async () => {
-        if (destroyed) return;
-        destroyed = true;
-        process.off('exit', removeDir);
-        try {
-          await server.stop();
-        } finally {
-          removeDir();
-        }
-      }),
-  };
-}
-
-/** The `mariadbd` process of one data directory, started and stopped with timeouts. */
-class ServerProcess {
-  private child: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly args: readonly string[],
-    readonly port: number,
-  ) {}
-
-  get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async start(): Promise<void> {
-    if (this.running) return;
+/**
+ * The `mariadbd` process of one data directory. stop(): normal shutdown (SIGTERM); after
+ * STOP_TIMEOUT_MS a SIGKILL and an error. killNow() (process exit, failed starts): SIGKILL,
+ * not waited for (a failed start then waits up to KILL_TIMEOUT_MS for the exit).
+ */
+function serverProcess(args: readonly string[], port: number): ServerProcess {
+  return new ServerProcess({
+    name: 'MariaDB',
+    port,
     // without --log-error the server logs to stderr, where the ready line is read
-    const child = spawn(MARIADBD, this.args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.child = child;
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    let log = '';
-    const ready = new Promise<void>((resolve, reject) => {
-      child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-        log = (log + chunk).slice(-4_000);
-        if (log.includes(READY_MESSAGE)) resolve();
-      });
-      child.once('error', reject);
-      child.once('exit', (code, signal) => reject(new Error(`MariaDB exited while starting (code ${code}, signal ${signal}):\n${log}`)));
-    });
-    try {
-      await withTimeout(ready, START_TIMEOUT_MS, () => `MariaDB did not start within ${START_TIMEOUT_MS} ms on port ${this.port}:\n${log}`);
-    } catch (error) {
-      this.killNow();
-      await withTimeout(this.exited, KILL_TIMEOUT_MS, () => 'MariaDB ignored SIGKILL').catch(() => undefined);
-      throw error;
-    }
-    // after start, stderr is only drained (otherwise a full pipe would block the server)
-    log = '';
-  }
-
-  /** Normal shutdown (SIGTERM); after STOP_TIMEOUT_MS a SIGKILL and an error. */
-  async stop(): Promise<void> {
-    if (!this.running) return;
-    this.child?.kill('SIGTERM');
-    try {
-      await withTimeout(this.exited, STOP_TIMEOUT_MS, () => `MariaDB did not stop within ${STOP_TIMEOUT_MS} ms (SIGTERM)`);
-    } catch (error) {
-      this.child?.kill('SIGKILL');
-      await withTimeout(this.exited, KILL_TIMEOUT_MS, () => 'MariaDB ignored SIGKILL too').catch(() => undefined);
-      throw error;
-    }
-  }
-
-  /** Synchronous, for process exit and failed starts: SIGKILL, not waited for. */
-  killNow(): void {
-    if (this.running) this.child?.kill('SIGKILL');
-  }
+    spawn: () => spawn(MARIADBD, args, { stdio: ['ignore', 'ignore', 'pipe'] }),
+    readyMessage: READY_MESSAGE,
+    startTimeoutMs: START_TIMEOUT_MS,
+    stopSignal: 'SIGTERM',
+    stopDescription: 'SIGTERM',
+    stopTimeoutMs: STOP_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+    killDescription: 'SIGKILL',
+    killTimeoutMs: KILL_TIMEOUT_MS,
+    waitAfterFailedStart: true,
+  });
 }
 
 /** mariadb-install-db: the system tables, root@127.0.0.1 without a password. */
