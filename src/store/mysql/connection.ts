@@ -60,7 +60,8 @@ export interface ServerVersion {
 
 /** `10.11.19-MariaDB-0+deb12u1` or `8.0.36`: product and version. */
 export function parseServerVersion(version: string): ServerVersion {
-  const m = /^(\d+)\.(\d+)\.(\d+)/.exec(version);
+  // MariaDB 10+ may put `5.5.5-` in front for clients that expect a 5.x server
+  const m = /^(?:5\.5\.5-(?=\d+\.\d+\.\d+-MariaDB))?(\d+)\.(\d+)\.(\d+)/i.exec(version);
   const [major, minor, patch] = m === null ? [0, 0, 0] : [Number(m[1]), Number(m[2]), Number(m[3])];
   const product = /mariadb/i.test(version) ? 'MariaDB' : 'MySQL';
   return { product, major, minor, patch, text: `${product} ${major}.${minor}.${patch}` };
