@@ -62,10 +62,13 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
    * Outcomes and the next claim in one transaction (one commit):
    * 1. the outcome rows that pass the fence, locked (FOR UPDATE) and read as they are:
    *    who claimed them and when (the attempt's record); these are the ids applied. The
-   *    `s.id IN (?)` keeps it a primary-key range: a join to JSON_TABLE alone is planned
-   *    as a scan of the table, which FOR UPDATE would lock row by row;
-   * 2. one UPDATE joined to the outcomes table, with the same fence (the rows are ours
-   *    now: it changes exactly those of step 1);
+   *    outcomes table comes first (STRAIGHT_JOIN), each of its rows a primary-key lookup:
+   *    joined the other way round, MariaDB scanned the JSON_TABLE once per post row and
+   *    a multi-table UPDATE paid for it again (1.2 ms against 0.95 for 13 outcomes); the
+   *    `s.id IN (?)` stays, so that no plan can make it a scan of the table, which FOR
+   *    UPDATE would lock row by row;
+   * 2. one UPDATE joined to the outcomes table the same way, with the same fence (the
+   *    rows are ours now: it changes exactly those of step 1);
    * 3. one INSERT of the attempts that ended (a release is none);
    * 4. with a GLOBAL_MAX_WORKERS slot: the slot extended as long as the leases taken, and
    *    no claim when it is no longer this worker's;
@@ -85,7 +88,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
       if (outcomes.length > 0) {
         const table = JSON.stringify(outcomes.map(outcomeJson));
         const before = await t.q<{ id: number; attempts: number; worker_id: string | null; locked_at: Date | null }>(
-          `SELECT s.id, s.attempts, s.worker_id, s.locked_at FROM post_schedule s JOIN ${OUTCOMES} ON v.id = s.id
+          `SELECT s.id, s.attempts, s.worker_id, s.locked_at FROM ${OUTCOMES} STRAIGHT_JOIN post_schedule s ON s.id = v.id
             WHERE s.id IN (?) AND ${OUTCOME_FENCE}
             FOR UPDATE`,
           [table, recording, workerId],
@@ -93,7 +96,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
         applied = [...new Set(before.map((b) => b.id))];
         if (applied.length > 0) {
           await t.exec(
-            `UPDATE post_schedule s JOIN ${OUTCOMES} ON v.id = s.id
+            `UPDATE ${OUTCOMES} STRAIGHT_JOIN post_schedule s ON s.id = v.id
                 SET s.status = v.status,
                     s.run_at = CASE WHEN v.kind = 'retry' THEN NOW(3) + INTERVAL v.delay_ms * 1000 MICROSECOND ELSE s.run_at END,
                     s.published_at = CASE WHEN v.kind = 'published' THEN NOW(3) ELSE s.published_at END,
