@@ -27,6 +27,12 @@ import { claimWindowMs } from '../sizing/deadline.ts';
  */
 /** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
+/**
+ * The longest a freed slot waits for its neighbours before it is refilled, while fewer
+ * than half the slots are free: publishes that settle within it (a fast publisher's
+ * batch, which the event loop delivers over a few turns) share one round trip.
+ */
+const REFILL_COALESCE_MS = 1;
 
 export interface WorkerOptions {
   readonly workerId: string;
@@ -174,12 +180,15 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let inFlight = 0;
   const queued: Outcome[] = [];
   let oldestQueuedAt = 0;
+  /** when the first slot freed since the last claim was sent (performance.now()), 0 when none */
+  let freedAt = 0;
   // a thread's next part starts only while a publish may start: not once stopping or past the cutoff
   const mayStartPart = (): boolean => !stopping && Date.now() < claimCutoff;
   const start = (post: ClaimedPost): void => {
     inFlight++;
     void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, ...content.deps(inFlightAbort.signal) }).then((outcome) => {
       inFlight--;
+      if (freedAt === 0) freedAt = performance.now();
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(outcome);
       wake();
@@ -335,11 +344,17 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       const want: number = canClaim ? Math.min(capacity - inFlight, config.batchSize, shareLeft) : 0;
       // its share taken, the worker waits for the shares to be lifted rather than end
       const waitingForShare = canClaim && shareLeft === 0;
-      const claimNow: boolean = !reconcileNeeded && want > 0;
+      // Fewer than half the slots free, with publishes still in flight: the freed ones wait
+      // up to REFILL_COALESCE_MS for their neighbours, so that a fast publisher's batch
+      // is refilled by one round trip rather than one per turn of the event loop.
+      const coalesceUntil = freedAt + REFILL_COALESCE_MS;
+      const coalescing: boolean = want > 0 && want < claimThreshold && inFlight > 0 && performance.now() < coalesceUntil;
+      const claimNow: boolean = !reconcileNeeded && want > 0 && !coalescing;
       // Outcomes wait for the next claim, for half a capacity of them, for the last
       // publish, or OUTCOME_DELAY_MS at most: never a round trip per outcome under load.
       const recordNow: boolean =
         !reconcileNeeded &&
+        !coalescing &&
         queued.length > 0 &&
         (error === null
           ? queued.length >= claimThreshold || inFlight === 0 || stopping || now - oldestQueuedAt >= OUTCOME_DELAY_MS
@@ -351,6 +366,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         try {
           roundTrips++;
           exchangeSentAt = Date.now();
+          // slots that free from now on are refilled by the next claim
+          if (limit > 0) freedAt = 0;
           const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
           tally(outcomes, result.applied);
           posts = result.claimed;
@@ -403,6 +420,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       if (error !== null && inFlight === 0 && Date.now() >= deadline) break;
       let wakeAt: number | null = null;
       if (reconcileNeeded) wakeAt = retryRecordAt;
+      else if (coalescing) wakeAt = Date.now() + Math.max(0, coalesceUntil - performance.now());
       else if (queued.length > 0) wakeAt = error === null ? oldestQueuedAt + OUTCOME_DELAY_MS : retryRecordAt;
       const wakeUp = wakeAt === null ? undefined : setTimeout(wake, Math.max(1, wakeAt - Date.now()));
       await sleep();
