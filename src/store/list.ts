@@ -2,8 +2,6 @@
    the drivers return ids and counts as numbers or as strings (int8), whatever the row type says */
 import { LIST_TEXT, type PostAttempt, type PostListItem, type PostQuery } from './store.ts';
 import { toDate, type TimeValue } from './rows.ts';
-import type { AttemptReason } from '../reasons.ts';
-import type { Outcome } from '../types.ts';
 
 /**
  * The statement of `posts list` for one query, in either dialect: only the filters it
@@ -105,15 +103,3 @@ export function attemptFromRow(row: AttemptRow): PostAttempt {
   };
 }
 
-/**
- * The post_attempts row an outcome makes: its outcome and reason (src/reasons.ts); null
- * for none (a release: nothing was tried). A retry that does not count against
- * MAX_ATTEMPTS (a rate limit, credentials) is recorded as `waited`, under the number of
- * the attempt that follows it.
- */
-export function attemptRecord(o: Outcome): { outcome: string; reason: AttemptReason | null } | null {
-  if (o.kind === 'released') return null;
-  if (o.kind === 'published') return { outcome: 'published', reason: null };
-  if (o.kind === 'retry' && o.uncounted === true) return { outcome: 'waited', reason: o.reason ?? 'other' };
-  return { outcome: o.kind, reason: o.reason ?? 'other' };
-}

@@ -2,7 +2,8 @@
    the drivers return ids and counts as numbers or as strings (int8) depending on the
    dialect and its settings; Number() makes them numbers whatever the row type says */
 import { TRANSITIONS } from '../states.ts';
-import { ON_UNKNOWN, type Channel, type ClaimedPost, type CycleRecord, type CycleState, type OnUnknown, type Post, type PostPart, type PostStatus, type PublishedPart } from '../types.ts';
+import type { AttemptReason } from '../reasons.ts';
+import { ON_UNKNOWN, type Channel, type ClaimedPost, type CycleRecord, type CycleState, type OnUnknown, type Post, type PostPart, type Outcome, type PostStatus, type PublishedPart } from '../types.ts';
 
 /** Row shapes shared by the dialects, and their mapping to domain objects. */
 
@@ -276,6 +277,39 @@ export const OUTCOME_STATUS = {
   unknown: TRANSITIONS.holdUnknown.to,
   released: TRANSITIONS.release.to,
 } as const satisfies Record<string, PostStatus>;
+
+/**
+ * The post_attempts row an outcome makes: its outcome and reason (src/reasons.ts); null
+ * for none (a release: nothing was tried). A retry that does not count against
+ * MAX_ATTEMPTS (a rate limit, credentials) is recorded as `waited`, under the number of
+ * the attempt that follows it.
+ */
+export function attemptRecord(o: Outcome): { outcome: string; reason: AttemptReason | null } | null {
+  if (o.kind === 'released') return null;
+  if (o.kind === 'published') return { outcome: 'published', reason: null };
+  if (o.kind === 'retry' && o.uncounted === true) return { outcome: 'waited', reason: o.reason ?? 'other' };
+  return { outcome: o.kind, reason: o.reason ?? 'other' };
+}
+
+/**
+ * One outcome as a JSON object, for an exchange that takes its outcomes as one JSON
+ * array (PostgreSQL: json_to_recordset; MySQL: JSON_TABLE): one parameter, cheaper to
+ * send and to parse than an array per field. Keys whose value is null are left out (a
+ * missing key reads as NULL on every server; a JSON null does not on every MySQL).
+ */
+export function outcomeJson(o: Outcome): Record<string, string | number> {
+  const row: Record<string, string | number> = { id: o.postId, token: o.token, kind: o.kind, status: OUTCOME_STATUS[o.kind] };
+  if (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown') row['error'] = o.error;
+  if (o.kind === 'published' && o.externalId !== null) row['externalId'] = o.externalId;
+  if (o.kind === 'published' && o.externalUrl !== null) row['externalUrl'] = o.externalUrl;
+  row['delayMs'] = o.kind === 'retry' ? Math.round(o.delayMs) : 0;
+  row['maybeSent'] = o.kind === 'retry' && o.unconfirmed ? 1 : 0;
+  row['uncounted'] = o.kind === 'retry' && o.uncounted === true ? 1 : 0;
+  const attempt = attemptRecord(o);
+  if (attempt !== null) row['attemptOutcome'] = attempt.outcome;
+  if (attempt?.reason != null) row['reason'] = attempt.reason;
+  return row;
+}
 
 /**
  * The last cycles with their state: an unfinished one is running while its host's

@@ -28,11 +28,17 @@ import { claimWindowMs } from '../sizing/deadline.ts';
 /** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
 /**
- * The longest a freed slot waits for its neighbours before it is refilled, while fewer
- * than half the slots are free: publishes that settle within it (a fast publisher's
- * batch, which the event loop delivers over a few turns) share one round trip.
+ * How long a freed slot waits for its neighbours before it is refilled, while fewer than
+ * half the slots are free: publishes that settle within it (a fast publisher's batch,
+ * which the event loop delivers over a few turns) share one round trip. As long as the
+ * last claim's round trip took, because a claim sent at once for one slot costs the
+ * others that long anyway, within these bounds: a slot never waits more than a few
+ * milliseconds, and on a fast database fast publishers are still fed in batches
+ * (W1, 10,000 posts by one worker: 401 round trips, not 500-700 at a fixed 1-2 ms on a
+ * slower machine).
  */
-const REFILL_COALESCE_MS = 1;
+const REFILL_COALESCE_MIN_MS = 1;
+const REFILL_COALESCE_MAX_MS = 5;
 
 export interface WorkerOptions {
   readonly workerId: string;
@@ -184,9 +190,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let freedAt = 0;
   // a thread's next part starts only while a publish may start: not once stopping or past the cutoff
   const mayStartPart = (): boolean => !stopping && Date.now() < claimCutoff;
+  // one set of what a publish needs, shared by every post of this worker
+  const publishDeps = { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, ...content.deps(inFlightAbort.signal) };
   const start = (post: ClaimedPost): void => {
     inFlight++;
-    void publishPost(post, { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, ...content.deps(inFlightAbort.signal) }).then((outcome) => {
+    void publishPost(post, publishDeps).then((outcome) => {
       inFlight--;
       if (freedAt === 0) freedAt = performance.now();
       if (queued.length === 0) oldestQueuedAt = Date.now();
@@ -307,6 +315,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let firstClaim = true;
   let reconcileNeeded = false as boolean;
   let exchangeSentAt = 0;
+  /** how long the last claim took to come back (ms): how long a freed slot waits for its neighbours */
+  let claimRoundTripMs = REFILL_COALESCE_MIN_MS;
   try {
     // One database round trip at a time: record what settled, claim what fits.
     // Whatever settles during a round trip is carried by the next one.
@@ -345,9 +355,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       // its share taken, the worker waits for the shares to be lifted rather than end
       const waitingForShare = canClaim && shareLeft === 0;
       // Fewer than half the slots free, with publishes still in flight: the freed ones wait
-      // up to REFILL_COALESCE_MS for their neighbours, so that a fast publisher's batch
-      // is refilled by one round trip rather than one per turn of the event loop.
-      const coalesceUntil = freedAt + REFILL_COALESCE_MS;
+      // up to one claim round trip (within REFILL_COALESCE_MIN_MS..MAX_MS) for their
+      // neighbours, so that a fast publisher's batch is refilled by one round trip rather
+      // than one per turn of the event loop.
+      const coalesceUntil = freedAt + Math.min(REFILL_COALESCE_MAX_MS, Math.max(REFILL_COALESCE_MIN_MS, claimRoundTripMs));
       const coalescing: boolean = want > 0 && want < claimThreshold && inFlight > 0 && performance.now() < coalesceUntil;
       const claimNow: boolean = !reconcileNeeded && want > 0 && !coalescing;
       // Outcomes wait for the next claim, for half a capacity of them, for the last
@@ -368,7 +379,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           exchangeSentAt = Date.now();
           // slots that free from now on are refilled by the next claim
           if (limit > 0) freedAt = 0;
+          const sentAt = performance.now();
           const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
+          if (limit > 0) claimRoundTripMs = performance.now() - sentAt;
           tally(outcomes, result.applied);
           posts = result.claimed;
           if (failedRoundTrips > 0) {

@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { attemptRecord } from '../list.ts';
-import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, OUTCOME_STATUS, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { attemptRecord, CLAIM_COLUMNS, claimedFromRow, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { MysqlConnection, MysqlTx } from './connection.ts';
 
@@ -30,18 +29,6 @@ const OUTCOMES = `JSON_TABLE(?, '$[*]' COLUMNS (
  */
 const OUTCOME_FENCE = `s.claim_token = v.token
   AND (${whereFrom('publish', 's.status')} AND s.worker_id = ? OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})`;
-
-/** One outcome as a row of OUTCOMES. */
-function outcomeJson(o: Outcome): Record<string, string | number> {
-  const row: Record<string, string | number> = { id: o.postId, token: o.token, kind: o.kind, status: OUTCOME_STATUS[o.kind] };
-  if (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown') row['error'] = o.error;
-  if (o.kind === 'published' && o.externalId !== null) row['externalId'] = o.externalId;
-  if (o.kind === 'published' && o.externalUrl !== null) row['externalUrl'] = o.externalUrl;
-  row['delayMs'] = o.kind === 'retry' ? Math.round(o.delayMs) : 0;
-  row['maybeSent'] = o.kind === 'retry' && o.unconfirmed ? 1 : 0;
-  row['uncounted'] = o.kind === 'retry' && o.uncounted === true ? 1 : 0;
-  return row;
-}
 
 /** Rows per INSERT of schedulePosts: well under max_allowed_packet for any text a post may hold. */
 const INSERT_CHUNK = 500;

@@ -1,8 +1,7 @@
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { attemptRecord } from '../list.ts';
-import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, OUTCOME_STATUS, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { PostgresConnection } from './connection.ts';
 
@@ -28,18 +27,12 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
    */
   const EXCHANGE = `
     WITH v AS (
-      SELECT id, token, kind, error, delay_ms, external_id, external_url, maybe_sent = 1 AS maybe_sent, uncounted = 1 AS uncounted,
-             attempt_outcome, reason,
-             CASE kind WHEN 'published' THEN '${OUTCOME_STATUS.published}'
-                       WHEN 'retry' THEN '${OUTCOME_STATUS.retry}'
-                       WHEN 'failed' THEN '${OUTCOME_STATUS.failed}'
-                       WHEN 'unknown' THEN '${OUTCOME_STATUS.unknown}'
-                       WHEN 'released' THEN '${OUTCOME_STATUS.released}' END AS status
-        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $11::int[], $13::int[], $14::text[], $15::text[])
-             AS t(id, token, kind, error, delay_ms, external_id, external_url, maybe_sent, uncounted, attempt_outcome, reason)
-    ), before AS (
-      -- the attempts as they were (the same snapshot as done): who claimed them, when
-      SELECT id, attempts, worker_id, locked_at FROM post_schedule WHERE id = ANY($2::bigint[])
+      -- the outcomes: one JSON array, one parameter (rows.ts outcomeJson)
+      SELECT id, token, kind, status, error, "delayMs" AS delay_ms, "externalId" AS external_id, "externalUrl" AS external_url,
+             "maybeSent" = 1 AS maybe_sent, uncounted = 1 AS uncounted, "attemptOutcome" AS attempt_outcome, reason
+        FROM json_to_recordset($3::text::json)
+             AS t(id bigint, token bigint, kind text, status text, error text, "delayMs" bigint, "externalId" text, "externalUrl" text,
+                  "maybeSent" int, uncounted int, "attemptOutcome" text, reason text)
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -56,37 +49,39 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
              attempts = CASE WHEN v.kind = 'released' OR v.uncounted THEN s.attempts - 1 ELSE s.attempts END,
              lease_expires_at = NULL,
              updated_at = now()
-        FROM v
-       WHERE s.id = v.id AND s.claim_token = v.token
+        -- o: the row as this statement's snapshot saw it (the attempt's worker, start and number)
+        FROM v JOIN post_schedule o ON o.id = v.id
+       -- s.id = ANY: a primary-key lookup per outcome, whatever the planner guesses of v's size
+       WHERE s.id = ANY($2::bigint[]) AND s.id = v.id AND s.claim_token = v.token
          AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
               OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
-      RETURNING s.id
+      RETURNING s.id, o.attempts AS attempt, o.worker_id AS attempt_worker_id, o.locked_at AS attempt_started_at
     ), attempt AS (
       -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
       INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
-      SELECT v.id, b.attempts, b.worker_id, b.locked_at, now(), v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
-        FROM done JOIN v ON v.id = done.id JOIN before b ON b.id = done.id
+      SELECT v.id, done.attempt, done.attempt_worker_id, done.attempt_started_at, now(), v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
+        FROM done JOIN v ON v.id = done.id
        WHERE v.attempt_outcome IS NOT NULL
     ), slot AS (
-      -- the worker's GLOBAL_MAX_WORKERS slot ($12), extended as long as the leases taken
-      UPDATE worker_slots SET expires_at = now() + $10 * interval '1 millisecond'
-       WHERE $12::boolean AND $9 > 0 AND holder = $1 AND expires_at > now()
+      -- the worker's GLOBAL_MAX_WORKERS slot ($6), extended as long as the leases taken
+      UPDATE worker_slots SET expires_at = now() + $5 * interval '1 millisecond'
+       WHERE $6::boolean AND $4 > 0 AND holder = $1 AND expires_at > now()
       RETURNING 1
     ), due AS (
       SELECT id FROM post_schedule
-       WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $12::boolean OR EXISTS (SELECT 1 FROM slot))
+       WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $6::boolean OR EXISTS (SELECT 1 FROM slot))
          -- never a post of a channel an operator paused (read once per statement)
          AND NOT (channel_id = ANY (ARRAY(SELECT id FROM channels WHERE paused_at IS NOT NULL)))
          -- never a post this call records an outcome for: the same snapshot still sees a
          -- post recovery put back as pending, and a claim would hide its late publish
          AND NOT (id = ANY($2::bigint[]))
        ORDER BY run_at, id
-       LIMIT $9
+       LIMIT $4
        FOR UPDATE SKIP LOCKED
     ), claimed AS (
       UPDATE post_schedule s
          SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
-             lease_expires_at = now() + $10 * interval '1 millisecond',
+             lease_expires_at = now() + $5 * interval '1 millisecond',
              attempts = s.attempts + 1, claim_token = s.claim_token + 1, updated_at = now()
         FROM due
        WHERE s.id = due.id
@@ -110,19 +105,10 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
     const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
       workerId,
       outcomes.map((o) => o.postId),
-      outcomes.map((o) => o.token),
-      outcomes.map((o) => o.kind),
-      outcomes.map((o) => (o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null)),
-      outcomes.map((o) => (o.kind === 'retry' ? o.delayMs : 0)),
-      outcomes.map((o) => (o.kind === 'published' ? o.externalId : null)),
-      outcomes.map((o) => (o.kind === 'published' ? o.externalUrl : null)),
+      JSON.stringify(outcomes.map(outcomeJson)),
       Math.max(0, limit),
       leaseMs,
-      outcomes.map((o) => (o.kind === 'retry' && o.unconfirmed ? 1 : 0)),
       claim.slot === true,
-      outcomes.map((o) => (o.kind === 'retry' && o.uncounted === true ? 1 : 0)),
-      outcomes.map((o) => attemptRecord(o)?.outcome ?? null),
-      outcomes.map((o) => attemptRecord(o)?.reason ?? null),
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
     return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };

@@ -1,8 +1,7 @@
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { attemptRecord } from '../list.ts';
-import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { attemptRecord, CLAIM_COLUMNS, claimedFromRow, type ClaimRow, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { SqliteConnection } from './connection.ts';
 
