@@ -1,4 +1,5 @@
 import type { BenchDatabase } from './db.ts';
+import type { GroupMemory } from './memory.ts';
 import { parseCycle, type CycleLog } from './logs.ts';
 import { childEnv, clip, CLI, CRON_ENTRY, mustRunCli, runNode } from './proc.ts';
 
@@ -19,6 +20,8 @@ export interface CycleRun {
   /** anything that makes this run a failure; empty when it is good */
   readonly problems: string[];
   readonly stderr: string;
+  /** with `sampleMemory`: the cycle's processes together at their peak (memory.ts) */
+  readonly memory: GroupMemory | null;
 }
 
 export interface CycleOptions {
@@ -27,12 +30,15 @@ export interface CycleOptions {
   readonly expectPublished: number;
   readonly timeoutMs: number;
   readonly entry?: Entry;
+  /** sample the summed RSS and PSS of the cycle's processes while it runs (costs a little CPU) */
+  readonly sampleMemory?: boolean;
 }
 
 export async function measureCycle(o: CycleOptions): Promise<CycleRun> {
   const entry = o.entry ?? 'cli';
   const env = childEnv(o.db.url, o.env);
-  const r = entry === 'cli' ? await runNode(CLI, ['cron'], env, o.timeoutMs) : await runNode(CRON_ENTRY, [], env, o.timeoutMs);
+  const sample = { sampleMemory: o.sampleMemory === true };
+  const r = entry === 'cli' ? await runNode(CLI, ['cron'], env, o.timeoutMs, sample) : await runNode(CRON_ENTRY, [], env, o.timeoutMs, sample);
   const log = parseCycle(r.stdout);
   const problems: string[] = [];
   if (r.timedOut) problems.push(`killed by the bench after ${o.timeoutMs}ms`);
@@ -53,7 +59,7 @@ export async function measureCycle(o: CycleOptions): Promise<CycleRun> {
   if (log.unparsed > 0) problems.push(`${log.unparsed} stdout lines were not JSON`);
   const stderr = r.stderr.trim();
   if (stderr !== '' && r.code !== 0) problems.push(`stderr: ${clip(stderr.split('\n').slice(-3).join(' | '))}`);
-  return { entry, wallMs: r.wallMs, code: r.code, signal: r.signal, timedOut: r.timedOut, log, problems: problems.map((p) => clip(p)), stderr };
+  return { entry, wallMs: r.wallMs, code: r.code, signal: r.signal, timedOut: r.timedOut, log, problems: problems.map((p) => clip(p)), stderr, memory: r.memory };
 }
 
 /** The raw record of a run kept in latest.json. */
@@ -75,6 +81,7 @@ export function rawRun(run: CycleRun): Record<string, unknown> {
       exitCode: w.exitCode,
     })),
     problems: run.problems,
+    ...(run.memory === null ? {} : { groupMemory: run.memory }),
     ...(run.stderr === '' ? {} : { stderr: run.stderr.slice(0, 2000) }),
   };
 }

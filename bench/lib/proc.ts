@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { watchGroupMemory, type GroupMemory } from './memory.ts';
 
 /**
  * Child processes of the benchmark. Each one is started in its own process group
@@ -58,6 +59,8 @@ export interface RunResult {
   readonly timedOut: boolean;
   /** processes of its group still alive after it exited (killed by the bench) */
   readonly leftovers: boolean;
+  /** with `sampleMemory`: what the process group held at its peak */
+  readonly memory: GroupMemory | null;
 }
 
 const live = new Set<ChildProcess>();
@@ -83,13 +86,16 @@ function killGroup(pid: number | undefined): void {
 }
 
 /** Runs `node <file> <args>` and waits for it; kills its whole process group past `timeoutMs`. */
-export function runNode(file: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+export function runNode(file: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number, { sampleMemory = false }: { readonly sampleMemory?: boolean } = {}): Promise<RunResult> {
   const command = `node ${path.relative(ROOT, file)} ${args.join(' ')}`;
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const child = spawn(process.execPath, [file, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     live.add(child);
     if (child.pid !== undefined) startedGroups.add(child.pid);
+    // the whole group (the CLI and its workers), sampled from outside while it runs
+    const memory = sampleMemory && child.pid !== undefined ? watchGroupMemory(child.pid) : null;
+    let groupMemory: GroupMemory | null = null;
     let stdout = '';
     let stderr = '';
     let wallMs: number | null = null;
@@ -114,11 +120,13 @@ export function runNode(file: string, args: readonly string[], env: NodeJS.Proce
       live.delete(child);
       const leftovers = child.pid !== undefined && groupAlive(child.pid);
       if (leftovers) killGroup(child.pid);
-      resolve({ command, code: exitCode, signal: exitSignal, stdout, stderr, wallMs: wallMs ?? performance.now() - started, timedOut, leftovers });
+      groupMemory ??= memory?.stop() ?? null;
+      resolve({ command, code: exitCode, signal: exitSignal, stdout, stderr, wallMs: wallMs ?? performance.now() - started, timedOut, leftovers, memory: groupMemory });
     };
 
     child.once('error', (e) => {
       clearTimeout(timer);
+      memory?.stop();
       live.delete(child);
       if (!settled) {
         settled = true;
@@ -127,6 +135,7 @@ export function runNode(file: string, args: readonly string[], env: NodeJS.Proce
     });
     child.once('exit', (code, signal) => {
       wallMs = performance.now() - started;
+      groupMemory = memory?.stop() ?? null;
       exitCode = code;
       exitSignal = signal;
       // Output pipes close when every process holding them is gone; a worker that

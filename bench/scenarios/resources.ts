@@ -9,7 +9,8 @@ import { fmt, max, median, min } from '../lib/stats.ts';
  * Resources, from the JSON logs: worker spawn-to-first-claim (worker's first-claim
  * line time minus the dispatcher's `Spawning worker: <id>` line time, and the
  * worker's own msSinceProcessStart), worker maxRssMb, dispatcher maxRssMb, for 1 and
- * 23 posts due. Each repetition runs `node dist/cli.js cron` and then, on fresh posts,
+ * 23 posts due, and the whole cycle's peak summed RSS and PSS (bench/lib/memory.ts). Each
+ * repetition runs `node dist/cli.js cron` and then, on fresh posts,
  * `node dist/cron/post-scheduler.cron.js` (the seed's entry point) for comparison.
  */
 const DELAY_MS = 200;
@@ -34,7 +35,7 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
             for (const entry of ['cli', 'cron-entry'] as const) {
               await simulate(db, 'hook', n);
               receiver.reset();
-              const run = await measureCycle({ db, entry, expectPublished: n, timeoutMs: CRON_TIMEOUT_MS });
+              const run = await measureCycle({ db, entry, expectPublished: n, timeoutMs: CRON_TIMEOUT_MS, sampleMemory: entry === 'cli' });
               const problems = [...run.problems];
               if (receiver.stats.ids.size !== n) problems.push(`receiver got ${receiver.stats.ids.size} distinct posts, expected ${n}`);
               for (const w of run.log.workers) {
@@ -55,7 +56,7 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
         }
         failures.push(...pointFailures);
         if (pointFailures.length > 0 || runs.cli.length < ctx.reps || runs['cron-entry'].length < ctx.reps) {
-          rows.push([dialect, String(n), '', '**FAILED**', '', '', '', '', '', '']);
+          rows.push([dialect, String(n), '', '**FAILED**', '', '', '', '', '', '', '', '']);
           continue;
         }
         const workers = runs.cli.flatMap((r) => r.log.workers);
@@ -65,6 +66,7 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
         const dispatcherRss = (entry: Entry) => runs[entry].map((r) => r.log.summary?.maxRssMb ?? Number.NaN);
         const wall = (entry: Entry) => fmt(median(runs[entry].map((r) => r.wallMs)), 0);
         const emptyClaims = workers.filter((w) => w.firstClaimed === 0).length;
+        const groupPeak = (key: 'peakRssMb' | 'peakPssMb') => runs.cli.flatMap((r) => (r.memory === null || r.memory.samples === 0 ? [] : [r.memory[key]]));
         rows.push([
           dialect,
           String(n),
@@ -76,6 +78,8 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
           spread(dispatcherRss('cron-entry')),
           `${wall('cli')} / ${wall('cron-entry')}`,
           `${emptyClaims} of ${workers.length}`,
+          spread(groupPeak('peakRssMb')),
+          spread(groupPeak('peakPssMb')),
         ]);
       }
     }
@@ -88,7 +92,10 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
     `Posts due: 1 (1 worker) or 23 (5 workers), default config, webhook receiver answering 200 after ${DELAY_MS} ms. ` +
       `${ctx.reps} repetitions; each repetition runs \`node dist/cli.js cron\` and then, on fresh posts, \`node dist/cron/post-scheduler.cron.js\`. ` +
       'Worker figures are over all workers of the `dist/cli.js cron` runs (median, (min–max)); spawn→first claim = worker\'s first-claim line `time` minus the dispatcher\'s `Spawning worker: <id>` line `time`; ' +
-      `msSinceProcessStart is the worker's own figure. MB are maxRSS as the processes report it (dispatcher: at its summary line). ${ctx.machine}`,
+      `msSinceProcessStart is the worker's own figure. MB are maxRSS as the processes report it (dispatcher: at its summary line). ` +
+      'Cycle peak: the `dist/cli.js cron` process group (dispatcher and workers) sampled every 50 ms from outside, the highest sum over its processes at one instant: ' +
+      'RSS counts the pages the processes share (the node binary, libraries) once per process; PSS divides them among the processes that share them, so summed PSS is what the cycle holds. ' +
+      ctx.machine,
     '',
     table(
       [
@@ -102,6 +109,8 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
         'dispatcher maxRssMb, dist/cron/post-scheduler.cron.js',
         'cycle wall median ms (cli / cron.js)',
         'workers whose first claim got 0 posts',
+        'cycle peak summed RSS MB',
+        'cycle peak summed PSS MB',
       ],
       rows,
     ),
