@@ -46,6 +46,12 @@ export async function contentProblem(
 ): Promise<ContentProblem | null> {
   const count = parts.length;
   if (count === 0) return { field: 'text', message: 'the post has no content' };
+  // most posts: one part of text alone
+  const only = count === 1 && from === 0 ? parts[0] : undefined;
+  if (only !== undefined && only.images.length === 0) {
+    const text = rules.checkText(only.text, settings, 0);
+    return text === null ? null : { field: 'text', message: text };
+  }
   if (count > 1 && !rules.threads) {
     return { field: 'parts', message: `a thread of ${count} parts; ${rules.platform} publishes posts of one part only` };
   }

@@ -52,6 +52,9 @@ const SEND_SLOT_POLL_MS = 100;
  */
 export const RATE_WAIT_MS = 3_000;
 
+/** What a send of a channel without limits gets (one for all: most sends of such channels). */
+const UNLIMITED: RateCheck = { kind: 'go', settle: () => Promise.resolve() };
+
 export function makeRateGate(options: RateGateOptions): RateGate {
   return {
     async take(channel, sender, signal, credentials = null) {
@@ -62,8 +65,10 @@ export function makeRateGate(options: RateGateOptions): RateGate {
         return { kind: 'invalid', reason: `channel ${channel.name}: ${errorMessage(e)}` };
       }
       const keys = rateKeys(channel, limits);
-      const slotKey = `channel:${channel.id}:sending`;
       const cap = limits.concurrency;
+      // a channel without limits (file, webhook): nothing to take or settle
+      if (cap === undefined && keys.length === 0) return UNLIMITED;
+      const slotKey = `channel:${channel.id}:sending`;
       if (cap !== undefined) {
         const waitedFrom = Date.now();
         while (!(await options.store.acquireSendSlot(slotKey, cap, sender, options.sendSlotTtlMs))) {

@@ -21,11 +21,18 @@ export function workerContent(
   moduleFor: (platform: string) => Promise<PublisherModule | null>,
 ): { deps(signal: AbortSignal): Pick<PublishDeps, 'contentRules' | 'mediaDir' | 'loadImage' | 'recordPart'>; close(): Promise<void> } {
   let http: Promise<HttpClient> | null = null;
+  // a platform's rules are its module's: made once per platform (a `module` channel's
+  // come from its own file, read each time)
+  const byPlatform = new Map<string, ContentRules | null>();
   const contentRules = async (channel: Channel): Promise<ContentRules | null> => {
+    const known = byPlatform.get(channel.platform);
+    if (known !== undefined) return known;
     const { rulesFor, rulesOf } = await import('../content/rules.ts');
     if (channel.platform === 'module') return rulesFor(channel, config.moduleDir);
     const mod = await moduleFor(channel.platform);
-    return mod === null ? null : rulesOf(mod);
+    const rules = mod === null ? null : rulesOf(mod);
+    if (rules !== null) byPlatform.set(channel.platform, rules);
+    return rules;
   };
   return {
     deps: (signal) => ({

@@ -89,13 +89,15 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
 
   const channel = post.channel;
   const startedAt = Date.now();
-  // every line about this post carries its id, channel and attempt (JSON keys; text unchanged)
-  const fields = { postId: post.id, channel: channel?.name ?? null, attempt: post.attempt };
-  const scoped = withFields(deps.log, fields);
+  // every line about this post carries its id, channel and attempt (JSON keys; text
+  // unchanged); made at its first line, as most posts are published without one
+  let scoped: Logger | null = null;
+  const lines = (): Logger => (scoped ??= withFields(deps.log, { postId: post.id, channel: channel?.name ?? null, attempt: post.attempt }));
   const log = {
-    ...scoped,
+    info: (message: string) => lines().info(message),
+    warn: (message: string) => lines().warn(message),
     /** a line about how this attempt ended, with the outcome and how long the attempt took */
-    outcome: (level: 'info' | 'warn', outcome: string, message: string) => scoped[level](message, { outcome, durationMs: Date.now() - startedAt }),
+    outcome: (level: 'info' | 'warn', outcome: string, message: string) => lines()[level](message, { outcome, durationMs: Date.now() - startedAt }),
   };
   // An earlier attempt may have been delivered, until a lookup says it was not.
   let mayBeOut = post.unconfirmed;
