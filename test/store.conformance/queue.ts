@@ -197,6 +197,22 @@ export function testQueueStore(dialect: Dialect): void {
       assert.equal(await store.countDue(), 0);
     });
 
+    it('records an error that holds U+0000 (with U+FFFD in its place), and the claim that rides with it', async () => {
+      const { store, channel } = await fresh();
+      const [a, b] = await store.schedulePosts(['a', 'b'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const [first] = await store.claim('w1', 1, 60_000);
+      assert.equal(first?.id, a);
+      const outcome: Outcome = { kind: 'failed', postId: a ?? 0, token: first?.token ?? 0, error: 'module said: bad\u0000byte', reason: 'other' };
+      const { applied, claimed } = await store.exchange('w1', [outcome], 1, 60_000);
+      assert.deepEqual(applied, [a]);
+      assert.deepEqual(claimed.map((p) => p.id), [b]);
+      const post = await store.getPost(a ?? 0);
+      assert.equal(post?.status, 'failed');
+      assert.equal(post?.lastError, 'module said: bad\uFFFDbyte');
+      const attempts = await store.postAttempts(a ?? 0);
+      assert.deepEqual(attempts.map((t) => [t.outcome, t.error]), [['failed', 'module said: bad\uFFFDbyte']]);
+    });
+
     it('records outcomes and claims again in one exchange, never re-claiming a post it just retried', async () => {
       const { store, channel } = await fresh();
       const ids = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));

@@ -114,13 +114,24 @@ export interface NextDue {
 }
 
 /**
+ * Outcomes as every database can store them: PostgreSQL's text holds no U+0000 (a
+ * statement carrying one fails whole, and with it every outcome and the claim beside it),
+ * so an error that has one (a publisher's message) is stored with U+FFFD in its place, on
+ * every database alike.
+ */
+function storable(outcomes: readonly Outcome[]): readonly Outcome[] {
+  if (!outcomes.some((o) => 'error' in o && o.error.includes('\u0000'))) return outcomes;
+  return outcomes.map((o) => ('error' in o ? { ...o, error: o.error.replaceAll('\u0000', '\uFFFD') } : o));
+}
+
+/**
  * claim, recordOutcomes and exchange from a dialect's one exchange: a claim is an
  * exchange without outcomes, recording outcomes one that claims nothing.
  */
 export function exchangeCalls(exchange: QueueStore['exchange']): Pick<QueueStore, 'claim' | 'recordOutcomes' | 'exchange'> {
   return {
     claim: async (workerId, limit, leaseMs) => (await exchange(workerId, [], limit, leaseMs)).claimed,
-    recordOutcomes: async (workerId, outcomes) => (await exchange(workerId, outcomes, 0, 0)).applied,
-    exchange,
+    recordOutcomes: async (workerId, outcomes) => (await exchange(workerId, storable(outcomes), 0, 0)).applied,
+    exchange: (workerId, outcomes, limit, leaseMs, claim) => exchange(workerId, storable(outcomes), limit, leaseMs, claim),
   };
 }
