@@ -213,6 +213,31 @@ export function testQueueStore(dialect: Dialect): void {
       assert.deepEqual(attempts.map((t) => [t.outcome, t.error]), [['failed', 'module said: bad\uFFFDbyte']]);
     });
 
+    it('records ids, URLs and errors cut in the middle of an emoji (half a surrogate pair, with U+FFFD in its place)', async () => {
+      const { store, channel } = await fresh();
+      const [a, b, c] = await store.schedulePosts(['a', 'b', 'c'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));
+      const claimed = await store.claim('w1', 2, 60_000);
+      assert.deepEqual(claimed.map((p) => p.id), [a, b]);
+      const cut = ('x'.repeat(9) + '😀').slice(0, 10);
+      const outcomes: Outcome[] = [
+        { kind: 'published', postId: a ?? 0, token: claimed[0]?.token ?? 0, externalId: cut, externalUrl: `https://example.test/${cut}` },
+        { kind: 'retry', postId: b ?? 0, token: claimed[1]?.token ?? 0, error: 'HTTP 500: \uDE00tail ' + cut, delayMs: 60_000, unconfirmed: false, reason: 'server' },
+      ];
+      const { applied, claimed: next } = await store.exchange('w1', outcomes, 1, 60_000);
+      assert.deepEqual([...applied].sort((x, y) => x - y), [a, b]);
+      assert.deepEqual(next.map((p) => p.id), [c], 'the claim beside them went through');
+      const pa = await store.getPost(a ?? 0);
+      assert.equal(pa?.status, 'published');
+      assert.equal(pa?.externalId, 'xxxxxxxxx\uFFFD');
+      assert.equal(pa?.externalUrl, 'https://example.test/xxxxxxxxx\uFFFD');
+      const pb = await store.getPost(b ?? 0);
+      assert.equal(pb?.status, 'pending');
+      assert.equal(pb?.lastError, 'HTTP 500: \uFFFDtail xxxxxxxxx\uFFFD');
+      // whole pairs stay as they are
+      await store.recordOutcomes('w1', [{ kind: 'published', postId: c ?? 0, token: next[0]?.token ?? 0, externalId: '🧵 ok 😀', externalUrl: null }]);
+      assert.equal((await store.getPost(c ?? 0))?.externalId, '🧵 ok 😀');
+    });
+
     it('records outcomes and claims again in one exchange, never re-claiming a post it just retried', async () => {
       const { store, channel } = await fresh();
       const ids = await store.schedulePosts(['a', 'b', 'c', 'd'].map((text, i) => ({ channelId: channel.id, text, runAt: ago(1000 - i) })));

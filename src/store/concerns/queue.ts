@@ -113,15 +113,33 @@ export interface NextDue {
   readonly inMs: number;
 }
 
+/** U+0000, and half of a surrogate pair (an emoji cut in two by a length limit) */
+// eslint-disable-next-line no-control-regex -- U+0000 is what is looked for
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/** `text` with U+FFFD for what no database here stores as it is. */
+function storableText(text: string): string {
+  return text.replace(UNSTORABLE, '\uFFFD');
+}
+
+const unstorable = (text: string | null): boolean => text !== null && (text.includes('\u0000') || storableText(text) !== text);
+
 /**
- * Outcomes as every database can store them: PostgreSQL's text holds no U+0000 (a
- * statement carrying one fails whole, and with it every outcome and the claim beside it),
- * so an error that has one (a publisher's message) is stored with U+FFFD in its place, on
- * every database alike.
+ * Outcomes as every database can store them: PostgreSQL's text holds no U+0000, and its
+ * JSON no half of a surrogate pair (a publisher's message or an id cut at a length
+ * limit); one such value made the statement fail whole, with every outcome and the claim
+ * beside it, again at each retry. Errors, external ids and URLs are stored with U+FFFD in
+ * their place, on every database alike.
  */
 function storable(outcomes: readonly Outcome[]): readonly Outcome[] {
-  if (!outcomes.some((o) => 'error' in o && o.error.includes('\u0000'))) return outcomes;
-  return outcomes.map((o) => ('error' in o ? { ...o, error: o.error.replaceAll('\u0000', '\uFFFD') } : o));
+  const needed = (o: Outcome): boolean => ('error' in o ? unstorable(o.error) : o.kind === 'published' && (unstorable(o.externalId) || unstorable(o.externalUrl)));
+  if (!outcomes.some(needed)) return outcomes;
+  return outcomes.map((o) => {
+    if (!needed(o)) return o;
+    if ('error' in o) return { ...o, error: storableText(o.error) };
+    if (o.kind !== 'published') return o;
+    return { ...o, externalId: o.externalId === null ? null : storableText(o.externalId), externalUrl: o.externalUrl === null ? null : storableText(o.externalUrl) };
+  });
 }
 
 /**
