@@ -119,6 +119,15 @@ class CutAnswer extends Error {
 }
 
 type FilterModule = typeof import('request-filtering-agent');
+
+/**
+ * Loads what a client's first request loads (the address filter, node:https), for a
+ * worker that waits for a due time (daemon --precise): its first posts then do not wait
+ * for it.
+ */
+export async function preloadHttp(): Promise<void> {
+  await Promise.all([import('request-filtering-agent'), import('node:https')]);
+}
 type Protocol = 'http:' | 'https:';
 
 export function createHttpClient(options: HttpClientOptions): HttpClient {
