@@ -379,9 +379,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           exchangeSentAt = Date.now();
           // slots that free from now on are refilled by the next claim
           if (limit > 0) freedAt = 0;
-          const sentAt = performance.now();
           const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
-          if (limit > 0) claimRoundTripMs = performance.now() - sentAt;
+          if (limit > 0) claimRoundTripMs = Date.now() - exchangeSentAt;
           tally(outcomes, result.applied);
           posts = result.claimed;
           if (failedRoundTrips > 0) {
