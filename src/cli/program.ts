@@ -1,5 +1,7 @@
 import { Command } from 'commander';
 import fs from 'node:fs';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../paths.ts';
 import { registerChannels } from './channels.ts';
 import { configFrom, print, type GlobalFlags } from './context.ts';
 import { registerCycle } from './cycle.ts';
@@ -48,10 +50,10 @@ API_TOKEN (none), SERVE_HOST (127.0.0.1), SERVE_PORT (8080).`,
   return program;
 }
 
-/** The version in package.json (two folders up from this file, in src/ and in dist/ alike). */
+/** The version in the package's package.json. */
 export function packageVersion(): string {
   try {
-    const raw = fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    const raw = fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8');
     return (JSON.parse(raw) as { version?: string }).version ?? 'unknown';
   } catch {
     return 'unknown';

@@ -1,7 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { buildFile, FROM_SOURCES } from '../paths.ts';
 import { SHARES_LIFTED } from '../workers/messages.ts';
 import type { WorkerMessage } from '../workers/post-scheduler.worker-runner.ts';
 
@@ -28,16 +27,13 @@ export interface WorkerHandle {
   readonly firstClaim: Promise<void>;
 }
 
-const here = fileURLToPath(import.meta.url);
-const ext = path.extname(here);
-
 /**
- * The worker entry point beside this build: the one-file CommonJS bundle when
- * compiled (scripts/bundle-worker.mjs), the .ts source under a loader (tsx).
+ * The worker entry point of this build: the one-file CommonJS bundle when compiled
+ * (scripts/bundle.mjs), the .ts source under a loader (tsx).
  */
-const workers = path.join(path.dirname(here), '..', 'workers');
-const bundle = path.join(workers, 'post-scheduler.worker-runner.cjs');
-export const WORKER_ENTRY = ext === '.js' && fs.existsSync(bundle) ? bundle : path.join(workers, `post-scheduler.worker-runner${ext}`);
+const source = buildFile('workers/post-scheduler.worker-runner.ts');
+const bundle = source.replace(/\.js$/, '.cjs');
+export const WORKER_ENTRY = !FROM_SOURCES && fs.existsSync(bundle) ? bundle : source;
 
 /**
  * V8 flags of every worker: a small young generation (peak RSS of a busy worker

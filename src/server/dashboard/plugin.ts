@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { buildFile, PACKAGE_ROOT } from '../../paths.ts';
 
 /**
  * The dashboard: one static page, its script and styles, and uPlot (charts) from
@@ -22,8 +23,8 @@ interface Asset {
   readonly body: Buffer;
 }
 
-const STATIC_DIR = fileURLToPath(new URL('./static/', import.meta.url));
-const require = createRequire(import.meta.url);
+const STATIC_DIR = `${buildFile('server/dashboard/static')}/`;
+const require = createRequire(path.join(PACKAGE_ROOT, 'package.json'));
 
 /** The served files by name: a fixed table, so no request path ever reaches the file system. */
 function loadAssets(): Map<string, Asset> {
