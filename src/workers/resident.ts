@@ -6,6 +6,7 @@ import type { Store } from '../store/store.ts';
 import { EXIT, type ExitCode } from '../types.ts';
 import { runWorker, type WorkerReport } from './post-scheduler.worker.ts';
 import { makePublisherCache } from './publishers.ts';
+import { warmPublishing } from './warm.ts';
 
 /**
  * A resident worker (`daemon --precise`): started ahead of the due time, it connects and
@@ -87,12 +88,10 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
   const vault = makeVault(config.secretKey, config.oldSecretKey === null ? [] : [config.oldSecretKey]);
   const publishers = makePublisherCache({ config, concurrency: mostInFlight(config), log, open: (sealed) => vault.open(sealed) });
 
-  // connected, and the publisher modules of the channels in use loaded: ready. The daemon
-  // measures spawn to here.
-  const platforms = new Set((await store.listChannels()).filter((c) => c.enabled).map((c) => c.platform));
-  await Promise.all([...platforms].map((p) => publishers.moduleFor(p).catch(() => null)));
-  // and what their first request loads (every platform but `file` sends over HTTP)
-  if ([...platforms].some((p) => p !== 'file')) await (await import('../publishers/http-client.ts')).preloadHttp().catch(() => undefined);
+  // connected, and the publishing of the channels in use warmed up (warm.ts): ready. The
+  // daemon measures spawn to here. The warm-up is a batch of the publisher cache's own.
+  await warmPublishing(config, await store.listChannels(), publishers).catch(() => undefined);
+  await publishers.settle();
   // An exchange that records and claims nothing: the claim statement prepared on this
   // connection and the server's caches of its tables filled now, not at the due time
   // (five fresh PostgreSQL connections claiming at once took 18-49 ms each, against
