@@ -219,7 +219,15 @@ export interface ClaimedPost {
 }
 
 /** What a worker records for a post it claimed; `token` is the claim's (the fence). */
-export type Outcome =
+export type Outcome = OutcomeOfKind & {
+  /**
+   * how long the post waited in its worker between its claim and its publish (claimed
+   * ahead of a slot, src/workers/post-scheduler.worker.ts): the attempt started that much
+   * after its claim; absent: at once
+   */
+  readonly waitedMs?: number;
+};
+type OutcomeOfKind =
   | {
       readonly kind: 'published';
       readonly postId: number;

@@ -17,6 +17,8 @@ import { openStore } from '../src/store/open.ts';
 import type { Exchange, Store } from '../src/store/store.ts';
 import type { Channel, OnUnknown, Outcome, Post } from '../src/types.ts';
 import { runWorker, type WorkerReport } from '../src/workers/post-scheduler.worker.ts';
+import { makePublisherCache } from '../src/workers/publishers.ts';
+import { warmPublishing } from '../src/workers/warm.ts';
 import { createTestDatabase, DIALECTS, type TestDatabase } from './helpers/databases.ts';
 
 /**
@@ -309,6 +311,7 @@ interface RunOptions {
   readonly stop?: AbortSignal;
   readonly stopGraceMs?: number;
   readonly holdsSlot?: boolean;
+  readonly claimAhead?: boolean;
 }
 
 for (const dialect of DIALECTS) {
@@ -353,6 +356,7 @@ for (const dialect of DIALECTS) {
             ...(o.stop === undefined ? {} : { stop: o.stop }),
             ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }),
             ...(o.holdsSlot === undefined ? {} : { holdsSlot: o.holdsSlot }),
+            ...(o.claimAhead === undefined ? {} : { claimAhead: o.claimAhead }),
           }),
           'runWorker to return',
           20_000,
@@ -744,6 +748,69 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(f.fake.publishes.map((r) => r.text).sort(), ['a', 'b']);
     });
 
+    it('claiming ahead (a resident): publishes about to end are claimed for, the post is there when a slot frees; a stop hands it back unstarted', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const ids = await f.schedule(main, 'a', 'b', 'c', 'd', 'e', 'f');
+      // the first two take 300 ms: publishes of that length are claimed for ahead of their end
+      const slow: Behaviour = async (r) => {
+        await delay(300);
+        return ok()(r);
+      };
+      f.fake.on('a', slow).on('b', slow);
+      const gates = new Map(['c', 'd'].map((t) => [t, gate()]));
+      for (const [t, g] of gates) f.fake.on(t, g.behaviour);
+      const stop = new AbortController();
+      const running = f.run({ env: { BATCH_SIZE: '2', WORKER_CONCURRENCY: '2', KILL_GRACE_MS: '5000' }, claimAhead: true, stop: stop.signal, stopGraceMs: 5_000 });
+      // c and d run (held), and e and f were claimed for them ahead of their end: processing, not sent
+      const [, , , , e = 0, g = 0] = ids;
+      await waitFor('e and f claimed ahead', async () => (await f.post(e)).status === 'processing' && (await f.post(g)).status === 'processing', 10_000);
+      assert.deepEqual(f.fake.publishes.map((r) => r.text), ['a', 'b', 'c', 'd'], 'at most WORKER_CONCURRENCY sent: e and f wait');
+      // the stop hands back what was claimed ahead; what runs finishes
+      stop.abort('SIGTERM');
+      for (const gt of gates.values()) gt.open({ externalId: 'ext', externalUrl: null });
+      const report = await running;
+
+      assert.deepEqual(counts(report), { ...none, claimed: 6, published: 4, released: 2 });
+      for (const id of [e, g]) {
+        assert.deepEqual(state(await f.post(id)), { status: 'pending', attempts: 0, unconfirmed: false, externalId: null });
+        assert.deepEqual(await f.real.postAttempts(id), [], 'no attempt: it never started');
+      }
+      assert.deepEqual(f.fake.publishes.map((r) => r.text), ['a', 'b', 'c', 'd']);
+      assert.ok(f.fake.maxInFlight <= 2, `at most 2 in flight, saw ${f.fake.maxInFlight}`);
+    });
+
+    it('claiming ahead: a post claimed ahead starts when the slot frees, and its attempt starts then, not at its claim', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const [a = 0, b = 0, c = 0] = await f.schedule(main, 'a', 'b', 'c');
+      const calledAt = new Map<number, number>();
+      const taking =
+        (ms: number): Behaviour =>
+        async (r) => {
+          calledAt.set(r.postId, Date.now());
+          await delay(ms);
+          return ok()(r);
+        };
+      // one slot. a takes 300 ms: b is claimed shortly before a ends. b takes 1,000 ms: c is
+      // claimed ~300 ms into it and waits ~700 ms for the slot.
+      f.fake.on('a', taking(300)).on('b', taking(1_000)).on('c', taking(10));
+      const report = await f.run({ env: { BATCH_SIZE: '1', WORKER_CONCURRENCY: '1' }, claimAhead: true });
+
+      assert.deepEqual(counts(report), { ...none, claimed: 3, published: 3 });
+      const exchangeOf = (found: (x: ExchangeCall) => boolean) => f.faulty.exchanges.findIndex(found);
+      const claimOfC = exchangeOf((x) => x.result?.claimed.some((p) => p.id === c) === true);
+      const outcomeOfB = exchangeOf((x) => x.outcomes.some((o) => o.postId === b));
+      assert.ok(claimOfC >= 0 && claimOfC < outcomeOfB, `c claimed (exchange ${claimOfC}) before b ended (exchange ${outcomeOfB})`);
+      assert.equal(f.fake.maxInFlight, 1);
+      for (const id of [a, b, c]) {
+        const [attempt] = await f.real.postAttempts(id);
+        const fromCall = (attempt?.startedAt?.getTime() ?? Number.NaN) - (calledAt.get(id) ?? Number.NaN);
+        // the attempt starts when its publish was called (one clock here), not ~700 ms earlier at its claim
+        assert.ok(Math.abs(fromCall) < 150, `attempt of post ${id} started ${fromCall} ms from its publish`);
+      }
+    });
+
     // -------------------------------------------------------------------------------
     // Stopping
 
@@ -1024,3 +1091,33 @@ for (const dialect of DIALECTS) {
     });
   });
 }
+
+describe("a resident's warm-up (warmPublishing)", () => {
+  it("makes each enabled channel's publisher once, kept for the first batch, sends nothing, and passes over channels it cannot warm", async () => {
+    const db = await createTestDatabase('sqlite');
+    const store = await openStore(parseDatabaseUrl(db.url));
+    try {
+      await store.migrate();
+      const config = loadConfig({ DATABASE_URL: db.url, ...BASE_ENV });
+      const fake = new FakePlatform();
+      const log = createLogger(`WORKER ${WORKER_ID}`, 'text', () => undefined);
+      const publishers = makePublisherCache({ config, concurrency: 5, log, open: () => ({}), loadPublisherModule: fake.load });
+      const main = await store.addChannel({ name: 'main', platform: FAKE, settings: {}, onUnknown: 'retry' });
+      await store.addChannel({ name: 'second', platform: FAKE, settings: {}, onUnknown: 'retry' });
+      await store.addChannel({ name: 'nowhere', platform: 'no-such-platform', settings: {}, onUnknown: 'retry' });
+
+      await within(warmPublishing(config, await store.listChannels(), publishers), 'the warm-up');
+      await publishers.settle();
+
+      assert.equal(fake.created.length, 1, 'one publisher for the platform, made by the warm-up');
+      assert.equal(fake.publishes.length, 0, 'nothing sent');
+      await publishers.publisherFor(main);
+      assert.equal(fake.created.length, 1, 'the first batch uses the publisher the warm-up made');
+      await publishers.close();
+      assert.equal(fake.closed, 1);
+    } finally {
+      await store.close();
+      await db.drop();
+    }
+  });
+});

@@ -307,6 +307,8 @@ export function outcomeJson(o: Outcome): Record<string, string | number> {
   row['uncounted'] = o.kind === 'retry' && o.uncounted === true ? 1 : 0;
   const attempt = attemptRecord(o);
   if (attempt !== null) row['attemptOutcome'] = attempt.outcome;
+  // the attempt started this long after its claim (claimed ahead)
+  if (o.waitedMs !== undefined && o.waitedMs > 0) row['waitedMs'] = Math.round(o.waitedMs);
   if (attempt?.reason != null) row['reason'] = attempt.reason;
   return row;
 }

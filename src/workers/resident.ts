@@ -138,6 +138,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
           stopGraceMs: Math.floor(config.killGraceMs / 2),
           startedAt,
           holdsSlot: options.holdsSlot,
+          claimAhead: true,
         });
       } finally {
         clearTimeout(hardStop);

@@ -67,6 +67,25 @@ export function testPostsStore(dialect: Dialect): void {
       assert.ok(attempts.every((a) => a.startedAt !== null && a.startedAt.getTime() <= a.finishedAt.getTime()));
     });
 
+    it("an attempt claimed ahead starts when its publish did: its claim's time plus what it waited in the worker", async () => {
+      const { store, channel } = await fresh();
+      const ids = await store.schedulePosts(['now', 'ahead', 'failed ahead'].map((text) => ({ channelId: channel.id, text, runAt: past(1000) })));
+      const claimed = await store.claim('w1', 3, 60_000);
+      const token = (id: number) => claimed.find((c) => c.id === id)?.token ?? 0;
+      const [now = 0, ahead = 0, failedAhead = 0] = ids;
+      await store.recordOutcomes('w1', [
+        { kind: 'published', postId: now, token: token(now), externalId: null, externalUrl: null },
+        { kind: 'published', postId: ahead, token: token(ahead), externalId: null, externalUrl: null, waitedMs: 40_000 },
+        { kind: 'failed', postId: failedAhead, token: token(failedAhead), error: 'HTTP 400', waitedMs: 30_000 },
+      ]);
+      const [atOnce, waited, failed] = (await Promise.all(ids.map((id) => store.postAttempts(id)))).map((list) => list[0]);
+      const startOf = (a: typeof atOnce) => a?.startedAt?.getTime() ?? Number.NaN;
+      // the three were claimed by one statement: the same start but for what they waited
+      assert.equal(startOf(waited) - startOf(atOnce), 40_000);
+      assert.equal(startOf(failed) - startOf(atOnce), 30_000);
+      assert.equal(failed?.outcome, 'failed');
+    });
+
     it('records a lease that expired as an attempt', async () => {
       const { store, channel } = await fresh();
       const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: past(1000) }]);

@@ -111,7 +111,9 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
             byId.delete(o.postId);
             const error = o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null;
             const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
-            return [[o.postId, b.attempts, b.worker_id, b.locked_at, record.outcome, record.reason, error, externalId, externalUrl]];
+            // it started at its claim, or as long after as it waited in the worker (claimed ahead)
+            const startedAt = b.locked_at === null || o.waitedMs === undefined ? b.locked_at : new Date(b.locked_at.getTime() + Math.round(o.waitedMs));
+            return [[o.postId, b.attempts, b.worker_id, startedAt, record.outcome, record.reason, error, externalId, externalUrl]];
           });
           if (attempts.length > 0) {
             await t.exec(

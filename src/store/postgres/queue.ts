@@ -29,10 +29,11 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
     WITH v AS (
       -- the outcomes: one JSON array, one parameter (rows.ts outcomeJson)
       SELECT id, token, kind, status, error, "delayMs" AS delay_ms, "externalId" AS external_id, "externalUrl" AS external_url,
-             "maybeSent" = 1 AS maybe_sent, uncounted = 1 AS uncounted, "attemptOutcome" AS attempt_outcome, reason
+             "maybeSent" = 1 AS maybe_sent, uncounted = 1 AS uncounted, "attemptOutcome" AS attempt_outcome, reason,
+             coalesce("waitedMs", 0) AS waited_ms
         FROM json_to_recordset($3::text::json)
              AS t(id bigint, token bigint, kind text, status text, error text, "delayMs" bigint, "externalId" text, "externalUrl" text,
-                  "maybeSent" int, uncounted int, "attemptOutcome" text, reason text)
+                  "maybeSent" int, uncounted int, "attemptOutcome" text, reason text, "waitedMs" bigint)
     ), done AS (
       UPDATE post_schedule s
          SET status = v.status,
@@ -59,7 +60,9 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
     ), attempt AS (
       -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
       INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
-      SELECT v.id, done.attempt, done.attempt_worker_id, done.attempt_started_at, now(), v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
+      -- it started at its claim, or as long after as it waited in the worker (claimed ahead)
+      SELECT v.id, done.attempt, done.attempt_worker_id, done.attempt_started_at + v.waited_ms * interval '1 millisecond', now(),
+             v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
         FROM done JOIN v ON v.id = done.id
        WHERE v.attempt_outcome IS NOT NULL
     ), slot AS (

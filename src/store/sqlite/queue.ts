@@ -102,7 +102,9 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
         if (changes > 0 && before !== undefined && record !== null) {
           const error = o.kind === 'published' || o.kind === 'released' ? null : o.error;
           const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
-          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, before.locked_at, now, record.outcome, record.reason, error, externalId, externalUrl);
+          // it started at its claim, or as long after as it waited in the worker (claimed ahead)
+          const startedAt = before.locked_at === null ? null : before.locked_at + Math.round(o.waitedMs ?? 0);
+          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, startedAt, now, record.outcome, record.reason, error, externalId, externalUrl);
         }
       }
       if (ids.length === 0) return { applied, claimed: [] };
