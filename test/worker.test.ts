@@ -174,6 +174,8 @@ class FaultyStore {
   /** decides the fault of each exchange call (numbered from 1) */
   exchangeFault: (call: ExchangeCall) => Fault = () => null;
   reconcileFault: (n: number) => Fault = () => null;
+  /** renewing leases fails (the heartbeat's round trips) */
+  renewFails = false;
   /** runs after a faulty exchange committed, before its answer is lost */
   afterCommit: (call: ExchangeCall) => Promise<void> = async () => undefined;
   /** runs after an exchange committed, before its answer reaches the worker (an answer held back) */
@@ -204,11 +206,14 @@ class FaultyStore {
       if (fault === 'after-commit') throw new Error(`injected: reconcile ${n} answer lost`);
       return rows;
     };
+    const renewLeases: Store['renewLeases'] = (...args) =>
+      this.renewFails ? Promise.reject(new Error('injected: renewing leases failed')) : real.renewLeases(...args);
     // everything else goes to the real store, whatever the interface grows
     this.store = new Proxy(real, {
       get(target, prop, receiver) {
         if (prop === 'exchange') return exchange;
         if (prop === 'reconcile') return reconcile;
+        if (prop === 'renewLeases') return renewLeases;
         return Reflect.get(target, prop, receiver) as unknown;
       },
     });
@@ -809,6 +814,29 @@ for (const dialect of DIALECTS) {
         // the attempt starts when its publish was called (one clock here), not ~700 ms earlier at its claim
         assert.ok(Math.abs(fromCall) < 150, `attempt of post ${id} started ${fromCall} ms from its publish`);
       }
+    });
+
+    it('claiming ahead: a post whose lease was not renewed while it waited is not sent, but handed back', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const [, , c = 0] = await f.schedule(main, 'a', 'b', 'c');
+      const taking =
+        (ms: number): Behaviour =>
+        async (r) => {
+          await delay(ms);
+          return ok()(r);
+        };
+      // LEASE_MS 600: a lease not renewed for 400 ms may be lost. c waits ~1,200 ms for b's
+      // slot while every renewal fails.
+      f.fake.on('a', taking(300)).on('b', taking(1_500)).on('c', taking(10));
+      f.faulty.renewFails = true;
+      const report = await f.run({ env: { BATCH_SIZE: '1', WORKER_CONCURRENCY: '1' }, claimAhead: true });
+
+      assert.ok(f.logged(/Post \d+: its lease was not renewed while it waited for a slot: not sent, handed back/), f.logs.join('\n'));
+      assert.deepEqual(counts(report), { ...none, claimed: 3, published: 2, released: 1 });
+      assert.deepEqual(f.fake.publishes.map((r) => r.text), ['a', 'b'], 'c not sent');
+      // due again, for the next batch (nothing else was due when the worker had claimed c)
+      assert.deepEqual(state(await f.post(c)), { status: 'pending', attempts: 0, unconfirmed: false, externalId: null });
     });
 
     // -------------------------------------------------------------------------------

@@ -91,7 +91,9 @@ export interface WorkerOptions {
    * claim for publishes about to end, not only for free slots (CLAIM_AHEAD_MIN_MS): a
    * resident worker's, whose posts are due to the millisecond. Not a cron worker's: with
    * start-ups sharing the cores, a 200-post cycle measured no faster with it, and one worker
-   * of 25 on fresh connections refilled its slots 1-2% slower (BENCHMARKS.md).
+   * of 25 on fresh connections refilled its slots 1-2% slower (BENCHMARKS.md). The price:
+   * a worker killed outright (SIGKILL, out of memory) leaves the posts it claimed ahead to
+   * lease recovery like those it was sending, as attempts that may have been delivered.
    */
   readonly claimAhead?: boolean;
 }
@@ -237,12 +239,27 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   };
   // posts claimed ahead start only while this worker could claim them now; else they go back
   const mayStartReady = (): boolean => !stopping && !slotLost && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
+  const handBack = (post: ClaimedPost): void => {
+    if (queued.length === 0) oldestQueuedAt = Date.now();
+    queued.push({ kind: 'released', postId: post.id, token: post.token });
+  };
+  /**
+   * A post waiting since its claim is sent only while its lease is surely still ours: taken
+   * or renewed less than two thirds of LEASE_MS ago (the rule of a late claim's answer).
+   * Past that (renewals failing, the database down) another worker may have it by now.
+   */
+  const leaseFresh = (postId: number): boolean => Date.now() - (renewedAt.get(postId) ?? 0) <= leaseMs - Math.floor(leaseMs / 3);
   /** starts posts claimed ahead into free slots; true if it started any */
   const startReady = (): boolean => {
     let started = false;
     while (ready.length > 0 && inFlight < capacity && mayStartReady()) {
       const next = ready.shift();
       if (next === undefined) break;
+      if (!leaseFresh(next.post.id)) {
+        log.warn(`Post ${next.post.id}: its lease was not renewed while it waited for a slot: not sent, handed back`);
+        handBack(next.post);
+        continue;
+      }
       start(next.post, Math.round(performance.now() - next.since));
       started = true;
     }
@@ -250,8 +267,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   };
   /** hands back the posts claimed ahead (unstarted: no attempt counted) */
   const releaseReady = (): void => {
-    if (ready.length > 0 && queued.length === 0) oldestQueuedAt = Date.now();
-    for (const { post } of ready.splice(0, ready.length)) queued.push({ kind: 'released', postId: post.id, token: post.token });
+    for (const { post } of ready.splice(0, ready.length)) handBack(post);
   };
   /**
    * Publishes in flight that are about to end (they have run as long as the quickest
@@ -294,7 +310,15 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
             const at = sentAt;
             for (const id of renewed) renewedAt.set(id, at);
             for (const p of posts) {
-              if (!ok.has(p.postId) && held.get(p.postId) === p.token) log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
+              if (!ok.has(p.postId) && held.get(p.postId) === p.token) {
+                log.warn(`Post ${p.postId}: lease lost, another worker may take it`);
+                // one waiting for a slot is not sent: handed back (fenced: only if still ours)
+                const waiting = ready.findIndex((r) => r.post.id === p.postId);
+                for (const { post } of waiting >= 0 ? ready.splice(waiting, 1) : []) {
+                  handBack(post);
+                  wake();
+                }
+              }
             }
           });
     const slot =
@@ -517,6 +541,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         const aheadAt = Date.now() + Math.max(0, soon.nextAt - performance.now());
         wakeAt = wakeAt === null ? aheadAt : Math.min(wakeAt, aheadAt);
       }
+      // posts waiting for a slot go back at the claim cutoff, not at the next publish's end
+      if (ready.length > 0 && Date.now() < claimCutoff) wakeAt = wakeAt === null ? claimCutoff : Math.min(wakeAt, claimCutoff);
       const wakeUp = wakeAt === null ? undefined : setTimeout(wake, Math.max(1, wakeAt - Date.now()));
       await sleep();
       clearTimeout(wakeUp);
