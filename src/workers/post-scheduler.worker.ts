@@ -239,6 +239,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   };
   // posts claimed ahead start only while this worker could claim them now; else they go back
   const mayStartReady = (): boolean => !stopping && !slotLost && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
+  /** a claimed post that is not sent goes back to pending (unstarted: no attempt counted) */
   const handBack = (post: ClaimedPost): void => {
     if (queued.length === 0) oldestQueuedAt = Date.now();
     queued.push({ kind: 'released', postId: post.id, token: post.token });
@@ -520,10 +521,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           for (const post of posts) {
             held.set(post.id, post.token);
             renewedAt.set(post.id, exchangeSentAt);
-            if (stale) {
-              if (queued.length === 0) oldestQueuedAt = Date.now();
-              queued.push({ kind: 'released', postId: post.id, token: post.token });
-            } else if (inFlight < capacity) start(post);
+            if (stale) handBack(post);
+            else if (inFlight < capacity) start(post);
             else ready.push({ post, since: performance.now() });
           }
         }
