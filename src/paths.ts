@@ -14,13 +14,13 @@ const here = fileURLToPath(import.meta.url);
 /** true under tsx (the .ts sources), false when compiled (dist/) */
 export const FROM_SOURCES = path.extname(here) === '.ts';
 
-/** the folder with this package's package.json: the first one up from this file */
+/** the folder with this package's package.json: the first one up from this file (none: this file's own) */
 export const PACKAGE_ROOT = findRoot(path.dirname(here));
 
 function findRoot(start: string): string {
   for (let dir = start; ; dir = path.dirname(dir)) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    if (path.dirname(dir) === dir) return path.dirname(start);
+    if (path.dirname(dir) === dir) return start;
   }
 }
 

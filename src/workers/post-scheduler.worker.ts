@@ -207,7 +207,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   // live worker is being published or is next.
   let inFlight = 0;
   const ready: { readonly post: ClaimedPost; readonly since: number }[] = [];
-  /** when each publish in flight started (performance.now()), by post id */
+  /** claiming ahead: when each publish in flight started (performance.now()), by post id */
+  const claimAhead = options.claimAhead === true;
   const startedAt = new Map<number, number>();
   /** the last DURATIONS_KEPT publish durations, ms */
   const durations: number[] = [];
@@ -223,13 +224,15 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const start = (post: ClaimedPost, waitedMs = 0): void => {
     inFlight++;
     const began = performance.now();
-    startedAt.set(post.id, began);
+    if (claimAhead) startedAt.set(post.id, began);
     void publishPost(post, publishDeps).then((outcome) => {
       inFlight--;
       const settled = performance.now();
-      startedAt.delete(post.id);
-      durations[durationsNext] = settled - began;
-      durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
+      if (claimAhead) {
+        startedAt.delete(post.id);
+        durations[durationsNext] = settled - began;
+        durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
+      }
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(waitedMs > 0 ? { ...outcome, waitedMs } : outcome);
       // the freed slot takes the next post claimed ahead, if there is one
@@ -275,7 +278,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
    * recent one, less the lead), and when the next one will be (performance.now(), null: none).
    */
   const endingSoon = (now: number): { count: number; nextAt: number | null } => {
-    if (options.claimAhead !== true) return { count: 0, nextAt: null };
+    if (!claimAhead) return { count: 0, nextAt: null };
     const quickest = durations.length === 0 ? 0 : Math.min(...durations);
     const lead = Math.max(CLAIM_AHEAD_MIN_MS, 3 * claimRoundTripMs);
     if (quickest < 2 * lead) return { count: 0, nextAt: null };
