@@ -171,7 +171,12 @@ export function postFromRow(row: PostRow): Post {
   };
 }
 
-/** A claimed row joined with its content and channel (channel columns prefixed ch_). */
+/**
+ * A claimed post's row: its columns, its content (d.text, d.parts) and its channel's id
+ * (ch_id). PostgreSQL and MySQL join the channel's columns too (ClaimChannelColumns), in
+ * the same round trip; SQLite reads the batch's channels once (CLAIMED_CHANNELS), not
+ * once per post.
+ */
 export interface ClaimRow {
   id: number;
   run_at: TimeValue;
@@ -185,6 +190,10 @@ export interface ClaimRow {
   parts: unknown;
   published_parts: unknown;
   ch_id: number | null;
+}
+
+/** A claimed post's channel columns, when joined to its row (ch_id null: no such channel). */
+export interface ClaimChannelColumns {
   ch_name: string | null;
   ch_platform: string | null;
   ch_settings: unknown;
@@ -195,34 +204,47 @@ export interface ClaimRow {
   ch_created_at: TimeValue;
 }
 
-export function claimedFromRow(row: ClaimRow): ClaimedPost {
-  return {
-    id: Number(row.id),
-    runAt: required(row.run_at, 'post_schedule.run_at'),
-    scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
-    attempt: Number(row.attempts),
-    attemptsBase: Number(row.attempts_base),
-    token: Number(row.claim_token),
-    idempotencyKey: row.idempotency_key,
-    unconfirmed: truthy(row.unconfirmed),
-    text: row.text,
-    parts: row.text === null ? null : partsFrom(row.text, row.parts),
-    publishedParts: publishedPartsFrom(row.published_parts),
-    channel:
-      row.ch_id === null || row.ch_name === null || row.ch_platform === null
-        ? null
-        : channelFromRow({
-            id: row.ch_id,
-            name: row.ch_name,
-            platform: row.ch_platform,
-            settings: row.ch_settings,
-            enabled: row.ch_enabled ?? false,
-            on_unknown: row.ch_on_unknown ?? 'hold',
-            credentials: row.ch_credentials,
-            attention: row.ch_attention,
-            created_at: row.ch_created_at,
-          }),
-  };
+/**
+ * Claimed posts from their rows. Each channel is made once per batch and shared by its
+ * posts (a batch of 200 posts of one channel parses its settings once): from `channels`
+ * when given (rows of CHANNEL_COLUMNS), else from the first row of each channel joined
+ * with ClaimChannelColumns. A post whose channel is gone has none (the worker fails it).
+ */
+export function claimedFromRows(rows: readonly (ClaimRow & Partial<ClaimChannelColumns>)[], channels?: readonly ChannelRow[]): ClaimedPost[] {
+  const byId = new Map<number, Channel>();
+  if (channels !== undefined) for (const c of channels) byId.set(Number(c.id), channelFromRow(c));
+  return rows.map((row): ClaimedPost => {
+    const channelId = row.ch_id === null ? null : Number(row.ch_id);
+    let channel = channelId === null ? undefined : byId.get(channelId);
+    if (channel === undefined && channelId !== null && channels === undefined && row.ch_name != null && row.ch_platform != null) {
+      channel = channelFromRow({
+        id: channelId,
+        name: row.ch_name,
+        platform: row.ch_platform,
+        settings: row.ch_settings,
+        enabled: row.ch_enabled ?? false,
+        on_unknown: row.ch_on_unknown ?? 'hold',
+        credentials: row.ch_credentials ?? null,
+        attention: row.ch_attention ?? null,
+        created_at: row.ch_created_at ?? null,
+      });
+      byId.set(channelId, channel);
+    }
+    return {
+      id: Number(row.id),
+      runAt: required(row.run_at, 'post_schedule.run_at'),
+      scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
+      attempt: Number(row.attempts),
+      attemptsBase: Number(row.attempts_base),
+      token: Number(row.claim_token),
+      idempotencyKey: row.idempotency_key,
+      unconfirmed: truthy(row.unconfirmed),
+      text: row.text,
+      parts: row.text === null ? null : partsFrom(row.text, row.parts),
+      publishedParts: publishedPartsFrom(row.published_parts),
+      channel: channel ?? null,
+    };
+  });
 }
 
 export interface CycleRow {
@@ -260,14 +282,18 @@ export function cycleFromRow(row: CycleRow): CycleRecord {
   };
 }
 
-/**
- * The claim columns every dialect returns for a claimed post (post_schedule as s,
- * post_details as d, channels as ch).
- */
-export const CLAIM_COLUMNS = `
+/** A claimed post's own columns (post_schedule as s), with its channel's id as ch_id. */
+export const CLAIM_POST_COLUMNS = `
   s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed, s.published_parts,
-  ch.id AS ch_id, ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
+  s.channel_id AS ch_id`;
+
+/** The claimed posts' channel columns, joined (channels as ch): ClaimChannelColumns. */
+export const CLAIM_CHANNEL_COLUMNS = `
+  ch.name AS ch_name, ch.platform AS ch_platform, ch.settings AS ch_settings,
   ch.enabled AS ch_enabled, ch.on_unknown AS ch_on_unknown, ch.credentials AS ch_credentials, ch.attention AS ch_attention, ch.created_at AS ch_created_at`;
+
+/** A channel's columns as channelFromRow reads them (channels, unaliased). */
+export const CHANNEL_COLUMNS = 'id, name, platform, settings, enabled, on_unknown, credentials, attention, created_at';
 
 /** The status each outcome kind leads to (the `to` of its transition). */
 export const OUTCOME_STATUS = {

@@ -86,6 +86,36 @@ export function testPostsStore(dialect: Dialect): void {
       assert.equal(failed?.outcome, 'failed');
     });
 
+    it('records one attempt per outcome an exchange lands, none for one it does not (a stale claim)', async () => {
+      const { store, channel } = await fresh();
+      const ids = await store.schedulePosts(Array.from({ length: 6 }, (_, i) => ({ channelId: channel.id, text: `p${i}`, runAt: past(1000 - i) })));
+      const claimed = await store.claim('w1', 6, 60_000);
+      assert.equal(claimed.length, 6);
+      const [stale, ...rest] = claimed;
+      const published = rest.slice(0, 4).map((c) => ({ kind: 'published', postId: c.id, token: c.token, externalId: `ext-${c.id}`, externalUrl: `https://x/${c.id}` }) as const);
+      const failed = rest[4];
+      const applied = await store.recordOutcomes('w1', [
+        ...published,
+        { kind: 'published', postId: stale?.id ?? 0, token: (stale?.token ?? 0) - 1, externalId: 'old', externalUrl: null },
+        { kind: 'failed', postId: failed?.id ?? 0, token: failed?.token ?? 0, error: 'HTTP 400' },
+      ]);
+      assert.deepEqual([...applied].sort((a, b) => a - b), [...published.map((p) => p.postId), failed?.id ?? 0].sort((a, b) => a - b));
+      const attempts = await Promise.all(ids.map((id) => store.postAttempts(id)));
+      for (const [i, id] of ids.entries()) {
+        const list = attempts[i] ?? [];
+        if (id === stale?.id) {
+          assert.deepEqual(list, [], 'a stale claim records no attempt');
+          assert.equal((await store.getPost(id))?.status, 'processing');
+        } else if (id === failed?.id) {
+          assert.deepEqual(list.map((a) => [a.attempt, a.outcome, a.error, a.externalId]), [[1, 'failed', 'HTTP 400', null]]);
+        } else {
+          assert.deepEqual(list.map((a) => [a.attempt, a.workerId, a.outcome, a.error, a.externalId, a.externalUrl]), [[1, 'w1', 'published', null, `ext-${id}`, `https://x/${id}`]]);
+          assert.ok(list[0]?.startedAt instanceof Date && list[0].startedAt.getTime() <= list[0].finishedAt.getTime());
+          assert.equal((await store.getPost(id))?.externalId, `ext-${id}`);
+        }
+      }
+    });
+
     it('records a lease that expired as an attempt', async () => {
       const { store, channel } = await fresh();
       const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: past(1000) }]);

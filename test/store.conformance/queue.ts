@@ -68,6 +68,26 @@ export function testQueueStore(dialect: Dialect): void {
       assert.deepEqual(await store.claim('w3', 5, 60_000), []);
     });
 
+    it('gives each post of one claim its own channel, whatever channels the batch mixes', async () => {
+      const { store, channel } = await fresh();
+      const other = await store.addChannel({ name: 'other', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/hook' }, onUnknown: 'retry' });
+      const ids = await store.schedulePosts(Array.from({ length: 5 }, (_, i) => ({ channelId: i % 2 === 0 ? channel.id : other.id, text: `p${i}`, runAt: ago(5_000 - i) })));
+      const claimed = await store.claim('w1', 5, 60_000);
+      assert.deepEqual(claimed.map((c) => c.id), ids);
+      assert.deepEqual(
+        claimed.map((c) => [c.text, c.channel?.id, c.channel?.name, c.channel?.platform, c.channel?.onUnknown]),
+        [
+          ['p0', channel.id, 'main', channel.platform, channel.onUnknown],
+          ['p1', other.id, 'other', 'webhook', 'retry'],
+          ['p2', channel.id, 'main', channel.platform, channel.onUnknown],
+          ['p3', other.id, 'other', 'webhook', 'retry'],
+          ['p4', channel.id, 'main', channel.platform, channel.onUnknown],
+        ],
+      );
+      assert.deepEqual(claimed[1]?.channel?.settings, { url: 'http://127.0.0.1:1/hook' });
+      assert.deepEqual(claimed[0]?.channel?.settings, channel.settings);
+    });
+
     it('never gives one post to two concurrent claimers', async () => {
       const { store, channel, connect } = await fresh();
       const total = 300;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { attemptRecord, CLAIM_COLUMNS, claimedFromRow, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { attemptRecord, CLAIM_CHANNEL_COLUMNS, CLAIM_POST_COLUMNS, type ClaimChannelColumns, claimedFromRows, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { MysqlConnection, MysqlTx } from './connection.ts';
 
@@ -146,8 +146,8 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
           WHERE id IN (?)`,
         [workerId, leaseMs, ids],
       );
-      const rows = await t.q<ClaimRow>(
-        `SELECT ${CLAIM_COLUMNS}, d.text, d.parts
+      const rows = await t.q<ClaimRow & ClaimChannelColumns>(
+        `SELECT ${CLAIM_POST_COLUMNS}, ${CLAIM_CHANNEL_COLUMNS}, d.text, d.parts
            FROM post_schedule s
            LEFT JOIN post_details d ON d.id = s.post_detail_id
            LEFT JOIN channels ch ON ch.id = s.channel_id
@@ -155,7 +155,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
           ORDER BY s.run_at, s.id`,
         [ids],
       );
-      return { applied, claimed: rows.map(claimedFromRow) };
+      return { applied, claimed: claimedFromRows(rows) };
     });
   };
 

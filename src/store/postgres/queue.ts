@@ -1,7 +1,7 @@
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { CLAIM_COLUMNS, claimedFromRow, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { CLAIM_CHANNEL_COLUMNS, CLAIM_POST_COLUMNS, type ClaimChannelColumns, claimedFromRows, type ClaimRow, outcomeJson, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { PostgresConnection } from './connection.ts';
 
@@ -94,7 +94,7 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
     SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
       FROM (SELECT 1) AS one
       LEFT JOIN (
-        SELECT ${CLAIM_COLUMNS},
+        SELECT ${CLAIM_POST_COLUMNS}, ${CLAIM_CHANNEL_COLUMNS},
                -- a lookup by primary key per claimed row, never a scan of all content
                (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
                (SELECT d.parts FROM post_details d WHERE d.id = s.post_detail_id) AS parts
@@ -105,7 +105,8 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
 
   const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> => {
     // one row even when nothing was claimed: then every column but `applied` is null
-    const rows = await q<(ClaimRow | { [K in keyof ClaimRow]: null }) & { applied: string }>(EXCHANGE, [
+    type Row = ClaimRow & ClaimChannelColumns;
+    const rows = await q<(Row | { [K in keyof Row]: null }) & { applied: string }>(EXCHANGE, [
       workerId,
       outcomes.map((o) => o.postId),
       JSON.stringify(outcomes.map(outcomeJson)),
@@ -114,7 +115,7 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
       claim.slot === true,
     ]);
     const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
-    return { applied, claimed: rows.filter((r): r is ClaimRow & { applied: string } => r.id !== null).map(claimedFromRow) };
+    return { applied, claimed: claimedFromRows(rows.filter((r): r is Row & { applied: string } => r.id !== null)) };
   };
 
   const findByKey = async (key: string): Promise<number | null> => {

@@ -1,7 +1,7 @@
 import { TRANSITIONS, whereFrom } from '../../states.ts';
 import type { HeldPost, NewPost, OnUnknown, Outcome, PostStatus, RecoveredPost } from '../../types.ts';
 import { exchangeCalls, type QueueStore } from '../concerns/queue.ts';
-import { attemptRecord, CLAIM_COLUMNS, claimedFromRow, type ClaimRow, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
+import { attemptRecord, CHANNEL_COLUMNS, CLAIM_POST_COLUMNS, claimedFromRows, type ChannelRow, type ClaimRow, partsColumn, postFromRow, type PostRow, publishedPartColumn } from '../rows.ts';
 import { type ClaimOptions, type Exchange, leaseExpiredMessage, recoveredStatus } from '../store.ts';
 import type { SqliteConnection } from './connection.ts';
 
@@ -10,9 +10,13 @@ const fence = `status = 'processing' AND worker_id = ? AND claim_token = ?`;
 /** The statements of the queue (status counts the due posts with SQL.dueCount). */
 export const SQL = {
   // publish, or publishLate: recovery took the post back, nobody claimed it since
-  published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = ?, external_id = ?, external_url = ?,
-                     unconfirmed = 0, lease_expires_at = NULL, updated_at = ?
-               WHERE id = ? AND claim_token = ? AND (${whereFrom('publish')} AND worker_id = ? OR ${whereFrom('publishLate')})`,
+  // an exchange's published posts, one statement: [id, token, waitedMs, externalId, externalUrl] each
+  published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = @now, external_id = j.value ->> 3, external_url = j.value ->> 4,
+                     unconfirmed = 0, lease_expires_at = NULL, updated_at = @now
+                FROM json_each(@published) j
+               WHERE post_schedule.id = j.value ->> 0 AND claim_token = j.value ->> 1
+                 AND (${whereFrom('publish')} AND worker_id = @worker OR ${whereFrom('publishLate')})
+              RETURNING id`,
   retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?, attempts = attempts - ?,
                  unconfirmed = MAX(unconfirmed, ?), worker_id = NULL, locked_at = NULL, lease_expires_at = NULL, updated_at = ?
            WHERE id = ? AND ${whereFrom('retryLater')} AND ${fence}`,
@@ -46,14 +50,21 @@ export const SQL = {
   before: 'SELECT attempts, locked_at FROM post_schedule WHERE id = ?',
   attempt: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  // their attempts, read after the update (it changes neither attempts nor locked_at): those
+  // it applied to; each started at its claim, or as long after as it waited in the worker
+  publishedAttempts: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, external_id, external_url)
+                      SELECT s.id, s.attempts, @worker, s.locked_at + (j.value ->> 2), @now, 'published', j.value ->> 3, j.value ->> 4
+                        FROM json_each(@published) j JOIN post_schedule s ON s.id = j.value ->> 0`,
   // the claimed posts with content and channel; ids as one JSON array, so that one
   // prepared statement serves every batch size
-  claimed: `SELECT ${CLAIM_COLUMNS}, d.text, d.parts
+  claimed: `SELECT ${CLAIM_POST_COLUMNS}, d.text, d.parts
               FROM post_schedule s
               LEFT JOIN post_details d ON d.id = s.post_detail_id
-              LEFT JOIN channels ch ON ch.id = s.channel_id
              WHERE s.id IN (SELECT value FROM json_each(?))
              ORDER BY s.run_at, s.id`,
+  // their channels, once each (a batch is mostly one channel's posts)
+  claimedChannels: `SELECT ${CHANNEL_COLUMNS} FROM channels
+                     WHERE id IN (SELECT channel_id FROM post_schedule WHERE id IN (SELECT value FROM json_each(?)))`,
 } as const;
 
 
@@ -82,12 +93,20 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
       const recording = JSON.stringify(outcomes.map((o) => o.postId));
       if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, recording, limit) as { id: number }[]).map((r) => r.id);
       const applied: number[] = [];
+      const published = outcomes.flatMap((o) => (o.kind === 'published' ? [[o.postId, o.token, Math.round(o.waitedMs ?? 0), o.externalId, o.externalUrl]] : []));
+      if (published.length > 0) {
+        const all = JSON.stringify(published);
+        const done = (stmt(SQL.published).all({ now, worker: workerId, published: all }) as { id: number }[]).map((r) => r.id);
+        applied.push(...done);
+        // usually all of them; else the entries of those it applied to
+        const recorded = done.length === published.length ? all : JSON.stringify(published.filter((p) => done.includes(p[0] as number)));
+        if (done.length > 0) stmt(SQL.publishedAttempts).run({ now, worker: workerId, published: recorded });
+      }
       for (const o of outcomes) {
+        if (o.kind === 'published') continue;
         let changes: number;
         const before = o.kind === 'released' ? undefined : (stmt(SQL.before).get(o.postId) as { attempts: number; locked_at: number | null } | undefined);
-        if (o.kind === 'published') {
-          changes = stmt(SQL.published).run(now, o.externalId, o.externalUrl, now, o.postId, o.token, workerId).changes;
-        } else if (o.kind === 'retry') {
+        if (o.kind === 'retry') {
           changes = stmt(SQL.retry).run(now + o.delayMs, o.error, o.uncounted === true ? 1 : 0, o.unconfirmed ? 1 : 0, now, o.postId, workerId, o.token).changes;
         } else if (o.kind === 'failed') {
           changes = stmt(SQL.failed).run(o.error, now, o.postId, workerId, o.token).changes;
@@ -100,16 +119,15 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
         // posts show: one row per attempt that ended, with its reason (a release is none)
         const record = attemptRecord(o);
         if (changes > 0 && before !== undefined && record !== null) {
-          const error = o.kind === 'published' || o.kind === 'released' ? null : o.error;
-          const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
-          // it started at its claim, or as long after as it waited in the worker (claimed ahead)
+          const error = o.kind === 'released' ? null : o.error;
           const startedAt = before.locked_at === null ? null : before.locked_at + Math.round(o.waitedMs ?? 0);
-          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, startedAt, now, record.outcome, record.reason, error, externalId, externalUrl);
+          stmt(SQL.attempt).run(o.postId, before.attempts, workerId, startedAt, now, record.outcome, record.reason, error, null, null);
         }
       }
       if (ids.length === 0) return { applied, claimed: [] };
-      const rows = stmt(SQL.claimed).all(JSON.stringify(ids)) as ClaimRow[];
-      return { applied, claimed: rows.map(claimedFromRow) };
+      const claimed = JSON.stringify(ids);
+      const rows = stmt(SQL.claimed).all(claimed) as ClaimRow[];
+      return { applied, claimed: claimedFromRows(rows, stmt(SQL.claimedChannels).all(claimed) as ChannelRow[]) };
     });
 
   return {
