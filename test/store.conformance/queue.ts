@@ -5,6 +5,9 @@ import { MAX_KEY } from '../../src/operations/posts.ts';
 import { describe, it } from 'node:test';
 import postgres from 'postgres';
 import { parseDatabaseUrl } from '../../src/config.ts';
+import { dueForClaim } from '../../src/store/mysql/queue.ts';
+import { EXCHANGE } from '../../src/store/postgres/queue.ts';
+import { SQL as SQLITE } from '../../src/store/sqlite/queue.ts';
 import type { Outcome } from '../../src/types.ts';
 import { migratedStores, storesWithChannel } from '../helpers/conformance.ts';
 import { rawQuery, type TestDatabase } from '../helpers/databases.ts';
@@ -556,6 +559,15 @@ export function testQueueStore(dialect: Dialect): void {
       assert.match(plan, /post_schedule_due/, `plan: ${plan}`);
     });
 
+    it("claims from the due index's head, not by sorting every due post, after a bulk load of one channel's posts", async () => {
+      const { db, store, channel } = await fresh();
+      await store.schedulePosts(Array.from({ length: 3_000 }, (_, i) => ({ channelId: channel.id, text: `bulk ${i}`, runAt: ago(60_000 - i) })));
+      const plan = await explainClaim(db, 25);
+      assert.ok(plan.index, `the claim reads post_schedule_due: ${plan.text}`);
+      assert.ok(!plan.sorts, `the claim sorts no due posts: ${plan.text}`);
+      if (plan.rowsRead !== null) assert.ok(plan.rowsRead <= 50, `read ${plan.rowsRead} due posts to claim 25: ${plan.text}`);
+    });
+
     testStoreContent(fresh);
   });
 
@@ -670,4 +682,71 @@ async function explainDue(db: TestDatabase): Promise<string> {
   } finally {
     await sql.end({ timeout: 1 });
   }
+}
+
+/**
+ * The plan of a claim of `limit` posts, read through a separate connection: whether it
+ * reads post_schedule_due, whether it sorts, and (PostgreSQL, which runs it: EXPLAIN
+ * ANALYZE, rolled back) how many rows it read from post_schedule.
+ */
+async function explainClaim(db: TestDatabase, limit: number): Promise<{ index: boolean; sorts: boolean; rowsRead: number | null; text: string }> {
+  const target = parseDatabaseUrl(db.url);
+  if (target.dialect === 'sqlite') {
+    const raw = new Database(target.path, { readonly: true });
+    try {
+      const rows = raw.prepare(`EXPLAIN QUERY PLAN ${SQLITE.claim}`).all('w', 0, 0, 0, Date.now(), '[]', limit) as { detail: string }[];
+      const text = rows.map((r) => r.detail).join(' | ');
+      return { index: /post_schedule USING INDEX post_schedule_due/.test(text), sorts: /TEMP B-TREE FOR ORDER BY/.test(text), rowsRead: null, text };
+    } finally {
+      raw.close();
+    }
+  }
+  if (target.dialect === 'mysql') {
+    const rows = await rawQuery<{ table: string; key: string | null; Extra: string | null }>(target.url, `EXPLAIN ${dueForClaim(false)}`, [limit]);
+    const text = rows.map((r) => `${r.table}: ${r.key ?? '(no index)'} ${r.Extra ?? ''}`).join(' | ');
+    return { index: rows.some((r) => r.table === 'post_schedule' && r.key === 'post_schedule_due'), sorts: /filesort/.test(text), rowsRead: null, text };
+  }
+  // one connection: the claim it runs is rolled back
+  const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
+  try {
+    await sql.unsafe('BEGIN');
+    const [row] = await sql.unsafe(`EXPLAIN (ANALYZE, FORMAT JSON) ${EXCHANGE}`, ['w-plan', [], '[]', limit, 60_000, false]);
+    await sql.unsafe('ROLLBACK');
+    const nodes: PgPlan[] = [];
+    const walk = (n: PgPlan | undefined): void => {
+      if (n === undefined) return;
+      nodes.push(n);
+      for (const c of n.Plans ?? []) walk(c);
+    };
+    walk((Object.values(row ?? {})[0] as { Plan: PgPlan }[])[0]?.Plan);
+    // the part that picks the due posts (the CTE `due`), and its scans: of the due index or the table
+    const due: PgPlan[] = [];
+    const pick = (n: PgPlan | undefined): void => {
+      if (n === undefined) return;
+      due.push(n);
+      for (const c of n.Plans ?? []) pick(c);
+    };
+    pick(nodes.find((n) => n['Subplan Name'] === 'CTE due'));
+    const scans = due.filter((n) => n['Index Name'] === 'post_schedule_due' || (n['Relation Name'] === 'post_schedule' && n['Node Type'] === 'Seq Scan'));
+    const text = due.map((n) => `${n['Node Type']}${n['Index Name'] === undefined ? '' : ` on ${n['Index Name']}`} (${n['Actual Rows'] ?? '?'} rows)`).join(' > ');
+    return {
+      index: scans.some((n) => n['Index Name'] === 'post_schedule_due'),
+      // a sort of the table's rows (the final one sorts the claimed rows, c.run_at)
+      sorts: due.some((n) => n['Node Type'] === 'Sort'),
+      rowsRead: scans.reduce((sum, n) => sum + (n['Actual Rows'] ?? 0) * (n['Actual Loops'] ?? 1), 0),
+      text,
+    };
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+interface PgPlan {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  'Actual Rows'?: number;
+  'Actual Loops'?: number;
+  'Subplan Name'?: string;
+  Plans?: PgPlan[];
 }

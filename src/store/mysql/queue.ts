@@ -13,6 +13,19 @@ const NOW_PLUS_MS = 'NOW(3) + INTERVAL ? * 1000 MICROSECOND';
 const NOT_PAUSED = 'channel_id NOT IN (SELECT id FROM channels WHERE paused_at IS NOT NULL)';
 
 /**
+ * The due posts a claim takes, oldest first, walking post_schedule_due (exported for the
+ * conformance suite's plan check); `excluding`: not the posts of these ids (a parameter).
+ */
+export function dueForClaim(excluding: boolean): string {
+  return `SELECT id FROM post_schedule
+           WHERE ${whereFrom('claim')} AND run_at <= NOW(3) AND ${NOT_PAUSED}
+             ${excluding ? 'AND id NOT IN (?)' : ''}
+           ORDER BY run_at, id
+           LIMIT ?
+           FOR UPDATE SKIP LOCKED`;
+}
+
+/**
  * The outcomes of one exchange as a table `v` (one JSON parameter, JSON_TABLE): MySQL has
  * no arrays to unnest. Keys whose value is null are left out of the JSON (a missing path
  * is NULL on both servers; a JSON null is not on every version).
@@ -128,15 +141,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
         if (slot.affectedRows === 0) limit = 0;
       }
       if (limit <= 0) return { applied, claimed: [] };
-      const due = await t.q<{ id: number }>(
-        `SELECT id FROM post_schedule
-          WHERE ${whereFrom('claim')} AND run_at <= NOW(3) AND ${NOT_PAUSED}
-            ${recording.length > 0 ? 'AND id NOT IN (?)' : ''}
-          ORDER BY run_at, id
-          LIMIT ?
-          FOR UPDATE SKIP LOCKED`,
-        recording.length > 0 ? [recording, limit] : [limit],
-      );
+      const due = await t.q<{ id: number }>(dueForClaim(recording.length > 0), recording.length > 0 ? [recording, limit] : [limit]);
       if (due.length === 0) return { applied, claimed: [] };
       const ids = due.map((d) => d.id);
       await t.exec(
