@@ -207,30 +207,35 @@ export interface ClaimChannelColumns {
 /**
  * Claimed posts from their rows. Each channel is made once per batch and shared by its
  * posts (a batch of 200 posts of one channel parses its settings once): from `channels`
- * when given (rows of CHANNEL_COLUMNS), else from the first row of each channel joined
- * with ClaimChannelColumns. A post whose channel is gone has none (the worker fails it).
+ * when given (rows of CHANNEL_COLUMNS), else from the row of each channel that carries
+ * ClaimChannelColumns (any one of its posts' rows; the others may have them null). A post
+ * whose channel is gone has none (the worker fails it).
  */
 export function claimedFromRows(rows: readonly (ClaimRow & Partial<ClaimChannelColumns>)[], channels?: readonly ChannelRow[]): ClaimedPost[] {
   const byId = new Map<number, Channel>();
-  if (channels !== undefined) for (const c of channels) byId.set(Number(c.id), channelFromRow(c));
-  return rows.map((row): ClaimedPost => {
-    const channelId = row.ch_id === null ? null : Number(row.ch_id);
-    let channel = channelId === null ? undefined : byId.get(channelId);
-    if (channel === undefined && channelId !== null && channels === undefined && row.ch_name != null && row.ch_platform != null) {
-      channel = channelFromRow({
-        id: channelId,
-        name: row.ch_name,
-        platform: row.ch_platform,
-        settings: row.ch_settings,
-        enabled: row.ch_enabled ?? false,
-        on_unknown: row.ch_on_unknown ?? 'hold',
-        credentials: row.ch_credentials ?? null,
-        attention: row.ch_attention ?? null,
-        created_at: row.ch_created_at ?? null,
-      });
-      byId.set(channelId, channel);
+  if (channels !== undefined) {
+    for (const c of channels) byId.set(Number(c.id), channelFromRow(c));
+  } else {
+    for (const row of rows) {
+      if (row.ch_id === null || row.ch_name == null || row.ch_platform == null || byId.has(Number(row.ch_id))) continue;
+      byId.set(
+        Number(row.ch_id),
+        channelFromRow({
+          id: row.ch_id,
+          name: row.ch_name,
+          platform: row.ch_platform,
+          settings: row.ch_settings,
+          enabled: row.ch_enabled ?? false,
+          on_unknown: row.ch_on_unknown ?? 'hold',
+          credentials: row.ch_credentials ?? null,
+          attention: row.ch_attention ?? null,
+          created_at: row.ch_created_at ?? null,
+        }),
+      );
     }
-    return {
+  }
+  return rows.map(
+    (row): ClaimedPost => ({
       id: Number(row.id),
       runAt: required(row.run_at, 'post_schedule.run_at'),
       scheduledAt: toDate(row.scheduled_at) ?? required(row.run_at, 'post_schedule.run_at'),
@@ -242,9 +247,9 @@ export function claimedFromRows(rows: readonly (ClaimRow & Partial<ClaimChannelC
       text: row.text,
       parts: row.text === null ? null : partsFrom(row.text, row.parts),
       publishedParts: publishedPartsFrom(row.published_parts),
-      channel: channel ?? null,
-    };
-  });
+      channel: (row.ch_id === null ? undefined : byId.get(Number(row.ch_id))) ?? null,
+    }),
+  );
 }
 
 export interface CycleRow {

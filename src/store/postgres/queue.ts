@@ -28,7 +28,7 @@ const NOT_PAUSED = `channel_id NOT IN (SELECT id FROM channels WHERE paused_at I
  * - due / claimed: the claim. Locks the due rows picked, FOR UPDATE; rows another claim
  *   holds are skipped, not waited for. Posts `done` returns to pending are not seen by
  *   `due` (same snapshot), so they are never re-claimed by the same call.
- * Always returns at least one row: `applied` (comma-separated ids) on every row.
+ * Returns one row: `applied` (comma-separated ids) and `claimed` (a JSON array).
  * Exported for the conformance suite's plan check.
  */
 export const EXCHANGE = `
@@ -92,22 +92,24 @@ export const EXCHANGE = `
        SET status = '${TRANSITIONS.claim.to}', worker_id = $1, locked_at = now(),
            lease_expires_at = now() + $5 * interval '1 millisecond',
            attempts = s.attempts + 1, claim_token = s.claim_token + 1, updated_at = now()
-      FROM due
-     WHERE s.id = due.id
+     -- a primary-key lookup per claimed post (as in done), never a hash join over the table
+     WHERE s.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING s.id, s.run_at, s.scheduled_at, s.attempts, s.attempts_base, s.claim_token, s.idempotency_key, s.unconfirmed,
               s.published_parts, s.post_detail_id, s.channel_id
   )
-  SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied, c.*
-    FROM (SELECT 1) AS one
-    LEFT JOIN (
-      SELECT ${CLAIM_POST_COLUMNS}, ${CLAIM_CHANNEL_COLUMNS},
-             -- a lookup by primary key per claimed row, never a scan of all content
-             (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
-             (SELECT d.parts FROM post_details d WHERE d.id = s.post_detail_id) AS parts
-        FROM claimed s
-        LEFT JOIN channels ch ON ch.id = s.channel_id
-    ) AS c ON true
-   ORDER BY c.run_at, c.id`;
+  SELECT (SELECT COALESCE(string_agg(id::text, ','), '') FROM done) AS applied,
+         -- the claimed posts as one JSON array, oldest first: the worker parses one value
+         -- (natively) rather than a row of twenty columns per post
+         (SELECT json_agg(c ORDER BY c.run_at, c.id) FROM (
+            SELECT ${CLAIM_POST_COLUMNS}, ${CLAIM_CHANNEL_COLUMNS},
+                   -- a lookup by primary key per claimed row, never a scan of all content
+                   (SELECT d.text FROM post_details d WHERE d.id = s.post_detail_id) AS text,
+                   (SELECT d.parts FROM post_details d WHERE d.id = s.post_detail_id) AS parts
+              FROM (SELECT *, row_number() OVER (PARTITION BY channel_id) AS nth FROM claimed) s
+              -- a channel's columns on one of its posts' rows only (claimedFromRows): the
+              -- worker makes each channel once per batch, not once per post
+              LEFT JOIN channels ch ON ch.id = s.channel_id AND s.nth = 1
+         ) AS c) AS claimed`;
 
 /**
  * The queue on PostgreSQL (see QueueStore), on the database's clock. Claims use FOR
@@ -117,9 +119,8 @@ export const EXCHANGE = `
 export function makePostgresQueue(c: PostgresConnection): QueueStore {
   const { q } = c;
   const exchange = async (workerId: string, outcomes: readonly Outcome[], limit: number, leaseMs: number, claim: ClaimOptions = {}): Promise<Exchange> => {
-    // one row even when nothing was claimed: then every column but `applied` is null
-    type Row = ClaimRow & ClaimChannelColumns;
-    const rows = await q<(Row | { [K in keyof Row]: null }) & { applied: string }>(EXCHANGE, [
+    // one row: the ids of the outcomes applied, and the posts claimed (null when none)
+    const [row] = await q<{ applied: string; claimed: (ClaimRow & ClaimChannelColumns)[] | null }>(EXCHANGE, [
       workerId,
       outcomes.map((o) => o.postId),
       JSON.stringify(outcomes.map(outcomeJson)),
@@ -127,8 +128,8 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
       leaseMs,
       claim.slot === true,
     ]);
-    const applied = (rows[0]?.applied ?? '') === '' ? [] : (rows[0]?.applied ?? '').split(',').map(Number);
-    return { applied, claimed: claimedFromRows(rows.filter((r): r is Row & { applied: string } => r.id !== null)) };
+    const applied = (row?.applied ?? '') === '' ? [] : (row?.applied ?? '').split(',').map(Number);
+    return { applied, claimed: claimedFromRows(row?.claimed ?? []) };
   };
 
   const findByKey = async (key: string): Promise<number | null> => {
