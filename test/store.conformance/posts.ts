@@ -116,6 +116,18 @@ export function testPostsStore(dialect: Dialect): void {
       }
     });
 
+    it('records one attempt for a post whose outcome an exchange carries twice, and none from its older claim', async () => {
+      const { store, channel } = await fresh();
+      const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: past(1000) }]);
+      const [c] = await store.claim('w1', 1, 60_000);
+      const token = c?.token ?? 0;
+      const current = { kind: 'published', postId: id, token, externalId: 'ext', externalUrl: null } as const;
+      const applied = await store.recordOutcomes('w1', [{ ...current, token: token - 1, externalId: 'stale' }, current, current]);
+      assert.deepEqual([...new Set(applied)], [id]);
+      assert.deepEqual((await store.postAttempts(id)).map((a) => [a.attempt, a.outcome, a.externalId]), [[1, 'published', 'ext']]);
+      assert.equal((await store.getPost(id))?.externalId, 'ext');
+    });
+
     it('records a lease that expired as an attempt', async () => {
       const { store, channel } = await fresh();
       const [id = 0] = await store.schedulePosts([{ channelId: channel.id, text: 'x', runAt: past(1000) }]);

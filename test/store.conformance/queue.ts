@@ -470,6 +470,14 @@ export function testQueueStore(dialect: Dialect): void {
       assert.deepEqual(await store.recordOutcomes('slow', [late(h)]), [h], 'held unknown, then confirmed');
       const ph = await store.getPost(h ?? 0);
       assert.deepEqual([ph?.status, ph?.externalId, ph?.unconfirmed], ['published', `ext-${h ?? 0}`, false]);
+      // its history: the lease that expired, then the late publish, both the slow worker's first attempt
+      assert.deepEqual(
+        (await store.postAttempts(h ?? 0)).map((a) => [a.attempt, a.workerId, a.outcome, a.externalId]),
+        [
+          [1, 'slow', 'expired', null],
+          [1, 'slow', 'published', `ext-${h ?? 0}`],
+        ],
+      );
       assert.deepEqual(await store.recordOutcomes('slow', [late(again)]), [], 'claimed again since: the new claim decides');
       assert.equal((await store.getPost(again ?? 0))?.status, 'processing');
       assert.deepEqual(

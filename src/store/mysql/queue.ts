@@ -87,8 +87,8 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
       let applied: number[] = [];
       if (outcomes.length > 0) {
         const table = JSON.stringify(outcomes.map(outcomeJson));
-        const before = await t.q<{ id: number; attempts: number; worker_id: string | null; locked_at: Date | null }>(
-          `SELECT s.id, s.attempts, s.worker_id, s.locked_at FROM ${OUTCOMES} STRAIGHT_JOIN post_schedule s ON s.id = v.id
+        const before = await t.q<{ id: number; attempts: number; claim_token: number; locked_at: Date | null }>(
+          `SELECT s.id, s.attempts, s.claim_token, s.locked_at FROM ${OUTCOMES} STRAIGHT_JOIN post_schedule s ON s.id = v.id
             WHERE s.id IN (?) AND ${OUTCOME_FENCE}
             FOR UPDATE`,
           [table, recording, workerId],
@@ -120,13 +120,15 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
           const attempts = outcomes.flatMap((o) => {
             const b = byId.get(o.postId);
             const record = attemptRecord(o);
-            if (b === undefined || record === null) return [];
+            // one per post: the first outcome of its claim (an outcome of an older claim lands nothing)
+            if (b === undefined || record === null || Number(b.claim_token) !== o.token) return [];
             byId.delete(o.postId);
             const error = o.kind === 'failed' || o.kind === 'retry' || o.kind === 'unknown' ? o.error : null;
             const [externalId, externalUrl] = o.kind === 'published' ? [o.externalId, o.externalUrl] : [null, null];
             // it started at its claim, or as long after as it waited in the worker (claimed ahead)
             const startedAt = b.locked_at === null || o.waitedMs === undefined ? b.locked_at : new Date(b.locked_at.getTime() + Math.round(o.waitedMs));
-            return [[o.postId, b.attempts, b.worker_id, startedAt, record.outcome, record.reason, error, externalId, externalUrl]];
+            // by the worker that reports it (a late publish's post has no worker since recovery)
+            return [[o.postId, b.attempts, workerId, startedAt, record.outcome, record.reason, error, externalId, externalUrl]];
           });
           if (attempts.length > 0) {
             await t.exec(

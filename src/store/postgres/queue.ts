@@ -62,14 +62,16 @@ export const EXCHANGE = `
      WHERE s.id = ANY($2::bigint[]) AND s.id = v.id AND s.claim_token = v.token
        AND (${whereFrom('publish', 's.status')} AND s.worker_id = $1
             OR v.kind = 'published' AND ${whereFrom('publishLate', 's.status')})
-    RETURNING s.id, o.attempts AS attempt, o.worker_id AS attempt_worker_id, o.locked_at AS attempt_started_at
+    RETURNING s.id, s.claim_token, o.attempts AS attempt, o.locked_at AS attempt_started_at
   ), attempt AS (
     -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
     INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
     -- it started at its claim, or as long after as it waited in the worker (claimed ahead)
-    SELECT v.id, done.attempt, done.attempt_worker_id, done.attempt_started_at + v.waited_ms * interval '1 millisecond', now(),
+    -- by the worker that reports it (a late publish's post has no worker since recovery)
+    -- one per post: of its outcomes, one of the claim that landed (an older claim's lands nothing)
+    SELECT DISTINCT ON (v.id) v.id, done.attempt, $1, done.attempt_started_at + v.waited_ms * interval '1 millisecond', now(),
            v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
-      FROM done JOIN v ON v.id = done.id
+      FROM done JOIN v ON v.id = done.id AND v.token = done.claim_token
      WHERE v.attempt_outcome IS NOT NULL
   ), slot AS (
     -- the worker's GLOBAL_MAX_WORKERS slot ($6), extended as long as the leases taken
@@ -167,7 +169,9 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
       // A bulk load (simulate, an import): fresh statistics, as PostgreSQL advises after
       // one, so that the next claims walk the due index rather than sort every due post
       // (a planner that still counts the table as empty estimates two due posts).
-      if (posts.length >= BULK_ROWS) await q('ANALYZE post_schedule');
+      // The posts are in whatever it does: a lock it waits for past lock_timeout, or a role
+      // that does not own the table (a warning, skipped), leaves the statistics as they were.
+      if (posts.length >= BULK_ROWS) await q('ANALYZE post_schedule').catch(() => undefined);
       return rows.map((r) => r.id).sort((a, b) => a - b);
     },
 

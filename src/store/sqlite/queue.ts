@@ -9,12 +9,14 @@ import type { SqliteConnection } from './connection.ts';
 const fence = `status = 'processing' AND worker_id = ? AND claim_token = ?`;
 /** The statements of the queue (status counts the due posts with SQL.dueCount). */
 export const SQL = {
-  // publish, or publishLate: recovery took the post back, nobody claimed it since
-  // an exchange's published posts, one statement: [id, token, waitedMs, externalId, externalUrl] each
-  published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = @now, external_id = j.value ->> 3, external_url = j.value ->> 4,
+  // an exchange's published posts in one statement ([id, token, waitedMs, externalId,
+  // externalUrl] each): publish, or publishLate (recovery took the post back, nobody
+  // claimed it since)
+  published: `UPDATE post_schedule SET status = '${TRANSITIONS.publish.to}', published_at = @now,
+                     external_id = json_extract(j.value, '$[3]'), external_url = json_extract(j.value, '$[4]'),
                      unconfirmed = 0, lease_expires_at = NULL, updated_at = @now
                 FROM json_each(@published) j
-               WHERE post_schedule.id = j.value ->> 0 AND claim_token = j.value ->> 1
+               WHERE post_schedule.id = json_extract(j.value, '$[0]') AND claim_token = json_extract(j.value, '$[1]')
                  AND (${whereFrom('publish')} AND worker_id = @worker OR ${whereFrom('publishLate')})
               RETURNING id`,
   retry: `UPDATE post_schedule SET status = '${TRANSITIONS.retryLater.to}', run_at = ?, last_error = ?, attempts = attempts - ?,
@@ -53,8 +55,10 @@ export const SQL = {
   // their attempts, read after the update (it changes neither attempts nor locked_at): those
   // it applied to; each started at its claim, or as long after as it waited in the worker
   publishedAttempts: `INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, external_id, external_url)
-                      SELECT s.id, s.attempts, @worker, s.locked_at + (j.value ->> 2), @now, 'published', j.value ->> 3, j.value ->> 4
-                        FROM json_each(@published) j JOIN post_schedule s ON s.id = j.value ->> 0`,
+                      SELECT s.id, s.attempts, @worker, s.locked_at + json_extract(j.value, '$[2]'), @now, 'published',
+                             json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]')
+                        FROM json_each(@published) j
+                        JOIN post_schedule s ON s.id = json_extract(j.value, '$[0]') AND s.claim_token = json_extract(j.value, '$[1]')`,
   // the claimed posts with content and channel; ids as one JSON array, so that one
   // prepared statement serves every batch size
   claimed: `SELECT ${CLAIM_POST_COLUMNS}, d.text, d.parts
@@ -93,7 +97,14 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
       const recording = JSON.stringify(outcomes.map((o) => o.postId));
       if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, recording, limit) as { id: number }[]).map((r) => r.id);
       const applied: number[] = [];
-      const published = outcomes.flatMap((o) => (o.kind === 'published' ? [[o.postId, o.token, Math.round(o.waitedMs ?? 0), o.externalId, o.externalUrl]] : []));
+      // one entry per post and claim token (the first, as the per-row path would apply it):
+      // of entries for one post, only the one with its token lands, and its attempt with it
+      const seen = new Set<string>();
+      const published = outcomes.flatMap((o) => {
+        if (o.kind !== 'published' || seen.has(`${o.postId}:${o.token}`)) return [];
+        seen.add(`${o.postId}:${o.token}`);
+        return [[o.postId, o.token, Math.round(o.waitedMs ?? 0), o.externalId, o.externalUrl]];
+      });
       if (published.length > 0) {
         const all = JSON.stringify(published);
         const done = (stmt(SQL.published).all({ now, worker: workerId, published: all }) as { id: number }[]).map((r) => r.id);
