@@ -87,7 +87,7 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
       let applied: number[] = [];
       if (outcomes.length > 0) {
         const table = JSON.stringify(outcomes.map(outcomeJson));
-        const before = await t.q<{ id: number; attempts: number; claim_token: number; locked_at: Date | null }>(
+        const before = await t.q<{ id: number; attempts: number; claim_token: number | string; locked_at: Date | null }>(
           `SELECT s.id, s.attempts, s.claim_token, s.locked_at FROM ${OUTCOMES} STRAIGHT_JOIN post_schedule s ON s.id = v.id
             WHERE s.id IN (?) AND ${OUTCOME_FENCE}
             FOR UPDATE`,
