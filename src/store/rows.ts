@@ -174,8 +174,8 @@ export function postFromRow(row: PostRow): Post {
 /**
  * A claimed post's row: its columns, its content (d.text, d.parts) and its channel's id
  * (ch_id). PostgreSQL and MySQL join the channel's columns too (ClaimChannelColumns), in
- * the same round trip; SQLite reads the batch's channels once (CLAIMED_CHANNELS), not
- * once per post.
+ * the same round trip; SQLite reads the batch's channels once (its SQL.claimedChannels),
+ * not once per post.
  */
 export interface ClaimRow {
   id: number;
@@ -192,7 +192,7 @@ export interface ClaimRow {
   ch_id: number | null;
 }
 
-/** A claimed post's channel columns, when joined to its row (ch_id null: no such channel). */
+/** A claimed post's channel columns, when joined to its row (ch_name null: no such channel, or another row carries them). */
 export interface ClaimChannelColumns {
   ch_name: string | null;
   ch_platform: string | null;

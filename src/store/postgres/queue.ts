@@ -56,7 +56,7 @@ export const EXCHANGE = `
            attempts = CASE WHEN v.kind = 'released' OR v.uncounted THEN s.attempts - 1 ELSE s.attempts END,
            lease_expires_at = NULL,
            updated_at = now()
-      -- o: the row as this statement's snapshot saw it (the attempt's worker, start and number)
+      -- o: the row as this statement's snapshot saw it (the attempt's number and start)
       FROM v JOIN post_schedule o ON o.id = v.id
      -- s.id = ANY: a primary-key lookup per outcome, whatever the planner guesses of v's size
      WHERE s.id = ANY($2::bigint[]) AND s.id = v.id AND s.claim_token = v.token
@@ -66,9 +66,9 @@ export const EXCHANGE = `
   ), attempt AS (
     -- posts show: one row per attempt that ended, with its reason (a release is none: attempt_outcome NULL)
     INSERT INTO post_attempts (post_id, attempt, worker_id, started_at, finished_at, outcome, reason, error, external_id, external_url)
-    -- it started at its claim, or as long after as it waited in the worker (claimed ahead)
-    -- by the worker that reports it (a late publish's post has no worker since recovery)
-    -- one per post: of its outcomes, one of the claim that landed (an older claim's lands nothing)
+    -- one per post, of the claim that landed (an older claim's outcome lands nothing); by the
+    -- worker that reports it (a late publish's post has had no worker since recovery); it
+    -- started at its claim, or as long after as it waited in the worker (claimed ahead)
     SELECT DISTINCT ON (v.id) v.id, done.attempt, $1, done.attempt_started_at + v.waited_ms * interval '1 millisecond', now(),
            v.attempt_outcome, v.reason, v.error, v.external_id, v.external_url
       FROM done JOIN v ON v.id = done.id AND v.token = done.claim_token
