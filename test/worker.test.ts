@@ -433,6 +433,32 @@ for (const dialect of DIALECTS) {
       assert.ok(refills.length >= 4, `freed slots refilled one by one (${f.faulty.exchanges.map((c) => `${c.outcomes.length}/${c.limit}`).join(' ')})`);
     });
 
+    it(`quick publishes: ${dialect === 'sqlite' ? 'no claim goes out for publishes in flight (the round trip runs on the worker\'s thread)' : 'the next batch is claimed while one is being published'}; each post once, never more than WORKER_CONCURRENCY in flight`, async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const texts = Array.from({ length: 80 }, (_, i) => `q${i}`);
+      const ids = await f.schedule(main, ...texts);
+      const report = await f.run({ env: { BATCH_SIZE: '5', WORKER_CONCURRENCY: '5' } });
+
+      assert.deepEqual(counts(report), { ...none, claimed: 80, published: 80 });
+      assert.deepEqual(f.fake.publishes.map((r) => r.text).sort(), [...texts].sort(), 'each post sent once');
+      assert.ok(f.fake.maxInFlight <= 5, `at most 5 in flight, saw ${f.fake.maxInFlight}`);
+      for (const id of ids) assert.equal((await f.post(id)).status, 'published');
+      // posts claimed and not yet reported when each claim went out: more than the free
+      // slots' worth means it claimed for publishes still in flight
+      let outstanding = 0;
+      const shapes: string[] = [];
+      let ahead = 0;
+      for (const c of f.faulty.exchanges) {
+        outstanding -= c.outcomes.length;
+        if (c.limit > 0 && outstanding + c.limit > 5) ahead++;
+        shapes.push(`${outstanding}+${c.limit}`);
+        outstanding += c.result?.claimed.length ?? 0;
+      }
+      if (dialect === 'sqlite') assert.equal(ahead, 0, `claims (held+limit): ${shapes.join(' ')}`);
+      else assert.ok(ahead >= 3, `claims while a batch is in flight: ${ahead} (held+limit: ${shapes.join(' ')})`);
+    });
+
     it('claims at most its share until the share is lifted, then the rest', async () => {
       const f = await setup();
       const main = await f.channel('main', 'retry');

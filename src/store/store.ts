@@ -28,6 +28,12 @@ export type { ActivityReport, MetricsSnapshot, HistogramSnapshot, TuneHistory, D
  */
 export interface Store extends QueueStore, PostsStore, ChannelStore, CoordinationStore, RateStore, AlertStore, HistoryStore, FiguresStore {
   readonly dialect: Dialect;
+  /**
+   * Its statements run in this process, on the caller's thread (SQLite): a round trip is
+   * this process's own CPU, and nothing the caller started runs beside it. False where a
+   * round trip is a wait on a server, which the caller's other work can overlap.
+   */
+  readonly inProcess: boolean;
   /** opening it created the database (a new SQLite file): commands say so */
   readonly created: boolean;
   /** creates or upgrades the schema; safe to call from many processes at once */

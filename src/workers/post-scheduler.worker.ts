@@ -45,8 +45,8 @@ const REFILL_COALESCE_MAX_MS = 5;
  * least, or three claim round trips): the post that refills the slot is here when it
  * frees, instead of a claim round trip later. Posts claimed ahead wait in the worker (at
  * most one per publish in flight) and are handed back, unstarted, if it stops. Only for
- * publishes that take at least twice that: a quick publisher's freed slots are refilled
- * in batches anyway (REFILL_COALESCE_MIN_MS), where claiming ahead would only add round trips.
+ * publishes that take at least twice that (a resident's, WorkerOptions.claimAhead); a
+ * quick publisher's are claimed for as a batch (see pipelined).
  */
 const CLAIM_AHEAD_MIN_MS = 10;
 /** how many recent publish durations "the quickest" is taken from */
@@ -209,6 +209,18 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const ready: { readonly post: ClaimedPost; readonly since: number }[] = [];
   /** claiming ahead: when each publish in flight started (performance.now()), by post id */
   const claimAhead = options.claimAhead === true;
+  /**
+   * Quick publishes (each of the last DURATIONS_KEPT ended within the last claim's round
+   * trip: a file, a receiver on the same host) are all about to end: their slots are
+   * claimed for as soon as they start, so that the worker publishes one batch while the
+   * database records the one before and claims the next, instead of each waiting for the
+   * other (W1 on PostgreSQL, BENCHMARKS.md). Any worker's, cron or resident; not on a store
+   * whose round trips run on the worker's own thread (SQLite), where nothing would overlap.
+   * The posts claimed for them wait in the worker, at most one per publish in flight, as
+   * posts claimed ahead do, and at the same price (WorkerOptions.claimAhead): a worker
+   * killed outright leaves them to lease recovery as attempts that may have been delivered.
+   */
+  const pipelined = !store.inProcess;
   const startedAt = new Map<number, number>();
   /** the last DURATIONS_KEPT publish durations, ms */
   const durations: number[] = [];
@@ -228,11 +240,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     void publishPost(post, publishDeps).then((outcome) => {
       inFlight--;
       const settled = performance.now();
-      if (claimAhead) {
-        startedAt.delete(post.id);
-        durations[durationsNext] = settled - began;
-        durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
-      }
+      if (claimAhead) startedAt.delete(post.id);
+      durations[durationsNext] = settled - began;
+      durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(waitedMs > 0 ? { ...outcome, waitedMs } : outcome);
       // the freed slot takes the next post claimed ahead, if there is one
@@ -278,6 +288,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
    * recent one, less the lead), and when the next one will be (performance.now(), null: none).
    */
   const endingSoon = (now: number): { count: number; nextAt: number | null } => {
+    if (pipelined && durations.length === DURATIONS_KEPT && Math.max(...durations) < claimRoundTripMs) return { count: inFlight, nextAt: null };
     if (!claimAhead) return { count: 0, nextAt: null };
     const quickest = durations.length === 0 ? 0 : Math.min(...durations);
     const lead = Math.max(CLAIM_AHEAD_MIN_MS, 3 * claimRoundTripMs);
@@ -483,10 +494,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
         try {
           roundTrips++;
           exchangeSentAt = Date.now();
+          const sentAt = performance.now();
           // slots that free from now on are refilled by the next claim
           if (limit > 0) freedAt = 0;
           const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
-          if (limit > 0) claimRoundTripMs = Date.now() - exchangeSentAt;
+          if (limit > 0) claimRoundTripMs = performance.now() - sentAt;
           tally(outcomes, result.applied);
           posts = result.claimed;
           if (failedRoundTrips > 0) {

@@ -60,6 +60,7 @@ export async function openMysqlStore(target: MysqlTarget, options: MysqlOptions 
     ...makeMysqlHistory(c),
     ...makeMysqlFigures(c),
     dialect: 'mysql',
+    inProcess: false,
     created: false,
 
     async migrate() {

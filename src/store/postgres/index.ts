@@ -104,6 +104,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     ...makePostgresHistory(c),
     ...makePostgresFigures(c),
     dialect: 'postgres',
+    inProcess: false,
     created: false,
 
     async migrate() {

@@ -37,6 +37,7 @@ export function openSqliteStore(file: string): Store {
     ...makeSqliteHistory(c),
     ...makeSqliteFigures(c),
     dialect: 'sqlite',
+    inProcess: true,
     created,
 
     async migrate() {
