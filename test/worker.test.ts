@@ -438,6 +438,8 @@ for (const dialect of DIALECTS) {
       const main = await f.channel('main', 'retry');
       const texts = Array.from({ length: 80 }, (_, i) => `q${i}`);
       const ids = await f.schedule(main, ...texts);
+      // a claim's answer takes longer than a quick publish, even on a loaded machine
+      f.faulty.beforeAnswer = () => delay(20);
       const report = await f.run({ env: { BATCH_SIZE: '5', WORKER_CONCURRENCY: '5' } });
 
       assert.deepEqual(counts(report), { ...none, claimed: 80, published: 80 });
@@ -458,6 +460,74 @@ for (const dialect of DIALECTS) {
       if (dialect === 'sqlite') assert.equal(ahead, 0, `claims (held+limit): ${shapes.join(' ')}`);
       else assert.ok(ahead >= 3, `claims while a batch is in flight: ${ahead} (held+limit: ${shapes.join(' ')})`);
     });
+
+    if (dialect !== 'sqlite') {
+      it('quick publishes: a publish in flight for longer than a claim round trip stops the claims for publishes in flight', async () => {
+        const f = await setup();
+        const main = await f.channel('main', 'retry');
+        const texts = Array.from({ length: 100 }, (_, i) => (i === 15 ? 'held' : `p${i}`));
+        await f.schedule(main, ...texts);
+        const held = gate();
+        f.fake.on('held', held.behaviour);
+        f.faulty.beforeAnswer = () => delay(20);
+        const running = f.run({ env: { BATCH_SIZE: '5', WORKER_CONCURRENCY: '5' } });
+        await held.entered;
+        // it has run for several round trips: from now on it is not about to end
+        await delay(100);
+        const from = f.faulty.exchanges.length;
+        await waitFor('every other post published', () => f.fake.publishes.length === 100 && f.fake.inFlight === 1);
+        held.open({ externalId: 'x-held', externalUrl: null });
+        const report = await running;
+        assert.deepEqual(counts(report), { ...none, claimed: 100, published: 100 });
+        // posts claimed and not yet reported when each claim went out (see above)
+        let outstanding = 0;
+        const after: string[] = [];
+        for (const [i, c] of f.faulty.exchanges.entries()) {
+          outstanding -= c.outcomes.length;
+          if (i >= from && c.limit > 0) after.push(`${outstanding}+${c.limit}`);
+          outstanding += c.result?.claimed.length ?? 0;
+        }
+        assert.ok(after.length > 0, 'claims while it was held');
+        assert.deepEqual(after.filter((x) => x.split('+').reduce((a, b) => a + Number(b), 0) > 5), [], `claims for free slots only (held+limit): ${after.join(' ')}`);
+      });
+
+      it('quick publishes: posts claimed for publishes in flight are not started once the database fails, but handed back unstarted', async () => {
+        const f = await setup();
+        const main = await f.channel('main', 'retry');
+        // three batches: the last 8 durations are of warm publishes (a first one loads the publisher)
+        const quick = Array.from({ length: 15 }, (_, i) => `p${i}`);
+        const slow = Array.from({ length: 10 }, (_, i) => `s${i}`);
+        const ids = await f.schedule(main, ...quick, ...slow);
+        const idOf = new Map([...quick, ...slow].map((t, i) => [t, ids[i] ?? -1]));
+        const gates = new Map(slow.map((t) => [t, gate()]));
+        for (const [t, g] of gates) f.fake.on(t, g.behaviour);
+        // a claim's answer takes longer than a quick publish: the next batch is claimed while one is in flight
+        f.faulty.beforeAnswer = () => delay(100);
+        const running = f.run({ env: { BATCH_SIZE: '5', WORKER_CONCURRENCY: '5', WORKER_TIMEOUT_MS: '15000', TIMEOUT_MS: '16000' } });
+        const claimedSoFar = () => new Set(f.faulty.exchanges.flatMap((c) => c.result?.claimed.map((p) => p.id) ?? []));
+        await waitFor('s0-s4 publishing and s5-s9 claimed for them', () => f.fake.publishes.length === 20 && slow.every((t) => claimedSoFar().has(idOf.get(t) ?? -1)));
+        assert.deepEqual(f.fake.publishes.slice(15).map((r) => r.text), ['s0', 's1', 's2', 's3', 's4']);
+        // the database goes down; s0 ends, s5 takes its slot, and the outcome's round trip fails
+        f.faulty.exchangeFault = () => 'before-commit';
+        gates.get('s0')?.open({ externalId: 'x-s0', externalUrl: null });
+        await waitFor('a round trip to fail', () => f.faulty.faulty().length > 0);
+        for (const t of ['s1', 's2', 's3', 's4', 's5']) gates.get(t)?.open({ externalId: `x-${t}`, externalUrl: null });
+        await waitFor('the publishes in flight to end, or one more to start', () => f.fake.inFlight === 0 || f.fake.publishes.length > 21);
+        const started = f.fake.publishes.slice(15).map((r) => r.text);
+        // (a post started by mistake must not hang the worker past the test)
+        for (const g of gates.values()) g.open({ externalId: 'x', externalUrl: null });
+        assert.deepEqual(started, ['s0', 's1', 's2', 's3', 's4', 's5'], 'nothing started after the database failed');
+        // the database answers again: the outcomes are written, the waiting posts handed back
+        f.faulty.exchangeFault = () => null;
+        const report = await running;
+        assert.equal(report.published, 21);
+        assert.equal(report.released, 4);
+        for (const t of ['s6', 's7', 's8', 's9']) {
+          assert.deepEqual(state(await f.post(idOf.get(t))), { status: 'pending', attempts: 0, unconfirmed: false, externalId: null }, `${t} handed back unstarted`);
+        }
+        for (const t of [...quick, 's0', 's5']) assert.equal((await f.post(idOf.get(t))).status, 'published', t);
+      });
+    }
 
     it('claims at most its share until the share is lifted, then the rest', async () => {
       const f = await setup();

@@ -24,6 +24,9 @@ import { claimWindowMs } from '../sizing/deadline.ts';
  * same statement. A freed slot is refilled by the next round trip (outcomes that settle
  * in the same turn of the event loop, or during a round trip, travel together), so
  * round trips per post stay few under load and no slot waits for its neighbours.
+ * Publishes about to end count as free slots: those of a resident (claimAhead), and
+ * quick ones on a database server (pipelined); the posts claimed for them wait in the
+ * worker, at most one per publish in flight, and go back unstarted if it stops.
  */
 /** The longest an outcome waits to ride along with a claim, once nothing more can be claimed, before it is written alone. */
 const OUTCOME_DELAY_MS = 20;
@@ -94,6 +97,8 @@ export interface WorkerOptions {
    * of 25 on fresh connections refilled its slots 1-2% slower (BENCHMARKS.md). The price:
    * a worker killed outright (SIGKILL, out of memory) leaves the posts it claimed ahead to
    * lease recovery like those it was sending, as attempts that may have been delivered.
+   * (Any worker claims ahead for quick publishes on a database server, at the same price:
+   * see `pipelined` in runWorker.)
    */
   readonly claimAhead?: boolean;
 }
@@ -203,11 +208,10 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   });
 
   // Claimed posts start at once when a slot is free, else wait in `ready` for the first
-  // slot to free (claimed ahead, see CLAIM_AHEAD_MIN_MS): a post in `processing` under a
-  // live worker is being published or is next.
+  // slot to free (claimed ahead, see CLAIM_AHEAD_MIN_MS, or for quick publishes, see
+  // pipelined): a post in `processing` under a live worker is being published or is next.
   let inFlight = 0;
   const ready: { readonly post: ClaimedPost; readonly since: number }[] = [];
-  /** claiming ahead: when each publish in flight started (performance.now()), by post id */
   const claimAhead = options.claimAhead === true;
   /**
    * Quick publishes (each of the last DURATIONS_KEPT ended within the last claim's round
@@ -219,8 +223,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
    * The posts claimed for them wait in the worker, at most one per publish in flight, as
    * posts claimed ahead do, and at the same price (WorkerOptions.claimAhead): a worker
    * killed outright leaves them to lease recovery as attempts that may have been delivered.
+   * A publish in flight longer than that round trip (the publisher turned slow) ends it
+   * until the recent ones are quick again.
    */
   const pipelined = !store.inProcess;
+  /** when each publish in flight started (performance.now()), by post id */
   const startedAt = new Map<number, number>();
   /** the last DURATIONS_KEPT publish durations, ms */
   const durations: number[] = [];
@@ -236,11 +243,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const start = (post: ClaimedPost, waitedMs = 0): void => {
     inFlight++;
     const began = performance.now();
-    if (claimAhead) startedAt.set(post.id, began);
+    startedAt.set(post.id, began);
     void publishPost(post, publishDeps).then((outcome) => {
       inFlight--;
       const settled = performance.now();
-      if (claimAhead) startedAt.delete(post.id);
+      startedAt.delete(post.id);
       durations[durationsNext] = settled - began;
       durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
       if (queued.length === 0) oldestQueuedAt = Date.now();
@@ -250,8 +257,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       wake();
     });
   };
-  // posts claimed ahead start only while this worker could claim them now; else they go back
-  const mayStartReady = (): boolean => !stopping && !slotLost && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
+  // claimed posts start only while this worker could claim them now (no stop, no lost
+  // slot, no database error, before the cutoff); else they go back
+  const mayStartReady = (): boolean => !stopping && !slotLost && error === null && Date.now() < claimCutoff && !inFlightAbort.signal.aborted;
   /** a claimed post that is not sent goes back to pending (unstarted: no attempt counted) */
   const handBack = (post: ClaimedPost): void => {
     if (queued.length === 0) oldestQueuedAt = Date.now();
@@ -288,7 +296,11 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
    * recent one, less the lead), and when the next one will be (performance.now(), null: none).
    */
   const endingSoon = (now: number): { count: number; nextAt: number | null } => {
-    if (pipelined && durations.length === DURATIONS_KEPT && Math.max(...durations) < claimRoundTripMs) return { count: inFlight, nextAt: null };
+    if (pipelined && durations.length === DURATIONS_KEPT && Math.max(...durations) < claimRoundTripMs) {
+      let quick = true;
+      for (const began of startedAt.values()) if (now - began >= claimRoundTripMs) quick = false;
+      if (quick) return { count: inFlight, nextAt: null };
+    }
     if (!claimAhead) return { count: 0, nextAt: null };
     const quickest = durations.length === 0 ? 0 : Math.min(...durations);
     const lead = Math.max(CLAIM_AHEAD_MIN_MS, 3 * claimRoundTripMs);
@@ -536,7 +548,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           for (const post of posts) {
             held.set(post.id, post.token);
             renewedAt.set(post.id, exchangeSentAt);
-            if (stale) handBack(post);
+            // a stop, the cutoff or a database error that came during the round trip: not started
+            if (stale || !mayStartReady()) handBack(post);
             else if (inFlight < capacity) start(post);
             else ready.push({ post, since: performance.now() });
           }
