@@ -292,8 +292,9 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     for (const { post } of ready.splice(0, ready.length)) handBack(post);
   };
   /**
-   * Publishes in flight that are about to end (they have run as long as the quickest
-   * recent one, less the lead), and when the next one will be (performance.now(), null: none).
+   * Publishes in flight that are about to end, and when the next one will be
+   * (performance.now(), null: none): all of them while publishes are quick (pipelined);
+   * else, claiming ahead, those that have run as long as the quickest recent one, less the lead.
    */
   const endingSoon = (now: number): { count: number; nextAt: number | null } => {
     if (pipelined && durations.length === DURATIONS_KEPT && Math.max(...durations) < claimRoundTripMs) {
