@@ -33,6 +33,33 @@ describe('dispatcher', () => {
     assert.equal(exit.signal, null);
   });
 
+  it('spawns a compiled worker with no V8 flags, so Node keeps the code cache of its built-ins', async () => {
+    const probe = path.join(dir, 'probe.cjs');
+    fs.writeFileSync(probe, "process.send({ type: 'argv', execArgv: process.execArgv }, () => process.exit(0));\n");
+    const worker = spawnWorker('worker-1-3', 1, process.env, probe);
+    const message = await new Promise<unknown>((resolve) => worker.process.once('message', resolve));
+    await worker.exited;
+    assert.deepEqual(message, { type: 'argv', execArgv: [] });
+  });
+
+  it('a worker keeps its young generation small under load (its V8 settings, applied at run time)', async () => {
+    // allocates 3 million short-lived objects, as a busy worker does, and reports the
+    // young generation's size: without the settings V8 grows it to 32 MB
+    const settings = new URL('../src/workers/v8-settings.ts', import.meta.url).href;
+    const probe = path.join(dir, 'young.mjs');
+    fs.writeFileSync(
+      probe,
+      `import v8 from 'node:v8';\nawait import(${JSON.stringify(settings)});\n` +
+        "let keep = [];\nfor (let i = 0; i < 3e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 20000) keep = []; }\n" +
+        "const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');\n" +
+        "process.send({ type: 'young', bytes: young.space_size }, () => process.exit(0));\n",
+    );
+    const worker = spawnWorker('worker-1-4', 1, process.env, probe);
+    const message = (await new Promise<unknown>((resolve) => worker.process.once('message', resolve))) as { bytes: number };
+    await worker.exited;
+    assert.ok(message.bytes <= 4 * 1024 * 1024, `young generation ${message.bytes} bytes, expected at most 4 MB`);
+  });
+
   it('exits 0 / 1 / 2 as the seed says', () => {
     const exit = (exitCode: number | null, signal: NodeJS.Signals | null = null): WorkerExit => ({
       workerId: 'w',

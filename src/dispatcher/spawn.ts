@@ -36,22 +36,12 @@ const bundle = source.replace(/\.js$/, '.cjs');
 export const WORKER_ENTRY = !FROM_SOURCES && fs.existsSync(bundle) ? bundle : source;
 
 /**
- * V8 flags of every worker: a small young generation (peak RSS of a busy worker
- * 75 -> 66 MB measured, throughput unchanged within noise), an old generation capped at
- * 96 MB, so that V8 collects rather than grows its heap (peak RSS of one worker with 25
- * webhook publishes in flight: SQLite 88-90 -> 75 MB, PostgreSQL 71-73 -> 68 MB), and
- * no optimizing compiler (`--no-opt`: the baseline compiler stays; a worker waits on its
- * database and publishers, and TurboFan's code and compile buffers cost a busy worker
- * 10-15 MB of RSS with no measured throughput gain, BENCHMARKS.md "Lighter cycles").
- */
-export const WORKER_HEAP_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--max-old-space-size=96', '--no-opt'];
-
-/**
- * Node flags for the worker: the heap flags and, when running from TypeScript sources,
- * the parent's loader flags (tsx).
+ * Node flags for the worker: none when compiled; when running from TypeScript sources,
+ * the parent's loader flags (tsx). Its V8 settings are not flags: any flag costs Node's
+ * built-ins their code cache, so the worker applies them itself (workers/v8-settings.ts).
  */
 function workerExecArgv(entry: string): string[] {
-  const keep: string[] = [...WORKER_HEAP_FLAGS];
+  const keep: string[] = [];
   if (entry.endsWith('.js') || entry.endsWith('.cjs')) return keep;
   const args = process.execArgv;
   for (let i = 0; i < args.length; i++) {

@@ -10,6 +10,8 @@
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
  */
+// first: its V8 settings apply to everything loaded after it
+import './v8-settings.ts';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
 import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';

@@ -1,0 +1,28 @@
+import v8 from 'node:v8';
+
+/**
+ * The V8 settings of every worker process, applied by its entry point before anything
+ * else it loads (post-scheduler.worker-runner.ts imports this module first):
+ *
+ * - `--no-opt`: no optimizing compiler. A worker waits on its database and publishers;
+ *   TurboFan's code and compile buffers cost a busy worker 10-15 MB of RSS for no
+ *   measured throughput gain (BENCHMARKS.md "Lighter cycles").
+ * - `--semi-space-growth-factor=1`: the young generation keeps its initial size instead
+ *   of growing to 32 MB under load.
+ * - `--heap-growing-percent=10`: the old generation's limit grows by 10% after each full
+ *   collection, so V8 collects rather than grows its heap.
+ *
+ * Set at run time, not as `node` flags at spawn: V8 refuses the code cache that Node
+ * ships for its built-in modules when any flag differs from its default, and a forked
+ * worker loads about 40 of them (streams, net, child_process for the IPC channel)
+ * before its first line runs. Flags given at spawn made those compile from source:
+ * the fifth first claim of a 5-worker cycle came about 90 ms later on 2 cores
+ * (BENCHMARKS.md, 2026-12-03 afternoon). The three flags are read by V8's heuristics
+ * each time they decide (a collection, a tier-up), so changing them at run time takes
+ * effect; the heap's maximum sizes cannot be changed once it exists, which is why there
+ * is no cap on the old generation any more (a worker under sustained load peaks at the
+ * same RSS as with the old `--max-old-space-size=96`, measured).
+ */
+export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--semi-space-growth-factor=1', '--heap-growing-percent=10'];
+
+v8.setFlagsFromString(WORKER_V8_FLAGS.join(' '));
