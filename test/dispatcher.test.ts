@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { cycleExitCode } from '../src/dispatcher/cycle.ts';
 import { spawnWorker, stopWorkers, type WorkerExit } from '../src/dispatcher/spawn.ts';
+import { ROOT } from './helpers/processes.ts';
 
 describe('dispatcher', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-disp-'));
@@ -33,13 +35,50 @@ describe('dispatcher', () => {
     assert.equal(exit.signal, null);
   });
 
-  it('spawns a compiled worker with no V8 flags, so Node keeps the code cache of its built-ins', async () => {
+  /** the probe's first message, or an error if it exits (or 30 s pass) without one; the probe is stopped either way */
+  async function firstMessage(worker: ReturnType<typeof spawnWorker>): Promise<unknown> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        new Promise((resolve) => worker.process.once('message', resolve)),
+        worker.exited.then((e) => Promise.reject(new Error(`probe exited (${String(e.exitCode)}, ${String(e.signal)}) without a message`))),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no message from the probe within 30 s')), 30_000))),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      await stopWorkers([worker], 1_000);
+    }
+  }
+
+  it('forks a compiled worker with no node flags (any V8 flag would cost Node its built-ins\' code cache)', async () => {
     const probe = path.join(dir, 'probe.cjs');
-    fs.writeFileSync(probe, "process.send({ type: 'argv', execArgv: process.execArgv }, () => process.exit(0));\n");
+    fs.writeFileSync(probe, "process.send({ type: 'argv', execArgv: process.execArgv });\n");
     const worker = spawnWorker('worker-1-3', 1, process.env, probe);
-    const message = await new Promise<unknown>((resolve) => worker.process.once('message', resolve));
-    await worker.exited;
-    assert.deepEqual(message, { type: 'argv', execArgv: [] });
+    assert.deepEqual(await firstMessage(worker), { type: 'argv', execArgv: [] });
+  });
+
+  it('the compiled worker applies its V8 settings before it loads any built-in module of its own', () => {
+    // a hook loaded before the bundle records the built-ins loaded between it and the
+    // bundle's call to setFlagsFromString, and ends the process there
+    const report = path.join(dir, 'order.json');
+    const hook = path.join(dir, 'order-hook.cjs');
+    fs.writeFileSync(
+      hook,
+      "const v8 = require('node:v8'); const fs = require('node:fs'); const before = new Set(process.moduleLoadList);\n" +
+        'v8.setFlagsFromString = (flags) => {\n' +
+        "  const loaded = process.moduleLoadList.filter((m) => !before.has(m) && m.startsWith('NativeModule '));\n" +
+        `  fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify({ flags, loaded }));\n` +
+        '  process.exit(0);\n' +
+        '};\n',
+    );
+    const bundle = path.join(ROOT, 'dist', 'workers', 'post-scheduler.worker-runner.cjs');
+    const r = spawnSync(process.execPath, ['--require', hook, bundle, '--worker-id', 'w'], { timeout: 30_000, encoding: 'utf8', env: { ...process.env, DATABASE_URL: `sqlite:${path.join(dir, 'order.db')}` } });
+    assert.equal(r.status, 0, r.stderr);
+    // (v8-settings.ts is not imported here: importing it applies its settings to this process)
+    const { flags, loaded } = JSON.parse(fs.readFileSync(report, 'utf8')) as { flags: string; loaded: string[] };
+    assert.match(flags, /--no-opt/);
+    assert.match(flags, /--semi-space-growth-factor=1/);
+    assert.deepEqual(loaded, [], 'built-ins loaded by the bundle before its V8 settings');
   });
 
   it('a worker keeps its young generation small under load (its V8 settings, applied at run time)', async () => {
@@ -52,11 +91,10 @@ describe('dispatcher', () => {
       `import v8 from 'node:v8';\nawait import(${JSON.stringify(settings)});\n` +
         "let keep = [];\nfor (let i = 0; i < 3e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 20000) keep = []; }\n" +
         "const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');\n" +
-        "process.send({ type: 'young', bytes: young.space_size }, () => process.exit(0));\n",
+        "process.send({ type: 'young', bytes: young.space_size });\n",
     );
     const worker = spawnWorker('worker-1-4', 1, process.env, probe);
-    const message = (await new Promise<unknown>((resolve) => worker.process.once('message', resolve))) as { bytes: number };
-    await worker.exited;
+    const message = (await firstMessage(worker)) as { bytes: number };
     assert.ok(message.bytes <= 4 * 1024 * 1024, `young generation ${message.bytes} bytes, expected at most 4 MB`);
   });
 

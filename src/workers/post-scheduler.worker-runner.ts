@@ -10,7 +10,7 @@
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
  */
-// first: its V8 settings apply to everything loaded after it
+// first: in the bundle, the V8 settings are applied before any other module of the worker runs
 import './v8-settings.ts';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';

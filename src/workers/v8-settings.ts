@@ -17,11 +17,14 @@ import v8 from 'node:v8';
  * worker loads about 40 of them (streams, net, child_process for the IPC channel)
  * before its first line runs. Flags given at spawn made those compile from source:
  * the fifth first claim of a 5-worker cycle came about 90 ms later on 2 cores
- * (BENCHMARKS.md, 2026-12-03 afternoon). The three flags are read by V8's heuristics
+ * (BENCHMARKS.md, 2026-12-03 afternoon). The built-ins the worker loads after this call
+ * (crypto, the drivers' net and tls) compile without the cache: set after them instead
+ * (a trial), they kept it, but a worker under load held 4-5 MB more. The three flags are read by V8's heuristics
  * each time they decide (a collection, a tier-up), so changing them at run time takes
- * effect; the heap's maximum sizes cannot be changed once it exists, which is why there
- * is no cap on the old generation any more (a worker under sustained load peaks at the
- * same RSS as with the old `--max-old-space-size=96`, measured).
+ * effect. The heap's maximum sizes cannot be changed once it exists, so the old
+ * generation has V8's default cap, no longer 96 MB: a worker under sustained load peaks at
+ * the same RSS as with `--max-old-space-size=96` (measured), but a leak or a huge payload
+ * now grows the heap instead of ending the worker.
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--semi-space-growth-factor=1', '--heap-growing-percent=10'];
 
