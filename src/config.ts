@@ -71,6 +71,12 @@ export interface Config {
    * last post for what falls due next, before it is told to exit
    */
   readonly workerIdleMs: number;
+  /**
+   * `daemon --precise`: a resident worker whose V8 heap holds more than this many MB
+   * after a batch is told to exit, and a fresh one takes its place at the next due time
+   * (a worker's old generation has no cap of its own, see workers/v8-settings.ts)
+   */
+  readonly workerMaxHeapMb: number;
   readonly logFormat: LogFormat;
   /** text log lines start with their ISO time (the seed dates only a run's first line) */
   readonly logTimestamps: boolean;
@@ -136,6 +142,7 @@ export const ENV_DEFAULTS = {
   LEASE_MS: '30000',
   KILL_GRACE_MS: '3000',
   WORKER_IDLE_MS: '5000',
+  WORKER_MAX_HEAP_MB: '96',
   LOG_FORMAT: 'text',
   LOG_TIMESTAMPS: 'false',
   // empty: no alerts; else the name of an existing channel
@@ -193,6 +200,7 @@ const schema = v.object({
   LEASE_MS: integer('LEASE_MS', 100),
   KILL_GRACE_MS: integer('KILL_GRACE_MS', 0),
   WORKER_IDLE_MS: integer('WORKER_IDLE_MS', 0, 3_600_000),
+  WORKER_MAX_HEAP_MB: integer('WORKER_MAX_HEAP_MB', 1, 65_536),
   LOG_FORMAT: v.picklist(['text', 'json'], 'LOG_FORMAT must be "text" or "json"'),
   LOG_TIMESTAMPS: v.pipe(
     v.string(),
@@ -282,6 +290,7 @@ export function loadConfig(env: ConfigInput = process.env, overrides: ConfigInpu
     leaseMs: c.LEASE_MS,
     killGraceMs: c.KILL_GRACE_MS,
     workerIdleMs: c.WORKER_IDLE_MS,
+    workerMaxHeapMb: c.WORKER_MAX_HEAP_MB,
     logFormat: c.LOG_FORMAT,
     logTimestamps: ['true', '1', 'yes'].includes(c.LOG_TIMESTAMPS),
     alertChannel: c.ALERT_CHANNEL === '' ? null : c.ALERT_CHANNEL,
@@ -360,6 +369,7 @@ export function configToEnv(config: Config): Record<EnvName, string> {
     LEASE_MS: String(config.leaseMs),
     KILL_GRACE_MS: String(config.killGraceMs),
     WORKER_IDLE_MS: String(config.workerIdleMs),
+    WORKER_MAX_HEAP_MB: String(config.workerMaxHeapMb),
     LOG_FORMAT: config.logFormat,
     LOG_TIMESTAMPS: String(config.logTimestamps),
     ALERT_CHANNEL: config.alertChannel ?? '',

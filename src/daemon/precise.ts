@@ -116,6 +116,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     ...(options.workerEntry === undefined ? {} : { entry: options.workerEntry }),
     log,
     readiness,
+    maxHeapMb: config.workerMaxHeapMb,
     onExit: (r, exit) => {
       if (r.queued === 0) {
         const how = exit.signal !== null ? `killed by ${exit.signal}` : `exited with code ${String(exit.exitCode)}`;

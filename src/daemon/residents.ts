@@ -50,6 +50,8 @@ export function makeResidents(options: {
   readonly entry?: string;
   readonly log: Logger;
   readonly readiness: Readiness;
+  /** WORKER_MAX_HEAP_MB: a worker reporting more heap after a batch is retired */
+  readonly maxHeapMb: number;
   /** a worker process ended (its slot, if any, is free) */
   readonly onExit: (r: Resident, exit: WorkerExit) => void;
 }): Residents {
@@ -57,7 +59,7 @@ export function makeResidents(options: {
   const send = (r: Resident, m: DaemonMessage) => {
     if (r.handle.process.connected) r.handle.process.send(m);
   };
-  return {
+  const residents: Residents = {
     spawn(workerId, cycleId, slot) {
       const handle = spawnWorker(workerId, cycleId, options.env, options.entry, slot, { resident: true });
       const spawnedAt = performance.now();
@@ -91,6 +93,10 @@ export function makeResidents(options: {
           if (m.type === 'start' && m.cycleId === cycleId) onStart(m.startedAt);
           if (m.type !== 'batch' || m.cycleId !== cycleId) return;
           r.handle.process.off('message', onMessage);
+          if (m.heapMb > options.maxHeapMb) {
+            options.log.info(`Worker ${r.workerId} holds ${m.heapMb} MB of heap after its batch (WORKER_MAX_HEAP_MB ${options.maxHeapMb}): a fresh one next time`, { workerId: r.workerId, heapMb: m.heapMb });
+            residents.retire(r);
+          }
           resolve({
             workerId: r.workerId,
             startedAt: new Date(m.startedAt),
@@ -122,4 +128,5 @@ export function makeResidents(options: {
       send(r, { type: 'exit' });
     },
   };
+  return residents;
 }

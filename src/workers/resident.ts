@@ -47,6 +47,8 @@ export type ResidentMessage =
       readonly retried: number;
       readonly failed: number;
       readonly unknown: number;
+      /** the worker's V8 heap in use after the batch, MB */
+      readonly heapMb: number;
     };
 
 export interface ResidentOptions {
@@ -156,6 +158,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
         retried: report.retried,
         failed: report.failed,
         unknown: report.unknown,
+        heapMb: Math.round(process.memoryUsage().heapUsed / 1048576),
       });
       // a database error or a lost lease: a fresh process next time
       if (exitCode === EXIT.error) break;
