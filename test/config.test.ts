@@ -18,6 +18,7 @@ describe('config', () => {
     assert.equal(c.workerSizing, 'seed', "the seed's formula unless WORKER_SIZING=deadline");
     assert.equal(loadConfig({ WORKER_SIZING: 'deadline' }).workerSizing, 'deadline');
     assert.equal(c.maxAttempts, 5);
+    assert.equal(c.workerMaxHeapMb, 96);
     assert.equal(c.logFormat, 'text');
     assert.equal(c.globalMaxWorkers, null, 'no cap across hosts unless set');
     assert.equal(loadConfig({ GLOBAL_MAX_WORKERS: '8' }).globalMaxWorkers, 8);
@@ -44,6 +45,8 @@ describe('config', () => {
     [{ GLOBAL_MAX_WORKERS: '0' }, /^Invalid configuration: GLOBAL_MAX_WORKERS must be at least 1 \(got "0"\)$/],
     [{ WORKER_IDLE_MS: '-1' }, /^Invalid configuration: WORKER_IDLE_MS must be at least 0 \(got "-1"\)$/],
     [{ WORKER_IDLE_MS: '3600001' }, /^Invalid configuration: WORKER_IDLE_MS must be at most 3600000 \(got "3600001"\)$/],
+    [{ WORKER_MAX_HEAP_MB: '0' }, /^Invalid configuration: WORKER_MAX_HEAP_MB must be at least 1 \(got "0"\)$/],
+    [{ WORKER_MAX_HEAP_MB: '65537' }, /^Invalid configuration: WORKER_MAX_HEAP_MB must be at most 65536 \(got "65537"\)$/],
     [{ MAX_ATTEMPTS: '' }, /MAX_ATTEMPTS must be a whole number/],
     [{ PUBLISH_TIMEOUT_MS: '50001' }, /^Invalid configuration: PUBLISH_TIMEOUT_MS \(50001\) must not exceed WORKER_TIMEOUT_MS \(50000\)/],
     [{ TIMEOUT_MS: '3000', WORKER_TIMEOUT_MS: '2000', PUBLISH_TIMEOUT_MS: '2500' }, /PUBLISH_TIMEOUT_MS \(2500\) must not exceed WORKER_TIMEOUT_MS \(2000\)/],

@@ -189,10 +189,11 @@ for (const dialect of DIALECTS) {
       const d = daemon(db.url, { MAX_WORKERS: '1', WORKER_IDLE_MS: '20000', WORKER_MAX_HEAP_MB: '1' });
       await waitFor('the daemon to sleep', () => d.output().includes('No post pending'), 20_000);
       const base = Date.now() + 2_000;
-      const ids = [await schedule(base), await schedule(base + 2_500)];
+      const ids = [await schedule(base), await schedule(base + 4_000)];
       await waitFor('both posts received', () => ids.every((id) => arrivals.has(id)), 30_000);
       await waitFor('two workers spawned and one told to exit', () => /MB of heap after its batch \(WORKER_MAX_HEAP_MB 1\): a fresh one next time/.test(d.output()) && (d.output().match(/Spawning worker: /g) ?? []).length === 2, 10_000);
       assert.match(d.output(), /Worker \S+ after its batch, told to exit/);
+      assert.doesNotMatch(d.output(), /No worker available/, 'the second batch waited for no worker');
       assert.deepEqual(ids.filter((id) => arrivals.get(id)?.length !== 1), [], 'each post once');
       d.child.kill('SIGTERM');
       assert.equal((await d.done).code, 0);

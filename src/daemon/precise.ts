@@ -316,6 +316,11 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           await sleepUntil(Date.now() + 10);
           continue;
         }
+        if (handed === 'retiring') {
+          // a worker's exit wakes this sleep
+          await sleepUntil(Date.now() + SAFETY_MS);
+          continue;
+        }
         const completion = handed.completion;
         handedUpTo = Math.max(handedUpTo ?? at, at);
         const tracked: Promise<void> = completion.then((claimed) => {
@@ -355,14 +360,20 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
    * workers, as one cycle: idle resident workers, new ones spawned now (ahead of it), and,
    * when the seed's number is not reached within MAX_WORKERS, busy ones (they take it
    * after their batch). Resolves, once handed out, with the batch's completion (the posts
-   * its workers claimed); null when nothing is due.
+   * its workers claimed); null when nothing is due; 'retiring' when workers told to exit
+   * hold every place (wait for their exit).
    */
-  async function batch(at: number, due: number): Promise<{ completion: Promise<number> } | null> {
+  async function batch(at: number, due: number): Promise<{ completion: Promise<number> } | null | 'retiring'> {
     const started = Date.now();
     const load = await readDueLoad(db, config, Math.max(0, due - Date.now()) + SOON_MS);
     const pending = load.pending;
     // nothing: claimed meanwhile (by another host, or by a worker still claiming)
     if (pending === 0) return null;
+    // every place held, by workers told to exit among them (idle, or over
+    // WORKER_MAX_HEAP_MB) and none free to take part: their exit wakes the loop, and a
+    // worker is spawned then, rather than a cycle recorded that no worker could take
+    const live = residents.live();
+    if (live.length >= config.maxWorkers && live.some((r) => r.retiring) && residents.idle().length === 0 && residents.busy().length === 0) return 'retiring';
     const recovered = recoveredSince;
     recoveredSince = 0;
     const cycleId = await db.startCycle(config.host);

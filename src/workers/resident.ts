@@ -13,7 +13,8 @@ import { warmPublishing } from './warm.ts';
  * says it is ready, then waits. Each `due` message from its daemon names a time: at that
  * moment it claims and keeps claiming while posts are due (one runWorker, under its own
  * WORKER_TIMEOUT_MS budget), then reports the batch and waits again. It exits when the
- * daemon says `exit` (after WORKER_IDLE_MS without work, decided by the daemon so that a
+ * daemon says `exit` (after WORKER_IDLE_MS without work, or after the batches it has when
+ * its report showed more heap than WORKER_MAX_HEAP_MB; decided by the daemon so that a
  * `due` and an exit never cross), on SIGTERM, or when the daemon is gone.
  *
  * Its publishers (their keep-alive connections, sessions, opened credentials) outlive a

@@ -24,7 +24,8 @@ import v8 from 'node:v8';
  * effect. The heap's maximum sizes cannot be changed once it exists, so the old
  * generation has V8's default cap, no longer 96 MB: a worker under sustained load peaks at
  * the same RSS as with `--max-old-space-size=96` (measured), but a leak or a huge payload
- * now grows the heap instead of ending the worker.
+ * now grows the heap instead of ending the worker. A cron worker lives one cycle; a
+ * resident over WORKER_MAX_HEAP_MB after a batch is replaced (daemon/residents.ts).
  */
 export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--semi-space-growth-factor=1', '--heap-growing-percent=10'];
 
