@@ -18,10 +18,11 @@ import v8 from 'node:v8';
  * before its first line runs. Flags given at spawn made those compile from source:
  * the fifth first claim of a 5-worker cycle came about 90 ms later on 2 cores
  * (BENCHMARKS.md, 2026-12-03 afternoon). The built-ins the worker loads after this call
- * (crypto, the drivers' net and tls) compile without the cache: set after them instead
- * (a trial), they kept it, but a worker under load held 4-5 MB more. The three flags are read by V8's heuristics
- * each time they decide (a collection, a tier-up), so changing them at run time takes
- * effect. The heap's maximum sizes cannot be changed once it exists, so the old
+ * (crypto, and tls and perf_hooks for PostgreSQL) compile without the cache: set after
+ * them instead (a trial), they kept it, but a worker under load held 4-5 MB more, and
+ * loading the ones every worker needs first saved no CPU (measured). The three flags are
+ * read by V8's heuristics each time they decide (a collection, a tier-up), so changing
+ * them at run time takes effect. The heap's maximum sizes cannot be changed once it exists, so the old
  * generation has V8's default cap, no longer 96 MB: a worker under sustained load peaks at
  * the same RSS as with `--max-old-space-size=96` (measured), but a leak or a huge payload
  * now grows the heap instead of ending the worker. A cron worker lives one cycle; a
