@@ -104,6 +104,30 @@ describe('http client', () => {
     assert.equal(getEventListeners(sig, 'abort').length, 0, 'no abort listener is left on the signal');
   });
 
+  it('sends each fresh request on a connection of its own, closed after its answer, more at once than the pool holds', async () => {
+    const open = new Set<number>();
+    const s = await server((req, res) => {
+      const port = req.socket.remotePort ?? 0;
+      open.add(port);
+      req.socket.once('close', () => open.delete(port));
+      // the first five are answered once all five are in: they are in flight together
+      pending.push(() => res.end('ok'));
+      if (s.seen.length >= 5) for (const answer of pending.splice(0)) answer();
+    });
+    const pending: (() => void)[] = [];
+    const c = client();
+    const sig = signal();
+    const answers = await Promise.all([1, 2, 3, 4, 5].map((i) => c.request({ method: 'POST', url: new URL(`/p${i}`, s.url), body: String(i), signal: sig, connection: 'fresh' })));
+    assert.deepEqual(answers.map((a) => a.text()), ['ok', 'ok', 'ok', 'ok', 'ok']);
+    const again = await c.request({ method: 'POST', url: new URL('/p6', s.url), body: '6', signal: sig, connection: 'fresh' });
+    assert.equal(again.text(), 'ok');
+    const ports = s.seen.map((x) => x.remotePort);
+    assert.equal(new Set(ports).size, 6, `six connections for six fresh requests (ports ${ports.join(', ')})`);
+    assert.ok(s.seen.every((x) => x.headers.connection === 'close'), 'each fresh request asks the server to close its connection');
+    for (let i = 0; i < 50 && open.size > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(open.size, 0, 'no fresh connection is left open after its answer');
+  });
+
   it('gives json() null for an answer that is not JSON', async () => {
     const s = await server((_req, res) => res.end('<html>oops</html>'));
     const answer = await client().request({ method: 'GET', url: new URL(s.url), signal: signal() });

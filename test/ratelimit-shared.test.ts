@@ -39,6 +39,38 @@ describe('limits shared by the channels of one bot or app', () => {
     assert.equal(one.find((k) => k.key.endsWith(':requests'))?.key, two.find((k) => k.key.endsWith(':requests'))?.key);
   });
 
+  it("the gate reads a claim's channel once for all its sends; the next claim's channel, and a bad setting, are read again", async () => {
+    let reads = 0;
+    let bad = false;
+    const gate = makeRateGate({
+      store: {} as Parameters<typeof makeRateGate>[0]['store'],
+      limitsFor: async () => {
+        reads += 1;
+        if (bad) throw new Error('setting rate_limit must be text such as "20/60s"');
+        return {};
+      },
+      maxWaitMs: 0,
+      waitUntil: Date.now() + 60_000,
+      sendSlotTtlMs: 60_000,
+    });
+    const signal = new AbortController().signal;
+    const claimOf = (): Channel => ({ id: 1, name: 'out', platform: 'webhook', settings: {}, enabled: true, onUnknown: 'hold', credentials: null, attention: null, createdAt: new Date() });
+    const first = claimOf();
+    const checks = await Promise.all([1, 2, 3, 4, 5].map((i) => gate.take(first, `s${i}`, signal)));
+    assert.deepEqual(checks.map((c) => c.kind), ['go', 'go', 'go', 'go', 'go']);
+    assert.equal(reads, 1, 'five sends of one claimed channel read its limits once');
+    await gate.take(claimOf(), 's6', signal);
+    assert.equal(reads, 2, "the next claim's channel object is read again");
+    bad = true;
+    const refused = await Promise.all([gate.take(claimOf(), 's7', signal), gate.take(claimOf(), 's8', signal)]);
+    assert.deepEqual(refused.map((c) => c.kind), ['invalid', 'invalid']);
+    assert.match(refused[0]?.kind === 'invalid' ? refused[0].reason : '', /channel out: setting rate_limit/);
+    const bent = claimOf();
+    assert.equal((await gate.take(bent, 's9', signal)).kind, 'invalid');
+    assert.equal((await gate.take(bent, 's10', signal)).kind, 'invalid');
+    assert.equal(reads, 6, 'an unreadable setting is not kept: each send reads it again');
+  });
+
   for (const dialect of DIALECTS) {
     describe(dialect, () => {
       const dbs: TestDatabase[] = [];

@@ -27,6 +27,19 @@ export interface ContentProblem {
 }
 
 /**
+ * The check of most posts, one part of text alone checked from its start, done without
+ * waiting (a worker checks each post before sending it): its problem, or null; undefined
+ * for any other post, which contentProblem checks.
+ */
+export function textOnlyProblem(rules: ContentRules, parts: readonly PostPart[], settings: Record<string, unknown>, from = 0): ContentProblem | null | undefined {
+  if (parts.length === 0) return { field: 'text', message: 'the post has no content' };
+  const only = parts.length === 1 && from === 0 ? parts[0] : undefined;
+  if (only === undefined || only.images.length > 0) return undefined;
+  const text = rules.checkText(only.text, settings, 0);
+  return text === null ? null : { field: 'text', message: text };
+}
+
+/**
  * Why a post's content breaks its channel's limits, or null: each part's text, a thread
  * on a platform without threads, images on one without media, too many images, alt text
  * too long, a source that is neither an absolute file path nor an http(s) URL, a file
@@ -45,13 +58,8 @@ export async function contentProblem(
   mediaDir: string | null = null,
 ): Promise<ContentProblem | null> {
   const count = parts.length;
-  if (count === 0) return { field: 'text', message: 'the post has no content' };
-  // most posts: one part of text alone
-  const only = count === 1 && from === 0 ? parts[0] : undefined;
-  if (only !== undefined && only.images.length === 0) {
-    const text = rules.checkText(only.text, settings, 0);
-    return text === null ? null : { field: 'text', message: text };
-  }
+  const quick = textOnlyProblem(rules, parts, settings, from);
+  if (quick !== undefined) return quick;
   if (count > 1 && !rules.threads) {
     return { field: 'parts', message: `a thread of ${count} parts; ${rules.platform} publishes posts of one part only` };
   }

@@ -31,6 +31,17 @@ function parseSettings(settings: Record<string, unknown>): { path: string } {
   return parseWith(settingsSchema, settings);
 }
 
+/** A channel's settings as its posts bring them, parsed once per settings object (the posts of one claim share it). */
+const parsed = new WeakMap<Record<string, unknown>, { path: string }>();
+function settingsOf(settings: Record<string, unknown>): { path: string } {
+  let known = parsed.get(settings);
+  if (known === undefined) {
+    known = parseSettings(settings);
+    parsed.set(settings, known);
+  }
+  return known;
+}
+
 export const filePublisher: PublisherModule = {
   platform: 'file',
   parseSettings,
@@ -44,7 +55,7 @@ export const filePublisher: PublisherModule = {
     const appenders = new Map<string, Appender>();
     return {
       async publish(request: PublishRequest) {
-        const { path: file } = parseSettings(request.channel.settings);
+        const { path: file } = settingsOf(request.channel.settings);
         const line = JSON.stringify({
           id: request.postId,
           channel: request.channel.name,

@@ -137,16 +137,22 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
   const loadFilter = () => (filter ??= import('request-filtering-agent'));
   let httpsModule: Promise<typeof https> | null = null;
   const loadHttps = () => (httpsModule ??= import('node:https').then((m) => m.default));
-  /** the pooled keep-alive agents, by protocol and guard */
+  /** the agents, by protocol, guard and kind (agentFor) */
   const agents = new Map<string, Promise<http.Agent>>();
   let closed = false;
 
-  /** `fresh`: a one-off agent without keep-alive, destroyed by the caller after its request */
+  /**
+   * The agents, by protocol, guard and kind. A pooled agent keeps sockets alive, at most
+   * `concurrency` per host. A fresh agent opens a new socket for each request and closes
+   * it after the answer (no keep-alive, no cap: no request ever waits for, or is handed,
+   * a socket another request used). One fresh agent serves every fresh request: an agent
+   * made per request cost a webhook post about 5 KB of allocations and its CPU.
+   */
   const newAgent = async (protocol: Protocol, allowPrivate: boolean, fresh: boolean): Promise<http.Agent> => {
     const f = await loadFilter();
     const agentOptions = {
       keepAlive: !fresh,
-      maxSockets: options.concurrency,
+      maxSockets: fresh ? Infinity : options.concurrency,
       maxFreeSockets: options.concurrency,
       timeout: IDLE_SOCKET_MS,
       allowPrivateIPAddress: allowPrivate,
@@ -154,23 +160,24 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     };
     return protocol === 'https:' ? new f.RequestFilteringHttpsAgent(agentOptions) : new f.RequestFilteringHttpAgent(agentOptions);
   };
-  const pooledAgent = (protocol: Protocol, allowPrivate: boolean): Promise<http.Agent> => {
-    const key = `${protocol}${allowPrivate ? 'open' : 'guarded'}`;
+  const agentFor = (protocol: Protocol, allowPrivate: boolean, fresh: boolean): Promise<http.Agent> => {
+    const key = `${protocol}${allowPrivate ? 'open' : 'guarded'}${fresh ? 'fresh' : 'pooled'}`;
     let agent = agents.get(key);
     if (agent === undefined) {
-      agent = newAgent(protocol, allowPrivate, false);
+      agent = newAgent(protocol, allowPrivate, fresh);
       agents.set(key, agent);
+      // a failed load is tried again by a later request
+      agent.catch(() => agents.delete(key));
     }
     return agent;
   };
 
   const interrupted = (signal: AbortSignal) => `interrupted (${String(signal.reason)})`;
 
-  /** one exchange on one agent; `fresh`: the agent is this request's own, destroyed when it settles */
-  const exchange = async (req: HttpRequest, protocol: Protocol, agent: http.Agent, fresh: boolean): Promise<HttpResponse> => {
+  /** one exchange on one agent */
+  const exchange = async (req: HttpRequest, protocol: Protocol, agent: http.Agent): Promise<HttpResponse> => {
     const transport = protocol === 'https:' ? await loadHttps() : http;
     if (req.signal.aborted) {
-      if (fresh) agent.destroy();
       throw new HttpSendFailure(interrupted(req.signal), { sent: false, aborted: true });
     }
     const headers: Record<string, string> = { 'user-agent': 'post-scheduler', ...req.headers };
@@ -239,7 +246,6 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
         settled = true;
         clearTimeout(timer);
         req.signal.removeEventListener('abort', onAbort);
-        if (fresh) agent.destroy();
       };
       // 'finish': the whole request was handed to the socket; before that (connecting,
       // refused, DNS) nothing can have reached the server
@@ -283,12 +289,12 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
       const protocol = req.url.protocol;
       if (protocol !== 'http:' && protocol !== 'https:') throw new TypeError(`not an http(s) URL (${protocol})`);
       const allowPrivate = options.allowPrivateNetwork === true || req.allowPrivateNetwork === true;
-      if (req.connection === 'fresh') return exchange(req, protocol, await newAgent(protocol, allowPrivate, true), true);
+      if (req.connection === 'fresh') return exchange(req, protocol, await agentFor(protocol, allowPrivate, true));
       try {
-        return await exchange(req, protocol, await pooledAgent(protocol, allowPrivate), false);
+        return await exchange(req, protocol, await agentFor(protocol, allowPrivate, false));
       } catch (e) {
         if (!(req.resendStaleSocket === true && e instanceof HttpSendFailure && e.staleSocket)) throw e;
-        return exchange(req, protocol, await newAgent(protocol, allowPrivate, true), true);
+        return exchange(req, protocol, await agentFor(protocol, allowPrivate, true));
       }
     },
     async close() {

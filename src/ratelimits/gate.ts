@@ -3,6 +3,7 @@ import { errorMessage } from '../log.ts';
 import type { RateLimits } from '../publishers/publisher.ts';
 import type { Store } from '../store/store.ts';
 import type { Channel } from '../types.ts';
+import type { RateKey } from '../store/store.ts';
 import { rateKeys } from './limits.ts';
 
 /**
@@ -56,15 +57,32 @@ export const RATE_WAIT_MS = 3_000;
 const UNLIMITED: RateCheck = { kind: 'go', settle: () => Promise.resolve() };
 
 export function makeRateGate(options: RateGateOptions): RateGate {
+  /**
+   * Each channel object's limits and windows, read once for all its sends (those that
+   * start together share the read). A claim brings one channel object for its posts of a
+   * channel, with one set of settings and one sealed form of its credentials, so its
+   * limits cannot differ from one send to the next; the next claim brings a new object.
+   * An unreadable setting is not kept: each send fails on it alone.
+   */
+  const known = new WeakMap<Channel, Promise<{ readonly limits: RateLimits; readonly keys: readonly RateKey[] }>>();
+  const readLimits = (channel: Channel, credentials: Readonly<Record<string, unknown>> | null) => {
+    let read = known.get(channel);
+    if (read === undefined) {
+      read = options.limitsFor(channel, credentials).then((limits) => ({ limits, keys: rateKeys(channel, limits) }));
+      known.set(channel, read);
+      read.catch(() => known.delete(channel));
+    }
+    return read;
+  };
   return {
     async take(channel, sender, signal, credentials = null) {
-      let limits: RateLimits;
+      let read;
       try {
-        limits = await options.limitsFor(channel, credentials);
+        read = await readLimits(channel, credentials);
       } catch (e) {
         return { kind: 'invalid', reason: `channel ${channel.name}: ${errorMessage(e)}` };
       }
-      const keys = rateKeys(channel, limits);
+      const { limits, keys } = read;
       const cap = limits.concurrency;
       // a channel without limits (file, webhook): nothing to take or settle
       if (cap === undefined && keys.length === 0) return UNLIMITED;

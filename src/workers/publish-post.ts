@@ -13,7 +13,7 @@ import {
   type PublishRequest,
 } from '../publishers/publisher.ts';
 import type { RateGate } from '../ratelimits/gate.ts';
-import { contentProblem, type ContentRules } from '../content/check.ts';
+import { contentProblem, textOnlyProblem, type ContentProblem, type ContentRules } from '../content/check.ts';
 import { reasonOf, type AttemptReason } from '../reasons.ts';
 import type { Channel, ClaimedPost, Outcome, PostImage, PublishedPart } from '../types.ts';
 
@@ -174,11 +174,13 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
   const contentRules = rules;
   const unsentFrom = Math.min(post.publishedParts.length, parts.length);
   const checkFrom = mayBeOut && channel.onUnknown !== 'retry' ? unsentFrom + 1 : unsentFrom;
-  const contentFailure = async (from: number, only?: number): Promise<Outcome | null> => {
-    const problem = await contentProblem(contentRules, parts, channel.settings, from, only, deps.mediaDir ?? null);
-    return problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`, 'content');
-  };
-  const unfit = await contentFailure(checkFrom);
+  const unfitContent = (problem: ContentProblem | null): Outcome | null =>
+    problem === null ? null : fail(`content does not fit channel ${channel.name}: ${problem.message}`, 'content');
+  const contentFailure = async (from: number, only?: number): Promise<Outcome | null> =>
+    unfitContent(await contentProblem(contentRules, parts, channel.settings, from, only, deps.mediaDir ?? null));
+  // most posts (one part of text alone) are checked without waiting
+  const quick = textOnlyProblem(contentRules, parts, channel.settings, checkFrom);
+  const unfit = quick === undefined ? await contentFailure(checkFrom) : unfitContent(quick);
   if (unfit !== null) return unfit;
   const media = rules.media;
 
@@ -318,9 +320,14 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
 
     let result: PublishedPart;
     try {
-      result = await sendPart(publisher, { ...request, images }).finally(settle);
+      result = await sendPart(publisher, images.length === 0 ? request : { ...request, images }).finally(settle);
     } catch (e) {
       return sendFailed(e, label);
+    }
+    // a post of one part has nothing to put on record before its outcome
+    if (count === 1) {
+      done.push(result);
+      continue;
     }
     const stop = await keep(index, result, label);
     if (stop !== null) return stop;
