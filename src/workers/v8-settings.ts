@@ -7,10 +7,14 @@ import v8 from 'node:v8';
  * - `--no-opt`: no optimizing compiler. A worker waits on its database and publishers;
  *   TurboFan's code and compile buffers cost a busy worker 10-15 MB of RSS for no
  *   measured throughput gain (BENCHMARKS.md "Lighter cycles").
- * - `--semi-space-growth-factor=1`: the young generation keeps its initial size instead
- *   of growing to 32 MB under load.
  * - `--heap-growing-percent=10`: the old generation's limit grows by 10% after each full
  *   collection, so V8 collects rather than grows its heap.
+ * - The young generation is held at YOUNG_GENERATION_BYTES: V8 grows it as it does (it
+ *   starts at 1 MB), and the first collection that finds it at that size sets its growth
+ *   factor to 1 (`--semi-space-growth-factor=1`), so it grows no further. Without that it
+ *   grows to 32 MB under load. Held at its first size instead (the factor set here), a
+ *   webhook worker ran twice as many scavenges for the same RSS (BENCHMARKS.md,
+ *   2026-12-03 evening).
  *
  * Set at run time, not as `node` flags at spawn: V8 refuses the code cache that Node
  * ships for its built-in modules when any flag differs from its default, and a forked
@@ -18,9 +22,9 @@ import v8 from 'node:v8';
  * before its first line runs. Flags given at spawn made those compile from source:
  * the fifth first claim of a 5-worker cycle came about 90 ms later on 2 cores
  * (BENCHMARKS.md, 2026-12-03 afternoon). The built-ins the worker loads after this call
- * (crypto, and tls and perf_hooks for PostgreSQL) compile without the cache: set after
+ * (perf_hooks here, crypto, and tls for PostgreSQL) compile without the cache: set after
  * them instead (a trial), they kept it, but a worker under load held 4-5 MB more, and
- * loading the ones every worker needs first saved no CPU (measured). The three flags are
+ * loading the ones every worker needs first saved no CPU (measured). The flags are
  * read by V8's heuristics each time they decide (a collection, a tier-up), so changing
  * them at run time takes effect. The heap's maximum sizes cannot be changed once it exists, so the old
  * generation has V8's default cap, no longer 96 MB: a worker under sustained load peaks at
@@ -28,6 +32,21 @@ import v8 from 'node:v8';
  * now grows the heap instead of ending the worker. A cron worker lives one cycle; a
  * resident over WORKER_MAX_HEAP_MB after a batch is replaced (daemon/residents.ts).
  */
-export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--semi-space-growth-factor=1', '--heap-growing-percent=10'];
+export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--heap-growing-percent=10'];
+
+/** The young generation's size, both semi-spaces: what `--max-semi-space-size=2` gave workers before. */
+export const YOUNG_GENERATION_BYTES = 4 * 1024 * 1024;
 
 v8.setFlagsFromString(WORKER_V8_FLAGS.join(' '));
+
+const youngBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+if (youngBytes() >= YOUNG_GENERATION_BYTES) {
+  v8.setFlagsFromString('--semi-space-growth-factor=1');
+} else {
+  const growth = new PerformanceObserver(() => {
+    if (youngBytes() < YOUNG_GENERATION_BYTES) return;
+    v8.setFlagsFromString('--semi-space-growth-factor=1');
+    growth.disconnect();
+  });
+  growth.observe({ entryTypes: ['gc'] });
+}
