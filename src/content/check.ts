@@ -28,8 +28,9 @@ export interface ContentProblem {
 
 /**
  * The check of most posts, one part of text alone checked from its start, done without
- * waiting (a worker checks each post before sending it): its problem, or null; undefined
- * for any other post, which contentProblem checks.
+ * waiting (a worker checks each post before sending it): its problem, or null. A post
+ * of no parts gets its problem too; undefined for any other post, which contentProblem
+ * checks.
  */
 export function textOnlyProblem(rules: ContentRules, parts: readonly PostPart[], settings: Record<string, unknown>, from = 0): ContentProblem | null | undefined {
   if (parts.length === 0) return { field: 'text', message: 'the post has no content' };

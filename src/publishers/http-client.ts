@@ -83,7 +83,7 @@ export interface HttpResponse {
 
 export interface HttpClient {
   request(req: HttpRequest): Promise<HttpResponse>;
-  /** destroys the pooled sockets */
+  /** destroys every socket of the client: the pooled ones, and those of requests still in flight (they fail) */
   close(): Promise<void>;
 }
 
@@ -166,8 +166,6 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     if (agent === undefined) {
       agent = newAgent(protocol, allowPrivate, fresh);
       agents.set(key, agent);
-      // a failed load is tried again by a later request
-      agent.catch(() => agents.delete(key));
     }
     return agent;
   };

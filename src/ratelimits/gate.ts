@@ -1,9 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../log.ts';
 import type { RateLimits } from '../publishers/publisher.ts';
-import type { Store } from '../store/store.ts';
+import type { RateKey, Store } from '../store/store.ts';
 import type { Channel } from '../types.ts';
-import type { RateKey } from '../store/store.ts';
 import { rateKeys } from './limits.ts';
 
 /**

@@ -10,11 +10,14 @@ import v8 from 'node:v8';
  * - `--heap-growing-percent=10`: the old generation's limit grows by 10% after each full
  *   collection, so V8 collects rather than grows its heap.
  * - The young generation is held at YOUNG_GENERATION_BYTES: V8 grows it as it does (it
- *   starts at 1 MB), and the first collection that finds it at that size sets its growth
- *   factor to 1 (`--semi-space-growth-factor=1`), so it grows no further. Without that it
- *   grows to 32 MB under load. Held at its first size instead (the factor set here), a
- *   webhook worker ran twice as many scavenges for the same RSS (BENCHMARKS.md,
- *   2026-12-03 evening).
+ *   starts at 1 MB, both semi-spaces), and after each collection its growth factor is set
+ *   to 1 (`--semi-space-growth-factor=1`) while it is at that size, to V8's 2 while it is
+ *   below (V8's memory reducer shrinks it after some seconds of quiet, and a factor of 1
+ *   would then keep it small for good). Without that it grows to 32 MB under load; with a
+ *   factor of 1 from the start it stayed at 2 MB, and a webhook worker ran twice as many
+ *   scavenges for about the same RSS (BENCHMARKS.md, 2026-12-03, evening). The factor is
+ *   set after a collection, so a long synchronous stretch can grow it one step further
+ *   (8 MB) before it is held; no measured load did.
  *
  * Set at run time, not as `node` flags at spawn: V8 refuses the code cache that Node
  * ships for its built-in modules when any flag differs from its default, and a forked
@@ -40,13 +43,12 @@ export const YOUNG_GENERATION_BYTES = 4 * 1024 * 1024;
 v8.setFlagsFromString(WORKER_V8_FLAGS.join(' '));
 
 const youngBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
-if (youngBytes() >= YOUNG_GENERATION_BYTES) {
-  v8.setFlagsFromString('--semi-space-growth-factor=1');
-} else {
-  const growth = new PerformanceObserver(() => {
-    if (youngBytes() < YOUNG_GENERATION_BYTES) return;
-    v8.setFlagsFromString('--semi-space-growth-factor=1');
-    growth.disconnect();
-  });
-  growth.observe({ entryTypes: ['gc'] });
-}
+let growthFactor = 2;
+const holdYoungGeneration = (): void => {
+  const wanted = youngBytes() >= YOUNG_GENERATION_BYTES ? 1 : 2;
+  if (wanted === growthFactor) return;
+  growthFactor = wanted;
+  v8.setFlagsFromString(`--semi-space-growth-factor=${wanted}`);
+};
+holdYoungGeneration();
+new PerformanceObserver(holdYoungGeneration).observe({ entryTypes: ['gc'] });
