@@ -7,8 +7,12 @@ import { build } from 'esbuild';
 
 // The worker, as one CommonJS file: it starts several times a minute, five at once, and
 // CommonJS also skips the CJS-in-ESM translation of its dependencies (~40-60 ms of CPU
-// per start measured on these machines). better-sqlite3 stays outside (a native addon),
-// and so does mysql2: a worker on SQLite or PostgreSQL never parses it.
+// per start measured on these machines). better-sqlite3's JavaScript is in it, its addon
+// loaded by path (src/store/sqlite/native-binding.ts): its ten files through Node's CJS
+// loader cost a SQLite worker 6 ms of CPU per start, and their path handling ran hot
+// enough for TurboFan to compile node:path's code before the worker's V8 flags turn it off
+// (+3.5 MB of the node binary's code resident; see src/workers/v8-settings.ts). mysql2
+// stays outside: a worker on SQLite or PostgreSQL never parses it.
 await build({
   entryPoints: ['src/workers/post-scheduler.worker-runner.ts'],
   outfile: 'dist/workers/post-scheduler.worker-runner.cjs',
@@ -16,7 +20,7 @@ await build({
   platform: 'node',
   format: 'cjs',
   target: 'node20',
-  external: ['better-sqlite3', 'mysql2', 'mysql2/promise'],
+  external: ['mysql2', 'mysql2/promise'],
   logLevel: 'warning',
 });
 
@@ -24,7 +28,8 @@ await build({
 // dist/cli.js: what a command imports lazily (a database's driver, a network's
 // publisher, the HTTP server) becomes a chunk of its own in dist/chunks/, so `cron`
 // loads three files of this package. The HTTP server's packages stay outside (loaded
-// only by `serve`), like the native and MySQL drivers. Bundled CommonJS packages
+// only by `serve`), like the MySQL driver; better-sqlite3's JavaScript is in (as in
+// the worker: an empty SQLite `cron` 108 -> 97 ms of CPU). Bundled CommonJS packages
 // (commander) call `require`, which an ES module lacks: the banner makes one.
 const cli = await build({
   entryPoints: { cli: 'src/cli.ts' },
@@ -35,7 +40,7 @@ const cli = await build({
   platform: 'node',
   format: 'esm',
   target: 'node20',
-  external: ['better-sqlite3', 'mysql2', 'mysql2/promise', 'fastify', '@fastify/*', 'prom-client'],
+  external: ['mysql2', 'mysql2/promise', 'fastify', '@fastify/*', 'prom-client'],
   banner: { js: "import { createRequire as createRequireOfBundle } from 'node:module';\nconst require = createRequireOfBundle(import.meta.url);" },
   allowOverwrite: true,
   metafile: true,

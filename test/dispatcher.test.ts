@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { cycleExitCode } from '../src/dispatcher/cycle.ts';
 import { spawnWorker, stopWorkers, type WorkerExit } from '../src/dispatcher/spawn.ts';
-import { ROOT } from './helpers/processes.ts';
+import { createTestDatabase } from './helpers/databases.ts';
+import { ROOT, run, start, testEnv } from './helpers/processes.ts';
+import { startReceiver } from './helpers/receiver.ts';
 
 describe('dispatcher', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'post-scheduler-disp-'));
@@ -58,28 +59,46 @@ describe('dispatcher', () => {
     assert.deepEqual(await firstMessage(worker), { type: 'argv', execArgv: [] });
   });
 
-  it('the compiled worker applies its V8 settings before it loads any built-in module of its own', () => {
-    // a hook loaded before the bundle records the built-ins loaded between it and the
-    // bundle's call to setFlagsFromString, and ends the process there
-    const report = path.join(dir, 'order.json');
-    const hook = path.join(dir, 'order-hook.cjs');
+  it('the compiled worker applies its V8 flags once its first post is out, and loads no built-in module after them', async () => {
+    // a hook loaded before the bundle records each call to setFlagsFromString and the
+    // built-ins loaded after the one with the worker's flags; the worker publishes one
+    // post to a webhook (http, net, dns and the rest loaded on the way) and exits
+    const report = path.join(dir, 'flags.json');
+    const hook = path.join(dir, 'flags-hook.cjs');
     fs.writeFileSync(
       hook,
-      "const v8 = require('node:v8'); const fs = require('node:fs'); const before = new Set(process.moduleLoadList);\n" +
-        'v8.setFlagsFromString = (flags) => {\n' +
-        "  const loaded = process.moduleLoadList.filter((m) => !before.has(m) && m.startsWith('NativeModule '));\n" +
-        `  fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify({ flags, loaded }));\n` +
-        '  process.exit(0);\n' +
-        '};\n',
+      "const v8 = require('node:v8'); const fs = require('node:fs'); const set = v8.setFlagsFromString.bind(v8);\n" +
+        'const calls = []; let at = null;\n' +
+        "v8.setFlagsFromString = (flags) => { calls.push(flags); if (at === null && flags.includes('--no-opt')) at = process.moduleLoadList.length; set(flags); };\n" +
+        "process.on('exit', () => {\n" +
+        "  const after = at === null ? [] : process.moduleLoadList.slice(at).filter((m) => m.startsWith('NativeModule '));\n" +
+        `  fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify({ calls, after }));\n` +
+        '});\n',
     );
-    const bundle = path.join(ROOT, 'dist', 'workers', 'post-scheduler.worker-runner.cjs');
-    const r = spawnSync(process.execPath, ['--require', hook, bundle, '--worker-id', 'w'], { timeout: 30_000, encoding: 'utf8', env: { ...process.env, DATABASE_URL: `sqlite:${path.join(dir, 'order.db')}` } });
-    assert.equal(r.status, 0, r.stderr);
-    // (v8-settings.ts is not imported here: importing it applies its settings to this process)
-    const { flags, loaded } = JSON.parse(fs.readFileSync(report, 'utf8')) as { flags: string; loaded: string[] };
-    assert.match(flags, /--no-opt/);
-    assert.match(flags, /--heap-growing-percent=10/);
-    assert.deepEqual(loaded, [], 'built-ins loaded by the bundle before its V8 settings');
+    const receiver = await startReceiver();
+    const db = await createTestDatabase('sqlite');
+    try {
+      const env = testEnv(db.url);
+      for (const args of [['migrate'], ['channels', 'add', '--name', 'hook', '--platform', 'webhook', '--url', receiver.url], ['schedule', '--channel', 'hook', '--text', 'flags after the first post']]) {
+        const r = await run(args, env);
+        assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      }
+      const bundle = path.join(ROOT, 'dist', 'workers', 'post-scheduler.worker-runner.cjs');
+      // (not spawnSync: the receiver answers from this process)
+      const r = await start(['--worker-id', 'w'], { ...env, NODE_OPTIONS: `--require ${hook}` }, 30_000, bundle).done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(receiver.deliveries.length, 1, 'the post reached the receiver');
+      // (v8-settings.ts is not imported here: importing it holds this process's young generation)
+      const { calls, after: loadedAfter } = JSON.parse(fs.readFileSync(report, 'utf8')) as { calls: string[]; after: string[] };
+      const flags = calls.find((c) => c.includes('--no-opt'));
+      assert.ok(flags !== undefined, `no call with the worker's flags among ${JSON.stringify(calls)}`);
+      assert.match(flags, /--heap-growing-percent=10/);
+      assert.equal(calls.filter((c) => c === flags).length, 1, 'the flags are applied once');
+      assert.deepEqual(loadedAfter, [], 'built-ins loaded after the V8 flags (each compiled without its code cache)');
+    } finally {
+      await receiver.close();
+      await db.drop();
+    }
   });
 
   it('a worker holds its young generation at 4 MB under load, again after a quiet spell (its V8 settings, applied at run time)', async () => {

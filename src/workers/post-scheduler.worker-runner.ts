@@ -10,8 +10,9 @@
  * Exits 0 (done), 1 (a database error, or outcomes refused because a lease ran out),
  * 2 (time budget ran out or stopped with work in flight).
  */
-// first: in the bundle, the V8 settings are applied before any other module of the worker runs
-import './v8-settings.ts';
+// first: in the bundle, the young generation is held from before any other module of the
+// worker runs; the V8 flags come once what publishing needs is loaded (v8-settings.ts)
+import { applyWorkerV8Flags } from './v8-settings.ts';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, requestedLogFormat } from '../config.ts';
 import { createLogger, errorMessage, printError, reportUncaught, withFields } from '../log.ts';
@@ -81,7 +82,7 @@ async function main(): Promise<number> {
     return EXIT.error;
   }
   try {
-    if (resident) return await runResident({ workerId, config, store, log, stop: stop.signal, abort: abort.signal, holdsSlot: values.slot === true });
+    if (resident) return await runResident({ workerId, config, store, log, stop: stop.signal, abort: abort.signal, holdsSlot: values.slot === true, onWarm: applyWorkerV8Flags });
     const report = await runWorker({
       workerId,
       config,
@@ -94,6 +95,9 @@ async function main(): Promise<number> {
       // (process.uptime(), not performance.timeOrigin: that loads perf_hooks)
       startedAt: Date.now() - Math.round(process.uptime() * 1000),
       holdsSlot: values.slot === true,
+      // after this turn of the event loop: the first request loads its HTTP agent's
+      // modules (tls, https, dns) as it starts
+      onPublishing: () => setImmediate(applyWorkerV8Flags),
       ...(sharePosts === null ? {} : { share: { posts: sharePosts, lifted } }),
       onFirstClaim: (claimed) => {
         const message: FirstClaimMessage = { type: 'first-claim', claimed };

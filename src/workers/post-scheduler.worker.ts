@@ -91,6 +91,12 @@ export interface WorkerOptions {
   /** called once with the number of posts of the worker's first claim */
   readonly onFirstClaim?: (claimed: number) => void;
   /**
+   * called once, as the worker's first part is handed to its publisher, or as its first
+   * publish ends without one: what publishing needs is loaded (the runner applies its V8
+   * flags then, see v8-settings.ts)
+   */
+  readonly onPublishing?: () => void;
+  /**
    * claim for publishes about to end, not only for free slots (CLAIM_AHEAD_MIN_MS): a
    * resident worker's, whose posts are due to the millisecond. Not a cron worker's: with
    * start-ups sharing the cores, a 200-post cycle measured no faster with it, and one worker
@@ -234,12 +240,18 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let durationsNext = 0;
   const queued: Outcome[] = [];
   let oldestQueuedAt = 0;
+  let publishingSeen = false;
+  const publishing = (): void => {
+    if (publishingSeen) return;
+    publishingSeen = true;
+    options.onPublishing?.();
+  };
   /** when the first slot freed since the last claim was sent (performance.now()), 0 when none */
   let freedAt = 0;
   // a thread's next part starts only while a publish may start: not once stopping or past the cutoff
   const mayStartPart = (): boolean => !stopping && Date.now() < claimCutoff;
   // one set of what a publish needs, shared by every post of this worker
-  const publishDeps = { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, ...content.deps(inFlightAbort.signal) };
+  const publishDeps = { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, sending: publishing, ...content.deps(inFlightAbort.signal) };
   const start = (post: ClaimedPost, waitedMs = 0): void => {
     inFlight++;
     const began = performance.now();
@@ -252,6 +264,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
       durationsNext = (durationsNext + 1) % DURATIONS_KEPT;
       if (queued.length === 0) oldestQueuedAt = Date.now();
       queued.push(waitedMs > 0 ? { ...outcome, waitedMs } : outcome);
+      publishing();
       // the freed slot takes the next post claimed ahead, if there is one
       if (!startReady() && freedAt === 0) freedAt = settled;
       wake();

@@ -69,6 +69,8 @@ export interface PublishDeps {
    * rather than be cut off mid-send); absent: always
    */
   mayStartPart?(): boolean;
+  /** called as each part is handed to its publisher (a worker's first one applies its V8 flags, see v8-settings.ts) */
+  sending?(): void;
 }
 
 /** A post whose channel's credentials were refused waits at least this long before it is tried again. */
@@ -319,6 +321,7 @@ export async function publishPost(post: ClaimedPost, deps: PublishDeps): Promise
     }
 
     let result: PublishedPart;
+    deps.sending?.();
     try {
       result = await sendPart(publisher, images.length === 0 ? request : { ...request, images }).finally(settle);
     } catch (e) {

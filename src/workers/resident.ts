@@ -60,6 +60,8 @@ export interface ResidentOptions {
   readonly stop: AbortSignal;
   readonly abort: AbortSignal;
   readonly holdsSlot: boolean;
+  /** called once when the worker has warmed up, before it says it is ready (the runner applies its V8 flags then) */
+  readonly onWarm?: () => void;
 }
 
 /** The exit code of one batch, as an ephemeral worker's process would have it. */
@@ -95,6 +97,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
   // daemon measures spawn to here. The warm-up is a batch of the publisher cache's own.
   await warmPublishing(config, await store.listChannels(), publishers).catch(() => undefined);
   await publishers.settle();
+  options.onWarm?.();
   // An exchange that records and claims nothing: the claim statement prepared on this
   // connection and the server's caches of its tables filled now, not at the due time
   // (five fresh PostgreSQL connections claiming at once took 18-49 ms each, against
