@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { cycleExitCode } from '../src/dispatcher/cycle.ts';
@@ -97,6 +98,39 @@ describe('dispatcher', () => {
       assert.deepEqual(loadedAfter, [], 'built-ins loaded after the V8 flags (each compiled without its code cache)');
     } finally {
       await receiver.close();
+      await db.drop();
+    }
+  });
+
+  it('the compiled worker starts from a code cache of its bundle that V8 accepts, and from the bundle alone without one', async () => {
+    // compiled as its entry compiles it, in a node with no flags, as a forked worker is
+    const workers = path.join(ROOT, 'dist', 'workers');
+    const bundle = path.join(workers, 'post-scheduler.worker-bundle.cjs');
+    const check =
+      "const fs = require('node:fs'); const vm = require('node:vm'); const entry = fs.readFileSync(process.argv[1], 'utf8');\n" +
+      "const wrap = JSON.parse(entry.match(/new vm.Script\\((\"[^\"]*\")/)[1]); const end = JSON.parse(entry.match(/\\+ (\"[^\"]*\"), \\{ filename/)[1]);\n" +
+      "const s = new vm.Script(wrap + fs.readFileSync(process.argv[2], 'utf8') + end, { filename: process.argv[2], cachedData: fs.readFileSync(process.argv[2] + '.cache') });\n" +
+      'process.stdout.write(String(s.cachedDataRejected));\n';
+    const env = { ...process.env };
+    delete env['NODE_OPTIONS'];
+    const accepted = spawnSync(process.execPath, ['-e', check, path.join(workers, 'post-scheduler.worker-runner.cjs'), bundle], { encoding: 'utf8', env, timeout: 30_000 });
+    assert.equal(accepted.stderr, '');
+    assert.equal(accepted.stdout, 'false', 'V8 refused the code cache (cachedDataRejected)');
+
+    // the entry without the cache (a copy of dist/workers without it, inside the checkout so
+    // that node_modules is found): the bundle compiles from source
+    const copy = fs.mkdtempSync(path.join(ROOT, 'dist', '.test-workers-no-cache-'));
+    after(() => fs.rmSync(copy, { recursive: true, force: true }));
+    for (const name of ['post-scheduler.worker-runner.cjs', 'post-scheduler.worker-bundle.cjs']) fs.copyFileSync(path.join(workers, name), path.join(copy, name));
+    const db = await createTestDatabase('sqlite');
+    try {
+      const env2 = testEnv(db.url);
+      const migrated = await run(['migrate'], env2);
+      assert.equal(migrated.code, 0, migrated.stderr);
+      const r = await start(['--worker-id', 'w'], env2, 30_000, path.join(copy, 'post-scheduler.worker-runner.cjs')).done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /No due posts left to claim/);
+    } finally {
       await db.drop();
     }
   });

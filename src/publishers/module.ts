@@ -101,11 +101,19 @@ export async function resolveModulePath(file: string, moduleDir: string | null |
 }
 
 /**
+ * The worker's entry, when it starts the bundle from its V8 code cache, puts here an
+ * import() of its own: in Node 20 code compiled from a code cache has none (scripts/bundle.mjs).
+ */
+export const USER_MODULE_IMPORT = Symbol.for('post-scheduler.importUserModule');
+
+/**
  * Imports a user's module and checks its shape. Throws an Error naming what is wrong
  * (the module's own exception when it throws while loading).
  */
 export async function importUserModule(file: string): Promise<UserModule> {
-  const exports = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  const entryImport = (globalThis as Record<symbol, unknown>)[USER_MODULE_IMPORT] as ((url: string) => Promise<unknown>) | undefined;
+  const url = pathToFileURL(file).href;
+  const exports = (await (entryImport === undefined ? import(url) : entryImport(url))) as Record<string, unknown>;
   const candidate = exports['default'] ?? exports['publisher'];
   if (typeof candidate !== 'object' || candidate === null) {
     throw new Error(`module ${file} exports no publisher (a default export, or an export named "publisher")`);
