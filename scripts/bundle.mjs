@@ -1,6 +1,7 @@
 // Bundles the two programs that start often: the worker process and the CLI.
 // Loading one file skips Node's ES module loader for each of the ~80 files tsc emits
 // and for the CommonJS packages among them; measured at 30-40 ms of each start.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
@@ -14,7 +15,6 @@ import { build } from 'esbuild';
 // enough for TurboFan to compile node:path's code before the worker's V8 flags turn it off
 // (+3.5 MB of the node binary's code resident; see src/workers/v8-settings.ts). mysql2
 // stays outside: a worker on SQLite or PostgreSQL never parses it.
-const WORKER_BUNDLE = 'dist/workers/post-scheduler.worker-bundle.cjs';
 /** `import('node:…')` as a lazy require in the worker's bundle: its entry compiles it from a code cache, where import() fails (below). */
 const builtinsByRequire = {
   name: 'builtins-by-require',
@@ -23,41 +23,58 @@ const builtinsByRequire = {
     b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
-await build({
+const worker = await build({
   entryPoints: ['src/workers/post-scheduler.worker-runner.ts'],
-  outfile: WORKER_BUNDLE,
+  outfile: 'dist/workers/post-scheduler.worker-bundle.cjs',
   bundle: true,
   platform: 'node',
   format: 'cjs',
   target: 'node20',
   external: ['mysql2', 'mysql2/promise'],
   plugins: [builtinsByRequire],
+  write: false,
+  metafile: true,
   logLevel: 'warning',
 });
+const [workerOutput] = worker.outputFiles;
+const dynamicImports = Object.values(worker.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import').map((i) => i.path));
+if (dynamicImports.length > 0) {
+  throw new Error(`the worker bundle imports ${dynamicImports.join(', ')} with import(), which fails in code compiled from a code cache: use a static import or require`);
+}
 
 // The worker's entry (what the dispatcher forks): the bundle compiled from a V8 code
 // cache made of it here, instead of from its 670 KB of source at each start (12 ms of a
 // PostgreSQL worker's ~100 ms of CPU in a profile; 7-8 ms less per start measured,
-// BENCHMARKS.md). V8 checks a cache against the source, its own version and its flags, and
-// refuses one that does not match (another Node: the bundle then compiles from source, as
-// it does without a cache). Made here with no V8 flag set, as a worker compiles its bundle:
-// its flags come later (src/workers/v8-settings.ts). In Node 20, code compiled from a code
-// cache has no dynamic import() (vm's importModuleDynamically is lost with the cache). So
-// the bundle loads the built-ins it imports lazily with require (builtinsByRequire, above),
-// and the entry puts an import() of its own where a `module` channel's user module is
-// imported (src/publishers/module.ts).
+// BENCHMARKS.md). Made here with no V8 flag set, as a worker compiles its bundle: its
+// flags come later (src/workers/v8-settings.ts). V8 refuses a cache made by another
+// version or under other flags (the bundle then compiles from source, as without a cache),
+// but Node 20's V8 checks only the source's length, not its text: so the bundle's name
+// carries a hash of its text, its cache is named after it, and the entry, written last,
+// names them both (a worker forked during a build, or from an older entry, finds the pair
+// it names; earlier pairs go once a day old). In Node 20, code compiled from a code cache
+// has no dynamic import() (vm's importModuleDynamically is lost with the cache): the
+// bundle loads the built-ins it imports lazily with require (builtinsByRequire, above;
+// the build fails on any other import() it finds), and the entry puts an import() of its
+// own where a `module` channel's user module is imported (src/publishers/module.ts).
 const WRAPPER = ['(function (exports, require, module, __filename, __dirname) {', '\n})'];
-const bundleSource = fs.readFileSync(WORKER_BUNDLE, 'utf8');
-const cache = new vm.Script(WRAPPER[0] + bundleSource + WRAPPER[1], { filename: path.resolve(WORKER_BUNDLE) }).createCachedData();
-fs.writeFileSync(`${WORKER_BUNDLE}.cache`, cache);
-fs.writeFileSync(
-  'dist/workers/post-scheduler.worker-runner.cjs',
+const WORKERS = 'dist/workers';
+const bundleName = `post-scheduler.worker-bundle-${createHash('sha256').update(workerOutput.contents).digest('hex').slice(0, 16)}.cjs`;
+const bundleFile = path.resolve(WORKERS, bundleName);
+/** writes `file` whole or not at all: a worker starting meanwhile reads the old one or the new one */
+const writeWhole = (file, contents) => {
+  fs.writeFileSync(`${file}.tmp-${process.pid}`, contents);
+  fs.renameSync(`${file}.tmp-${process.pid}`, file);
+};
+writeWhole(bundleFile, workerOutput.contents);
+writeWhole(`${bundleFile}.cache`, new vm.Script(WRAPPER[0] + workerOutput.text + WRAPPER[1], { filename: bundleFile }).createCachedData());
+writeWhole(
+  path.join(WORKERS, 'post-scheduler.worker-runner.cjs'),
   `'use strict';
 // Generated by scripts/bundle.mjs: starts the worker bundle from the V8 code cache the build made of it.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
-const file = path.join(__dirname, ${JSON.stringify(path.basename(WORKER_BUNDLE))});
+const file = path.join(__dirname, ${JSON.stringify(bundleName)});
 let cachedData;
 try {
   cachedData = fs.readFileSync(file + '.cache');
@@ -74,6 +91,11 @@ if (cachedData === undefined) {
 }
 `,
 );
+for (const name of fs.readdirSync(WORKERS)) {
+  const file = path.resolve(WORKERS, name);
+  const earlier = /^post-scheduler\.worker-bundle/.test(name) && !name.startsWith(bundleName);
+  if (earlier && fs.statSync(file).mtimeMs < Date.now() - 24 * 60 * 60 * 1000) fs.rmSync(file);
+}
 
 // The CLI (`cron` every minute from system cron), as an ES module that replaces tsc's
 // dist/cli.js: what a command imports lazily (a database's driver, a network's

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { cycleExitCode } from '../src/dispatcher/cycle.ts';
@@ -103,33 +102,38 @@ describe('dispatcher', () => {
   });
 
   it('the compiled worker starts from a code cache of its bundle that V8 accepts, and from the bundle alone without one', async () => {
-    // compiled as its entry compiles it, in a node with no flags, as a forked worker is
+    // a hook loaded before the entry records each vm.Script it makes: given a cache, and accepted
+    const report = path.join(dir, 'cache.json');
+    const hook = path.join(dir, 'cache-hook.cjs');
+    fs.writeFileSync(
+      hook,
+      "const vm = require('node:vm'); const fs = require('node:fs'); const Script = vm.Script; const made = [];\n" +
+        'vm.Script = function (code, options) { const s = new Script(code, options); made.push({ filename: options?.filename, cached: options?.cachedData !== undefined, rejected: s.cachedDataRejected }); return s; };\n' +
+        `process.on('exit', () => fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify(made)));\n`,
+    );
     const workers = path.join(ROOT, 'dist', 'workers');
-    const bundle = path.join(workers, 'post-scheduler.worker-bundle.cjs');
-    const check =
-      "const fs = require('node:fs'); const vm = require('node:vm'); const entry = fs.readFileSync(process.argv[1], 'utf8');\n" +
-      "const wrap = JSON.parse(entry.match(/new vm.Script\\((\"[^\"]*\")/)[1]); const end = JSON.parse(entry.match(/\\+ (\"[^\"]*\"), \\{ filename/)[1]);\n" +
-      "const s = new vm.Script(wrap + fs.readFileSync(process.argv[2], 'utf8') + end, { filename: process.argv[2], cachedData: fs.readFileSync(process.argv[2] + '.cache') });\n" +
-      'process.stdout.write(String(s.cachedDataRejected));\n';
-    const env = { ...process.env };
-    delete env['NODE_OPTIONS'];
-    const accepted = spawnSync(process.execPath, ['-e', check, path.join(workers, 'post-scheduler.worker-runner.cjs'), bundle], { encoding: 'utf8', env, timeout: 30_000 });
-    assert.equal(accepted.stderr, '');
-    assert.equal(accepted.stdout, 'false', 'V8 refused the code cache (cachedDataRejected)');
-
-    // the entry without the cache (a copy of dist/workers without it, inside the checkout so
-    // that node_modules is found): the bundle compiles from source
-    const copy = fs.mkdtempSync(path.join(ROOT, 'dist', '.test-workers-no-cache-'));
-    after(() => fs.rmSync(copy, { recursive: true, force: true }));
-    for (const name of ['post-scheduler.worker-runner.cjs', 'post-scheduler.worker-bundle.cjs']) fs.copyFileSync(path.join(workers, name), path.join(copy, name));
+    const entry = path.join(workers, 'post-scheduler.worker-runner.cjs');
+    const bundleName = /"(post-scheduler\.worker-bundle-[0-9a-f]+\.cjs)"/.exec(fs.readFileSync(entry, 'utf8'))?.[1];
+    assert.ok(bundleName !== undefined, 'the entry names its bundle');
     const db = await createTestDatabase('sqlite');
     try {
-      const env2 = testEnv(db.url);
-      const migrated = await run(['migrate'], env2);
+      const env = testEnv(db.url);
+      const migrated = await run(['migrate'], env);
       assert.equal(migrated.code, 0, migrated.stderr);
-      const r = await start(['--worker-id', 'w'], env2, 30_000, path.join(copy, 'post-scheduler.worker-runner.cjs')).done;
+      const r = await start(['--worker-id', 'w'], { ...env, NODE_OPTIONS: `--require ${hook}` }, 30_000, entry).done;
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /No due posts left to claim/);
+      assert.deepEqual(JSON.parse(fs.readFileSync(report, 'utf8')), [{ filename: path.join(workers, bundleName), cached: true, rejected: false }]);
+
+      // the entry and its bundle without the cache (a copy, with node_modules linked where
+      // the bundle looks for better-sqlite3's addon): the bundle compiles from source
+      const copy = path.join(dir, 'copy');
+      fs.mkdirSync(path.join(copy, 'dist', 'workers'), { recursive: true });
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(copy, 'node_modules'));
+      for (const name of ['post-scheduler.worker-runner.cjs', bundleName]) fs.copyFileSync(path.join(workers, name), path.join(copy, 'dist', 'workers', name));
+      const plain = await start(['--worker-id', 'w'], env, 30_000, path.join(copy, 'dist', 'workers', 'post-scheduler.worker-runner.cjs')).done;
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.match(plain.stdout, /No due posts left to claim/);
     } finally {
       await db.drop();
     }

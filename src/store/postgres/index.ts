@@ -56,15 +56,29 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     // client says goodbye
     const known = POSTGRES_MIGRATIONS.map((m) => m.version);
     const withVersion = first?.has === true && first.ours;
-    const [[again]] = await Promise.all([
-      withVersion
-        ? q<{ pid: number; v: number | null; n: number }>(
-            'SELECT pg_backend_pid() AS pid, max(version) AS v, count(*) FILTER (WHERE version = ANY ($1::int[]))::int AS n FROM schema_migrations',
-            [known],
-          )
-        : q<{ pid: number; v: null; n: number }>('SELECT pg_backend_pid() AS pid, NULL::int AS v, 0 AS n'),
-      other.end({ timeout: 0 }).catch(() => undefined),
-    ]);
+    type Look = { pid: number; v: number | null; n: number };
+    const look = (): Promise<Look[]> => q<Look>('SELECT pg_backend_pid() AS pid, NULL::int AS v, 0 AS n');
+    // a version query the server refuses (behind a pooler, another session may not see the
+    // table) must not hide what the checks below say: they run on a plain second look, then
+    // it is thrown. A deadline or a lost connection (StoreError) ends the check at once.
+    const second: Promise<{ rows: Look[]; refused: Error | null }> = withVersion
+      ? q<Look>(
+          'SELECT pg_backend_pid() AS pid, max(version) AS v, count(*) FILTER (WHERE version = ANY ($1::int[]))::int AS n FROM schema_migrations',
+          [known],
+        ).then(
+          (rows) => ({ rows, refused: null }),
+          async (e: unknown) => {
+            if (e instanceof StoreError) throw e;
+            return { rows: await look(), refused: e instanceof Error ? e : new Error(String(e)) };
+          },
+        )
+      : look().then((rows) => ({ rows, refused: null }));
+    const [
+      {
+        rows: [again],
+        refused,
+      },
+    ] = await Promise.all([second, other.end({ timeout: 0 }).catch(() => undefined)]);
     if (first === undefined || again === undefined || first.pid !== again.pid || first.pid === otherPid) {
       throw new StoreError(`PostgreSQL at ${where} is behind a transaction-mode connection pooler: ${POOLER_HINT}`);
     }
@@ -72,6 +86,7 @@ export async function openPostgresStore(target: PostgresTarget, options: Postgre
     if (!path.includes(target.schema)) {
       throw new StoreError(`PostgreSQL at ${where} did not take search_path=${target.schema} (a pooler dropping startup parameters?): ${POOLER_HINT}`);
     }
+    if (refused !== null) throw refused;
     if (!first.has) return { version: null, complete: false };
     if (!first.ours) {
       const tables = await q<{ tablename: string }>('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename', [target.schema]);
