@@ -7,70 +7,77 @@ import path from 'node:path';
 import vm from 'node:vm';
 import { build } from 'esbuild';
 
-// The worker, as one CommonJS file: it starts several times a minute, five at once, and
-// CommonJS also skips the CJS-in-ESM translation of its dependencies (~40-60 ms of CPU
-// per start measured on these machines). better-sqlite3's JavaScript is in it, its addon
-// loaded by path (src/store/sqlite/native-binding.ts): its ten files through Node's CJS
-// loader cost a SQLite worker 6 ms of CPU per start, and their path handling ran hot
-// enough for TurboFan to compile node:path's code before the worker's V8 flags turn it off
-// (+3.5 MB of the node binary's code resident; see src/workers/v8-settings.ts). mysql2
-// stays outside: a worker on SQLite or PostgreSQL never parses it.
-/** `import('node:…')` as a lazy require in the worker's bundle: its entry compiles it from a code cache, where import() fails (below). */
-const builtinsByRequire = {
-  name: 'builtins-by-require',
+/**
+ * `import()` of a built-in or of a package left outside the bundle, as a lazy require: the
+ * bundles are compiled from a code cache, where import() fails (below).
+ */
+const byRequire = (outside) => ({
+  name: 'import-by-require',
   setup(b) {
-    b.onResolve({ filter: /^node:/ }, (args) => (args.kind === 'dynamic-import' ? { path: args.path, namespace: 'builtin-by-require' } : undefined));
-    b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
+    const isOutside = (p) => p.startsWith('node:') || outside.some((o) => (o.endsWith('/*') ? p.startsWith(o.slice(0, -1)) : p === o));
+    b.onResolve({ filter: /.*/ }, (args) => (args.kind === 'dynamic-import' && isOutside(args.path) ? { path: args.path, namespace: 'by-require' } : undefined));
+    b.onLoad({ filter: /.*/, namespace: 'by-require' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
-};
-const worker = await build({
-  entryPoints: ['src/workers/post-scheduler.worker-runner.ts'],
-  outfile: 'dist/workers/post-scheduler.worker-bundle.cjs',
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  external: ['mysql2', 'mysql2/promise'],
-  plugins: [builtinsByRequire],
-  write: false,
-  metafile: true,
-  logLevel: 'warning',
 });
-const [workerOutput] = worker.outputFiles;
-const dynamicImports = Object.values(worker.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import').map((i) => i.path));
-if (dynamicImports.length > 0) {
-  throw new Error(`the worker bundle imports ${dynamicImports.join(', ')} with import(), which fails in code compiled from a code cache: use a static import or require`);
+
+/** One CommonJS file of `entryPoint` and what it imports, but `outside`; the build fails on any import() left in it. */
+async function bundle(entryPoint, outside, what) {
+  const result = await build({
+    entryPoints: [entryPoint],
+    outfile: `dist/${what}.cjs`,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: outside,
+    plugins: [byRequire(outside)],
+    // src/paths.ts finds the package from its file's URL: the bundle's, in a bundle
+    define: { 'import.meta.url': '__bundleFileUrl' },
+    banner: { js: "const __bundleFileUrl = require('node:url').pathToFileURL(__filename).href;" },
+    write: false,
+    metafile: true,
+    logLevel: 'warning',
+  });
+  const dynamicImports = Object.values(result.metafile.outputs).flatMap((o) => o.imports.filter((i) => i.kind === 'dynamic-import').map((i) => i.path));
+  if (dynamicImports.length > 0) {
+    throw new Error(`the ${what} bundle imports ${dynamicImports.join(', ')} with import(), which fails in code compiled from a code cache: use a static import or require`);
+  }
+  // a hashbang (src/cli.ts) belongs to the entry, not inside the function the entry wraps it in
+  return result.outputFiles[0].text.replace(/^#!.*\n/, '');
 }
 
-// The worker's entry (what the dispatcher forks): the bundle compiled from a V8 code
-// cache made of it here, instead of from its 670 KB of source at each start (12 ms of a
-// PostgreSQL worker's ~100 ms of CPU in a profile; 7-8 ms less per start measured,
-// BENCHMARKS.md). Made here with no V8 flag set, as a worker compiles its bundle: its
-// flags come later (src/workers/v8-settings.ts). V8 refuses a cache made by another
-// version or under other flags (the bundle then compiles from source, as without a cache),
-// but Node 20's V8 checks only the source's length, not its text: so the bundle's name
-// carries a hash of its text, its cache is named after it, and the entry, written last,
-// names them both (a worker forked during a build, or from an older entry, finds the pair
-// it names; earlier pairs go once a day old). In Node 20, code compiled from a code cache
-// has no dynamic import() (vm's importModuleDynamically is lost with the cache): the
-// bundle loads the built-ins it imports lazily with require (builtinsByRequire, above;
-// the build fails on any other import() it finds), and the entry puts an import() of its
-// own where a `module` channel's user module is imported (src/publishers/module.ts).
+// A bundle's entry (what runs: the CLI's command, the worker the dispatcher forks) is a
+// small generated file that compiles the bundle from a V8 code cache made of it here,
+// instead of from its source at each start (12 ms of a PostgreSQL worker's ~100 ms of
+// CPU in a profile; 7-8 ms less per worker start, ~19 ms less per `cron` on PostgreSQL,
+// measured, BENCHMARKS.md). The cache is made with no V8 flag set, as the programs run
+// (a worker sets its flags later: src/workers/v8-settings.ts). V8 refuses a cache made by
+// another version or under other flags (the bundle then compiles from source, as without
+// a cache), but Node 20's V8 checks only the source's length, not its text: so a bundle's
+// name carries a hash of its text, its cache is named after it, and the entry, written
+// last, names them both (a process started during a build, or from an older entry, finds
+// the pair it names; earlier pairs go once a day old). In Node 20, code compiled from a
+// code cache has no dynamic import() (vm's importModuleDynamically is lost with the
+// cache): the bundles load built-ins and the packages left outside with require
+// (byRequire, above; the build fails on any other import() it finds), and the entry puts
+// an import() of its own where a `module` channel's user module is imported
+// (src/publishers/module.ts).
 const WRAPPER = ['(function (exports, require, module, __filename, __dirname) {', '\n})'];
-const WORKERS = 'dist/workers';
-const bundleName = `post-scheduler.worker-bundle-${createHash('sha256').update(workerOutput.contents).digest('hex').slice(0, 16)}.cjs`;
-const bundleFile = path.resolve(WORKERS, bundleName);
-/** writes `file` whole or not at all: a worker starting meanwhile reads the old one or the new one */
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** writes `file` whole or not at all: a process starting meanwhile reads the old one or the new one */
 const writeWhole = (file, contents) => {
   fs.writeFileSync(`${file}.tmp-${process.pid}`, contents);
   fs.renameSync(`${file}.tmp-${process.pid}`, file);
 };
-writeWhole(bundleFile, workerOutput.contents);
-writeWhole(`${bundleFile}.cache`, new vm.Script(WRAPPER[0] + workerOutput.text + WRAPPER[1], { filename: bundleFile }).createCachedData());
-writeWhole(
-  path.join(WORKERS, 'post-scheduler.worker-runner.cjs'),
-  `'use strict';
-// Generated by scripts/bundle.mjs: starts the worker bundle from the V8 code cache the build made of it.
+function writeCachedEntry({ text, dir, prefix, entry, hashbang = '' }) {
+  const bundleName = `${prefix}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}.cjs`;
+  const bundleFile = path.resolve(dir, bundleName);
+  writeWhole(bundleFile, text);
+  writeWhole(`${bundleFile}.cache`, new vm.Script(WRAPPER[0] + text + WRAPPER[1], { filename: bundleFile }).createCachedData());
+  writeWhole(
+    path.join(dir, entry),
+    `${hashbang}'use strict';
+// Generated by scripts/bundle.mjs: starts ${bundleName} from the V8 code cache the build made of it.
 const fs = require('node:fs');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -90,45 +97,63 @@ if (cachedData === undefined) {
   script.runInThisContext().call(bundle.exports, bundle.exports, require('node:module').createRequire(file), bundle, file, __dirname);
 }
 `,
-);
-for (const name of fs.readdirSync(WORKERS)) {
-  const file = path.resolve(WORKERS, name);
-  const earlier = /^post-scheduler\.worker-bundle/.test(name) && !name.startsWith(bundleName);
-  if (earlier && fs.statSync(file).mtimeMs < Date.now() - 24 * 60 * 60 * 1000) fs.rmSync(file);
+  );
+  for (const name of fs.readdirSync(dir)) {
+    const file = path.resolve(dir, name);
+    const earlier = name.startsWith(`${prefix}-`) && !name.startsWith(bundleName);
+    if (earlier && fs.statSync(file).mtimeMs < Date.now() - DAY_MS) fs.rmSync(file);
+  }
 }
 
-// The CLI (`cron` every minute from system cron), as an ES module that replaces tsc's
-// dist/cli.js: what a command imports lazily (a database's driver, a network's
-// publisher, the HTTP server) becomes a chunk of its own in dist/chunks/, so `cron`
-// loads three files of this package. The HTTP server's packages stay outside (loaded
-// only by `serve`), like the MySQL driver; better-sqlite3's JavaScript is in (as in
-// the worker: an empty SQLite `cron` 108 -> 97 ms of CPU). Bundled CommonJS packages
-// (commander) call `require`, which an ES module lacks: the banner makes one.
-const cli = await build({
-  entryPoints: { cli: 'src/cli.ts' },
-  outdir: 'dist',
-  chunkNames: 'chunks/[name]-[hash]',
-  bundle: true,
-  splitting: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external: ['mysql2', 'mysql2/promise', 'fastify', '@fastify/*', 'prom-client'],
-  banner: { js: "import { createRequire as createRequireOfBundle } from 'node:module';\nconst require = createRequireOfBundle(import.meta.url);" },
-  allowOverwrite: true,
-  metafile: true,
-  logLevel: 'warning',
+// The worker (forked several times a minute, five at once). As CommonJS it also skips the
+// CJS-in-ESM translation of its dependencies (~40-60 ms of CPU per start measured on these
+// machines). better-sqlite3's JavaScript is in it, its addon loaded by path
+// (src/store/sqlite/native-binding.ts): its ten files through Node's CJS loader cost a
+// SQLite worker 6 ms of CPU per start, and their path handling ran hot enough for TurboFan
+// to compile node:path's code before the worker's V8 flags turn it off (+3.5 MB of the
+// node binary's code resident; see src/workers/v8-settings.ts). mysql2 stays outside: a
+// worker on SQLite or PostgreSQL never parses it.
+writeCachedEntry({
+  text: await bundle('src/workers/post-scheduler.worker-runner.ts', ['mysql2', 'mysql2/promise'], 'workers/post-scheduler.worker-bundle'),
+  dir: 'dist/workers',
+  prefix: 'post-scheduler.worker-bundle',
+  entry: 'post-scheduler.worker-runner.cjs',
 });
 
-// Chunks of earlier builds go once they are a day old, not at once: a process started
-// before this build (a `serve`, a `cron` in its cycle) still loads the chunks it knows.
-const current = new Set(Object.keys(cli.metafile.outputs).map((file) => path.resolve(file)));
-const dayAgo = Date.now() - 24 * 60 * 60 * 1000;
-for (const name of fs.readdirSync('dist/chunks')) {
-  const file = path.resolve('dist/chunks', name);
-  if (!current.has(file) && fs.statSync(file).mtimeMs < dayAgo) fs.rmSync(file);
+// The CLI (`cron` every minute from system cron) the same way: dist/cli.cjs, the package's
+// `bin`. An ES module cannot start from a code cache in Node 20; the CLI was one with its
+// lazy parts in chunks, and an empty PostgreSQL `cron` took 175 ms (140 ms of CPU) against
+// 156 (120) now. What a command loads lazily (a database's driver, a network's publisher)
+// is in the bundle, run when first imported. The HTTP server's packages stay outside (loaded
+// only by `serve`), like the MySQL driver.
+writeCachedEntry({
+  text: await bundle('src/cli.ts', ['mysql2', 'mysql2/promise', 'fastify', '@fastify/*', 'prom-client'], 'cli-bundle'),
+  dir: 'dist',
+  prefix: 'cli-bundle',
+  entry: 'cli.cjs',
+  hashbang: '#!/usr/bin/env node\n',
+});
+// `node dist/cli.js` (tsc's output of src/cli.ts, replaced) runs the same command
+writeWhole(
+  'dist/cli.js',
+  `#!/usr/bin/env node
+// Generated by scripts/bundle.mjs: the command is dist/cli.cjs (package.json's bin); this runs it for \`node dist/cli.js\`.
+import { createRequire } from 'node:module';
+
+createRequire(import.meta.url)('./cli.cjs');
+`,
+);
+
+// Chunks of the ES module CLI of earlier builds go once they are a day old, not at once:
+// a process started before this build (a \`serve\`, a \`cron\` in its cycle) still loads them.
+if (fs.existsSync('dist/chunks')) {
+  for (const name of fs.readdirSync('dist/chunks')) {
+    const file = path.resolve('dist/chunks', name);
+    if (fs.statSync(file).mtimeMs < Date.now() - DAY_MS) fs.rmSync(file);
+  }
 }
 
-// dist/cli.js is the package's `bin`: executable, so a checkout's build runs as
+// dist/cli.cjs is the package's `bin`: executable, so a checkout's build runs as
 // `post-scheduler` through a symlink on PATH (deploy/crontab) as an npm install does.
+fs.chmodSync('dist/cli.cjs', 0o755);
 fs.chmodSync('dist/cli.js', 0o755);

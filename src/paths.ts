@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 /**
  * Where this program's own files are, whichever way it runs: from its TypeScript
  * sources under tsx (src/...), as tsc's output (dist/...), or as the CLI's bundle
- * (dist/cli.js and its chunks, scripts/bundle.mjs), where a module's `import.meta.url`
+ * (dist/cli-bundle-<hash>.cjs, scripts/bundle.mjs), where a module's `import.meta.url`
  * is the file it was bundled into, not its own. So no module finds its neighbours by a
  * relative path: they ask here, from the package's root.
  */

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { CLI, processTable, ROOT, run, testEnv, waitFor } from './helpers/processes.ts';
+import { processTable, ROOT, run, testEnv, waitFor } from './helpers/processes.ts';
 
 /**
  * SLOW (up to ~2.5 minutes): the README's system-cron deployment as written. Debian's
@@ -53,7 +53,8 @@ describe('system cron (slow: waits for cron to start cycles at the top of a minu
     // what `npm install -g` / `npm link` leaves: `post-scheduler` on a bin directory, node beside it or on PATH
     const bin = path.join(dir, 'bin');
     fs.mkdirSync(bin);
-    fs.symlinkSync(CLI, path.join(bin, 'post-scheduler'));
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    fs.symlinkSync(path.join(ROOT, pkg.bin['post-scheduler'] ?? ''), path.join(bin, 'post-scheduler'));
     const databaseUrl = `sqlite:${path.join(dir, 'post-scheduler.db')}`;
     const out = path.join(dir, 'out.jsonl');
     const log = path.join(dir, 'post-scheduler.log');

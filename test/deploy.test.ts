@@ -89,7 +89,7 @@ function commandLines(): { where: string; args: string[] }[] {
 
   const docker = read('Dockerfile');
   const entry = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(docker)?.[1] ?? 'null') as string[];
-  assert.deepEqual(entry, ['node', '/app/dist/cli.js'], 'the image runs the compiled entry');
+  assert.deepEqual(entry, ['node', '/app/dist/cli.cjs'], "the image runs the package's bin");
   lines.push({ where: 'Dockerfile CMD', args: JSON.parse(/^CMD (.*)$/m.exec(docker)?.[1] ?? '[]') as string[] });
 
   for (const file of ['k8s/cronjob.yaml', 'k8s/keda-scaledjob.yaml']) {
@@ -214,6 +214,40 @@ describe('deploy/ templates', () => {
       }
     }
     assert.ok(seen.has('better-sqlite3') && seen.has('commander'), [...seen].join(' '));
+  });
+
+  it("the command (package.json's bin) starts from a code cache of its bundle that V8 accepts, from the bundle alone without one, and as `node dist/cli.js`", async () => {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; version: string };
+    const bin = path.join(ROOT, pkg.bin['post-scheduler'] ?? '');
+    assert.equal(bin, path.join(ROOT, 'dist', 'cli.cjs'));
+    // a hook loaded before the entry records each vm.Script it makes: given a cache, and accepted
+    const report = path.join(tmp, 'cli-cache.json');
+    const hook = path.join(tmp, 'cli-cache-hook.cjs');
+    fs.writeFileSync(
+      hook,
+      "const vm = require('node:vm'); const fs = require('node:fs'); const Script = vm.Script; const made = [];\n" +
+        'vm.Script = function (code, options) { const s = new Script(code, options); made.push({ filename: options?.filename, cached: options?.cachedData !== undefined, rejected: s.cachedDataRejected }); return s; };\n' +
+        `process.on('exit', () => fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify(made)));\n`,
+    );
+    const bundleName = /"(cli-bundle-[0-9a-f]+\.cjs)"/.exec(fs.readFileSync(bin, 'utf8'))?.[1];
+    assert.ok(bundleName !== undefined, 'the entry names its bundle');
+    const env = { ...testEnv(`sqlite:${path.join(tmp, 'cache.db')}`), NODE_OPTIONS: `--require ${hook}` };
+    const r = execFileSync(bin, ['--version'], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.trim(), pkg.version);
+    assert.deepEqual(JSON.parse(fs.readFileSync(report, 'utf8')), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }]);
+    assert.equal(execFileSync(process.execPath, [CLI, '--version'], { env, encoding: 'utf8', timeout: 30_000 }).trim(), pkg.version, 'node dist/cli.js');
+
+    // the entry and its bundle without the cache, beside the package.json the bundle finds
+    // its files from: the bundle compiles from source, and a command that touches the
+    // database runs (its driver is in the bundle)
+    const copy = path.join(tmp, 'copy');
+    fs.mkdirSync(path.join(copy, 'dist'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(copy, 'package.json'));
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(copy, 'node_modules'));
+    for (const name of ['cli.cjs', bundleName]) fs.copyFileSync(path.join(ROOT, 'dist', name), path.join(copy, 'dist', name));
+    const plain = spawnSync(process.execPath, [path.join(copy, 'dist', 'cli.cjs'), 'migrate'], { env: testEnv(`sqlite:${path.join(tmp, 'plain.db')}`), encoding: 'utf8', timeout: 30_000 });
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.match(plain.stdout, /Schema up to date/);
   });
 
   it("the KEDA scaler's query is the due count on a real PostgreSQL, with the seed's BATCH_SIZE and MAX_WORKERS", async () => {

@@ -4,7 +4,7 @@ import { parseCycle, type CycleLog } from './logs.ts';
 import { childEnv, clip, CLI, CRON_ENTRY, mustRunCli, runNode } from './proc.ts';
 
 /**
- * One measured dispatch cycle: the whole `node dist/cli.js cron` process (or the
+ * One measured dispatch cycle: the whole `node dist/cli.cjs cron` process (or the
  * seed's entry point) from spawn to exit, its JSON log, and the checks that make
  * its figure trustworthy.
  */

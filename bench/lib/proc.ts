@@ -10,7 +10,7 @@ import { watchGroupMemory, type GroupMemory } from './memory.ts';
  * by the child's own id when it overruns its timeout or when the run is cleaned up.
  */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'dist', 'cli.js');
+export const CLI = path.join(ROOT, 'dist', 'cli.cjs');
 export const CRON_ENTRY = path.join(ROOT, 'dist', 'cron', 'post-scheduler.cron.js');
 
 /** Every variable the program reads: removed from the inherited environment so that only the bench sets them. */

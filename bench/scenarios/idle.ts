@@ -63,7 +63,7 @@ export async function idleScenario(ctx: BenchContext): Promise<ScenarioResult> {
     '## 4. Idle cost of posts scheduled for later',
     '',
     'One post due now plus 100 or 100,000 posts scheduled for later (`simulate --at +1d`, inserted once, not timed); default config; `file` publisher. ' +
-      `Wall = whole \`node dist/cli.js cron\` process, spawn to exit. ${ctx.reps} repetitions per row (a new due post before each), one fresh database per row. ${ctx.machine}`,
+      `Wall = whole \`node dist/cli.cjs cron\` process, spawn to exit. ${ctx.reps} repetitions per row (a new due post before each), one fresh database per row. ${ctx.machine}`,
     '',
     table(['DB', 'posts scheduled later', 'wall median ms', 'min ms', 'max ms', 'dispatcher durationMs median'], rows),
   ].join('\n');

@@ -88,7 +88,7 @@ export async function refillScenario(ctx: BenchContext): Promise<ScenarioResult>
     '## Refill',
     '',
     `${POSTS} posts due; a webhook receiver answering 200 after ${DELAY_MS} ms; 25 in flight as one worker of 25 or five workers of 5 ` +
-      `(MIN_WORKERS=MAX_WORKERS, BATCH_SIZE=WORKER_CONCURRENCY). Ideal ${IDEAL_MS} ms. Wall = whole \`node dist/cli.js cron\` process, spawn to exit; ` +
+      `(MIN_WORKERS=MAX_WORKERS, BATCH_SIZE=WORKER_CONCURRENCY). Ideal ${IDEAL_MS} ms. Wall = whole \`node dist/cli.cjs cron\` process, spawn to exit; ` +
       `drain = the receiver's first request to its last answer (start-ups left out: how soon freed slots are refilled). ` +
       `${ctx.reps} repetitions per row, median. ${ctx.machine}`,
     '',

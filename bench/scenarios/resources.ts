@@ -10,7 +10,7 @@ import { fmt, max, median, min } from '../lib/stats.ts';
  * line time minus the dispatcher's `Spawning worker: <id>` line time, and the
  * worker's own msSinceProcessStart), worker maxRssMb, dispatcher maxRssMb, for 1 and
  * 23 posts due, and the whole cycle's peak summed RSS and PSS (bench/lib/memory.ts). Each
- * repetition runs `node dist/cli.js cron` and then, on fresh posts,
+ * repetition runs `node dist/cli.cjs cron` and then, on fresh posts,
  * `node dist/cron/post-scheduler.cron.js` (the seed's entry point) for comparison.
  */
 const DELAY_MS = 200;
@@ -90,10 +90,10 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
     '## 3. Resources',
     '',
     `Posts due: 1 (1 worker) or 23 (5 workers), default config, webhook receiver answering 200 after ${DELAY_MS} ms. ` +
-      `${ctx.reps} repetitions; each repetition runs \`node dist/cli.js cron\` and then, on fresh posts, \`node dist/cron/post-scheduler.cron.js\`. ` +
-      'Worker figures are over all workers of the `dist/cli.js cron` runs (median, (min–max)); spawn→first claim = worker\'s first-claim line `time` minus the dispatcher\'s `Spawning worker: <id>` line `time`; ' +
+      `${ctx.reps} repetitions; each repetition runs \`node dist/cli.cjs cron\` and then, on fresh posts, \`node dist/cron/post-scheduler.cron.js\`. ` +
+      'Worker figures are over all workers of the `dist/cli.cjs cron` runs (median, (min–max)); spawn→first claim = worker\'s first-claim line `time` minus the dispatcher\'s `Spawning worker: <id>` line `time`; ' +
       `msSinceProcessStart is the worker's own figure. MB are maxRSS as the processes report it (dispatcher: at its summary line). ` +
-      'Cycle peak: the `dist/cli.js cron` process group (dispatcher and workers) sampled every 50 ms from outside, the highest sum over its processes at one instant: ' +
+      'Cycle peak: the `dist/cli.cjs cron` process group (dispatcher and workers) sampled every 50 ms from outside, the highest sum over its processes at one instant: ' +
       'RSS counts the pages the processes share (the node binary, libraries) once per process; PSS divides them among the processes that share them, so summed PSS is what the cycle holds. ' +
       ctx.machine,
     '',
@@ -105,7 +105,7 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
         'spawn→first claim ms',
         'msSinceProcessStart',
         'worker maxRssMb',
-        'dispatcher maxRssMb, dist/cli.js cron',
+        'dispatcher maxRssMb, dist/cli.cjs cron',
         'dispatcher maxRssMb, dist/cron/post-scheduler.cron.js',
         'cycle wall median ms (cli / cron.js)',
         'workers whose first claim got 0 posts',

@@ -80,7 +80,7 @@ export async function seedScenario(ctx: BenchContext): Promise<ScenarioResult> {
     '## 1. Seed throughput table',
     '',
     `Posts due: N; default config (BATCH_SIZE=5, MAX_WORKERS=5, WORKER_CONCURRENCY=5 → 25 in flight); webhook channel to a local receiver answering 200 after ${DELAY_MS} ms. ` +
-      `Wall = whole \`node dist/cli.js cron\` process, spawn to exit. Ideal = ceil(N/25) × ${DELAY_MS} ms. ` +
+      `Wall = whole \`node dist/cli.cjs cron\` process, spawn to exit. Ideal = ceil(N/25) × ${DELAY_MS} ms. ` +
       `${ctx.reps} repetitions per row, fresh posts each time (one fresh database per row). ${ctx.machine}`,
     '',
     table(

@@ -93,7 +93,7 @@ export async function sizingScenario(ctx: BenchContext): Promise<ScenarioResult>
     '',
     `Posts due: N; default config (MAX_WORKERS=5, WORKER_CONCURRENCY=5, WORKER_TIMEOUT_MS=50000: a 45 s budget); webhook channel to a local receiver answering 200 after ${DELAY_MS} ms. ` +
       `\`WORKER_SIZING=seed\` (the seed's formula) against \`WORKER_SIZING=deadline\` on a fresh database each, after one unmeasured cycle of ${HISTORY_POSTS} posts (the channel's history). ` +
-      'Wall = whole `node dist/cli.js cron` process, spawn to exit, median (min–max). Summed peak RSS = dispatcher + every worker, each its own peak (maxRSS), median. ' +
+      'Wall = whole `node dist/cli.cjs cron` process, spawn to exit, median (min–max). Summed peak RSS = dispatcher + every worker, each its own peak (maxRSS), median. ' +
       `${ctx.reps} repetitions per row. ${ctx.machine}`,
     '',
     table(

@@ -91,7 +91,7 @@ export async function throughputScenario(ctx: BenchContext): Promise<ScenarioRes
     '',
     `${posts.toLocaleString('en-US')} posts due (inserted with \`simulate\` before timing, fresh database per run); TIMEOUT_MS=120000 WORKER_TIMEOUT_MS=110000; ` +
       `publisher \`file\` (JSON lines to a temp file) or \`webhook\` to a local receiver answering 200 at once. ` +
-      `posts/s = ${posts} / wall time of \`node dist/cli.js cron\` (spawn to exit). ${ctx.reps} repetitions per row, median. ` +
+      `posts/s = ${posts} / wall time of \`node dist/cli.cjs cron\` (spawn to exit). ${ctx.reps} repetitions per row, median. ` +
       `Config column: MAX_WORKERS×WORKER_CONCURRENCY, BATCH_SIZE. ${ctx.machine}`,
     '',
     table(

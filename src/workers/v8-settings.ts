@@ -18,7 +18,8 @@ import v8 from 'node:v8';
  *   32 MB under load; with a factor of 1 from the start it stayed at 2 MB, and a webhook
  *   worker ran twice as many scavenges for about the same RSS (BENCHMARKS.md, 2026-12-03,
  *   evening). The factor is set after a collection, so a long synchronous stretch can grow
- *   it one step further (8 MB) before it is held; no measured load did.
+ *   it one step further (8 MB) before it is held; no measured worker did, the test's
+ *   allocation loop did on the slower of these machines.
  *
  * Set at run time, not as `node` flags at spawn, and late: V8 refuses the code cache that
  * Node ships for its built-in modules once any flag differs from its default (any flag:
