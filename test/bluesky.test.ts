@@ -413,6 +413,12 @@ describe('bluesky publisher', () => {
       ['tag', 'ok_tag'],
     ]);
     assert.deepEqual(spans('@nodot @trailing-.test @123.45'), []);
+    // a full-width ＃ starts a tag; typographic closing quotes end one
+    assert.deepEqual(spans('a \uFF03weekend\u2019 and #done\u201D then #x'), [
+      ['tag', 'weekend'],
+      ['tag', 'done'],
+      ['tag', 'x'],
+    ]);
     // a mention is looked up once per handle
     let lookups = 0;
     const facets = await buildFacets('@Bob.test and @bob.test', async () => {

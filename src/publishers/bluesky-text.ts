@@ -100,11 +100,16 @@ export interface Facet {
 const LINK = /(?<=^|[\s(])https?:\/\/[^\s<>"]+/giu;
 /** @handle, at the start, after white space or an opening parenthesis */
 const MENTION = /(?<=^|[\s(])@([a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?)/gu;
-/** #tag after the start or white space (full-width ＃ too) */
-const TAG = /(?<=^|\s)[#＃]([^\s#＃]+)/gu;
+/**
+ * #tag after the start or white space (full-width ＃, U+FF03, too). Non-ASCII characters
+ * are escaped in these expressions: one would make the bundles' whole source a two-byte
+ * string, twice the memory in every process (scripts/bundle.mjs).
+ */
+const TAG = /(?<=^|\s)[#\uFF03]([^\s#\uFF03]+)/gu;
 /** invisible characters that end a tag: soft hyphen, word joiner, hair space, zero-width space/joiners, enclosing keycap */
 const TAG_END = new Set([0x00ad, 0x2060, 0x200a, 0x200b, 0x200c, 0x200d, 0x20e2]);
-const TRAILING_PUNCTUATION = /[.,;:!?'"’”]+$/u;
+/** closing punctuation, the typographic quotes ’ and ” (U+2019, U+201D) too */
+const TRAILING_PUNCTUATION = /[.,;:!?'"\u2019\u201D]+$/u;
 
 /** A handle as the atproto handle syntax allows it: a domain name whose last label does not start with a digit. */
 export function isHandle(handle: string): boolean {
