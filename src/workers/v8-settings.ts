@@ -1,4 +1,6 @@
+import { constants, type PerformanceEntry, type PerformanceObserverEntryList } from 'node:perf_hooks';
 import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 /**
  * The V8 settings of every worker process. Its entry point imports this module first
@@ -10,6 +12,15 @@ import v8 from 'node:v8';
  *   measured throughput gain (BENCHMARKS.md "Lighter cycles").
  * - `--heap-growing-percent=10`: the old generation's limit grows by 10% after each full
  *   collection, so V8 collects rather than grows its heap.
+ * - A full collection whenever the heap in use has grown HEAP_STEP_BYTES past what the
+ *   last one left (V8's `gc`, exposed with the flags; watched after each collection). At
+ *   a worker's heap sizes V8 waits for 8 MB more (its minimum step, whatever the percent
+ *   says), and a publish's objects, in flight for hundreds of milliseconds, outlive two
+ *   scavenges and leave their garbage in the old generation: a SQLite webhook worker
+ *   under a 2,000-post drain (one worker of 25, batch 200) peaked at 66-67 MB of RSS, 60
+ *   with a 2 MB step (59-61 MB for PostgreSQL's 62-63), for about a dozen more full
+ *   collections of ~6 ms: 12% more of its CPU (medians of 6 alternating runs). A W1
+ *   drain to a file (10,000 posts; its garbage dies young) needed one or two.
  * - The young generation is held at YOUNG_GENERATION_BYTES, from the first line: V8 grows
  *   it as it does (it starts at 1 MB, both semi-spaces), and after each collection its
  *   growth factor is set to 1 (`--semi-space-growth-factor=1`) while it is at that size,
@@ -50,21 +61,46 @@ export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--heap-growing-p
 /** The young generation's size, both semi-spaces: what `--max-semi-space-size=2` gave workers before. */
 export const YOUNG_GENERATION_BYTES = 4 * 1024 * 1024;
 
+/**
+ * How much the heap in use may grow past what the last full collection left before the
+ * worker asks for the next one (see the comment above; 2.5 MB left the webhook worker
+ * at 60-61 MB).
+ */
+export const HEAP_STEP_BYTES = 2 * 1024 * 1024;
+
 let flagsApplied = false;
-/** Applies WORKER_V8_FLAGS to this process, once (later calls do nothing). */
+/** a full collection (V8's `gc`, exposed once the flags are applied) */
+let collect: (() => void) | null = null;
+/** the heap in use after the last full collection */
+let afterFull = 0;
+/** Applies WORKER_V8_FLAGS to this process and starts the heap steps, once (later calls do nothing). */
 export function applyWorkerV8Flags(): void {
   if (flagsApplied) return;
   flagsApplied = true;
   v8.setFlagsFromString(WORKER_V8_FLAGS.join(' '));
+  v8.setFlagsFromString('--expose-gc');
+  collect = runInNewContext('gc') as () => void;
+  // from here: no collection now, on the way to the first answer
+  afterFull = usedBytes();
 }
 
+const usedBytes = (): number => v8.getHeapStatistics().used_heap_size;
 const youngBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
 let growthFactor = 2;
-const holdYoungGeneration = (): void => {
+/** after each collection: the young generation's hold, and the heap step (a full collection once the heap grew HEAP_STEP_BYTES) */
+const afterCollection = (list: PerformanceObserverEntryList | null): void => {
   const wanted = youngBytes() >= YOUNG_GENERATION_BYTES ? 1 : 2;
-  if (wanted === growthFactor) return;
-  growthFactor = wanted;
-  v8.setFlagsFromString(`--semi-space-growth-factor=${wanted}`);
+  if (wanted !== growthFactor) {
+    growthFactor = wanted;
+    v8.setFlagsFromString(`--semi-space-growth-factor=${wanted}`);
+  }
+  if (collect === null || list === null) return;
+  const used = usedBytes();
+  if (list.getEntries().some((e) => (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR)) afterFull = used;
+  else if (used > afterFull + HEAP_STEP_BYTES) {
+    collect();
+    afterFull = usedBytes();
+  }
 };
-holdYoungGeneration();
-new PerformanceObserver(holdYoungGeneration).observe({ entryTypes: ['gc'] });
+afterCollection(null);
+new PerformanceObserver(afterCollection).observe({ entryTypes: ['gc'] });
