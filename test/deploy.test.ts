@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import postgres from 'postgres';
 import { parseAllDocuments } from 'yaml';
 import { DEFAULT_SCHEMA, ENV_DEFAULTS, loadConfig } from '../src/config.ts';
+import { scriptHook } from './helpers/code-cache.ts';
 import { createTestDatabase, postgresUrl, type TestDatabase } from './helpers/databases.ts';
 import { CLI, killAll, ROOT, run, testEnv } from './helpers/processes.ts';
 
@@ -221,20 +222,13 @@ describe('deploy/ templates', () => {
     const bin = path.join(ROOT, pkg.bin['post-scheduler'] ?? '');
     assert.equal(bin, path.join(ROOT, 'dist', 'cli.cjs'));
     // a hook loaded before the entry records each vm.Script it makes: given a cache, and accepted
-    const report = path.join(tmp, 'cli-cache.json');
-    const hook = path.join(tmp, 'cli-cache-hook.cjs');
-    fs.writeFileSync(
-      hook,
-      "const vm = require('node:vm'); const fs = require('node:fs'); const Script = vm.Script; const made = [];\n" +
-        'vm.Script = function (code, options) { const s = new Script(code, options); made.push({ filename: options?.filename, cached: options?.cachedData !== undefined, rejected: s.cachedDataRejected }); return s; };\n' +
-        `process.on('exit', () => fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify(made)));\n`,
-    );
+    const hook = scriptHook(tmp, 'cli-cache-hook');
     const bundleName = /"(cli-bundle-[0-9a-f]+\.cjs)"/.exec(fs.readFileSync(bin, 'utf8'))?.[1];
     assert.ok(bundleName !== undefined, 'the entry names its bundle');
-    const env = { ...testEnv(`sqlite:${path.join(tmp, 'cache.db')}`), NODE_OPTIONS: `--require ${hook}` };
+    const env = { ...testEnv(`sqlite:${path.join(tmp, 'cache.db')}`), NODE_OPTIONS: hook.nodeOptions };
     const r = execFileSync(bin, ['--version'], { env, encoding: 'utf8', timeout: 30_000 });
     assert.equal(r.trim(), pkg.version);
-    assert.deepEqual(JSON.parse(fs.readFileSync(report, 'utf8')), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }]);
+    assert.deepEqual(hook.made(), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }]);
     assert.equal(execFileSync(process.execPath, [CLI, '--version'], { env, encoding: 'utf8', timeout: 30_000 }).trim(), pkg.version, 'node dist/cli.js');
 
     // the entry and its bundle without the cache, beside the package.json the bundle finds

@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { cycleExitCode } from '../src/dispatcher/cycle.ts';
 import { spawnWorker, stopWorkers, type WorkerExit } from '../src/dispatcher/spawn.ts';
+import { scriptHook } from './helpers/code-cache.ts';
 import { createTestDatabase } from './helpers/databases.ts';
 import { ROOT, run, start, testEnv } from './helpers/processes.ts';
 import { startReceiver } from './helpers/receiver.ts';
@@ -103,14 +104,7 @@ describe('dispatcher', () => {
 
   it('the compiled worker starts from a code cache of its bundle that V8 accepts, and from the bundle alone without one', async () => {
     // a hook loaded before the entry records each vm.Script it makes: given a cache, and accepted
-    const report = path.join(dir, 'cache.json');
-    const hook = path.join(dir, 'cache-hook.cjs');
-    fs.writeFileSync(
-      hook,
-      "const vm = require('node:vm'); const fs = require('node:fs'); const Script = vm.Script; const made = [];\n" +
-        'vm.Script = function (code, options) { const s = new Script(code, options); made.push({ filename: options?.filename, cached: options?.cachedData !== undefined, rejected: s.cachedDataRejected }); return s; };\n' +
-        `process.on('exit', () => fs.writeFileSync(${JSON.stringify(report)}, JSON.stringify(made)));\n`,
-    );
+    const hook = scriptHook(dir, 'cache-hook');
     const workers = path.join(ROOT, 'dist', 'workers');
     const entry = path.join(workers, 'post-scheduler.worker-runner.cjs');
     const bundleName = /"(post-scheduler\.worker-bundle-[0-9a-f]+\.cjs)"/.exec(fs.readFileSync(entry, 'utf8'))?.[1];
@@ -120,10 +114,10 @@ describe('dispatcher', () => {
       const env = testEnv(db.url);
       const migrated = await run(['migrate'], env);
       assert.equal(migrated.code, 0, migrated.stderr);
-      const r = await start(['--worker-id', 'w'], { ...env, NODE_OPTIONS: `--require ${hook}` }, 30_000, entry).done;
+      const r = await start(['--worker-id', 'w'], { ...env, NODE_OPTIONS: hook.nodeOptions }, 30_000, entry).done;
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /No due posts left to claim/);
-      assert.deepEqual(JSON.parse(fs.readFileSync(report, 'utf8')), [{ filename: path.join(workers, bundleName), cached: true, rejected: false }]);
+      assert.deepEqual(hook.made(), [{ filename: path.join(workers, bundleName), cached: true, rejected: false }]);
 
       // the entry and its bundle without the cache (a copy, with node_modules linked where
       // the bundle looks for better-sqlite3's addon): the bundle compiles from source
