@@ -62,12 +62,26 @@ async function bundle(entryPoint, outside, what) {
 // (byRequire, above; the build fails on any other import() it finds), and the entry puts
 // an import() of its own where a `module` channel's user module is imported
 // (src/publishers/module.ts).
-const WRAPPER = ['(function (exports, require, module, __filename, __dirname) {', '\n})'];
+// "use strict" first in the function: the banner (import.meta.url, above) comes before
+// esbuild's own directive, which then no longer counts; an ES module was strict.
+const WRAPPER = ['(function (exports, require, module, __filename, __dirname) {"use strict";', '\n})'];
 const DAY_MS = 24 * 60 * 60 * 1000;
-/** writes `file` whole or not at all: a process starting meanwhile reads the old one or the new one */
-const writeWhole = (file, contents) => {
-  fs.writeFileSync(`${file}.tmp-${process.pid}`, contents);
+/**
+ * writes `file` whole or not at all, with its mode: a process starting meanwhile reads the
+ * old one or the new one (an executable one, for the bin)
+ */
+const writeWhole = (file, contents, mode = 0o644) => {
+  fs.writeFileSync(`${file}.tmp-${process.pid}`, contents, { mode });
+  fs.chmodSync(`${file}.tmp-${process.pid}`, mode);
   fs.renameSync(`${file}.tmp-${process.pid}`, file);
+};
+/** the bundle an earlier build's entry names: kept a day from now, as it may be running */
+const namedBy = (entryFile, prefix) => {
+  try {
+    return new RegExp(`"(${prefix}-[0-9a-f]+\\.cjs)"`).exec(fs.readFileSync(entryFile, 'utf8'))?.[1] ?? null;
+  } catch {
+    return null;
+  }
 };
 function writeCachedEntry({ text, dir, prefix, entry, hashbang = '' }) {
   // The bundle as the function its entry calls: compiled as it is, never joined to a
@@ -76,15 +90,20 @@ function writeCachedEntry({ text, dir, prefix, entry, hashbang = '' }) {
   // in ASCII it is a one-byte string; one other character anywhere made both bundles
   // two-byte strings, +3.5 MB of a dispatcher's RSS measured (src/publishers/bluesky-text.ts).
   const wrapped = WRAPPER[0] + text + WRAPPER[1];
-  const nonAscii = /[^\t\n\r\x20-\x7e]/.exec(wrapped);
+  const nonAscii = /[^\t\n\r\x20-\x7e]/u.exec(wrapped);
   if (nonAscii !== null) {
-    const line = wrapped.slice(0, nonAscii.index).split('\n').length;
-    throw new Error(`${prefix}: a character outside printable ASCII (U+${nonAscii[0].codePointAt(0).toString(16).toUpperCase()}) at line ${line}: escape it in the source (esbuild leaves those in regular expressions)`);
+    const around = JSON.stringify(wrapped.slice(Math.max(0, nonAscii.index - 40), nonAscii.index + 20));
+    throw new Error(`${prefix}: a character outside printable ASCII (U+${nonAscii[0].codePointAt(0).toString(16).toUpperCase()}) in ${around}: escape it in the source (esbuild leaves those in regular expressions)`);
   }
   const bundleName = `${prefix}-${createHash('sha256').update(wrapped).digest('hex').slice(0, 16)}.cjs`;
   const bundleFile = path.resolve(dir, bundleName);
   writeWhole(bundleFile, wrapped);
   writeWhole(`${bundleFile}.cache`, new vm.Script(wrapped, { filename: bundleFile }).createCachedData());
+  const earlier = namedBy(path.join(dir, entry), prefix);
+  if (earlier !== null && earlier !== bundleName) {
+    const now = new Date();
+    for (const file of [earlier, `${earlier}.cache`]) if (fs.existsSync(path.join(dir, file))) fs.utimesSync(path.join(dir, file), now, now);
+  }
   writeWhole(
     path.join(dir, entry),
     `${hashbang}'use strict';
@@ -105,11 +124,12 @@ const script = new vm.Script(fs.readFileSync(file, 'latin1'), { filename: file, 
 const bundle = { exports: {}, filename: file };
 script.runInThisContext().call(bundle.exports, bundle.exports, require('node:module').createRequire(file), bundle, file, __dirname);
 `,
+    hashbang === '' ? 0o644 : 0o755,
   );
   for (const name of fs.readdirSync(dir)) {
     const file = path.resolve(dir, name);
-    const earlier = name.startsWith(`${prefix}-`) && !name.startsWith(bundleName);
-    if (earlier && fs.statSync(file).mtimeMs < Date.now() - DAY_MS) fs.rmSync(file);
+    const old = name.startsWith(`${prefix}-`) && !name.startsWith(bundleName);
+    if (old && fs.statSync(file).mtimeMs < Date.now() - DAY_MS) fs.rmSync(file);
   }
 }
 
@@ -150,18 +170,18 @@ import { createRequire } from 'node:module';
 
 createRequire(import.meta.url)('./cli.cjs');
 `,
+  0o755,
 );
 
-// Chunks of the ES module CLI of earlier builds go once they are a day old, not at once:
-// a process started before this build (a \`serve\`, a \`cron\` in its cycle) still loads them.
-if (fs.existsSync('dist/chunks')) {
-  for (const name of fs.readdirSync('dist/chunks')) {
-    const file = path.resolve('dist/chunks', name);
-    if (fs.statSync(file).mtimeMs < Date.now() - DAY_MS) fs.rmSync(file);
-  }
+// The chunks of the ES module CLI that earlier builds wrote go a day after the first build
+// that stopped writing them (a stamp marks it), not at once: a process started before it
+// (a `serve`, a `daemon`) may still load one.
+const chunks = 'dist/chunks';
+if (fs.existsSync(chunks)) {
+  const stamp = path.join(chunks, '.retired');
+  if (!fs.existsSync(stamp)) fs.writeFileSync(stamp, 'written by scripts/bundle.mjs: this folder goes a day after this file was made\n');
+  if (fs.statSync(stamp).mtimeMs < Date.now() - DAY_MS) fs.rmSync(chunks, { recursive: true, force: true });
 }
 
-// dist/cli.cjs is the package's `bin`: executable, so a checkout's build runs as
-// `post-scheduler` through a symlink on PATH (deploy/crontab) as an npm install does.
-fs.chmodSync('dist/cli.cjs', 0o755);
-fs.chmodSync('dist/cli.js', 0o755);
+// dist/cli.cjs is the package's `bin`, written executable (above): a checkout's build runs
+// as `post-scheduler` through a symlink on PATH (deploy/crontab) as an npm install does.

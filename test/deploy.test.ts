@@ -230,6 +230,16 @@ describe('deploy/ templates', () => {
     assert.equal(r.trim(), pkg.version);
     assert.deepEqual(hook.made(), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }]);
     assert.equal(execFileSync(process.execPath, [CLI, '--version'], { env, encoding: 'utf8', timeout: 30_000 }).trim(), pkg.version, 'node dist/cli.js');
+    // a bad configuration through `node dist/cli.js`: one line and exit 1, as from the bin
+    const bad = spawnSync(process.execPath, [CLI, 'cron'], { env: { ...env, MAX_WORKERS: 'abc' }, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(bad.status, 1);
+    assert.equal(bad.stderr, 'post-scheduler: Invalid configuration: MAX_WORKERS must be a whole number (got "abc")\n');
+    // both bundles run in strict mode, as the ES module CLI did: the directive opens the
+    // function their entry calls (esbuild's own comes after the import.meta.url banner)
+    const workerBundle = /"(post-scheduler\.worker-bundle-[0-9a-f]+\.cjs)"/.exec(fs.readFileSync(path.join(ROOT, 'dist', 'workers', 'post-scheduler.worker-runner.cjs'), 'utf8'))?.[1] ?? '';
+    for (const file of [path.join(ROOT, 'dist', bundleName), path.join(ROOT, 'dist', 'workers', workerBundle)]) {
+      assert.ok(fs.readFileSync(file, 'latin1').startsWith('(function (exports, require, module, __filename, __dirname) {"use strict";'), `${file} is strict`);
+    }
 
     // the entry and its bundle without the cache, beside the package.json the bundle finds
     // its files from: the bundle compiles from source, and a command that touches the

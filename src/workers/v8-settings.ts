@@ -12,8 +12,9 @@ import { runInNewContext } from 'node:vm';
  *   measured throughput gain (BENCHMARKS.md "Lighter cycles").
  * - `--heap-growing-percent=10`: the old generation's limit grows by 10% after each full
  *   collection, so V8 collects rather than grows its heap.
- * - A full collection whenever the heap in use has grown HEAP_STEP_BYTES past what the
- *   last one left (V8's `gc`, exposed with the flags; watched after each collection). At
+ * - A full collection whenever the old generation has grown HEAP_STEP_BYTES (or a tenth)
+ *   past what the last one left (V8's `gc`, exposed with the flags; watched after each
+ *   collection). At
  *   a worker's heap sizes V8 waits for 8 MB more (its minimum step, whatever the percent
  *   says), and a publish's objects, in flight for hundreds of milliseconds, outlive two
  *   scavenges and leave their garbage in the old generation: a SQLite webhook worker
@@ -62,16 +63,16 @@ export const WORKER_V8_FLAGS: readonly string[] = ['--no-opt', '--heap-growing-p
 export const YOUNG_GENERATION_BYTES = 4 * 1024 * 1024;
 
 /**
- * How much the heap in use may grow past what the last full collection left before the
- * worker asks for the next one (see the comment above; 2.5 MB left the webhook worker
- * at 60-61 MB).
+ * How much the heap in use outside the young generation may grow past what the last full
+ * collection left before the worker asks for the next one, at least (a tenth of what it
+ * left, when more; see the comment above; 2.5 MB left the webhook worker at 60-61 MB).
  */
 export const HEAP_STEP_BYTES = 2 * 1024 * 1024;
 
 let flagsApplied = false;
 /** a full collection (V8's `gc`, exposed once the flags are applied) */
 let collect: (() => void) | null = null;
-/** the heap in use after the last full collection */
+/** the heap in use outside the young generation after the last full collection */
 let afterFull = 0;
 /** Applies WORKER_V8_FLAGS to this process and starts the heap steps, once (later calls do nothing). */
 export function applyWorkerV8Flags(): void {
@@ -81,10 +82,15 @@ export function applyWorkerV8Flags(): void {
   v8.setFlagsFromString('--expose-gc');
   collect = runInNewContext('gc') as () => void;
   // from here: no collection now, on the way to the first answer
-  afterFull = usedBytes();
+  afterFull = oldBytes();
 }
 
-const usedBytes = (): number => v8.getHeapStatistics().used_heap_size;
+/** the heap in use outside the young generation (which a scavenge empties; it would count up to half the step) */
+const oldBytes = (): number => {
+  let bytes = 0;
+  for (const s of v8.getHeapSpaceStatistics()) if (s.space_name !== 'new_space' && s.space_name !== 'new_large_object_space') bytes += s.space_used_size;
+  return bytes;
+};
 const youngBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
 let growthFactor = 2;
 /** after each collection: the young generation's hold, and the heap step (a full collection once the heap grew HEAP_STEP_BYTES) */
@@ -95,11 +101,12 @@ const afterCollection = (list: PerformanceObserverEntryList | null): void => {
     v8.setFlagsFromString(`--semi-space-growth-factor=${wanted}`);
   }
   if (collect === null || list === null) return;
-  const used = usedBytes();
+  const used = oldBytes();
   if (list.getEntries().some((e) => (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR)) afterFull = used;
-  else if (used > afterFull + HEAP_STEP_BYTES) {
+  // a tenth more for a larger heap, as --heap-growing-percent=10 says
+  else if (used > afterFull + Math.max(HEAP_STEP_BYTES, afterFull / 10)) {
     collect();
-    afterFull = usedBytes();
+    afterFull = oldBytes();
   }
 };
 afterCollection(null);
