@@ -14,14 +14,14 @@ import { runInNewContext } from 'node:vm';
  *   collection, so V8 collects rather than grows its heap.
  * - A full collection whenever the old generation has grown HEAP_STEP_BYTES (or a tenth)
  *   past what the last one left (V8's `gc`, exposed with the flags; watched after each
- *   collection). At
- *   a worker's heap sizes V8 waits for 8 MB more (its minimum step, whatever the percent
- *   says), and a publish's objects, in flight for hundreds of milliseconds, outlive two
- *   scavenges and leave their garbage in the old generation: a SQLite webhook worker
- *   under a 2,000-post drain (one worker of 25, batch 200) peaked at 66-67 MB of RSS, 60
- *   with a 2 MB step (59-61 MB for PostgreSQL's 62-63), for about a dozen more full
- *   collections of ~6 ms: 12% more of its CPU (medians of 6 alternating runs). A W1
- *   drain to a file (10,000 posts; its garbage dies young) needed one or two.
+ *   collection). At a worker's heap sizes V8 waits for 8 MB more (its minimum step,
+ *   whatever the percent says), and a publish's objects, in flight for hundreds of
+ *   milliseconds, outlive two scavenges and leave their garbage in the old generation: a
+ *   SQLite webhook worker under a 2,000-post drain (one worker of 25, batch 200) peaked at
+ *   66-67 MB of RSS, 60 with a 2 MB step (56-58 MB for PostgreSQL's 62-63), for about a
+ *   dozen more full collections of ~6 ms: 10-12% more of its CPU (medians of 6
+ *   alternating runs). A W1 drain to a file (10,000 posts; its garbage dies young) needed
+ *   one or two.
  * - The young generation is held at YOUNG_GENERATION_BYTES, from the first line: V8 grows
  *   it as it does (it starts at 1 MB, both semi-spaces), and after each collection its
  *   growth factor is set to 1 (`--semi-space-growth-factor=1`) while it is at that size,
@@ -86,22 +86,23 @@ export function applyWorkerV8Flags(): void {
 }
 
 /** the heap in use outside the young generation (which a scavenge empties; it would count up to half the step) */
-const oldBytes = (): number => {
+const oldBytes = (spaces = v8.getHeapSpaceStatistics()): number => {
   let bytes = 0;
-  for (const s of v8.getHeapSpaceStatistics()) if (s.space_name !== 'new_space' && s.space_name !== 'new_large_object_space') bytes += s.space_used_size;
+  for (const s of spaces) if (s.space_name !== 'new_space' && s.space_name !== 'new_large_object_space') bytes += s.space_used_size;
   return bytes;
 };
-const youngBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
 let growthFactor = 2;
 /** after each collection: the young generation's hold, and the heap step (a full collection once the heap grew HEAP_STEP_BYTES) */
 const afterCollection = (list: PerformanceObserverEntryList | null): void => {
-  const wanted = youngBytes() >= YOUNG_GENERATION_BYTES ? 1 : 2;
+  const spaces = v8.getHeapSpaceStatistics();
+  const young = spaces.find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+  const wanted = young >= YOUNG_GENERATION_BYTES ? 1 : 2;
   if (wanted !== growthFactor) {
     growthFactor = wanted;
     v8.setFlagsFromString(`--semi-space-growth-factor=${wanted}`);
   }
   if (collect === null || list === null) return;
-  const used = oldBytes();
+  const used = oldBytes(spaces);
   if (list.getEntries().some((e) => (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR)) afterFull = used;
   // a tenth more for a larger heap, as --heap-growing-percent=10 says
   else if (used > afterFull + Math.max(HEAP_STEP_BYTES, afterFull / 10)) {
