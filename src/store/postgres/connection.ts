@@ -1,10 +1,19 @@
 import postgres from 'postgres';
 import { redactUrl } from '../../config.ts';
 import { StoreError } from '../store.ts';
+import { arrayTypes } from './arrays.ts';
 
-/** int8 (ids, counts) as JavaScript numbers: exact up to 2^53, far beyond any id here. */
-export const types = {
-  int8: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (raw: string) => Number(raw) },
+/**
+ * The driver's types, for every client of the store: int8 (ids, counts) as JavaScript
+ * numbers, exact up to 2^53, far beyond any id here; the arrays the store uses, known
+ * here rather than fetched from the server by each new connection (arrays.ts).
+ */
+export const typeOptions = {
+  types: {
+    int8: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (raw: string) => Number(raw) },
+    ...arrayTypes,
+  },
+  fetch_types: false,
 };
 
 export interface PostgresTarget {
@@ -25,7 +34,7 @@ function connectTo(target: PostgresTarget, options: PostgresOptions) {
   const serverTimeoutMs = Math.max(50, Math.floor(options.timeoutMs * 0.8));
   return postgres(target.url, {
     max: 1,
-    types,
+    ...typeOptions,
     connect_timeout: Math.max(1, Math.ceil(options.timeoutMs / 1000)),
     prepare: true,
     onnotice: () => undefined,

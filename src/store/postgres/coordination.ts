@@ -2,7 +2,7 @@ import postgres from 'postgres';
 import type { CoordinationStore } from '../concerns/coordination.ts';
 import { holderDead, makeHolder } from '../holder.ts';
 import { StoreError } from '../store.ts';
-import { type PostgresConnection, type Sql, types } from './connection.ts';
+import { type PostgresConnection, type Sql, typeOptions } from './connection.ts';
 
 /** The NOTIFY channel of a change to the due posts (trigger of migration 12), payload the schema. */
 const DUE_CHANNEL = 'post_scheduler_due';
@@ -98,7 +98,7 @@ export function makePostgresCoordination(c: PostgresConnection): CoordinationSto
         const notify = { onnotify: (_channel: string, payload: string) => payload === target.schema && onChange() };
         const listener: Sql = postgres(target.url, {
           ...(notify as object),
-          types,
+          ...typeOptions,
           max: 1,
           idle_timeout: 0,
           max_lifetime: null,
