@@ -1,5 +1,4 @@
 import { loadPublisherModule } from '../publishers/registry.ts';
-import { importUserModule, resolveModulePath } from '../publishers/module.ts';
 import type { PublisherModule } from '../publishers/publisher.ts';
 import type { Channel } from '../types.ts';
 import type { ContentRules } from './check.ts';
@@ -25,6 +24,8 @@ export async function rulesFor(channel: Channel, moduleDir: string | null): Prom
   if (module === null) return null;
   if (channel.platform !== 'module') return rulesOf(module);
   const { module_path: modulePath } = module.parseSettings(channel.settings) as { module_path: string };
+  // the user module's loader (node:fs/promises, node:url) only for a module channel
+  const { importUserModule, resolveModulePath } = await import('../publishers/module.ts');
   const file = await resolveModulePath(modulePath, moduleDir);
   let user;
   try {
