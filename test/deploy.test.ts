@@ -217,7 +217,7 @@ describe('deploy/ templates', () => {
     assert.ok(seen.has('better-sqlite3') && seen.has('commander'), [...seen].join(' '));
   });
 
-  it("the command (package.json's bin) starts from a code cache of its bundle that V8 accepts, from the bundle alone without one, and as `node dist/cli.js`", async () => {
+  it("the command (package.json's bin) starts from a code cache of its bundle that V8 accepts, from the bundle alone without one, as `node dist/cli.js`, and as the seed's cron entry", async () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; version: string };
     const bin = path.join(ROOT, pkg.bin['post-scheduler'] ?? '');
     assert.equal(bin, path.join(ROOT, 'dist', 'cli.cjs'));
@@ -230,6 +230,11 @@ describe('deploy/ templates', () => {
     assert.equal(r.trim(), pkg.version);
     assert.deepEqual(hook.made(), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }]);
     assert.equal(execFileSync(process.execPath, [CLI, '--version'], { env, encoding: 'utf8', timeout: 30_000 }).trim(), pkg.version, 'node dist/cli.js');
+    // the seed's cron entry is the `cron` command, from the same bundle and cache
+    const seed = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cron', 'post-scheduler.cron.js')], { env, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(seed.status, 0, seed.stderr);
+    assert.match(seed.stdout, /No pending posts, skipping worker spawn/);
+    assert.deepEqual(hook.made(), [{ filename: path.join(ROOT, 'dist', bundleName), cached: true, rejected: false }], 'the seed entry');
     // a bad configuration through `node dist/cli.js`: one line and exit 1, as from the bin
     const bad = spawnSync(process.execPath, [CLI, 'cron'], { env: { ...env, MAX_WORKERS: 'abc' }, encoding: 'utf8', timeout: 30_000 });
     assert.equal(bad.status, 1);
