@@ -404,6 +404,26 @@ describe('entry points', () => {
     }
   });
 
+  it('cron, and the seed entry, exit once the cycle is over even when a handle keeps the event loop alive', async () => {
+    const db = await createTestDatabase('sqlite');
+    try {
+      // in the dispatcher's process only: an interval that would keep it alive for good
+      const hook = path.join(db.dir, 'keep-alive.cjs');
+      fs.writeFileSync(hook, "if (!process.argv.includes('--worker-id')) setInterval(() => undefined, 60_000);\n");
+      const env = { ...testEnv(db.url), NODE_OPTIONS: `--require ${hook}` };
+      for (const [args, file] of [
+        [['cron'], undefined],
+        [[], path.join(ROOT, 'dist', 'cron', 'post-scheduler.cron.js')],
+      ] as const) {
+        const r = await start(args, env, 20_000, file).done;
+        assert.equal(r.code, 0, `${file ?? 'cron'}: ${r.stderr}`);
+        assert.match(r.stdout, /Cron cycle completed successfully/);
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
   it('node dist/cron/post-scheduler.cron.js and tsx src/cron/post-scheduler.cron.ts each run one cycle', async () => {
     const db = await createTestDatabase('sqlite');
     try {

@@ -71,7 +71,7 @@ async function preciseDaemon(config: Config): Promise<void> {
   setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_AFTER_STOP_MS).unref();
 }
 
-/** How long a stopped `daemon --precise` waits for its last handles before it exits anyway. */
+/** How long a stopped `daemon --precise`, or a `cron` whose cycle is over, waits for its last handles before it exits anyway. */
 const EXIT_AFTER_STOP_MS = 2_000;
 
 export function registerCycle(program: Command, globals: () => GlobalFlags): void {
@@ -84,6 +84,10 @@ export function registerCycle(program: Command, globals: () => GlobalFlags): voi
       const stop = new AbortController();
       onSignals(() => stop.abort('signal'));
       process.exitCode = await runCronTrigger(config, stop.signal);
+      // The cycle is over and its store closed: exit even if a handle still keeps the event
+      // loop alive (a database socket after an outage), since system cron starts the next
+      // cycle every minute whatever this one does. Unref'd: a clean cycle exits at once.
+      setTimeout(() => process.exit(process.exitCode ?? 0), EXIT_AFTER_STOP_MS).unref();
     },
   );
 

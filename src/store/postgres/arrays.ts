@@ -20,7 +20,7 @@ const timestamp: Element = {
 };
 const json: Element = { serialize: (x) => JSON.stringify(x), parse: (raw) => JSON.parse(raw) as unknown };
 
-/** array oid -> its elements (pg_type.typarray of the element's type) */
+/** each array type: its oid (pg_type.typarray of its element's type) and how its elements are written and read */
 const ARRAYS: Readonly<Record<string, { readonly oid: number; readonly element: Element }>> = {
   int2Array: { oid: 1005, element: number },
   int4Array: { oid: 1007, element: number },
@@ -78,6 +78,9 @@ export function parseArray(raw: string, element: Element): unknown[] {
   }
   return out;
 }
+
+/** The array oids given to the driver. */
+export const ARRAY_OIDS: readonly number[] = Object.values(ARRAYS).map((a) => a.oid);
 
 /** The arrays as postgres.js `types` entries. */
 export const arrayTypes = Object.fromEntries(
