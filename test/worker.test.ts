@@ -183,12 +183,12 @@ class FaultyStore {
   readonly store: Store;
 
   constructor(readonly real: Store) {
-    const exchange: Store['exchange'] = async (workerId, outcomes, limit, leaseMs) => {
+    const exchange: Store['exchange'] = async (workerId, outcomes, limit, leaseMs, claim) => {
       const call: ExchangeCall = { n: this.exchanges.length + 1, outcomes: [...outcomes], limit, fault: null, committed: false, result: null };
       this.exchanges.push(call);
       call.fault = this.exchangeFault(call);
       if (call.fault === 'before-commit') throw new Error(`injected: exchange ${call.n} failed before its commit`);
-      const result = await real.exchange(workerId, outcomes, limit, leaseMs);
+      const result = await real.exchange(workerId, outcomes, limit, leaseMs, claim);
       call.committed = true;
       call.result = result;
       if (call.fault === 'after-commit') {
@@ -317,6 +317,7 @@ interface RunOptions {
   readonly stopGraceMs?: number;
   readonly holdsSlot?: boolean;
   readonly claimAhead?: boolean;
+  readonly early?: { readonly aheadMs: number; readonly clockOffsetMs: number };
 }
 
 for (const dialect of DIALECTS) {
@@ -362,6 +363,7 @@ for (const dialect of DIALECTS) {
             ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }),
             ...(o.holdsSlot === undefined ? {} : { holdsSlot: o.holdsSlot }),
             ...(o.claimAhead === undefined ? {} : { claimAhead: o.claimAhead }),
+            ...(o.early === undefined ? {} : { early: o.early }),
           }),
           'runWorker to return',
           20_000,
@@ -399,6 +401,45 @@ for (const dialect of DIALECTS) {
       assert.deepEqual(f.fake.created[0], { timeoutMs: 2000, concurrency: 3, allowPrivateNetwork: false, moduleDir: null });
       assert.equal(f.fake.closed, 1, 'publishers are closed when the worker ends');
       assert.ok(f.logged(/Published 12 posts successfully/), f.logs.join('\n'));
+    });
+
+    it('claims early when told, and sends each post claimed so at its run_at, not before', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const runAt = Date.now() + 600;
+      const [soon, later] = await f.real.schedulePosts([
+        { channelId: main.id, text: 'soon', runAt: new Date(runAt) },
+        { channelId: main.id, text: 'later', runAt: new Date(Date.now() + 60_000) },
+      ]);
+      let sentAt = 0;
+      f.fake.on('soon', (r) => {
+        sentAt = Date.now();
+        return ok()(r);
+      });
+      const running = f.run({ early: { aheadMs: 5_000, clockOffsetMs: 0 } });
+      await waitFor('the post claimed before its run_at', async () => (await f.post(soon)).status === 'processing');
+      assert.ok(Date.now() < runAt, 'claimed ahead of its run_at');
+      const report = await running;
+      assert.deepEqual(counts(report), { ...none, claimed: 1, published: 1 });
+      // the database's clock is this host's here; its timestamps are whole milliseconds
+      assert.ok(sentAt >= runAt - 1, `sent ${runAt - sentAt} ms before its run_at`);
+      assert.equal((await f.post(later)).status, 'pending', 'a post due later than the margin is left');
+    });
+
+    it('hands back a post claimed early when a stop comes before its run_at, unsent and without an attempt', async () => {
+      const f = await setup();
+      const main = await f.channel('main', 'retry');
+      const [held] = await f.real.schedulePosts([{ channelId: main.id, text: 'held', runAt: new Date(Date.now() + 1_500) }]);
+      const stop = new AbortController();
+      const running = f.run({ early: { aheadMs: 5_000, clockOffsetMs: 0 }, stop: stop.signal });
+      await waitFor('the post claimed ahead', async () => (await f.post(held)).status === 'processing');
+      stop.abort();
+      const report = await running;
+      assert.deepEqual(counts(report), { ...none, claimed: 1, released: 1 });
+      assert.deepEqual(f.fake.publishes, [], 'nothing sent');
+      const after = await f.post(held);
+      assert.equal(after.status, 'pending');
+      assert.equal(after.attempts, 0);
     });
 
     it('refills a freed slot at once, while the other publishes are still held', async () => {

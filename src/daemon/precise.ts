@@ -310,7 +310,10 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
           await sleepUntil(now + Math.max(20, Math.floor(config.leaseMs / 6)));
           continue;
         }
-        const handed = await batch(at, due);
+        // the latest the due time can be on this host's clock (the database read its now no
+        // later than `now`; inMs is rounded, and run_at cut to the millisecond here): a
+        // worker holding a post claimed early sends it no sooner than this, never before run_at
+        const handed = await batch(at, due, now + (next?.inMs ?? 0) + 2 - at);
         if (handed === null) {
           // claimed meanwhile: look again shortly
           await sleepUntil(Date.now() + 10);
@@ -363,7 +366,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
    * its workers claimed); null when nothing is due; 'retiring' when workers told to exit
    * hold every place (wait for their exit).
    */
-  async function batch(at: number, due: number): Promise<{ completion: Promise<number> } | null | 'retiring'> {
+  async function batch(at: number, due: number, clockOffsetMs: number): Promise<{ completion: Promise<number> } | null | 'retiring'> {
     const started = Date.now();
     const load = await readDueLoad(db, config, Math.max(0, due - Date.now()) + SOON_MS);
     const pending = load.pending;
@@ -424,7 +427,7 @@ export async function runPrecise(options: PreciseOptions): Promise<void> {
     const runs = taking.map((r): BatchRun => {
       let onStart: () => void = () => undefined;
       const run: BatchRun = { resident: r, startedAt: null, started: new Promise<void>((resolve) => (onStart = resolve)), result: Promise.resolve(null) };
-      run.result = residents.dispatch(r, { at: due, cycleId, inFlight: sizing.inFlight }, (t) => {
+      run.result = residents.dispatch(r, { at: due, cycleId, inFlight: sizing.inFlight, clockOffsetMs }, (t) => {
         run.startedAt = t;
         onStart();
       });

@@ -107,6 +107,13 @@ export interface WorkerOptions {
    * see `pipelined` in runWorker.)
    */
   readonly claimAhead?: boolean;
+  /**
+   * A resident's batch, begun just before its due time: claims also take the posts due
+   * within `aheadMs` (ClaimOptions.aheadMs), and each is held until its run_at on this
+   * host's clock (run_at + `clockOffsetMs`, as its daemon measured the database's clock)
+   * before it is sent. A post held when a stop comes is handed back unstarted.
+   */
+  readonly early?: { readonly aheadMs: number; readonly clockOffsetMs: number };
 }
 
 export interface WorkerReport {
@@ -219,6 +226,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   let inFlight = 0;
   const ready: { readonly post: ClaimedPost; readonly since: number }[] = [];
   const claimAhead = options.claimAhead === true;
+  const early = options.early;
   /**
    * Quick publishes (each of the last DURATIONS_KEPT ended within the last claim's round
    * trip: a file, a receiver on the same host) are all about to end: their slots are
@@ -254,6 +262,34 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
   const publishDeps = { config, log, publisherFor, signal: inFlightAbort.signal, openCredentials, saveCredentials, setAttention, rateGate, mayStartPart, sending: publishing, ...content.deps(inFlightAbort.signal) };
   const start = (post: ClaimedPost, waitedMs = 0): void => {
     inFlight++;
+    // claimed before its run_at (options.early): it takes its slot now, and is sent then
+    if (early === undefined) {
+      send(post, waitedMs);
+      return;
+    }
+    const claimedAt = Date.now();
+    const dueAt = post.runAt.getTime() + early.clockOffsetMs;
+    const hold = (): void => {
+      // a timer may fire a millisecond before Date.now() says (its clock is the event
+      // loop's, read at the start of the turn): never sent before run_at, it waits again
+      const left = dueAt - Date.now();
+      if (left > 0) {
+        setTimeout(hold, left);
+        return;
+      }
+      const fresh = leaseFresh(post.id);
+      if (mayStartReady() && fresh) {
+        send(post, waitedMs + (Date.now() - claimedAt));
+        return;
+      }
+      if (!fresh) log.warn(`Post ${post.id}: its lease was not renewed while it was held for its run_at: not sent, handed back`);
+      inFlight--;
+      handBack(post);
+      wake();
+    };
+    hold();
+  };
+  const send = (post: ClaimedPost, waitedMs: number): void => {
     const began = performance.now();
     startedAt.set(post.id, began);
     void publishPost(post, publishDeps).then((outcome) => {
@@ -313,7 +349,8 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
     if (pipelined && durations.length === DURATIONS_KEPT && Math.max(...durations) < claimRoundTripMs) {
       let quick = true;
       for (const began of startedAt.values()) if (now - began >= claimRoundTripMs) quick = false;
-      if (quick) return { count: inFlight, nextAt: null };
+      // the publishes started (posts held for their run_at have not)
+      if (quick) return { count: startedAt.size, nextAt: null };
     }
     if (!claimAhead) return { count: 0, nextAt: null };
     const quickest = durations.length === 0 ? 0 : Math.min(...durations);
@@ -523,7 +560,7 @@ export async function runWorker(options: WorkerOptions): Promise<WorkerReport> {
           const sentAt = performance.now();
           // slots that free from now on are refilled by the next claim
           if (limit > 0) freedAt = 0;
-          const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true });
+          const result = await store.exchange(workerId, outcomes, limit, leaseMs, { slot: options.holdsSlot === true, aheadMs: early?.aheadMs ?? 0 });
           if (limit > 0) claimRoundTripMs = performance.now() - sentAt;
           tally(outcomes, result.applied);
           posts = result.claimed;

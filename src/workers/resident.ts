@@ -29,6 +29,8 @@ export interface DueMessage {
   readonly cycleId: number;
   /** the posts to keep in flight in this batch (deadline sizing); null: WORKER_CONCURRENCY */
   readonly inFlight: number | null;
+  /** this host's clock less the database's, as the daemon measured it, at its latest: a run_at plus this is on `at`'s clock, never before it */
+  readonly clockOffsetMs: number;
 }
 
 export type DaemonMessage = DueMessage | { readonly type: 'exit' };
@@ -63,6 +65,15 @@ export interface ResidentOptions {
   /** called once when the worker has warmed up, before it says it is ready (the runner applies its V8 flags then) */
   readonly onWarm?: () => void;
 }
+
+/**
+ * How long before a due time a resident claims. At the due time itself, in a burst of
+ * 200 posts for five residents on two cores (PostgreSQL), they woke 0-8 ms late, their five
+ * claims at once took 4-12 ms, and the first request left 5-10 ms after its claim: the
+ * first post went out 18-22 ms late. Claimed this much earlier, each post is held in its
+ * worker until its run_at. Those posts show as processing for these milliseconds.
+ */
+export const CLAIM_EARLY_MS = 25;
 
 /** The exit code of one batch, as an ephemeral worker's process would have it. */
 function batchExit(report: WorkerReport): ExitCode {
@@ -112,8 +123,9 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
       while (inbox.length === 0 && !stop.aborted) await new Promise<void>((resolve) => (wake = resolve));
       const message = inbox.shift();
       if (stop.aborted || message === undefined || message.type === 'exit') break;
-      // sleep until the due time (a stop ends the wait)
-      const waitMs = message.at - Date.now();
+      // sleep until just before the due time (a stop ends the wait): the batch's claims take
+      // what falls due within CLAIM_EARLY_MS, and each post is sent at its run_at
+      const waitMs = message.at - CLAIM_EARLY_MS - Date.now();
       if (waitMs > 0) {
         await new Promise<void>((resolve) => {
           const done = () => {
@@ -145,6 +157,7 @@ export async function runResident(options: ResidentOptions): Promise<ExitCode> {
           startedAt,
           holdsSlot: options.holdsSlot,
           claimAhead: true,
+          early: { aheadMs: CLAIM_EARLY_MS, clockOffsetMs: message.clockOffsetMs },
         });
       } finally {
         clearTimeout(hardStop);

@@ -71,6 +71,27 @@ export function testQueueStore(dialect: Dialect): void {
       assert.deepEqual(await store.claim('w3', 5, 60_000), []);
     });
 
+    it('claims ahead only when asked: the posts due within aheadMs of its now, never later ones', async () => {
+      const { store, channel } = await fresh();
+      const [soon, due, farther] = await store.schedulePosts([
+        { channelId: channel.id, text: 'soon', runAt: later(3_000) },
+        { channelId: channel.id, text: 'due', runAt: ago(10) },
+        { channelId: channel.id, text: 'farther', runAt: later(60_000) },
+      ]);
+      const now = await store.exchange('w1', [], 5, 60_000);
+      assert.deepEqual(
+        now.claimed.map((p) => p.id),
+        [due],
+      );
+      const ahead = await store.exchange('w2', [], 5, 60_000, { aheadMs: 30_000 });
+      assert.deepEqual(
+        ahead.claimed.map((p) => p.id),
+        [soon],
+      );
+      assert.ok((ahead.claimed[0]?.runAt.getTime() ?? 0) > Date.now(), 'its run_at comes with it, to be held until');
+      assert.equal((await store.getPost(farther ?? 0))?.status, 'pending');
+    });
+
     it('gives each post of one claim its own channel, whatever channels the batch mixes', async () => {
       const { store, channel } = await fresh();
       const other = await store.addChannel({ name: 'other', platform: 'webhook', settings: { url: 'http://127.0.0.1:1/hook' }, onUnknown: 'retry' });
@@ -710,7 +731,7 @@ async function explainClaim(db: TestDatabase, limit: number): Promise<{ index: b
     }
   }
   if (target.dialect === 'mysql') {
-    const rows = await rawQuery<{ table: string; key: string | null; Extra: string | null }>(target.url, `EXPLAIN ${dueForClaim(false)}`, [limit]);
+    const rows = await rawQuery<{ table: string; key: string | null; Extra: string | null }>(target.url, `EXPLAIN ${dueForClaim(false)}`, [0, limit]);
     const text = rows.map((r) => `${r.table}: ${r.key ?? '(no index)'} ${r.Extra ?? ''}`).join(' | ');
     return { index: rows.some((r) => r.table === 'post_schedule' && r.key === 'post_schedule_due'), sorts: /filesort/.test(text), rowsRead: null, text };
   }
@@ -718,7 +739,7 @@ async function explainClaim(db: TestDatabase, limit: number): Promise<{ index: b
   const sql = postgres(target.url, { max: 1, onnotice: () => undefined, connection: { search_path: target.schema } });
   try {
     await sql.unsafe('BEGIN');
-    const [row] = await sql.unsafe(`EXPLAIN (ANALYZE, FORMAT JSON) ${EXCHANGE}`, ['w-plan', [], '[]', limit, 60_000, false]);
+    const [row] = await sql.unsafe(`EXPLAIN (ANALYZE, FORMAT JSON) ${EXCHANGE}`, ['w-plan', [], '[]', limit, 60_000, false, 0]);
     await sql.unsafe('ROLLBACK');
     const nodes: PgPlan[] = [];
     const walk = (n: PgPlan | undefined): void => {

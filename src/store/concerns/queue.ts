@@ -99,6 +99,12 @@ export interface ClaimOptions {
    * was taken claims nothing).
    */
   readonly slot?: boolean;
+  /**
+   * Also the posts due within this many ms of the database's now (0 by default): a resident
+   * claims just before a due time and holds each post until its run_at, so that the claim's
+   * round trip is not spent after it (src/workers/resident.ts).
+   */
+  readonly aheadMs?: number;
 }
 
 export interface Exchange {

@@ -14,11 +14,12 @@ const NOT_PAUSED = 'channel_id NOT IN (SELECT id FROM channels WHERE paused_at I
 
 /**
  * The due posts a claim takes, oldest first, walking post_schedule_due (exported for the
- * conformance suite's plan check); `excluding`: not the posts of these ids (a parameter).
+ * conformance suite's plan check): due within the first parameter's ms (ClaimOptions.aheadMs);
+ * `excluding`: not the posts of these ids (a parameter).
  */
 export function dueForClaim(excluding: boolean): string {
   return `SELECT id FROM post_schedule
-           WHERE ${whereFrom('claim')} AND run_at <= NOW(3) AND ${NOT_PAUSED}
+           WHERE ${whereFrom('claim')} AND run_at <= ${NOW_PLUS_MS} AND ${NOT_PAUSED}
              ${excluding ? 'AND id NOT IN (?)' : ''}
            ORDER BY run_at, id
            LIMIT ?
@@ -143,7 +144,8 @@ export function makeMysqlQueue(c: MysqlConnection): QueueStore {
         if (slot.affectedRows === 0) limit = 0;
       }
       if (limit <= 0) return { applied, claimed: [] };
-      const due = await t.q<{ id: number }>(dueForClaim(recording.length > 0), recording.length > 0 ? [recording, limit] : [limit]);
+      const ahead = Math.max(0, claim.aheadMs ?? 0);
+      const due = await t.q<{ id: number }>(dueForClaim(recording.length > 0), recording.length > 0 ? [ahead, recording, limit] : [ahead, limit]);
       if (due.length === 0) return { applied, claimed: [] };
       const ids = due.map((d) => d.id);
       await t.exec(

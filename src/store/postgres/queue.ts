@@ -80,7 +80,7 @@ export const EXCHANGE = `
     RETURNING 1
   ), due AS (
     SELECT id FROM post_schedule
-     WHERE ${whereFrom('claim')} AND run_at <= now() AND (NOT $6::boolean OR EXISTS (SELECT 1 FROM slot))
+     WHERE ${whereFrom('claim')} AND run_at <= now() + $7 * interval '1 millisecond' AND (NOT $6::boolean OR EXISTS (SELECT 1 FROM slot))
        -- never a post of a channel an operator paused (NOT_PAUSED)
        AND ${NOT_PAUSED}
        -- never a post this call records an outcome for: the same snapshot still sees a
@@ -129,6 +129,7 @@ export function makePostgresQueue(c: PostgresConnection): QueueStore {
       Math.max(0, limit),
       leaseMs,
       claim.slot === true,
+      Math.max(0, claim.aheadMs ?? 0),
     ]);
     const applied = (row?.applied ?? '') === '' ? [] : (row?.applied ?? '').split(',').map(Number);
     return { applied, claimed: claimedFromRows(row?.claimed ?? []) };

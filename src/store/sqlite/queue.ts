@@ -95,7 +95,7 @@ export function makeSqliteQueue(c: SqliteConnection): QueueStore {
       // never a post this call records an outcome for (a late publish of a post recovery
       // put back must land, not be hidden by a new claim)
       const recording = JSON.stringify(outcomes.map((o) => o.postId));
-      if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now, recording, limit) as { id: number }[]).map((r) => r.id);
+      if (limit > 0) ids = (stmt(SQL.claim).all(workerId, now, now + leaseMs, now, now + Math.max(0, claim.aheadMs ?? 0), recording, limit) as { id: number }[]).map((r) => r.id);
       const applied: number[] = [];
       // one entry per post and claim token (the first, as the per-row path would apply it):
       // of entries for one post, only the one with its token lands, and its attempt with it
