@@ -37,6 +37,10 @@ describe('status on a large PostgreSQL table', () => {
           [channel.id],
         );
         await sql.unsafe("SELECT setval('post_details_id_seq', 250000)");
+        // statistics from every row (a sample of 300 x the target): by default ANALYZE reads
+        // 30,000 of them, and fifteen of its samples of one such table put 'failed' at 9.6-10.1%,
+        // one CI run's estimate 5.6% off: the figures below are then status's arithmetic, not luck
+        await sql.unsafe('ALTER TABLE post_schedule ALTER COLUMN status SET STATISTICS 1000');
         await sql.unsafe('ANALYZE post_schedule');
       } finally {
         await sql.end({ timeout: 1 });
@@ -48,7 +52,7 @@ describe('status on a large PostgreSQL table', () => {
       const report = await store.status(1);
       assert.equal(report.estimated, true);
       assert.deepEqual([report.counts.duePending, report.counts.scheduledLater, report.counts.processing, report.counts.unknown], [1, 1, 0, 1]);
-      const near = (n: number, truth: number) => Math.abs(n - truth) / truth < 0.05;
+      const near = (n: number, truth: number) => Math.abs(n - truth) / truth < 0.01;
       assert.ok(near(report.counts.published, 199_999), `published ~${report.counts.published}`);
       assert.ok(near(report.counts.failed, 25_000), `failed ~${report.counts.failed}`);
       assert.ok(near(report.counts.cancelled, 25_000), `cancelled ~${report.counts.cancelled}`);
