@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { watchForeignProcesses } from './lib/foreign.ts';
 import { DIALECTS, dropAll, MYSQL_URL, mysqlAvailable, postgresAvailable, type Dialect } from './lib/db.ts';
 import { Report } from './lib/markdown.ts';
-import { CLI, killAllChildren, ROOT, startedGroups } from './lib/proc.ts';
+import { CLI, ENV_KIND, killAllChildren, ROOT, startedGroups, startupCpuMs } from './lib/proc.ts';
 import { errorText, progress, type BenchContext, type ScenarioResult } from './lib/scenario.ts';
 import { idleScenario } from './scenarios/idle.ts';
 import { preciseScenario } from './scenarios/precise.ts';
@@ -139,7 +139,8 @@ async function main(): Promise<number> {
   const srcDiff = createHash('sha256').update(sh('git', ['diff', 'HEAD', '--', 'src'])).digest('hex').slice(0, 12);
   const distAtStart = distHash();
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
-  const machineInfo = { nproc, node: process.version, cpu, os: `${os.type()} ${os.release()}`, memGb: Math.round(os.totalmem() / 2 ** 30), commit, srcDiffSha256: srcDiff, distSha256: distAtStart };
+  const startup = startupCpuMs();
+  const machineInfo = { nproc, node: process.version, cpu, os: `${os.type()} ${os.release()}`, memGb: Math.round(os.totalmem() / 2 ** 30), env: ENV_KIND, startupCpuMs: startup, commit, srcDiffSha256: srcDiff, distSha256: distAtStart };
   const machine = `Machine: nproc ${nproc}, Node ${process.version}, ${cpu}, ${machineInfo.memGb} GB RAM.`;
   const ctx: BenchContext = { quick: opts.quick, reps: opts.quick ? 2 : 5, dialects, machine };
 
@@ -155,6 +156,9 @@ async function main(): Promise<number> {
         (my.ok
           ? ` ${my.version} at 127.0.0.1:3306, database bench_<random> per database, dropped afterwards (scenarios ${MYSQL_SCENARIOS.join(', ')} only).`
           : ` MySQL/MariaDB: none at 127.0.0.1:3306 (${my.reason}), not run.`),
+      `Environment of the program's processes: ${ENV_KIND === 'cron' ? "what system cron gives a job (SHELL, PATH, HOME, LOGNAME, LANG) and the program's settings, not this shell's (`BENCH_ENV=shell` to run them in it)" : "this shell's (`BENCH_ENV=shell`), not what system cron gives a job"}. ` +
+        `A bare Node start-up (\`node -e 0\`, median of 9) takes ${startup.cron.toFixed(0)} ms of CPU in cron's environment, ${startup.shell.toFixed(0)} ms in this shell's` +
+        (process.env['NODE_EXTRA_CA_CERTS'] === undefined ? '.' : ' (it exports NODE_EXTRA_CA_CERTS, which Node 20 parses at each start).'),
     ].join('\n'),
   );
 

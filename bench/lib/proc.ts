@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -33,8 +33,29 @@ const PROGRAM_ENV = [
   'NODE_OPTIONS',
 ];
 
+/**
+ * Where the program's processes get their environment. `cron` (the default): what system
+ * cron gives a job (deploy/crontab: SHELL, PATH, HOME, LOGNAME, and LANG where the system
+ * sets one; deploy/systemd's service gives as little), plus the program's settings, as a
+ * deployed cycle runs. `shell`: the bench's own environment, whatever this shell exports.
+ * A shell's environment can weigh on every process start: these machines export
+ * NODE_EXTRA_CA_CERTS, which Node 20 reads and parses at each start-up (BENCHMARKS.md;
+ * the Run section of each report measures it).
+ */
+export type EnvKind = 'cron' | 'shell';
+export const ENV_KIND: EnvKind = process.env['BENCH_ENV'] === 'shell' ? 'shell' : 'cron';
+const CRON_ENV = ['PATH', 'HOME', 'LOGNAME', 'LANG'];
+
+/** The environment of the cron job, from this shell's values of the few variables cron sets. */
+export function baseEnv(kind: EnvKind = ENV_KIND): NodeJS.ProcessEnv {
+  if (kind === 'shell') return { ...process.env };
+  const env: NodeJS.ProcessEnv = { SHELL: '/bin/sh' };
+  for (const name of CRON_ENV) if (process.env[name] !== undefined) env[name] = process.env[name];
+  return env;
+}
+
 export function childEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
+  const env = baseEnv();
   for (const name of PROGRAM_ENV) delete env[name];
   // the bench's receivers listen on 127.0.0.1, which the SSRF guard refuses by default;
   // a webhook's URL is a credential, sealed with a key (a fixed one: nothing secret here)
@@ -46,6 +67,28 @@ export function childEnv(databaseUrl: string, extra: Record<string, string> = {}
     POST_SCHEDULER_SECRET_KEY: Buffer.alloc(32, 9).toString('hex'),
     ...extra,
   };
+}
+
+/**
+ * CPU of a bare Node start-up (`node -e 0`, user + system as the process counts it at its
+ * exit), median of `runs`, in each environment: what the shell's environment costs every
+ * process of a cycle before its first line.
+ */
+export function startupCpuMs(runs = 9): { readonly cron: number; readonly shell: number } {
+  const measure = (env: NodeJS.ProcessEnv): number => {
+    const ms: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const out = execFileSync(process.execPath, ['-e', "process.on('exit', () => { const u = process.cpuUsage(); process.stdout.write(String((u.user + u.system) / 1000)); })"], {
+        env,
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      ms.push(Number(out));
+    }
+    ms.sort((a, b) => a - b);
+    return ms[Math.floor(ms.length / 2)] ?? Number.NaN;
+  };
+  return { cron: measure(baseEnv('cron')), shell: measure(baseEnv('shell')) };
 }
 
 export interface RunResult {
