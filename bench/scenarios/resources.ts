@@ -1,6 +1,8 @@
 import { addWebhookChannel, checkCounts, measureCycle, rawRun, simulate, statusCounts, type CycleRun, type Entry } from '../lib/cycle.ts';
 import { freshDatabase } from '../lib/db.ts';
+import { bareNodeMemory } from '../lib/memory.ts';
 import { table } from '../lib/markdown.ts';
+import { baseEnv } from '../lib/proc.ts';
 import { startReceiver } from '../lib/receiver.ts';
 import { errorText, failureList, progress, type BenchContext, type ScenarioResult } from '../lib/scenario.ts';
 import { fmt, max, median, min } from '../lib/stats.ts';
@@ -86,6 +88,16 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
   } finally {
     await receiver.close();
   }
+  // what six Node processes (a dispatcher and five workers) map before any code of ours runs
+  const floor = await bareNodeMemory(6, baseEnv()).catch((e: unknown) => {
+    failures.push(`resources: bare node processes: ${errorText(e)}`);
+    return null;
+  });
+  if (floor !== null) raw.push({ bareNode: { processes: 6, ...floor } });
+  const floorLine =
+    floor === null
+      ? ''
+      : ` Floor: six bare Node processes (\`node -e\`, idle, in the same environment) sum to ${floor.rssMb} MB of RSS and ${floor.pssMb} MB of PSS at once: no cycle of a dispatcher and five workers, each a Node process, sums less RSS.`;
   const markdown = [
     '## 3. Resources',
     '',
@@ -94,7 +106,9 @@ export async function resourcesScenario(ctx: BenchContext): Promise<ScenarioResu
       'Worker figures are over all workers of the `dist/cli.cjs cron` runs (median, (min–max)); spawn→first claim = worker\'s first-claim line `time` minus the dispatcher\'s `Spawning worker: <id>` line `time`; ' +
       `msSinceProcessStart is the worker's own figure. MB are maxRSS as the processes report it (dispatcher: at its summary line). ` +
       'Cycle peak: the `dist/cli.cjs cron` process group (dispatcher and workers) sampled every 50 ms from outside, the highest sum over its processes at one instant: ' +
-      'RSS counts the pages the processes share (the node binary, libraries) once per process; PSS divides them among the processes that share them, so summed PSS is what the cycle holds. ' +
+      'RSS counts the pages the processes share (the node binary, libraries) once per process; PSS divides them among the processes that share them, so summed PSS is what the cycle holds.' +
+      floorLine +
+      ' ' +
       ctx.machine,
     '',
     table(
