@@ -122,6 +122,7 @@ export async function bareNodeMemory(count: number, env: NodeJS.ProcessEnv, samp
       await new Promise((r) => setTimeout(r, 50));
       const s = sampleProcesses(children.flatMap((c) => (c.pid === undefined ? [] : [c.pid])));
       if (s === null) return null;
+      if (s.processes !== count) throw new Error(`${count - s.processes} of ${count} bare node processes exited before they were sampled`);
       rssKb = Math.max(rssKb, s.rssKb);
       pssKb = Math.max(pssKb, s.pssKb);
     }
